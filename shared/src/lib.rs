@@ -1,0 +1,18 @@
+//! camrec's wire contract, shared by `event-api` and `recorder-worker`.
+//!
+//! Everything that crosses a process boundary is defined here exactly once: typed ids
+//! ([`ids`]), NATS subjects and stream names ([`subjects`]), the versioned JSON messages
+//! ([`messages`]), the RTSP URL type that never prints its credential ([`rtsp`]) and the object
+//! key layout plus the storage backend both services open ([`storage`]). The two small helpers
+//! every binary needs, [`telemetry`] and [`shutdown`], live here too so that both services log and
+//! stop the same way.
+
+pub mod ids;
+pub mod messages;
+pub mod rtsp;
+pub mod shutdown;
+pub mod storage;
+pub mod subjects;
+pub mod telemetry;
+
+pub use ids::{CameraId, EventId, PlaybackId};

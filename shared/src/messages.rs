@@ -1,0 +1,398 @@
+//! The versioned JSON messages of the `EVENTS` and `PLAYBACKS` streams.
+//!
+//! Every message is an [`Envelope`]: a schema version, a message id, the time it happened and a
+//! payload. Readers ignore unknown fields (no `deny_unknown_fields` anywhere here), changes are
+//! additive, and a breaking change gets a new [`SCHEMA_VERSION`].
+
+use crate::ids::{CameraId, EventId, PlaybackId};
+use crate::rtsp::RtspUrl;
+use crate::subjects::Site;
+use chrono::{DateTime, Utc};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The schema version this build writes. Readers accept this version and ignore unknown fields.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Every message on the wire.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    /// The schema version of `payload`.
+    pub schema_version: u32,
+    /// Unique per message; used as `Nats-Msg-Id` where no natural id exists.
+    pub message_id: Uuid,
+    /// When the thing the message announces happened.
+    pub occurred_at: DateTime<Utc>,
+    pub payload: T,
+}
+
+/// A message that could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed message: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported schema version {0}")]
+    Version(u32),
+}
+
+impl<T: Serialize + DeserializeOwned> Envelope<T> {
+    pub fn new(occurred_at: DateTime<Utc>, payload: T) -> Self {
+        Self {
+            schema_version: SCHEMA_VERSION,
+            message_id: Uuid::now_v7(),
+            occurred_at,
+            payload,
+        }
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // Serializing these plain structs cannot fail: no maps with non-string keys, no custom
+        // serializers that error.
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Reads a message, refusing versions newer than this build understands.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let env: Self = serde_json::from_slice(bytes)?;
+        if env.schema_version > SCHEMA_VERSION || env.schema_version == 0 {
+            return Err(DecodeError::Version(env.schema_version));
+        }
+        Ok(env)
+    }
+}
+
+/// What happened on a camera.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventType {
+    Motion,
+    Alert,
+    Error,
+    /// A recording started by hand through the API (the old "record without an event").
+    Manual,
+}
+
+impl EventType {
+    pub const ALL: [EventType; 4] = [
+        EventType::Motion,
+        EventType::Alert,
+        EventType::Error,
+        EventType::Manual,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventType::Motion => "MOTION",
+            EventType::Alert => "ALERT",
+            EventType::Error => "ERROR",
+            EventType::Manual => "MANUAL",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// How long and how a recording may run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordingLimits {
+    /// The worker stops the recording after this many seconds if the event is not ended first.
+    pub max_duration_sec: u32,
+    /// Seconds before the event to include, where the worker keeps a buffer (0: none).
+    #[serde(default)]
+    pub pre_roll_sec: u32,
+    /// Seconds to keep recording after the event ends.
+    #[serde(default)]
+    pub post_roll_sec: u32,
+}
+
+/// `event.created`: a recording should start. The only message that carries a credential
+/// (inside `rtsp_url`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventCreated {
+    pub event_id: EventId,
+    pub playback_id: PlaybackId,
+    pub camera_id: CameraId,
+    pub camera_name: String,
+    pub site: Site,
+    pub event_type: EventType,
+    pub rtsp_url: RtspUrl,
+    pub limits: RecordingLimits,
+}
+
+/// Why an event ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EndReason {
+    /// `POST /events/:id/end`.
+    Ended,
+    /// `POST /playbacks/:id/stop`.
+    PlaybackStopped,
+    /// `DELETE /playbacks/:id` or `DELETE /events/:id` of a running recording.
+    Deleted,
+    /// A reason added by a newer writer.
+    #[serde(other)]
+    Other,
+}
+
+/// `event.ended`: the recording of this event should stop.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct EventEnded {
+    pub event_id: EventId,
+    /// The event's playback, when its type records.
+    pub playback_id: Option<PlaybackId>,
+    pub camera_id: CameraId,
+    pub site: Site,
+    pub reason: EndReason,
+}
+
+/// The kinds of playback status message; also the `<status>` token of the subject.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StatusKind {
+    Recording,
+    Progress,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl StatusKind {
+    pub const ALL: [StatusKind; 5] = [
+        StatusKind::Recording,
+        StatusKind::Progress,
+        StatusKind::Processing,
+        StatusKind::Completed,
+        StatusKind::Failed,
+    ];
+
+    pub fn as_token(self) -> &'static str {
+        match self {
+            StatusKind::Recording => "recording",
+            StatusKind::Progress => "progress",
+            StatusKind::Processing => "processing",
+            StatusKind::Completed => "completed",
+            StatusKind::Failed => "failed",
+        }
+    }
+
+    pub fn from_token(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_token() == s)
+    }
+}
+
+/// Why a playback failed. Stable codes for machines; the message is for people.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FailureCode {
+    /// The camera could not be reached (after the bounded retry at start).
+    CameraUnreachable,
+    /// FFmpeg failed and nothing usable was recorded.
+    RecordingFailed,
+    /// The recording holds no playable media.
+    NoMedia,
+    /// ffprobe could not read the result.
+    ProbeFailed,
+    /// The upload failed for longer than the worker retries it; the local file is kept.
+    UploadFailed,
+    /// The event ended before a worker could start recording it.
+    EndedBeforeStart,
+    /// The owning worker stopped reporting (reconciler).
+    WorkerLost,
+    /// No worker took the recording in time (reconciler).
+    NotStarted,
+    /// The recording was deleted before it finished.
+    Deleted,
+    /// A code added by a newer writer.
+    #[serde(other)]
+    Other,
+}
+
+impl FailureCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureCode::CameraUnreachable => "camera_unreachable",
+            FailureCode::RecordingFailed => "recording_failed",
+            FailureCode::NoMedia => "no_media",
+            FailureCode::ProbeFailed => "probe_failed",
+            FailureCode::UploadFailed => "upload_failed",
+            FailureCode::EndedBeforeStart => "ended_before_start",
+            FailureCode::WorkerLost => "worker_lost",
+            FailureCode::NotStarted => "not_started",
+            FailureCode::Deleted => "deleted",
+            FailureCode::Other => "other",
+        }
+    }
+}
+
+/// What a finished clip is: everything the playback row shows.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompletedClip {
+    /// `playbacks/<playback_id>/video.mp4`.
+    pub object_key: String,
+    /// The worker's view of a URL for the clip (public URL, or a signed URL that expires);
+    /// event-api computes the URL it serves from `object_key` at read time.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `playbacks/<playback_id>/thumb.jpg`, when a thumbnail was made.
+    #[serde(default)]
+    pub thumb_key: Option<String>,
+    pub size_bytes: u64,
+    pub duration_sec: f64,
+    pub video_codec: String,
+    pub width: u32,
+    pub height: u32,
+    #[serde(default)]
+    pub audio_codec: Option<String>,
+    /// Hex SHA-256 of the uploaded clip.
+    pub sha256: String,
+    pub started_at: DateTime<Utc>,
+    pub ended_at: DateTime<Utc>,
+    /// True when the recording was cut short (camera lost, worker crash) and holds less than the
+    /// event's duration.
+    #[serde(default)]
+    pub partial: bool,
+}
+
+/// The body of a status message, tagged by `status`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum StatusBody {
+    /// FFmpeg has the stream.
+    Recording { started_at: DateTime<Utc> },
+    /// Periodic figures from FFmpeg's `-progress` output; also the worker's heartbeat.
+    Progress {
+        frames: u64,
+        #[serde(default)]
+        fps: Option<f64>,
+        #[serde(default)]
+        bitrate_kbps: Option<f64>,
+        bytes: u64,
+        media_time_sec: f64,
+    },
+    /// Recording stopped; probing and uploading. Repeated as a heartbeat while uploads retry.
+    Processing { ended_at: DateTime<Utc> },
+    Completed(CompletedClip),
+    /// `message` never contains a credential.
+    Failed { code: FailureCode, message: String },
+}
+
+impl StatusBody {
+    pub fn kind(&self) -> StatusKind {
+        match self {
+            StatusBody::Recording { .. } => StatusKind::Recording,
+            StatusBody::Progress { .. } => StatusKind::Progress,
+            StatusBody::Processing { .. } => StatusKind::Processing,
+            StatusBody::Completed(_) => StatusKind::Completed,
+            StatusBody::Failed { .. } => StatusKind::Failed,
+        }
+    }
+}
+
+/// A `playback.<status>` message.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PlaybackStatus {
+    pub playback_id: PlaybackId,
+    pub event_id: EventId,
+    pub camera_id: CameraId,
+    pub site: Site,
+    /// The worker that sent it (`WORKER_ID`), or `event-api` for the reconciler.
+    pub worker_id: String,
+    /// Per playback, strictly increasing across the messages of one playback, also across a
+    /// worker restart. The projector ignores a message whose `seq` is not newer than the last it
+    /// applied.
+    pub seq: u64,
+    #[serde(flatten)]
+    pub body: StatusBody,
+}
+
+impl PlaybackStatus {
+    /// The `Nats-Msg-Id` of this status: `<playback_id>:<seq>`.
+    pub fn msg_id(&self) -> String {
+        format!("{}:{}", self.playback_id, self.seq)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn created() -> EventCreated {
+        EventCreated {
+            event_id: EventId::new(),
+            playback_id: PlaybackId::new(),
+            camera_id: CameraId::new(),
+            camera_name: "gate".into(),
+            site: Site::default(),
+            event_type: EventType::Motion,
+            rtsp_url: RtspUrl::parse("rtsp://u:p@127.0.0.1:8554/cam").unwrap(),
+            limits: RecordingLimits {
+                max_duration_sec: 600,
+                pre_roll_sec: 0,
+                post_roll_sec: 0,
+            },
+        }
+    }
+
+    #[test]
+    fn envelopes_round_trip() {
+        let env = Envelope::new(Utc::now(), created());
+        let back = Envelope::<EventCreated>::from_slice(&env.to_bytes()).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn readers_ignore_unknown_fields_and_refuse_future_versions() {
+        let mut v = serde_json::to_value(Envelope::new(Utc::now(), created())).unwrap();
+        v["extra"] = serde_json::json!(1);
+        v["payload"]["new_field"] = serde_json::json!({"a": 1});
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(Envelope::<EventCreated>::from_slice(&bytes).is_ok());
+        v["schema_version"] = serde_json::json!(SCHEMA_VERSION + 1);
+        let bytes = serde_json::to_vec(&v).unwrap();
+        assert!(matches!(
+            Envelope::<EventCreated>::from_slice(&bytes),
+            Err(DecodeError::Version(_))
+        ));
+    }
+
+    #[test]
+    fn status_messages_are_flat_and_tagged() {
+        let msg = PlaybackStatus {
+            playback_id: PlaybackId::new(),
+            event_id: EventId::new(),
+            camera_id: CameraId::new(),
+            site: Site::default(),
+            worker_id: "w1".into(),
+            seq: 7,
+            body: StatusBody::Failed {
+                code: FailureCode::CameraUnreachable,
+                message: "connection refused".into(),
+            },
+        };
+        let v = serde_json::to_value(&msg).unwrap();
+        assert_eq!(v["status"], "failed");
+        assert_eq!(v["code"], "camera_unreachable");
+        let back: PlaybackStatus = serde_json::from_value(v).unwrap();
+        assert_eq!(back, msg);
+        assert_eq!(back.body.kind(), StatusKind::Failed);
+    }
+
+    #[test]
+    fn unknown_codes_and_reasons_read_as_other() {
+        let c: FailureCode = serde_json::from_str("\"disk_on_fire\"").unwrap();
+        assert_eq!(c, FailureCode::Other);
+        let r: EndReason = serde_json::from_str("\"sunset\"").unwrap();
+        assert_eq!(r, EndReason::Other);
+    }
+
+    #[test]
+    fn the_credential_is_on_the_wire_only_in_event_created() {
+        let c = created();
+        assert!(format!("{c:?}").contains("u:***@"));
+        assert!(!format!("{c:?}").contains("u:p@"));
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("rtsp://u:p@127.0.0.1:8554/cam"));
+    }
+}

@@ -1,0 +1,201 @@
+//! The RTSP URL of a camera: untrusted input that may carry a credential.
+//!
+//! [`RtspUrl`] only exists for `rtsp://` and `rtsps://` URLs with a host. Its `Debug` and
+//! `Display` mask the password, so a URL that reaches a log line or an error prints
+//! `rtsp://admin:***@host/…`. The full URL is available only through [`RtspUrl::expose`], which the
+//! worker calls once, to build FFmpeg's argv, and serde, which puts it into `event.created` (the
+//! one message a credential travels in).
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use std::fmt;
+use url::Url;
+
+/// Why a string is not an acceptable camera URL. The messages never repeat the input.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum RtspUrlError {
+    #[error("is not a valid URL")]
+    Malformed,
+    #[error("must use the rtsp or rtsps scheme")]
+    Scheme,
+    #[error("must name a host")]
+    NoHost,
+}
+
+/// A validated `rtsp://` / `rtsps://` URL, possibly with a username and password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtspUrl(Url);
+
+impl RtspUrl {
+    /// Parses and validates `s`; on error the message does not contain `s`.
+    pub fn parse(s: &str) -> Result<Self, RtspUrlError> {
+        let url = Url::parse(s.trim()).map_err(|_| RtspUrlError::Malformed)?;
+        match url.scheme() {
+            "rtsp" | "rtsps" => {}
+            _ => return Err(RtspUrlError::Scheme),
+        }
+        match url.host_str() {
+            Some(h) if !h.is_empty() => {}
+            _ => return Err(RtspUrlError::NoHost),
+        }
+        Ok(Self(url))
+    }
+
+    /// The full URL, credential included. Only for FFmpeg's argv and the wire.
+    pub fn expose(&self) -> &str {
+        self.0.as_str()
+    }
+
+    /// The username in the URL, if any (percent-decoded).
+    pub fn username(&self) -> Option<String> {
+        let u = self.0.username();
+        (!u.is_empty()).then(|| percent_decode(u))
+    }
+
+    /// The password in the URL, if any (percent-decoded).
+    pub fn password(&self) -> Option<String> {
+        self.0.password().map(percent_decode)
+    }
+
+    /// The host (IP address or name).
+    pub fn host(&self) -> &str {
+        self.0.host_str().unwrap_or_default()
+    }
+
+    /// The port, or 554 (322 for rtsps) when the URL names none.
+    pub fn port(&self) -> u16 {
+        self.0
+            .port()
+            .unwrap_or(if self.0.scheme() == "rtsps" { 322 } else { 554 })
+    }
+
+    /// The same URL with no username or password.
+    pub fn without_credentials(&self) -> Self {
+        let mut u = self.0.clone();
+        let _ = u.set_username("");
+        let _ = u.set_password(None);
+        Self(u)
+    }
+
+    /// The same URL with this username and password (either may be empty).
+    pub fn with_credentials(&self, username: Option<&str>, password: Option<&str>) -> Self {
+        let mut u = self.0.clone();
+        let _ = u.set_username(username.unwrap_or(""));
+        let _ = u.set_password(password.filter(|p| !p.is_empty()));
+        Self(u)
+    }
+
+    /// The URL as it may be shown: the password replaced by `***`.
+    pub fn masked(&self) -> String {
+        if self.0.password().is_some() {
+            let mut u = self.0.clone();
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        } else {
+            self.0.to_string()
+        }
+    }
+}
+
+fn percent_decode(s: &str) -> String {
+    fn hex(b: u8) -> Option<u8> {
+        (b as char).to_digit(16).map(|d| d as u8)
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push(h * 16 + l);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl fmt::Debug for RtspUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RtspUrl({})", self.masked())
+    }
+}
+
+impl fmt::Display for RtspUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.masked())
+    }
+}
+
+impl Serialize for RtspUrl {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.expose())
+    }
+}
+
+impl<'de> Deserialize<'de> for RtspUrl {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        RtspUrl::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn only_rtsp_schemes_with_a_host() {
+        assert!(RtspUrl::parse("rtsp://10.0.0.5:554/stream").is_ok());
+        assert!(RtspUrl::parse("rtsps://cam.example/stream").is_ok());
+        assert_eq!(
+            RtspUrl::parse("http://10.0.0.5/"),
+            Err(RtspUrlError::Scheme)
+        );
+        assert_eq!(
+            RtspUrl::parse("file:///etc/passwd"),
+            Err(RtspUrlError::Scheme)
+        );
+        assert_eq!(RtspUrl::parse("rtsp://"), Err(RtspUrlError::NoHost));
+        assert_eq!(RtspUrl::parse("not a url"), Err(RtspUrlError::Malformed));
+    }
+
+    #[test]
+    fn the_password_never_prints() {
+        let u = RtspUrl::parse("rtsp://admin:s3cr%40t@10.0.0.5:554/cam?channel=1").unwrap();
+        assert_eq!(u.password().as_deref(), Some("s3cr@t"));
+        assert_eq!(u.username().as_deref(), Some("admin"));
+        for shown in [format!("{u}"), format!("{u:?}"), u.masked()] {
+            assert!(!shown.contains("s3cr"), "{shown}");
+            assert!(shown.contains("admin:***@10.0.0.5"), "{shown}");
+        }
+        assert!(u.expose().contains("s3cr%40t"));
+        let bare = u.without_credentials();
+        assert_eq!(bare.expose(), "rtsp://10.0.0.5:554/cam?channel=1");
+        let back = bare.with_credentials(Some("admin"), Some("s3cr@t"));
+        assert_eq!(back.password().as_deref(), Some("s3cr@t"));
+    }
+
+    #[test]
+    fn serde_round_trip_keeps_the_credential_for_the_wire() {
+        let u = RtspUrl::parse("rtsp://u:p@h/x").unwrap();
+        let json = serde_json::to_string(&u).unwrap();
+        assert_eq!(json, "\"rtsp://u:p@h/x\"");
+        assert_eq!(serde_json::from_str::<RtspUrl>(&json).unwrap(), u);
+        assert!(serde_json::from_str::<RtspUrl>("\"http://h/\"").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn parse_never_panics_and_masks_any_password(s in ".{0,80}", pw in "[a-zA-Z0-9]{4,12}") {
+            let _ = RtspUrl::parse(&s);
+            let u = RtspUrl::parse(&format!("rtsp://user:{pw}@cam.local/{}", s.len())).unwrap();
+            prop_assert!(!u.masked().contains(&pw));
+            let debug = format!("{:?}", u);
+            prop_assert!(!debug.contains(&pw));
+        }
+    }
+}

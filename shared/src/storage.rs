@@ -1,0 +1,377 @@
+//! Object storage: the key layout (a codec with round-trip tests), the configuration both
+//! services read from the environment, and the one place an `object_store` backend is opened.
+//!
+//! The worker writes objects; event-api serves their URLs and deletes them. Both open storage
+//! through [`Storage::open`] so they agree on bucket, prefix and URL scheme.
+//!
+//! `STORAGE_MODE` is `local` (the embedded default: a directory on disk, served by event-api at
+//! `/media/<key>`), `s3` or `r2`. The old Camera API's variables keep working.
+
+use crate::ids::PlaybackId;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::local::LocalFileSystem;
+use object_store::path::Path as ObjectPath;
+use object_store::signer::Signer;
+use object_store::ObjectStore;
+use std::fmt;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The objects of one playback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ObjectKey {
+    /// `playbacks/<playback_id>/video.mp4`
+    Video(PlaybackId),
+    /// `playbacks/<playback_id>/thumb.jpg`
+    Thumbnail(PlaybackId),
+}
+
+impl ObjectKey {
+    pub fn playback_id(&self) -> PlaybackId {
+        match self {
+            ObjectKey::Video(id) | ObjectKey::Thumbnail(id) => *id,
+        }
+    }
+
+    /// Every object a playback may have.
+    pub fn all_for(id: PlaybackId) -> [ObjectKey; 2] {
+        [ObjectKey::Video(id), ObjectKey::Thumbnail(id)]
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let rest = s.strip_prefix("playbacks/")?;
+        let (id, file) = rest.split_once('/')?;
+        let id: PlaybackId = id.parse().ok()?;
+        match file {
+            "video.mp4" => Some(ObjectKey::Video(id)),
+            "thumb.jpg" => Some(ObjectKey::Thumbnail(id)),
+            _ => None,
+        }
+    }
+
+    pub fn path(&self) -> ObjectPath {
+        ObjectPath::from(self.to_string())
+    }
+
+    /// The `Content-Type` of the object.
+    pub fn content_type(&self) -> &'static str {
+        match self {
+            ObjectKey::Video(_) => "video/mp4",
+            ObjectKey::Thumbnail(_) => "image/jpeg",
+        }
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ObjectKey::Video(id) => write!(f, "playbacks/{id}/video.mp4"),
+            ObjectKey::Thumbnail(id) => write!(f, "playbacks/{id}/thumb.jpg"),
+        }
+    }
+}
+
+/// Which backend holds the clips.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StorageMode {
+    Local,
+    S3,
+    R2,
+}
+
+/// A secret string: stored, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Storage settings, from the environment.
+///
+/// | variable | default | meaning |
+/// |---|---|---|
+/// | `STORAGE_MODE` | `local` | `local`, `s3` or `r2` |
+/// | `LOCAL_STORAGE_DIR` | `./data/objects` | `local`: where objects live |
+/// | `MEDIA_BASE_URL` | `http://localhost:3000` | `local`: the event-api base URL that serves `/media/<key>` |
+/// | `R2_ENDPOINT` / `S3_ENDPOINT` | none | `s3`/`r2`: the endpoint URL (required for r2) |
+/// | `R2_ACCESS_KEY_ID` / `S3_ACCESS_KEY_ID` | none | access key |
+/// | `R2_SECRET_ACCESS_KEY` / `S3_SECRET_ACCESS_KEY` | none | secret key |
+/// | `R2_BUCKET_NAME` / `S3_BUCKET` | none | bucket (required) |
+/// | `R2_PUBLIC_URL` / `S3_PUBLIC_URL` | none | public base URL; else URLs are signed |
+/// | `S3_REGION` | `auto` | region |
+/// | `SIGNED_URL_TTL_SEC` | `3600` | lifetime of a signed URL |
+#[derive(Clone, Debug)]
+pub struct StorageConfig {
+    pub mode: StorageMode,
+    pub local_dir: PathBuf,
+    pub media_base_url: String,
+    pub endpoint: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Secret>,
+    pub bucket: Option<String>,
+    pub public_url: Option<String>,
+    pub region: String,
+    pub signed_url_ttl: Duration,
+}
+
+/// A storage setting that is missing or wrong. Names the variable, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("{0} is not set or not valid")]
+    Config(&'static str),
+    #[error("object store: {0}")]
+    Store(#[from] object_store::Error),
+    #[error("cannot create the local storage directory: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl StorageConfig {
+    /// Reads the variables in the table above from the process environment.
+    pub fn from_env() -> Result<Self, StorageError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the variables through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, StorageError> {
+        let var = |names: &[&str]| {
+            names
+                .iter()
+                .find_map(|n| get(n).filter(|v| !v.trim().is_empty()))
+        };
+        let mode = match var(&["STORAGE_MODE"])
+            .unwrap_or_else(|| "local".into())
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "local" => StorageMode::Local,
+            "s3" => StorageMode::S3,
+            "r2" => StorageMode::R2,
+            _ => return Err(StorageError::Config("STORAGE_MODE")),
+        };
+        let ttl = match var(&["SIGNED_URL_TTL_SEC"]) {
+            None => 3600,
+            Some(v) => v
+                .parse::<u64>()
+                .ok()
+                .filter(|s| (1..=7 * 24 * 3600).contains(s))
+                .ok_or(StorageError::Config("SIGNED_URL_TTL_SEC"))?,
+        };
+        let cfg = Self {
+            mode,
+            local_dir: PathBuf::from(
+                var(&["LOCAL_STORAGE_DIR"]).unwrap_or_else(|| "./data/objects".into()),
+            ),
+            media_base_url: var(&["MEDIA_BASE_URL"])
+                .unwrap_or_else(|| "http://localhost:3000".into())
+                .trim_end_matches('/')
+                .to_owned(),
+            endpoint: var(&["S3_ENDPOINT", "R2_ENDPOINT"]),
+            access_key_id: var(&["S3_ACCESS_KEY_ID", "R2_ACCESS_KEY_ID"]),
+            secret_access_key: var(&["S3_SECRET_ACCESS_KEY", "R2_SECRET_ACCESS_KEY"])
+                .map(Secret::new),
+            bucket: var(&["S3_BUCKET", "R2_BUCKET_NAME"]),
+            public_url: var(&["S3_PUBLIC_URL", "R2_PUBLIC_URL"])
+                .map(|u| u.trim_end_matches('/').to_owned()),
+            region: var(&["S3_REGION"]).unwrap_or_else(|| "auto".into()),
+            signed_url_ttl: Duration::from_secs(ttl),
+        };
+        if cfg.mode != StorageMode::Local {
+            if cfg.bucket.is_none() {
+                return Err(StorageError::Config("R2_BUCKET_NAME"));
+            }
+            if cfg.mode == StorageMode::R2 && cfg.endpoint.is_none() {
+                return Err(StorageError::Config("R2_ENDPOINT"));
+            }
+        }
+        Ok(cfg)
+    }
+}
+
+/// An opened object store plus what it takes to give out URLs for its objects.
+#[derive(Clone)]
+pub struct Storage {
+    store: Arc<dyn ObjectStore>,
+    signer: Option<Arc<AmazonS3>>,
+    config: StorageConfig,
+}
+
+impl fmt::Debug for Storage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Storage")
+            .field("mode", &self.config.mode)
+            .field("store", &self.store.to_string())
+            .finish()
+    }
+}
+
+impl Storage {
+    /// Opens the backend `config` names. For `local`, creates the directory.
+    pub fn open(config: StorageConfig) -> Result<Self, StorageError> {
+        match config.mode {
+            StorageMode::Local => {
+                std::fs::create_dir_all(&config.local_dir)?;
+                let fs = LocalFileSystem::new_with_prefix(&config.local_dir)?;
+                Ok(Self {
+                    store: Arc::new(fs),
+                    signer: None,
+                    config,
+                })
+            }
+            StorageMode::S3 | StorageMode::R2 => {
+                let bucket = config
+                    .bucket
+                    .clone()
+                    .ok_or(StorageError::Config("R2_BUCKET_NAME"))?;
+                let mut b = AmazonS3Builder::new()
+                    .with_bucket_name(bucket)
+                    .with_region(config.region.clone());
+                if let Some(ep) = &config.endpoint {
+                    b = b
+                        .with_endpoint(ep.clone())
+                        .with_allow_http(ep.starts_with("http://"))
+                        .with_virtual_hosted_style_request(false);
+                }
+                if let Some(k) = &config.access_key_id {
+                    b = b.with_access_key_id(k.clone());
+                }
+                if let Some(s) = &config.secret_access_key {
+                    b = b.with_secret_access_key(s.expose().to_owned());
+                }
+                let s3 = Arc::new(b.build()?);
+                Ok(Self {
+                    store: s3.clone(),
+                    signer: Some(s3),
+                    config,
+                })
+            }
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn ObjectStore> {
+        &self.store
+    }
+
+    pub fn config(&self) -> &StorageConfig {
+        &self.config
+    }
+
+    /// The URL a client uses to fetch `key`: the public URL when one is set, the event-api media
+    /// route in local mode, else a signed URL valid for `SIGNED_URL_TTL_SEC`.
+    pub async fn url_for(&self, key: &ObjectKey) -> Result<String, StorageError> {
+        if let Some(base) = &self.config.public_url {
+            return Ok(format!("{base}/{key}"));
+        }
+        match (&self.signer, self.config.mode) {
+            (Some(s3), _) => {
+                let url = s3
+                    .signed_url(http::Method::GET, &key.path(), self.config.signed_url_ttl)
+                    .await?;
+                Ok(url.to_string())
+            }
+            (None, _) => Ok(format!("{}/media/{key}", self.config.media_base_url)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn keys_round_trip() {
+        let id = PlaybackId::new();
+        for key in ObjectKey::all_for(id) {
+            assert_eq!(ObjectKey::parse(&key.to_string()), Some(key));
+            assert_eq!(key.path().as_ref(), key.to_string());
+            assert_eq!(key.playback_id(), id);
+        }
+        assert_eq!(
+            ObjectKey::Video(id).to_string(),
+            format!("playbacks/{id}/video.mp4")
+        );
+        for bad in [
+            "",
+            "playbacks/x/video.mp4",
+            "playbacks//video.mp4",
+            "other/0190a1b2-0000-7000-8000-000000000000/video.mp4",
+        ] {
+            assert_eq!(ObjectKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    fn cfg(vars: &[(&str, &str)]) -> Result<StorageConfig, StorageError> {
+        let m: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        StorageConfig::from_lookup(|k| m.get(k).cloned())
+    }
+
+    #[test]
+    fn old_r2_variables_keep_working() {
+        let c = cfg(&[
+            ("STORAGE_MODE", "r2"),
+            ("R2_ENDPOINT", "https://acct.r2.cloudflarestorage.com"),
+            ("R2_ACCESS_KEY_ID", "AK"),
+            ("R2_SECRET_ACCESS_KEY", "very-secret"),
+            ("R2_BUCKET_NAME", "clips"),
+            ("R2_PUBLIC_URL", "https://cdn.example/"),
+        ])
+        .unwrap();
+        assert_eq!(c.mode, StorageMode::R2);
+        assert_eq!(c.bucket.as_deref(), Some("clips"));
+        assert_eq!(c.public_url.as_deref(), Some("https://cdn.example"));
+        assert!(!format!("{c:?}").contains("very-secret"));
+    }
+
+    #[test]
+    fn local_is_the_default_and_bad_modes_name_the_variable() {
+        assert_eq!(cfg(&[]).unwrap().mode, StorageMode::Local);
+        let e = cfg(&[("STORAGE_MODE", "ftp")]).unwrap_err();
+        assert!(e.to_string().contains("STORAGE_MODE"));
+        let e = cfg(&[("STORAGE_MODE", "s3")]).unwrap_err();
+        assert!(e.to_string().contains("R2_BUCKET_NAME"));
+    }
+
+    #[tokio::test]
+    async fn urls_follow_the_mode() {
+        let dir = std::env::temp_dir().join(format!("camrec-storage-{}", PlaybackId::new()));
+        let mut c = cfg(&[("MEDIA_BASE_URL", "http://api:3000/")]).unwrap();
+        c.local_dir = dir.clone();
+        let s = Storage::open(c).unwrap();
+        let key = ObjectKey::Video(PlaybackId::new());
+        assert_eq!(
+            s.url_for(&key).await.unwrap(),
+            format!("http://api:3000/media/{key}")
+        );
+        let s3 = Storage::open(
+            cfg(&[
+                ("STORAGE_MODE", "s3"),
+                ("S3_ENDPOINT", "http://127.0.0.1:9"),
+                ("S3_BUCKET", "b"),
+                ("S3_ACCESS_KEY_ID", "k"),
+                ("S3_SECRET_ACCESS_KEY", "s"),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        let url = s3.url_for(&key).await.unwrap();
+        assert!(url.starts_with("http://127.0.0.1:9/b/playbacks/"), "{url}");
+        assert!(url.contains("X-Amz-Signature="), "{url}");
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

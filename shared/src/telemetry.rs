@@ -1,0 +1,18 @@
+//! Logging setup shared by both binaries: `RUST_LOG` filters (default `info`), `LOG_FORMAT=json`
+//! for machine-read logs, plain text otherwise.
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the global subscriber. Safe to call more than once (later calls do nothing), so tests
+/// may call it freely.
+pub fn init(default_filter: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let json = std::env::var("LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
+    let builder = fmt().with_env_filter(filter).with_target(true);
+    let _ = if json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+}
