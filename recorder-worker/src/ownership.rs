@@ -1,0 +1,1 @@
+//! ownership (orchestration, in progress).

@@ -1,0 +1,1 @@
+//! recording (orchestration, in progress).

@@ -1,0 +1,1 @@
+//! status (orchestration, in progress).
