@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Installs what camrec's tests and its dev command need, and only what is missing:
+#   ffmpeg/ffprobe, the GStreamer RTSP server for /usr/bin/python3 (the fake camera),
+#   PostgreSQL, nats-server (Debian packages) and s3s-fs (crates.io; the S3 test server).
+# Idempotent: on a machine that has everything it prints one line and changes nothing.
+# Needs root (or sudo) only when something must be installed. cargo-nextest is optional
+# (scripts/test.sh falls back to `cargo test`) and is not installed here.
+set -euo pipefail
+
+export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
+
+S3S_FS_VERSION=0.14.1
+# The GStreamer packages of shared/design/TESTING.md: the RTSP server, its Python bindings and the
+# plugins the fake camera's pipelines use (x264/x265 encoders, AAC and A-law encoders, RTP payloaders).
+GST_PACKAGES=(gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base
+  gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-plugins-ugly
+  gstreamer1.0-libav gstreamer1.0-x)
+# The GStreamer elements testkit/fake_camera.py builds its pipelines from.
+GST_ELEMENTS=(videotestsrc clockoverlay x264enc x265enc rtph264pay rtph265pay
+  audiotestsrc avenc_aac rtpmp4gpay alawenc rtppcmapay)
+
+say() { printf 'install-deps: %s\n' "$*"; }
+die() {
+  printf 'install-deps: error: %s\n' "$*" >&2
+  exit 1
+}
+
+as_root() {
+  if [[ $(id -u) -eq 0 ]]; then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    die "need root to run: $*"
+  fi
+}
+
+gst_ready() {
+  /usr/bin/python3 - "${GST_ELEMENTS[@]}" >/dev/null 2>&1 <<'PY'
+import sys
+import gi
+gi.require_version("Gst", "1.0")
+gi.require_version("GstRtspServer", "1.0")
+from gi.repository import Gst, GstRtspServer  # noqa: F401
+Gst.init(None)
+missing = [e for e in sys.argv[1:] if Gst.ElementFactory.find(e) is None]
+sys.exit(1 if missing else 0)
+PY
+}
+
+postgres_installed() {
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && command -v pg_isready >/dev/null
+}
+
+installed_any=0
+missing_apt=()
+[[ -x /usr/bin/python3 ]] || missing_apt+=(python3)
+{ command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null; } || missing_apt+=(ffmpeg)
+gst_ready || missing_apt+=("${GST_PACKAGES[@]}")
+postgres_installed || missing_apt+=(postgresql)
+command -v nats-server >/dev/null || missing_apt+=(nats-server)
+command -v curl >/dev/null || missing_apt+=(curl)
+command -v cc >/dev/null || missing_apt+=(gcc libc6-dev)
+
+if ((${#missing_apt[@]})); then
+  command -v apt-get >/dev/null || die "missing ${missing_apt[*]} and no apt-get to install them"
+  installed_any=1
+  say "installing ${missing_apt[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  as_root apt-get update -qq >/dev/null || die "apt-get update failed"
+  as_root apt-get install -y -qq --no-install-recommends "${missing_apt[@]}" >/dev/null ||
+    die "apt-get install ${missing_apt[*]} failed"
+  gst_ready || die "the GStreamer RTSP server still does not load in /usr/bin/python3 (elements: ${GST_ELEMENTS[*]})"
+fi
+
+command -v cargo >/dev/null || die "cargo is not on PATH (install Rust with rustup first)"
+cargo fmt --version >/dev/null 2>&1 || die "rustfmt is missing: rustup component add rustfmt"
+cargo clippy --version >/dev/null 2>&1 || die "clippy is missing: rustup component add clippy"
+
+if ! command -v s3s-fs >/dev/null; then
+  say "installing s3s-fs ${S3S_FS_VERSION} (about 2 minutes)"
+  installed_any=1
+  # Without CARGO_TARGET_DIR, cargo install builds in a temporary directory it removes, so the
+  # workspace's build cache is neither used nor disturbed.
+  env -u CARGO_TARGET_DIR cargo install --quiet "s3s-fs@${S3S_FS_VERSION}" --features binary --locked ||
+    die "cargo install s3s-fs@${S3S_FS_VERSION} failed"
+  command -v s3s-fs >/dev/null || die "s3s-fs was installed but is not on PATH (add ~/.cargo/bin)"
+fi
+
+if ((installed_any)); then
+  say "done"
+else
+  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs)"
+fi
