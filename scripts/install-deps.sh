@@ -17,7 +17,7 @@ GST_PACKAGES=(gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base
   gstreamer1.0-libav gstreamer1.0-x)
 # The GStreamer elements testkit/fake_camera.py builds its pipelines from.
 GST_ELEMENTS=(videotestsrc clockoverlay x264enc x265enc rtph264pay rtph265pay
-  audiotestsrc avenc_aac rtpmp4gpay alawenc rtppcmapay)
+  audiotestsrc avenc_aac rtpmp4gpay alawenc rtppcmapay mulawenc rtppcmupay)
 
 say() { printf 'install-deps: %s\n' "$*"; }
 die() {
