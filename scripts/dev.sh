@@ -30,9 +30,9 @@ esac
 
 PORT="${PORT:-3000}"
 CAMERA_PORT="${CAMERA_PORT:-8554}"
-ADMIN_USERNAME=admin
+ADMIN_USERNAME="admin"
 ADMIN_PASSWORD="${ADMIN_PASSWORD:-admin-dev-password}"
-CAMERA_USER=admin
+CAMERA_USER="admin"
 CAMERA_PASSWORD=camera-dev-password
 API="http://localhost:$PORT"
 LOCAL="$ROOT/.local"

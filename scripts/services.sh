@@ -82,7 +82,7 @@ ensure_nats() {
   local bin logs store=/var/lib/nats-server
   bin=$(command -v nats-server) || svc_die "nats-server is not installed (run scripts/install-deps.sh)"
   # nats.conf names the store directory (nats-server refuses `-sd` on top of `store_dir`).
-  mkdir -p "$store" 2>/dev/null && [[ -w $store ]] ||
+  { mkdir -p "$store" 2>/dev/null && [[ -w $store ]]; } ||
     svc_die "cannot write $store (nats.conf's store_dir): run as root, or start your own server: nats-server -js -a $NATS_HOST -p $NATS_PORT -sd DIR"
   # --background hides the server's stderr: check the configuration first so an error is seen.
   "$bin" -c "$CAMREC_ROOT/nats.conf" -t >/dev/null 2>&1 ||
