@@ -12,6 +12,7 @@ pub mod messages;
 pub mod rtsp;
 pub mod shutdown;
 pub mod storage;
+pub mod streams;
 pub mod subjects;
 pub mod telemetry;
 

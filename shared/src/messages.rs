@@ -260,7 +260,9 @@ pub struct CompletedClip {
 #[serde(tag = "status", rename_all = "snake_case")]
 pub enum StatusBody {
     /// FFmpeg has the stream.
-    Recording { started_at: DateTime<Utc> },
+    Recording {
+        started_at: DateTime<Utc>,
+    },
     /// Periodic figures from FFmpeg's `-progress` output; also the worker's heartbeat.
     Progress {
         frames: u64,
@@ -272,10 +274,15 @@ pub enum StatusBody {
         media_time_sec: f64,
     },
     /// Recording stopped; probing and uploading. Repeated as a heartbeat while uploads retry.
-    Processing { ended_at: DateTime<Utc> },
+    Processing {
+        ended_at: DateTime<Utc>,
+    },
     Completed(CompletedClip),
     /// `message` never contains a credential.
-    Failed { code: FailureCode, message: String },
+    Failed {
+        code: FailureCode,
+        message: String,
+    },
 }
 
 impl StatusBody {

@@ -10,6 +10,7 @@
 use crate::ids::PlaybackId;
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::local::LocalFileSystem;
+use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
 use object_store::ObjectStore;
@@ -266,6 +267,12 @@ impl Storage {
 
     pub fn config(&self) -> &StorageConfig {
         &self.config
+    }
+
+    /// The low-level multipart API of an S3/R2 backend (`None` for `local`): it lets an uploader
+    /// retry one part under the same part number, which `ObjectStore::put_multipart` cannot.
+    pub fn multipart_store(&self) -> Option<Arc<dyn MultipartStore>> {
+        self.signer.clone().map(|s3| s3 as Arc<dyn MultipartStore>)
     }
 
     /// The URL a client uses to fetch `key`: the public URL when one is set, the event-api media

@@ -37,8 +37,7 @@ impl Site {
         let s = s.into();
         let ok = !s.is_empty()
             && s.len() <= 64
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(s))
@@ -260,8 +259,14 @@ mod tests {
     #[test]
     fn filters_match_the_subjects_they_serve() {
         let site = Site::new("s1").unwrap();
-        assert_eq!(site_event_filter(EventKind::Created, &site), "event.created.s1.>");
-        assert_eq!(site_consumer_name(EventKind::Ended, &site), "recorder-s1-ended");
+        assert_eq!(
+            site_event_filter(EventKind::Created, &site),
+            "event.created.s1.>"
+        );
+        assert_eq!(
+            site_consumer_name(EventKind::Ended, &site),
+            "recorder-s1-ended"
+        );
     }
 
     proptest! {
