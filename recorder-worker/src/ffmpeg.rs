@@ -1,0 +1,534 @@
+//! FFmpeg: the pure argv builder for one recording and the supervised child that runs it.
+//!
+//! [`record_argv`] turns a [`RecordPlan`] into FFmpeg's arguments (RTSP over TCP, an I/O
+//! timeout, a protocol whitelist, video copied, audio copied/transcoded/dropped by codec,
+//! fragmented MP4 that survives a SIGKILL). It is a pure function, unit-tested by its arguments;
+//! the camera URL is one argv element and no shell is ever involved.
+//!
+//! [`Recorder`] owns one running FFmpeg: it parses `-progress` into a watch channel, keeps a
+//! bounded, credential-free tail of stderr, and stops the child gracefully (`q`, then SIGINT,
+//! then SIGKILL), always reaping it. The child dies with the worker (`kill_on_drop` plus a
+//! parent-death signal). [`MediaError`], the error of the whole media engine, lives here too.
+
+use crate::probe::SourceInfo;
+use crate::progress::{Progress, ProgressParser};
+use camrec_shared::rtsp::RtspUrl;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use std::collections::VecDeque;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{Child, ChildStdin, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+/// The protocols FFmpeg may open for a camera: RTSP(S) over TCP and what it runs on (checked
+/// against the fake camera: interleaved RTSP needs no `udp`/`rtp`). Anything else (`file`,
+/// `http`, `concat`, ...) is refused even if a URL or an SDP asks for it.
+pub const RTSP_PROTOCOLS: &str = "rtsp,rtsps,tcp,tls";
+
+/// The AAC bitrate when transcoding G.711: above the encoder's cap for 8 kHz mono (48 kbit/s) it
+/// only warns and clamps.
+const AAC_TRANSCODE_BITRATE: &str = "32k";
+
+/// Why a media step failed. Every message is free of credentials.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaError {
+    /// The camera did not answer or refused the stream.
+    #[error("the camera cannot be reached: {0}")]
+    Unreachable(String),
+    /// Nothing playable: no video stream, empty or corrupt files.
+    #[error("no usable media: {0}")]
+    NoMedia(String),
+    /// ffprobe could not read a file.
+    #[error("ffprobe failed: {0}")]
+    Probe(String),
+    /// An FFmpeg post-processing step (concatenation, thumbnail) failed.
+    #[error("ffmpeg failed: {0}")]
+    Ffmpeg(String),
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+    /// The tool could not be started (not installed, not executable).
+    #[error("cannot start {program}: {source}")]
+    Spawn {
+        program: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: &'static str, after: Duration },
+}
+
+/// What one FFmpeg run records, and where.
+#[derive(Clone, Debug)]
+pub struct RecordPlan {
+    pub input: RtspUrl,
+    /// One fragmented-MP4 part file.
+    pub output: PathBuf,
+    /// FFmpeg's socket I/O timeout: a silent camera ends the run after this long.
+    pub io_timeout: Duration,
+    /// What the camera serves (from [`crate::probe::probe_source`]); decides the audio handling.
+    pub source: SourceInfo,
+    /// Stop after this much media time (`-t`); the caller keeps a wall-clock watchdog too.
+    pub max_duration: Option<Duration>,
+}
+
+/// FFmpeg's arguments for `plan`, program name excluded.
+pub fn record_argv(plan: &RecordPlan) -> Vec<String> {
+    let mut argv = args(&[
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-progress",
+        "pipe:1",
+        "-y",
+    ]);
+    argv.extend(input_args(&plan.input, plan.io_timeout));
+    argv.extend(stream_args(&plan.source));
+    if let Some(max) = plan.max_duration {
+        argv.extend(["-t".to_owned(), format!("{:.3}", max.as_secs_f64())]);
+    }
+    argv.extend(args(&[
+        "-movflags",
+        "+frag_keyframe+empty_moov+default_base_moof",
+        "-f",
+        "mp4",
+    ]));
+    argv.push(plan.output.to_string_lossy().into_owned());
+    argv
+}
+
+fn args(a: &[&str]) -> Vec<String> {
+    a.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// RTSP over TCP with an I/O timeout and the protocol whitelist; the URL is one element.
+fn input_args(url: &RtspUrl, io_timeout: Duration) -> Vec<String> {
+    let mut a = args(&["-rtsp_transport", "tcp", "-timeout"]);
+    a.push(io_timeout.as_micros().max(1).to_string());
+    a.extend(args(&["-protocol_whitelist", RTSP_PROTOCOLS, "-i"]));
+    a.push(url.expose().to_owned());
+    a
+}
+
+/// Video copied (H.265 tagged `hvc1`); audio copied when AAC, transcoded to AAC otherwise,
+/// dropped when the camera sends none.
+fn stream_args(source: &SourceInfo) -> Vec<String> {
+    let mut a = args(&["-map", "0:v:0", "-c:v", "copy"]);
+    if matches!(source.video_codec.as_str(), "hevc" | "h265") {
+        a.extend(args(&["-tag:v", "hvc1"]));
+    }
+    match source.audio_codec.as_deref() {
+        None => a.push("-an".to_owned()),
+        Some("aac") => a.extend(args(&["-map", "0:a:0?", "-c:a", "copy"])),
+        Some(_) => a.extend(args(&[
+            "-map",
+            "0:a:0?",
+            "-c:a",
+            "aac",
+            "-b:a",
+            AAC_TRANSCODE_BITRATE,
+        ])),
+    }
+    a
+}
+
+/// Removes the `user:password@` part of every URL in `text`.
+pub fn sanitize(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let authority = &tail[..end];
+        out.push_str(
+            authority
+                .rfind('@')
+                .map_or(authority, |at| &authority[at + 1..]),
+        );
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// How an FFmpeg run ended.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExitReport {
+    pub code: Option<i32>,
+    pub signal: Option<i32>,
+    /// True when [`Recorder::stop`] ended the run.
+    pub stopped_by_us: bool,
+    /// Exit 0, or 255 after our own SIGINT. A clean exit may still be short (a camera that went
+    /// silent ends the run with 0): compare the probed duration with the wall clock.
+    pub clean: bool,
+    /// The last lines of stderr, without any credential.
+    pub stderr_tail: String,
+}
+
+/// How much of stderr a report keeps.
+const TAIL_LINES: usize = 20;
+const TAIL_LINE_CHARS: usize = 300;
+/// How long to wait for the output pipes to drain after the child exited.
+const DRAIN: Duration = Duration::from_secs(2);
+
+/// A bounded, credential-free tail of a child's stderr.
+#[derive(Debug, Default)]
+struct Tail {
+    lines: VecDeque<String>,
+}
+
+impl Tail {
+    fn push(&mut self, line: &str, secrets: &[String]) {
+        let mut clean = sanitize(line);
+        for s in secrets {
+            clean = clean.replace(s.as_str(), "***");
+        }
+        if self.lines.len() == TAIL_LINES {
+            self.lines.pop_front();
+        }
+        self.lines
+            .push_back(clean.trim_end().chars().take(TAIL_LINE_CHARS).collect());
+    }
+
+    fn text(&self) -> String {
+        Vec::from(self.lines.clone()).join("\n")
+    }
+}
+
+/// One running FFmpeg child.
+#[derive(Debug)]
+pub struct Recorder {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    progress: watch::Receiver<Option<Progress>>,
+    tail: Arc<Mutex<Tail>>,
+    readers: Vec<JoinHandle<()>>,
+    stopped_by_us: bool,
+    sigint_sent: bool,
+    report: Option<ExitReport>,
+}
+
+impl Recorder {
+    /// Starts FFmpeg for `plan`. Call it from a runtime worker thread (not `spawn_blocking`): the
+    /// parent-death signal follows the thread that spawned the child.
+    pub fn spawn(ffmpeg: &Path, plan: &RecordPlan) -> Result<Recorder, MediaError> {
+        let mut cmd = Command::new(ffmpeg);
+        cmd.args(record_argv(plan))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        die_with_parent(&mut cmd);
+        let mut child = cmd.spawn().map_err(|source| MediaError::Spawn {
+            program: ffmpeg.display().to_string(),
+            source,
+        })?;
+        let secrets = credential_forms(&plan.input);
+        let (tx, progress) = watch::channel(None);
+        let tail = Arc::new(Mutex::new(Tail::default()));
+        let mut readers = Vec::new();
+        if let Some(out) = child.stdout.take() {
+            readers.push(tokio::spawn(read_progress(out, tx)));
+        }
+        if let Some(err) = child.stderr.take() {
+            readers.push(tokio::spawn(read_tail(err, tail.clone(), secrets)));
+        }
+        Ok(Recorder {
+            stdin: child.stdin.take(),
+            child,
+            progress,
+            tail,
+            readers,
+            stopped_by_us: false,
+            sigint_sent: false,
+            report: None,
+        })
+    }
+
+    /// The latest progress block (`None` until FFmpeg wrote the first one).
+    pub fn progress(&self) -> watch::Receiver<Option<Progress>> {
+        self.progress.clone()
+    }
+
+    /// The child's process id while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
+    /// Resolves when the child has exited (by itself or after [`Recorder::stop`]). Cancel-safe;
+    /// after the first resolution it returns the same report at once.
+    pub async fn exited(&mut self) -> ExitReport {
+        if let Some(report) = &self.report {
+            return report.clone();
+        }
+        let status = self.child.wait().await;
+        for reader in &mut self.readers {
+            let _ = tokio::time::timeout(DRAIN, reader).await;
+        }
+        let report = self.report_for(status);
+        self.report = Some(report.clone());
+        report
+    }
+
+    /// Stops the child: `q` on stdin, then SIGINT after `grace`, then SIGKILL after another
+    /// `grace`. Always reaps the child before returning.
+    pub async fn stop(mut self, grace: Duration) -> ExitReport {
+        if self.report.is_none() {
+            self.stopped_by_us = true;
+            self.send_quit().await;
+            if !self.wait_for(grace).await {
+                self.send_sigint();
+                if !self.wait_for(grace).await {
+                    let _ = self.child.kill().await;
+                }
+            }
+        }
+        self.exited().await
+    }
+
+    async fn send_quit(&mut self) {
+        if let Some(mut stdin) = self.stdin.take() {
+            let _ = stdin.write_all(b"q").await;
+            let _ = stdin.flush().await;
+        }
+    }
+
+    fn send_sigint(&mut self) {
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            self.sigint_sent = kill(Pid::from_raw(pid), Signal::SIGINT).is_ok();
+        }
+    }
+
+    /// Waits up to `deadline` for the child to exit; true when it did.
+    async fn wait_for(&mut self, deadline: Duration) -> bool {
+        tokio::time::timeout(deadline, self.child.wait())
+            .await
+            .is_ok()
+    }
+
+    fn report_for(&self, status: std::io::Result<ExitStatus>) -> ExitReport {
+        let mut stderr_tail = self.tail.lock().map(|t| t.text()).unwrap_or_default();
+        let (code, signal) = match status {
+            Ok(s) => (s.code(), s.signal()),
+            Err(e) => {
+                stderr_tail.push_str(&format!("\nwaiting for ffmpeg failed: {e}"));
+                (None, None)
+            }
+        };
+        let clean = code == Some(0) || (code == Some(255) && self.sigint_sent);
+        ExitReport {
+            code,
+            signal,
+            stopped_by_us: self.stopped_by_us,
+            clean,
+            stderr_tail,
+        }
+    }
+}
+
+/// The password as it may appear in FFmpeg's output: raw and percent-encoded.
+fn credential_forms(url: &RtspUrl) -> Vec<String> {
+    let Some(raw) = url.password().filter(|p| !p.is_empty()) else {
+        return Vec::new();
+    };
+    let encoded = url
+        .expose()
+        .split_once("://")
+        .and_then(|(_, rest)| rest.split_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .map(|(_, pw)| pw.to_owned());
+    let mut forms = vec![raw];
+    forms.extend(encoded.filter(|e| !forms.contains(e)));
+    forms
+}
+
+/// Makes the kernel SIGKILL the child when the worker dies, so FFmpeg never outlives it.
+fn die_with_parent(cmd: &mut Command) {
+    let parent = std::process::id();
+    #[allow(unsafe_code)]
+    // SAFETY: the closure runs in the forked child before exec. It only calls prctl(2) and
+    // getppid(2), both async-signal-safe, allocates nothing and touches no lock.
+    unsafe {
+        cmd.pre_exec(move || {
+            nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+            if u32::try_from(nix::unistd::getppid().as_raw()).ok() != Some(parent) {
+                return Err(std::io::Error::other("the parent exited during spawn"));
+            }
+            Ok(())
+        });
+    }
+}
+
+async fn read_progress(out: impl AsyncRead + Unpin, tx: watch::Sender<Option<Progress>>) {
+    let mut parser = ProgressParser::new();
+    let mut lines = BufReader::new(out).lines();
+    while let Ok(Some(line)) = lines.next_line().await {
+        if let Some(block) = parser.feed_line(&line) {
+            tx.send_replace(Some(block));
+        }
+    }
+}
+
+async fn read_tail(err: impl AsyncRead + Unpin, tail: Arc<Mutex<Tail>>, secrets: Vec<String>) {
+    let mut reader = BufReader::new(err);
+    let mut buf = Vec::new();
+    while matches!(reader.read_until(b'\n', &mut buf).await, Ok(n) if n > 0) {
+        let line = String::from_utf8_lossy(&buf);
+        if let Ok(mut t) = tail.lock() {
+            t.push(&line, &secrets);
+        }
+        buf.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(video: &str, audio: Option<&str>) -> RecordPlan {
+        RecordPlan {
+            input: RtspUrl::parse("rtsp://admin:pa%20ss@10.0.0.5:554/live?ch=1&x=$(reboot)")
+                .unwrap(),
+            output: PathBuf::from("/rec/p1/part-0001.mp4"),
+            io_timeout: Duration::from_secs(5),
+            source: SourceInfo {
+                video_codec: video.into(),
+                audio_codec: audio.map(str::to_owned),
+                width: 640,
+                height: 360,
+            },
+            max_duration: Some(Duration::from_secs(3600)),
+        }
+    }
+
+    fn value_after<'a>(argv: &'a [String], flag: &str) -> Option<&'a str> {
+        let i = argv.iter().position(|a| a == flag)?;
+        argv.get(i + 1).map(String::as_str)
+    }
+
+    #[test]
+    fn h264_with_aac_copies_both_streams() {
+        let argv = record_argv(&plan("h264", Some("aac")));
+        assert_eq!(value_after(&argv, "-c:v"), Some("copy"));
+        assert_eq!(value_after(&argv, "-c:a"), Some("copy"));
+        assert!(!argv.contains(&"-an".to_owned()));
+        assert!(!argv.contains(&"-tag:v".to_owned()));
+    }
+
+    #[test]
+    fn g711_audio_is_transcoded_to_aac() {
+        for codec in ["pcm_alaw", "pcm_mulaw"] {
+            let argv = record_argv(&plan("h264", Some(codec)));
+            assert_eq!(value_after(&argv, "-c:v"), Some("copy"));
+            assert_eq!(value_after(&argv, "-c:a"), Some("aac"), "{codec}");
+            assert_eq!(value_after(&argv, "-b:a"), Some(AAC_TRANSCODE_BITRATE));
+        }
+    }
+
+    #[test]
+    fn no_audio_means_an() {
+        let argv = record_argv(&plan("h264", None));
+        assert!(argv.contains(&"-an".to_owned()));
+        assert_eq!(value_after(&argv, "-c:a"), None);
+    }
+
+    #[test]
+    fn h265_is_tagged_hvc1() {
+        let argv = record_argv(&plan("hevc", Some("aac")));
+        assert_eq!(value_after(&argv, "-tag:v"), Some("hvc1"));
+        assert_eq!(value_after(&argv, "-c:v"), Some("copy"));
+    }
+
+    #[test]
+    fn input_is_rtsp_over_tcp_with_timeout_whitelist_and_one_url_element() {
+        let p = plan("h264", Some("aac"));
+        let argv = record_argv(&p);
+        assert_eq!(value_after(&argv, "-rtsp_transport"), Some("tcp"));
+        assert_eq!(value_after(&argv, "-timeout"), Some("5000000"));
+        assert_eq!(
+            value_after(&argv, "-protocol_whitelist"),
+            Some(RTSP_PROTOCOLS)
+        );
+        assert_eq!(value_after(&argv, "-i"), Some(p.input.expose()));
+        assert_eq!(
+            argv.iter().filter(|a| a.contains("10.0.0.5")).count(),
+            1,
+            "the URL is exactly one element"
+        );
+        let whitelist_at = argv.iter().position(|a| a == "-protocol_whitelist");
+        let input_at = argv.iter().position(|a| a == "-i");
+        assert!(whitelist_at < input_at, "input options precede -i");
+    }
+
+    #[test]
+    fn output_is_fragmented_mp4_with_progress_and_duration_cap() {
+        let argv = record_argv(&plan("h264", None));
+        assert_eq!(
+            value_after(&argv, "-movflags"),
+            Some("+frag_keyframe+empty_moov+default_base_moof")
+        );
+        assert_eq!(value_after(&argv, "-f"), Some("mp4"));
+        assert_eq!(value_after(&argv, "-progress"), Some("pipe:1"));
+        assert!(argv.contains(&"-nostats".to_owned()));
+        assert!(argv.contains(&"-y".to_owned()));
+        assert_eq!(value_after(&argv, "-t"), Some("3600.000"));
+        assert_eq!(
+            argv.last().map(String::as_str),
+            Some("/rec/p1/part-0001.mp4")
+        );
+        let mut unlimited = plan("h264", None);
+        unlimited.max_duration = None;
+        assert_eq!(value_after(&record_argv(&unlimited), "-t"), None);
+    }
+
+    #[test]
+    fn sanitize_removes_userinfo_from_every_url() {
+        let line = "[rtsp @ 0x1] method DESCRIBE failed: rtsp://admin:pa%20ss@10.0.0.5:554/live \
+                    and rtsps://u:p@h and http://plain/x";
+        let clean = sanitize(line);
+        assert!(
+            !clean.contains("pa%20ss") && !clean.contains("u:p@"),
+            "{clean}"
+        );
+        assert!(clean.contains("rtsp://10.0.0.5:554/live"), "{clean}");
+        assert!(clean.contains("rtsps://h and http://plain/x"), "{clean}");
+        assert_eq!(sanitize("no url here"), "no url here");
+    }
+
+    #[test]
+    fn the_tail_is_bounded_and_credential_free() {
+        let url = RtspUrl::parse("rtsp://admin:s%40cret@cam/x").unwrap();
+        let secrets = credential_forms(&url);
+        assert_eq!(secrets, vec!["s@cret".to_owned(), "s%40cret".to_owned()]);
+        let mut tail = Tail::default();
+        for i in 0..100 {
+            tail.push(
+                &format!("line {i} password s@cret in {}", url.expose()),
+                &secrets,
+            );
+        }
+        let text = tail.text();
+        assert_eq!(text.lines().count(), TAIL_LINES);
+        assert!(text.contains("line 99") && !text.contains("line 79 "));
+        assert!(!text.contains("cret"), "{text}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn sanitize_never_keeps_a_password(pw in "[a-zA-Z0-9]{6,12}", noise in "\\PC{0,60}") {
+            let text = format!("{noise} rtsp://user:{pw}@host:554/s {noise}");
+            let leaked = format!(":{pw}@");
+            proptest::prop_assert!(!sanitize(&text).contains(&leaked));
+        }
+    }
+}

@@ -1,0 +1,165 @@
+//! Finalizing a recording: fragmented-MP4 parts into one faststart MP4, and a thumbnail.
+//!
+//! A recording may leave several parts (FFmpeg restarted after a camera hiccup, a worker crash).
+//! [`finalize`] probes each part, skips the empty or unreadable ones, and joins the rest with the
+//! concat demuxer and stream copy into one MP4 whose `moov` atom is at the front, so the clip
+//! plays while it downloads. [`thumbnail`] grabs one JPEG frame from the result.
+
+use crate::ffmpeg::MediaError;
+use crate::probe::{last_line, probe_file, run_with_deadline};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::process::Command;
+
+/// How long one concatenation or thumbnail may take.
+const STEP_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Joins the usable `parts` (in order) into `out`: stream copy, `+faststart`.
+/// Fails with [`MediaError::NoMedia`] when no part holds playable video.
+pub async fn finalize(ffmpeg: &Path, parts: &[PathBuf], out: &Path) -> Result<(), MediaError> {
+    let ffprobe = sibling_ffprobe(ffmpeg);
+    let usable = usable_parts(&ffprobe, parts).await;
+    if usable.is_empty() {
+        return Err(MediaError::NoMedia(format!(
+            "none of the {} recorded parts is playable",
+            parts.len()
+        )));
+    }
+    let list = out.with_extension("concat.txt");
+    tokio::fs::write(&list, concat_list(&usable)?).await?;
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args(["-f", "concat", "-safe", "0", "-protocol_whitelist", "file"])
+        .arg("-i")
+        .arg(&list)
+        .args(["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy"])
+        .args(["-movflags", "+faststart", "-f", "mp4"])
+        .arg(out);
+    let result = run_with_deadline(cmd, "ffmpeg", STEP_DEADLINE).await;
+    let _ = tokio::fs::remove_file(&list).await;
+    match result? {
+        (true, _, _) => Ok(()),
+        (false, _, stderr) => Err(MediaError::Ffmpeg(last_line(&stderr))),
+    }
+}
+
+/// The parts ffprobe can read and that hold some video.
+async fn usable_parts(ffprobe: &Path, parts: &[PathBuf]) -> Vec<PathBuf> {
+    let mut usable = Vec::new();
+    for part in parts {
+        match probe_file(ffprobe, part).await {
+            Ok(info) if info.duration_sec > 0.0 => usable.push(part.clone()),
+            Ok(_) => tracing::warn!(part = %part.display(), "skipping an empty part"),
+            Err(error) => tracing::warn!(part = %part.display(), %error, "skipping a part"),
+        }
+    }
+    usable
+}
+
+/// The concat demuxer's list file: one absolute, quoted path per line.
+fn concat_list(parts: &[PathBuf]) -> Result<String, MediaError> {
+    let mut list = String::from("ffconcat version 1.0\n");
+    for part in parts {
+        let abs = std::path::absolute(part)?;
+        let path = abs.to_str().ok_or_else(|| {
+            MediaError::Io(std::io::Error::other("a part path is not valid UTF-8"))
+        })?;
+        if path.contains('\n') {
+            return Err(MediaError::Io(std::io::Error::other(
+                "a part path contains a line break",
+            )));
+        }
+        list.push_str(&format!("file '{}'\n", path.replace('\'', r"'\''")));
+    }
+    Ok(list)
+}
+
+/// `ffprobe` next to `ffmpeg` when `ffmpeg` is a path, else `ffprobe` from `PATH`.
+pub fn sibling_ffprobe(ffmpeg: &Path) -> PathBuf {
+    match ffmpeg.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.join("ffprobe"),
+        _ => PathBuf::from("ffprobe"),
+    }
+}
+
+/// Writes one JPEG frame of `video` taken at `at_sec` (or the first frame, when the video is
+/// shorter than that) to `out`.
+pub async fn thumbnail(
+    ffmpeg: &Path,
+    video: &Path,
+    out: &Path,
+    at_sec: f64,
+) -> Result<(), MediaError> {
+    let at = if at_sec.is_finite() {
+        at_sec.max(0.0)
+    } else {
+        0.0
+    };
+    match grab_frame(ffmpeg, video, out, at).await {
+        Err(MediaError::NoMedia(_)) if at > 0.0 => grab_frame(ffmpeg, video, out, 0.0).await,
+        other => other,
+    }
+}
+
+async fn grab_frame(ffmpeg: &Path, video: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
+    let _ = tokio::fs::remove_file(out).await;
+    let mut cmd = Command::new(ffmpeg);
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
+        .args([
+            "-ss",
+            &format!("{at:.3}"),
+            "-protocol_whitelist",
+            "file",
+            "-i",
+        ])
+        .arg(video)
+        .args([
+            "-frames:v",
+            "1",
+            "-vf",
+            "scale='min(640,iw)':-2",
+            "-q:v",
+            "4",
+        ])
+        .args(["-f", "image2", "-update", "1"])
+        .arg(out);
+    let (ok, _, stderr) = run_with_deadline(cmd, "ffmpeg", STEP_DEADLINE).await?;
+    if !ok {
+        return Err(MediaError::Ffmpeg(last_line(&stderr)));
+    }
+    match tokio::fs::metadata(out).await {
+        Ok(m) if m.len() > 0 => Ok(()),
+        _ => Err(MediaError::NoMedia(format!("no frame at {at:.3} s"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_concat_list_quotes_paths() {
+        let list = concat_list(&[
+            PathBuf::from("/rec/p/part-0001.mp4"),
+            PathBuf::from("/rec/it's/part-0002.mp4"),
+        ])
+        .unwrap();
+        assert_eq!(
+            list,
+            "ffconcat version 1.0\nfile '/rec/p/part-0001.mp4'\nfile '/rec/it'\\''s/part-0002.mp4'\n"
+        );
+        assert!(concat_list(&[PathBuf::from("/a\nfile '/etc/passwd'")]).is_err());
+    }
+
+    #[test]
+    fn ffprobe_is_found_next_to_ffmpeg() {
+        assert_eq!(
+            sibling_ffprobe(Path::new("/usr/bin/ffmpeg")),
+            PathBuf::from("/usr/bin/ffprobe")
+        );
+        assert_eq!(
+            sibling_ffprobe(Path::new("ffmpeg")),
+            PathBuf::from("ffprobe")
+        );
+    }
+}

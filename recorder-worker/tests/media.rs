@@ -1,0 +1,326 @@
+//! The media engine on real parts: the fake RTSP camera in every codec profile, real FFmpeg and
+//! ffprobe, and the s3s-fs S3 server. Each test records a few seconds, stops (or kills) FFmpeg,
+//! finalizes and probes the clip, or uploads a file and reads it back.
+
+use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::storage::ObjectKey;
+use camrec_shared::PlaybackId;
+use recorder_worker::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
+use recorder_worker::finalize::{finalize, thumbnail};
+use recorder_worker::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
+use recorder_worker::upload::{UploadOptions, Uploader};
+use sha2::{Digest, Sha256};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use testkit::{wait_until, CameraProfile, FakeCamera, S3Server};
+
+const FFMPEG: &str = "ffmpeg";
+const FFPROBE: &str = "ffprobe";
+const IO_TIMEOUT: Duration = Duration::from_secs(3);
+const GRACE: Duration = Duration::from_secs(5);
+
+async fn source_of(cam: &FakeCamera) -> SourceInfo {
+    probe_source(Path::new(FFPROBE), &cam.url(), Duration::from_secs(15))
+        .await
+        .expect("the fake camera can be probed")
+}
+
+fn plan(url: RtspUrl, source: SourceInfo, output: PathBuf) -> RecordPlan {
+    RecordPlan {
+        input: url,
+        output,
+        io_timeout: IO_TIMEOUT,
+        source,
+        max_duration: Some(Duration::from_secs(120)),
+    }
+}
+
+/// Waits until FFmpeg has written `secs` of media.
+async fn wait_for_media(rec: &Recorder, secs: f64) {
+    let progress = rec.progress();
+    wait_until(Duration::from_secs(30), "ffmpeg progress", || {
+        let written = progress.borrow().as_ref().map_or(0.0, |p| p.out_time_sec);
+        async move { (written >= secs).then_some(()) }
+    })
+    .await
+    .expect("ffmpeg records");
+}
+
+async fn finalize_and_probe(dir: &Path, parts: &[PathBuf]) -> ClipInfo {
+    let out = dir.join("video.mp4");
+    finalize(Path::new(FFMPEG), parts, &out)
+        .await
+        .expect("the parts finalize");
+    probe_file(Path::new(FFPROBE), &out)
+        .await
+        .expect("the clip probes")
+}
+
+fn assert_credential_free(report: &ExitReport, cam: &FakeCamera) {
+    assert!(
+        !report.stderr_tail.contains(&cam.password),
+        "the password leaked into the stderr tail: {}",
+        report.stderr_tail
+    );
+}
+
+/// Records ~4 s from a camera with `profile`, stops gracefully, finalizes and checks the clip.
+async fn record_four_seconds(profile: CameraProfile, video: &str, audio: Option<&str>) {
+    let cam = FakeCamera::start(profile).await.unwrap();
+    let source = source_of(&cam).await;
+    assert_eq!(source.video_codec, video);
+    assert_eq!(
+        (source.width, source.height),
+        (profile.width, profile.height)
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part-0001.mp4");
+    let rec =
+        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
+    assert!(rec.pid().is_some());
+    wait_for_media(&rec, 4.0).await;
+    let report = rec.stop(GRACE).await;
+    assert!(report.clean && report.stopped_by_us, "{report:?}");
+    assert_credential_free(&report, &cam);
+
+    let clip = finalize_and_probe(dir.path(), &[part]).await;
+    assert!((clip.duration_sec - 4.0).abs() <= 1.5, "{clip:?}");
+    assert_eq!(clip.video_codec, video);
+    assert_eq!((clip.width, clip.height), (profile.width, profile.height));
+    assert_eq!(clip.audio_codec.as_deref(), audio);
+    assert!(clip.moov_before_mdat, "faststart: moov before mdat");
+    assert!(clip.size_bytes > 10_000, "{clip:?}");
+
+    let thumb = dir.path().join("thumb.jpg");
+    thumbnail(
+        Path::new(FFMPEG),
+        &dir.path().join("video.mp4"),
+        &thumb,
+        1.0,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        &std::fs::read(&thumb).unwrap()[..2],
+        &[0xFF, 0xD8],
+        "a JPEG"
+    );
+}
+
+#[tokio::test]
+async fn h264_with_aac_is_copied() {
+    record_four_seconds(CameraProfile::default(), "h264", Some("aac")).await;
+}
+
+#[tokio::test]
+async fn h264_with_g711_gets_aac_audio() {
+    record_four_seconds(CameraProfile::h264_g711(), "h264", Some("aac")).await;
+}
+
+#[tokio::test]
+async fn h264_without_audio_has_no_audio_track() {
+    record_four_seconds(CameraProfile::h264_silent(), "h264", None).await;
+}
+
+#[tokio::test]
+async fn h265_is_copied() {
+    record_four_seconds(CameraProfile::h265_aac(), "hevc", Some("aac")).await;
+}
+
+#[tokio::test]
+async fn a_sigkilled_recorder_leaves_a_part_that_finalizes() {
+    let cam = FakeCamera::start(CameraProfile::h264_silent())
+        .await
+        .unwrap();
+    let source = source_of(&cam).await;
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part-0001.mp4");
+    let mut rec =
+        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
+    wait_for_media(&rec, 3.0).await;
+    let pid = i32::try_from(rec.pid().unwrap()).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let report = tokio::time::timeout(GRACE, rec.exited()).await.unwrap();
+    assert_eq!(report.signal, Some(9), "{report:?}");
+    assert!(!report.clean && !report.stopped_by_us, "{report:?}");
+    assert_eq!(rec.pid(), None, "reaped");
+
+    let clip = finalize_and_probe(dir.path(), &[part]).await;
+    assert!(
+        clip.duration_sec >= 1.5,
+        "the fragments before the kill survive: {clip:?}"
+    );
+    assert!(clip.moov_before_mdat);
+}
+
+#[tokio::test]
+async fn a_dead_camera_ends_the_run_within_the_io_timeout_and_the_part_finalizes() {
+    let mut cam = FakeCamera::start(CameraProfile::default()).await.unwrap();
+    let source = source_of(&cam).await;
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part-0001.mp4");
+    let mut rec =
+        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
+    wait_for_media(&rec, 2.5).await;
+    cam.kill();
+    let report = tokio::time::timeout(IO_TIMEOUT + Duration::from_secs(10), rec.exited())
+        .await
+        .expect("ffmpeg exits by itself when the camera is gone");
+    assert!(!report.stopped_by_us, "{report:?}");
+    assert_credential_free(&report, &cam);
+
+    // An empty part (a restart that never got the stream) is skipped, not fatal.
+    let empty = dir.path().join("part-0002.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    let clip = finalize_and_probe(dir.path(), &[part, empty]).await;
+    assert!(clip.duration_sec >= 1.5, "{clip:?}");
+    assert_eq!(clip.audio_codec.as_deref(), Some("aac"));
+}
+
+#[tokio::test]
+async fn finalize_without_any_usable_part_is_no_media() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("part-0001.mp4");
+    let garbage = dir.path().join("part-0002.mp4");
+    std::fs::write(&empty, b"").unwrap();
+    std::fs::write(&garbage, vec![0x42u8; 4096]).unwrap();
+    let err = finalize(
+        Path::new(FFMPEG),
+        &[empty, garbage],
+        &dir.path().join("video.mp4"),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, MediaError::NoMedia(_)), "{err:?}");
+}
+
+#[tokio::test]
+async fn a_wrong_password_fails_without_leaking_the_credential() {
+    let cam = FakeCamera::start(CameraProfile::h264_silent())
+        .await
+        .unwrap();
+    let source = source_of(&cam).await;
+    let wrong_password = "not-the-pw-7f3a";
+    let wrong = cam
+        .url()
+        .with_credentials(Some("admin"), Some(wrong_password));
+
+    let err = probe_source(Path::new(FFPROBE), &wrong, Duration::from_secs(10))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaError::Unreachable(_)), "{err:?}");
+    assert!(!err.to_string().contains(wrong_password), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut rec = Recorder::spawn(
+        Path::new(FFMPEG),
+        &plan(wrong, source, dir.path().join("part-0001.mp4")),
+    )
+    .unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(20), rec.exited())
+        .await
+        .unwrap();
+    assert!(!report.clean, "{report:?}");
+    assert!(!report.stderr_tail.is_empty(), "ffmpeg said why");
+    assert!(
+        !report.stderr_tail.contains(wrong_password),
+        "{}",
+        report.stderr_tail
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_camera_is_reported_as_such() {
+    let url = RtspUrl::parse(&format!(
+        "rtsp://admin:hunter2-secret@127.0.0.1:{}/cam",
+        testkit::free_port()
+    ))
+    .unwrap();
+    let err = probe_source(Path::new(FFPROBE), &url, Duration::from_secs(5))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, MediaError::Unreachable(_)), "{err:?}");
+    assert!(!err.to_string().contains("hunter2"), "{err}");
+}
+
+fn test_file(dir: &Path, len: usize) -> (PathBuf, Vec<u8>) {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i.wrapping_mul(7919) >> 3) as u8)
+        .collect();
+    let path = dir.join(format!("clip-{len}.mp4"));
+    std::fs::write(&path, &data).unwrap();
+    (path, data)
+}
+
+async fn download(uploader_store: &camrec_shared::storage::Storage, key: &ObjectKey) -> Vec<u8> {
+    let got = uploader_store.store().get(&key.path()).await.unwrap();
+    got.bytes().await.unwrap().to_vec()
+}
+
+#[tokio::test]
+async fn uploads_to_s3_come_back_byte_identical_single_and_multipart() {
+    let s3 = S3Server::start().await.unwrap();
+    let storage = s3.storage().unwrap();
+    let part_size = 5 * 1024 * 1024;
+    let uploader = Uploader::new(
+        storage.clone(),
+        UploadOptions {
+            part_size,
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    for len in [300_000, 2 * part_size + 12_345] {
+        let (path, data) = test_file(dir.path(), len);
+        let key = ObjectKey::Video(PlaybackId::new());
+        let receipt = uploader.upload_file(&key, &path).await.unwrap();
+        let expected_sha = hex::encode(Sha256::digest(&data));
+        assert_eq!(receipt.size_bytes, len as u64);
+        assert_eq!(receipt.sha256, expected_sha);
+        let stored = download(&storage, &key).await;
+        assert_eq!(hex::encode(Sha256::digest(&stored)), expected_sha);
+        assert!(stored == data, "{len} bytes differ after the round trip");
+        assert!(path.exists(), "the uploader never deletes the local file");
+    }
+    assert_eq!(s3.keys().len(), 2);
+}
+
+#[tokio::test]
+async fn an_upload_to_a_stopped_server_fails_transiently_and_deletes_nothing() {
+    let mut s3 = S3Server::start().await.unwrap();
+    let storage = s3.storage().unwrap();
+    let uploader = Uploader::new(
+        storage.clone(),
+        UploadOptions {
+            part_size: 5 * 1024 * 1024,
+            part_retries: 1,
+            retry_backoff: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(2),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (kept_path, kept_data) = test_file(dir.path(), 100_000);
+    let kept = ObjectKey::Video(PlaybackId::new());
+    uploader.upload_file(&kept, &kept_path).await.unwrap();
+
+    s3.stop();
+    let (path, _) = test_file(dir.path(), 200_000);
+    let err = uploader
+        .upload_file(&ObjectKey::Video(PlaybackId::new()), &path)
+        .await
+        .unwrap_err();
+    assert!(err.is_transient(), "{err:?}");
+    assert!(path.exists() && kept_path.exists(), "local files stay");
+
+    s3.restart().await.unwrap();
+    assert_eq!(
+        s3.keys(),
+        vec![kept.to_string()],
+        "nothing was deleted or half-written"
+    );
+    assert!(download(&storage, &kept).await == kept_data);
+}
