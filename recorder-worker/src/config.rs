@@ -1,1 +1,192 @@
-//! config (orchestration, in progress).
+//! The worker's configuration: every environment variable it reads, read once at start, each with
+//! its default. Storage variables are read by `camrec_shared::storage::StorageConfig` so that the
+//! worker and event-api agree on them.
+
+use camrec_shared::storage::{StorageConfig, StorageError};
+use camrec_shared::subjects::Site;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Everything the worker is told by its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `NATS_URL` (default `nats://127.0.0.1:4222`).
+    pub nats_url: String,
+    /// `SITE` (default `default`): the site whose events this worker records.
+    pub site: Site,
+    /// `WORKER_ID` (default `<hostname>-<pid>`): names this worker in leases and status messages.
+    pub worker_id: String,
+    /// `RECORD_DIR` (default `./data/recordings`): one directory per recording in progress or not
+    /// yet uploaded; `_failed/` keeps clips whose upload was given up.
+    pub record_dir: PathBuf,
+    /// `MAX_CONCURRENT_RECORDINGS` (default 4): recordings this worker runs at once; further
+    /// `event.created` messages wait in the stream.
+    pub max_concurrent_recordings: usize,
+    /// `MAX_RECORDING_SEC` (default 3600): caps the message's `max_duration_sec`.
+    pub max_recording: Duration,
+    /// `FFMPEG_PATH` (default `ffmpeg`).
+    pub ffmpeg_path: PathBuf,
+    /// `FFPROBE_PATH` (default `ffprobe`).
+    pub ffprobe_path: PathBuf,
+    /// `RTSP_TIMEOUT_SEC` (default 10): FFmpeg's and ffprobe's I/O timeout on the camera.
+    pub rtsp_timeout: Duration,
+    /// `START_RETRIES` (default 3): attempts to reach the camera at start, with backoff, before
+    /// the playback is `FAILED camera_unreachable`.
+    pub start_retries: u32,
+    /// `RESTART_BACKOFF_MAX_SEC` (default 30): the longest wait before restarting an FFmpeg that
+    /// died mid-recording.
+    pub restart_backoff_max: Duration,
+    /// `PROGRESS_INTERVAL_SEC` (default 5): how often `progress` (and, while uploading,
+    /// `processing`) messages are sent.
+    pub progress_interval: Duration,
+    /// `STOP_GRACE_SEC` (default 10): how long FFmpeg may take to finish after being asked to stop
+    /// before it is killed.
+    pub stop_grace: Duration,
+    /// `SHUTDOWN_GRACE_SEC` (default 25): how long a shutting-down worker spends finishing its
+    /// recordings; what is unfinished then is left in `RECORD_DIR` for the next start.
+    pub shutdown_grace: Duration,
+    /// `UPLOAD_GIVE_UP_SEC` (default 1800): how long uploads are retried before the playback is
+    /// `FAILED upload_failed` (the file is kept).
+    pub upload_give_up: Duration,
+    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner refreshes its lease.
+    pub lease_heartbeat: Duration,
+    /// `STORAGE_MODE` and friends, see `StorageConfig`.
+    pub storage: StorageConfig,
+}
+
+/// A variable that is set to something unusable. Names the variable, never its value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{0} is not valid")]
+    Invalid(&'static str),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|k| std::env::var(k).ok())
+    }
+
+    /// Reads the variables through `get` (tests pass a map).
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let var = |name: &str| get(name).filter(|v| !v.trim().is_empty());
+        let secs = |name: &'static str, default: u64, min: u64| -> Result<Duration, ConfigError> {
+            match var(name) {
+                None => Ok(Duration::from_secs(default)),
+                Some(v) => v
+                    .trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|n| *n >= min)
+                    .map(Duration::from_secs)
+                    .ok_or(ConfigError::Invalid(name)),
+            }
+        };
+        let site = match var("SITE") {
+            None => Site::default(),
+            Some(s) => Site::new(s.trim()).map_err(|_| ConfigError::Invalid("SITE"))?,
+        };
+        let max_concurrent_recordings = match var("MAX_CONCURRENT_RECORDINGS") {
+            None => 4,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=1024).contains(n))
+                .ok_or(ConfigError::Invalid("MAX_CONCURRENT_RECORDINGS"))?,
+        };
+        let start_retries = match var("START_RETRIES") {
+            None => 3,
+            Some(v) => v
+                .trim()
+                .parse::<u32>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or(ConfigError::Invalid("START_RETRIES"))?,
+        };
+        Ok(Self {
+            nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            site,
+            worker_id: var("WORKER_ID").unwrap_or_else(default_worker_id),
+            record_dir: PathBuf::from(
+                var("RECORD_DIR").unwrap_or_else(|| "./data/recordings".into()),
+            ),
+            max_concurrent_recordings,
+            max_recording: secs("MAX_RECORDING_SEC", 3600, 1)?,
+            ffmpeg_path: PathBuf::from(var("FFMPEG_PATH").unwrap_or_else(|| "ffmpeg".into())),
+            ffprobe_path: PathBuf::from(var("FFPROBE_PATH").unwrap_or_else(|| "ffprobe".into())),
+            rtsp_timeout: secs("RTSP_TIMEOUT_SEC", 10, 1)?,
+            start_retries,
+            restart_backoff_max: secs("RESTART_BACKOFF_MAX_SEC", 30, 1)?,
+            progress_interval: secs("PROGRESS_INTERVAL_SEC", 5, 1)?,
+            stop_grace: secs("STOP_GRACE_SEC", 10, 1)?,
+            shutdown_grace: secs("SHUTDOWN_GRACE_SEC", 25, 1)?,
+            upload_give_up: secs("UPLOAD_GIVE_UP_SEC", 1800, 1)?,
+            lease_heartbeat: secs("LEASE_HEARTBEAT_SEC", 5, 1)?,
+            storage: StorageConfig::from_lookup(&get)?,
+        })
+    }
+}
+
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "worker".into());
+    format!("{host}-{}", std::process::id())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn from(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_apply_when_nothing_is_set() {
+        let c = from(&[]).unwrap();
+        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.site.as_str(), "default");
+        assert_eq!(c.max_concurrent_recordings, 4);
+        assert_eq!(c.max_recording, Duration::from_secs(3600));
+        assert_eq!(c.start_retries, 3);
+        assert_eq!(c.shutdown_grace, Duration::from_secs(25));
+        assert_eq!(c.upload_give_up, Duration::from_secs(1800));
+        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        assert_eq!(c.record_dir, PathBuf::from("./data/recordings"));
+    }
+
+    #[test]
+    fn values_are_read_and_bad_ones_name_their_variable() {
+        let c = from(&[
+            ("SITE", "north"),
+            ("WORKER_ID", "w7"),
+            ("MAX_CONCURRENT_RECORDINGS", "2"),
+            ("MAX_RECORDING_SEC", "60"),
+        ])
+        .unwrap();
+        assert_eq!(c.site.as_str(), "north");
+        assert_eq!(c.worker_id, "w7");
+        assert_eq!(c.max_concurrent_recordings, 2);
+        assert_eq!(c.max_recording, Duration::from_secs(60));
+        for (k, v) in [
+            ("SITE", "a.b"),
+            ("MAX_CONCURRENT_RECORDINGS", "0"),
+            ("MAX_RECORDING_SEC", "x"),
+            ("STOP_GRACE_SEC", "-1"),
+        ] {
+            let err = from(&[(k, v)]).unwrap_err();
+            assert!(err.to_string().contains(k), "{err}");
+        }
+    }
+}

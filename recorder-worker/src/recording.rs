@@ -1,1 +1,791 @@
-//! recording (orchestration, in progress).
+//! One recording, from claimed lease to `completed` or `failed`, as an explicit state machine:
+//! `Claimed -> Starting -> Recording -> Stopping -> Finalizing -> Uploading -> Done | Failed`.
+//!
+//! - **Starting**: the stop marker is checked (a recording that waited for a slot may already be
+//!   ended), the camera is probed (cached per camera) with `START_RETRIES` attempts, the manifest
+//!   is written and FFmpeg started; `recording` is reported at the first frames.
+//! - **Recording**: `progress` every `PROGRESS_INTERVAL_SEC`; the stop marker, the event's max
+//!   duration (FFmpeg's `-t` plus a wall-clock watchdog) or the worker's shutdown end it. FFmpeg
+//!   exiting by itself while the event is open and time remains (camera lost, crash) is restarted
+//!   with backoff into the next part file, and the clip is marked partial.
+//! - **Finalizing / Uploading** ([`finish`], shared with crash recovery): the parts become one
+//!   faststart MP4, which is probed and thumbnailed; both are uploaded and verified, retried while
+//!   `processing` heartbeats go out, for up to `UPLOAD_GIVE_UP_SEC`. `completed` is reported and
+//!   only then is the local directory deleted.
+//!
+//! Failure rule for a camera lost mid-recording: FFmpeg is restarted until the event ends or its
+//! time is up; what was recorded is completed with `partial: true`, and `FAILED no_media` only
+//! when nothing playable was recorded.
+
+use camrec_shared::messages::{CompletedClip, EventCreated, FailureCode, StatusBody};
+use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::storage::ObjectKey;
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use crate::ffmpeg::{MediaError, RecordPlan, Recorder};
+use crate::finalize::{finalize, thumbnail};
+use crate::manifest::{self, Manifest, THUMB, VIDEO};
+use crate::ownership::{Lease, LeaseState};
+use crate::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
+use crate::progress::Progress;
+use crate::status::{Reporter, Subject};
+use crate::worker::Shared;
+
+/// Where a recording is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Claimed,
+    Starting,
+    Recording,
+    Stopping,
+    Finalizing,
+    Uploading,
+    Done,
+    Failed,
+}
+
+/// How a recording ended, for the caller's log and the tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed {
+        partial: bool,
+    },
+    Failed(FailureCode),
+    /// The worker's shutdown deadline passed first: the directory stays for the next start.
+    Abandoned,
+}
+
+/// Why the recording phase ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StopReason {
+    EventEnded,
+    MaxDuration,
+    Shutdown,
+}
+
+/// What the recording phase left for finishing.
+struct Recorded {
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+    partial: bool,
+}
+
+/// A recording that ends without a clip.
+struct Failure {
+    code: FailureCode,
+    message: String,
+}
+
+impl Failure {
+    fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Figures of the parts already finished, so `progress` counts the whole recording.
+#[derive(Clone, Copy, Default)]
+struct Totals {
+    frames: u64,
+    bytes: u64,
+    media_time_sec: f64,
+}
+
+impl Totals {
+    fn add(&mut self, p: &Progress) {
+        self.frames += p.frames;
+        self.bytes += p.total_size;
+        self.media_time_sec += p.out_time_sec;
+    }
+
+    fn body(&self, current: Option<&Progress>) -> StatusBody {
+        let mut t = *self;
+        if let Some(p) = current {
+            t.add(p);
+        }
+        StatusBody::Progress {
+            frames: t.frames,
+            fps: current.and_then(|p| p.fps),
+            bitrate_kbps: current.and_then(|p| p.bitrate_kbps),
+            bytes: t.bytes,
+            media_time_sec: t.media_time_sec,
+        }
+    }
+}
+
+/// The backoff before attempt `n` (0-based): 1 s, 2 s, 4 s, ... capped at `max`.
+pub fn backoff(n: u32, max: Duration) -> Duration {
+    Duration::from_secs(1u64 << n.min(16)).min(max)
+}
+
+/// Replaces any form of the camera's credential in `text` (belt and braces: media errors are
+/// already scrubbed).
+pub fn scrub(text: &str, url: &RtspUrl) -> String {
+    let mut out = text.replace(url.expose(), &url.masked());
+    if let Some(p) = url.password().filter(|p| p.len() >= 3) {
+        out = out.replace(&p, "***");
+    }
+    out
+}
+
+/// One recording being driven through its states.
+pub struct Job {
+    shared: Arc<Shared>,
+    event: EventCreated,
+    lease: Lease,
+    reporter: Reporter,
+    stop: tokio_util::sync::CancellationToken,
+    dir: PathBuf,
+    manifest: Manifest,
+    state: State,
+}
+
+/// Runs one claimed recording to its end. The stop registry entry lives as long as this call.
+pub async fn run(shared: Arc<Shared>, event: EventCreated, lease: Lease) -> Outcome {
+    let id = event.playback_id;
+    let stop = shared.stops.register(id);
+    let reporter = Reporter::new(
+        shared.js.clone(),
+        shared.config.worker_id.clone(),
+        Subject {
+            playback_id: id,
+            event_id: event.event_id,
+            camera_id: event.camera_id,
+            site: event.site.clone(),
+        },
+    );
+    let job = Job {
+        dir: manifest::recording_dir(&shared.config.record_dir, id),
+        manifest: Manifest::new(&event, Utc::now()),
+        shared: shared.clone(),
+        event,
+        lease,
+        reporter,
+        stop,
+        state: State::Claimed,
+    };
+    let outcome = job.drive().await;
+    shared.stops.remove(id);
+    tracing::info!(playback_id = %id, ?outcome, "recording finished");
+    outcome
+}
+
+impl Job {
+    fn enter(&mut self, state: State) {
+        tracing::debug!(playback_id = %self.event.playback_id, from = ?self.state, to = ?state, "recording state");
+        self.state = state;
+    }
+
+    async fn drive(mut self) -> Outcome {
+        match self
+            .shared
+            .ownership
+            .stop_requested(self.event.playback_id)
+            .await
+        {
+            Ok(true) => {
+                return self
+                    .fail(Failure::new(
+                        FailureCode::EndedBeforeStart,
+                        "the event ended before the recording started",
+                    ))
+                    .await
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(playback_id = %self.event.playback_id, error = %e, "cannot check the stop marker")
+            }
+        }
+        self.enter(State::Starting);
+        let recorded = match self.record().await {
+            Ok(r) => r,
+            Err(f) => return self.fail(f).await,
+        };
+        self.enter(State::Finalizing);
+        self.lease.refresh(LeaseState::Processing).await;
+        let Job {
+            shared,
+            lease,
+            mut reporter,
+            dir,
+            ..
+        } = self;
+        finish(
+            &shared,
+            &mut reporter,
+            lease,
+            &dir,
+            recorded.started_at,
+            recorded.ended_at,
+            recorded.partial,
+        )
+        .await
+    }
+
+    /// Reports `failed`, removes what was recorded (nothing usable) and closes the lease.
+    async fn fail(mut self, failure: Failure) -> Outcome {
+        self.enter(State::Failed);
+        let message = scrub(&failure.message, &self.event.rtsp_url);
+        tracing::warn!(playback_id = %self.event.playback_id, code = failure.code.as_str(), %message, "recording failed");
+        if let Err(e) = self
+            .reporter
+            .publish(StatusBody::Failed {
+                code: failure.code,
+                message,
+            })
+            .await
+        {
+            tracing::error!(error = %e, "cannot report the failure");
+        }
+        if tokio::fs::try_exists(&self.dir).await.unwrap_or(false) {
+            if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
+                tracing::warn!(playback_id = %self.event.playback_id, error = %e, "cannot remove the recording directory");
+            }
+        }
+        self.lease.refresh(LeaseState::Failed).await;
+        Outcome::Failed(failure.code)
+    }
+
+    /// The camera's streams: from the cache, else probed with bounded retries.
+    async fn source(&mut self) -> Result<SourceInfo, Failure> {
+        let camera = self.event.camera_id;
+        if let Some(info) = self.shared.cached_source(camera) {
+            return Ok(info);
+        }
+        let cfg = &self.shared.config;
+        let mut last = String::new();
+        for attempt in 0..cfg.start_retries {
+            if attempt > 0 {
+                self.wait_or_stop(backoff(attempt - 1, cfg.restart_backoff_max))
+                    .await?;
+            }
+            match probe_source(&cfg.ffprobe_path, &self.event.rtsp_url, cfg.rtsp_timeout).await {
+                Ok(info) => {
+                    self.shared.cache_source(camera, info.clone());
+                    return Ok(info);
+                }
+                Err(e @ MediaError::Spawn { .. }) => {
+                    return Err(Failure::new(FailureCode::RecordingFailed, e.to_string()))
+                }
+                Err(e) => {
+                    tracing::warn!(playback_id = %self.event.playback_id, attempt, error = %e, "camera probe failed");
+                    last = e.to_string();
+                }
+            }
+        }
+        Err(Failure::new(FailureCode::CameraUnreachable, last))
+    }
+
+    /// Sleeps `d` unless the event ends or the worker shuts down first (then the recording never
+    /// started: `ended_before_start`).
+    async fn wait_or_stop(&self, d: Duration) -> Result<(), Failure> {
+        tokio::select! {
+            _ = tokio::time::sleep(d) => Ok(()),
+            _ = self.stop.cancelled() => Err(Failure::new(FailureCode::EndedBeforeStart, "the event ended before the recording started")),
+            _ = self.shared.shutdown.cancelled() => Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the recording started")),
+        }
+    }
+
+    fn max_duration(&self) -> Duration {
+        let asked = Duration::from_secs(u64::from(self.event.limits.max_duration_sec.max(1)));
+        asked.min(self.shared.config.max_recording)
+    }
+
+    async fn save_manifest(&self) {
+        if let Err(e) = self.manifest.write(&self.dir).await {
+            tracing::warn!(playback_id = %self.event.playback_id, error = %e, "cannot write the manifest");
+        }
+    }
+
+    fn spawn_part(
+        &mut self,
+        source: &SourceInfo,
+        remaining: Duration,
+    ) -> Result<Recorder, Failure> {
+        let name = manifest::part_name(self.manifest.parts.len());
+        let plan = RecordPlan {
+            input: self.event.rtsp_url.clone(),
+            output: self.dir.join(&name),
+            io_timeout: self.shared.config.rtsp_timeout,
+            source: source.clone(),
+            max_duration: Some(remaining),
+        };
+        self.manifest.parts.push(name);
+        Recorder::spawn(&self.shared.config.ffmpeg_path, &plan)
+            .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))
+    }
+
+    /// Starting and Recording: runs FFmpeg parts until the event ends, its time is up or the
+    /// worker shuts down.
+    async fn record(&mut self) -> Result<Recorded, Failure> {
+        let source = self.source().await?;
+        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| {
+            Failure::new(
+                FailureCode::RecordingFailed,
+                format!("recording directory: {e}"),
+            )
+        })?;
+        self.save_manifest().await;
+        let max = self.max_duration();
+        let cfg = self.shared.config.clone();
+        let first_frames_within = cfg.rtsp_timeout + Duration::from_secs(10);
+        let mut started: Option<(Instant, DateTime<Utc>)> = None;
+        let mut start_failures = 0u32;
+        let mut restarts = 0u32;
+        let mut totals = Totals::default();
+        let mut last_error = String::new();
+        let reason = 'parts: loop {
+            let remaining = match started {
+                None => max,
+                Some((t0, _)) => match max.checked_sub(t0.elapsed()) {
+                    Some(r) if r > Duration::from_millis(500) => r,
+                    _ => break 'parts StopReason::MaxDuration,
+                },
+            };
+            let mut recorder = self.spawn_part(&source, remaining)?;
+            self.save_manifest().await;
+            let mut progress = recorder.progress();
+
+            // Wait for the first frames of this part.
+            let got_frames = tokio::select! {
+                ok = async { progress.wait_for(|p| p.as_ref().is_some_and(|p| p.frames > 0)).await.is_ok() } => ok,
+                _ = tokio::time::sleep(first_frames_within) => false,
+                _ = self.stop.cancelled() => {
+                    recorder.stop(cfg.stop_grace).await;
+                    if started.is_none() {
+                        return Err(Failure::new(FailureCode::EndedBeforeStart, "the event ended before the camera delivered frames"));
+                    }
+                    break 'parts StopReason::EventEnded;
+                }
+                _ = self.shared.shutdown.cancelled() => {
+                    recorder.stop(cfg.stop_grace).await;
+                    if started.is_none() {
+                        return Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the camera delivered frames"));
+                    }
+                    break 'parts StopReason::Shutdown;
+                }
+            };
+            if !got_frames {
+                let report = recorder.stop(cfg.stop_grace).await;
+                last_error = report
+                    .stderr_tail
+                    .lines()
+                    .last()
+                    .unwrap_or("no frames from the camera")
+                    .to_owned();
+                tracing::warn!(playback_id = %self.event.playback_id, error = %scrub(&last_error, &self.event.rtsp_url), "ffmpeg got no frames");
+                let attempt = if started.is_none() {
+                    start_failures += 1;
+                    if start_failures >= cfg.start_retries {
+                        return Err(Failure::new(FailureCode::CameraUnreachable, last_error));
+                    }
+                    start_failures - 1
+                } else {
+                    restarts += 1;
+                    restarts - 1
+                };
+                if let Some(reason) = self
+                    .pause(
+                        backoff(attempt, cfg.restart_backoff_max),
+                        started.map(|s| s.0),
+                        max,
+                    )
+                    .await
+                {
+                    if started.is_none() {
+                        return Err(Failure::new(
+                            FailureCode::EndedBeforeStart,
+                            "the event ended before the camera delivered frames",
+                        ));
+                    }
+                    break 'parts reason;
+                }
+                continue 'parts;
+            }
+            let (t0, _) = *started.get_or_insert_with(|| (Instant::now(), Utc::now()));
+            if self.state == State::Starting {
+                self.enter(State::Recording);
+                let started_at = started.map(|s| s.1).unwrap_or_else(Utc::now);
+                self.manifest.started_at = Some(started_at);
+                self.save_manifest().await;
+                if let Err(e) = self
+                    .reporter
+                    .publish(StatusBody::Recording { started_at })
+                    .await
+                {
+                    tracing::error!(error = %e, "cannot report recording");
+                }
+            }
+
+            // Recording this part.
+            let watchdog = t0 + max + cfg.stop_grace;
+            let mut tick = tokio::time::interval(cfg.progress_interval);
+            tick.reset();
+            let mut lease_tick = tokio::time::interval(cfg.lease_heartbeat);
+            lease_tick.reset();
+            let ended_by_itself = loop {
+                tokio::select! {
+                    report = recorder.exited() => break Some(report),
+                    _ = self.stop.cancelled() => break None,
+                    _ = self.shared.shutdown.cancelled() => break None,
+                    _ = tokio::time::sleep_until(watchdog) => {
+                        tracing::warn!(playback_id = %self.event.playback_id, "ffmpeg overran the max duration, stopping it");
+                        break None;
+                    }
+                    _ = tick.tick() => {
+                        let body = totals.body(progress.borrow().as_ref());
+                        if let Err(e) = self.reporter.publish(body).await {
+                            tracing::warn!(error = %e, "cannot report progress");
+                        }
+                    }
+                    _ = lease_tick.tick() => {
+                        self.lease.heartbeat().await;
+                        if matches!(self.shared.ownership.stop_requested(self.event.playback_id).await, Ok(true)) {
+                            self.stop.cancel();
+                        }
+                    }
+                }
+            };
+            if let Some(p) = progress.borrow().as_ref() {
+                totals.add(p);
+            }
+            match ended_by_itself {
+                None => {
+                    self.enter(State::Stopping);
+                    let report = recorder.stop(cfg.stop_grace).await;
+                    if !report.clean {
+                        tracing::warn!(playback_id = %self.event.playback_id, code = ?report.code, signal = ?report.signal, "ffmpeg did not stop cleanly");
+                    }
+                    break 'parts if self.stop.is_cancelled() {
+                        StopReason::EventEnded
+                    } else if self.shared.shutdown.is_cancelled() {
+                        StopReason::Shutdown
+                    } else {
+                        StopReason::MaxDuration
+                    };
+                }
+                Some(_) if t0.elapsed() + Duration::from_millis(1500) >= max => {
+                    break 'parts StopReason::MaxDuration;
+                }
+                Some(report) => {
+                    restarts += 1;
+                    self.manifest.partial = true;
+                    tracing::warn!(
+                        playback_id = %self.event.playback_id,
+                        code = ?report.code,
+                        signal = ?report.signal,
+                        restarts,
+                        "ffmpeg exited mid-recording, restarting into a new part"
+                    );
+                    if let Some(reason) = self
+                        .pause(
+                            backoff(restarts - 1, cfg.restart_backoff_max),
+                            Some(t0),
+                            max,
+                        )
+                        .await
+                    {
+                        break 'parts reason;
+                    }
+                }
+            }
+        };
+        let Some((_, started_at)) = started else {
+            return Err(Failure::new(FailureCode::CameraUnreachable, last_error));
+        };
+        let ended_at = Utc::now();
+        self.manifest.ended_at = Some(ended_at);
+        self.save_manifest().await;
+        tracing::info!(playback_id = %self.event.playback_id, ?reason, restarts, "recording stopped");
+        Ok(Recorded {
+            started_at,
+            ended_at,
+            partial: restarts > 0,
+        })
+    }
+
+    /// Waits `d` before the next part; returns why the recording must end instead, if it must.
+    async fn pause(&self, d: Duration, t0: Option<Instant>, max: Duration) -> Option<StopReason> {
+        let limit = match t0 {
+            Some(t0) => (t0 + max).min(Instant::now() + d),
+            None => Instant::now() + d,
+        };
+        tokio::select! {
+            _ = tokio::time::sleep_until(limit) => {
+                match t0 {
+                    Some(t0) if t0.elapsed() + Duration::from_millis(500) >= max => Some(StopReason::MaxDuration),
+                    _ => None,
+                }
+            }
+            _ = self.stop.cancelled() => Some(StopReason::EventEnded),
+            _ = self.shared.shutdown.cancelled() => Some(StopReason::Shutdown),
+        }
+    }
+}
+
+/// Finalizing and Uploading, for a live recording and for one recovered after a crash: the parts
+/// in `dir` become one clip that is probed, thumbnailed, uploaded, verified and reported
+/// `completed`; then `dir` is deleted. `processing` is reported first and repeated while uploads
+/// are retried.
+pub async fn finish(
+    shared: &Shared,
+    reporter: &mut Reporter,
+    mut lease: Lease,
+    dir: &Path,
+    started_at: DateTime<Utc>,
+    ended_at: DateTime<Utc>,
+    partial: bool,
+) -> Outcome {
+    let id = reporter.playback_id();
+    let processing = StatusBody::Processing { ended_at };
+    if let Err(e) = reporter.publish(processing.clone()).await {
+        tracing::error!(error = %e, "cannot report processing");
+    }
+    let video = dir.join(VIDEO);
+    let clip = tokio::select! {
+        r = prepare(shared, dir, &video) => r,
+        _ = shared.abort.cancelled() => return Outcome::Abandoned,
+    };
+    let clip = match clip {
+        Ok(c) => c,
+        Err(f) => {
+            let keep = f.code != FailureCode::NoMedia;
+            return fail_finished(shared, reporter, lease, dir, f, keep).await;
+        }
+    };
+    let thumb = dir.join(THUMB);
+    let has_thumb = tokio::fs::try_exists(&thumb).await.unwrap_or(false);
+    let wall = (ended_at - started_at).num_milliseconds() as f64 / 1000.0;
+    let partial = partial || clip.duration_sec + 3.0 < wall;
+
+    // Uploading.
+    let deadline = Instant::now() + shared.config.upload_give_up;
+    let mut tick = tokio::time::interval(shared.config.progress_interval);
+    tick.reset();
+    let mut attempt = 0u32;
+    let receipt = loop {
+        let upload = upload_both(shared, id, &video, has_thumb.then_some(thumb.as_path()));
+        tokio::pin!(upload);
+        let result = loop {
+            tokio::select! {
+                r = &mut upload => break r,
+                _ = tick.tick() => {
+                    if let Err(e) = reporter.publish(processing.clone()).await {
+                        tracing::warn!(error = %e, "cannot report processing");
+                    }
+                }
+                _ = shared.abort.cancelled() => return Outcome::Abandoned,
+            }
+        };
+        match result {
+            Ok(receipt) => break receipt,
+            Err(e) if !e.is_transient() || Instant::now() >= deadline => {
+                let f = Failure::new(FailureCode::UploadFailed, format!("upload given up: {e}"));
+                return fail_finished(shared, reporter, lease, dir, f, true).await;
+            }
+            Err(e) => {
+                let wait = backoff(attempt, Duration::from_secs(60));
+                attempt += 1;
+                tracing::warn!(playback_id = %id, attempt, error = %e, "upload failed, retrying");
+                let until = (Instant::now() + wait).min(deadline);
+                loop {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(until) => break,
+                        _ = tick.tick() => {
+                            if let Err(e) = reporter.publish(processing.clone()).await {
+                                tracing::warn!(error = %e, "cannot report processing");
+                            }
+                        }
+                        _ = shared.abort.cancelled() => return Outcome::Abandoned,
+                    }
+                }
+            }
+        }
+    };
+    let video_key = ObjectKey::Video(id);
+    let url = match shared.storage.url_for(&video_key).await {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::warn!(playback_id = %id, error = %e, "no url for the clip");
+            None
+        }
+    };
+    let completed = StatusBody::Completed(CompletedClip {
+        object_key: video_key.to_string(),
+        url,
+        thumb_key: has_thumb.then(|| ObjectKey::Thumbnail(id).to_string()),
+        size_bytes: receipt.size_bytes,
+        duration_sec: clip.duration_sec,
+        video_codec: clip.video_codec,
+        width: clip.width,
+        height: clip.height,
+        audio_codec: clip.audio_codec,
+        sha256: receipt.sha256,
+        started_at,
+        ended_at,
+        partial,
+    });
+    if let Err(e) = reporter.publish(completed).await {
+        // The clip is uploaded but not announced: keep the directory so the next start
+        // announces it (recovery re-uploads and reports again; the projector ignores repeats).
+        tracing::error!(error = %e, "cannot report completed; keeping the directory");
+        return Outcome::Abandoned;
+    }
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        tracing::warn!(playback_id = %id, error = %e, "cannot remove the uploaded recording directory");
+    }
+    lease.refresh(LeaseState::Done).await;
+    Outcome::Completed { partial }
+}
+
+/// Finalizing: the faststart MP4 (unless an earlier run made it), its probe and the thumbnail.
+async fn prepare(shared: &Shared, dir: &Path, video: &Path) -> Result<ClipInfo, Failure> {
+    let cfg = &shared.config;
+    if !tokio::fs::try_exists(video).await.unwrap_or(false) {
+        let parts = manifest::parts_in(dir)
+            .await
+            .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
+        let tmp = dir.join("video.tmp.mp4");
+        finalize(&cfg.ffmpeg_path, &parts, &tmp)
+            .await
+            .map_err(|e| match e {
+                MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
+                other => Failure::new(FailureCode::RecordingFailed, other.to_string()),
+            })?;
+        tokio::fs::rename(&tmp, video)
+            .await
+            .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
+    }
+    let clip = probe_file(&cfg.ffprobe_path, video)
+        .await
+        .map_err(|e| match e {
+            MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
+            other => Failure::new(FailureCode::ProbeFailed, other.to_string()),
+        })?;
+    let at = (clip.duration_sec / 2.0).min(1.0);
+    if let Err(e) = thumbnail(&cfg.ffmpeg_path, video, &dir.join(THUMB), at).await {
+        tracing::warn!(error = %e, "no thumbnail");
+    }
+    Ok(clip)
+}
+
+/// What the store confirmed for the clip.
+struct Uploaded {
+    size_bytes: u64,
+    sha256: String,
+}
+
+async fn upload_both(
+    shared: &Shared,
+    id: camrec_shared::PlaybackId,
+    video: &Path,
+    thumb: Option<&Path>,
+) -> Result<Uploaded, crate::upload::UploadError> {
+    let receipt = shared
+        .uploader
+        .upload_file(&ObjectKey::Video(id), video)
+        .await?;
+    if let Some(thumb) = thumb {
+        shared
+            .uploader
+            .upload_file(&ObjectKey::Thumbnail(id), thumb)
+            .await?;
+    }
+    Ok(Uploaded {
+        size_bytes: receipt.size_bytes,
+        sha256: receipt.sha256,
+    })
+}
+
+/// Reports `failed` for a recording that reached finalizing. The directory is kept in
+/// `RECORD_DIR/_failed/` when it holds something worth keeping, else removed.
+async fn fail_finished(
+    shared: &Shared,
+    reporter: &mut Reporter,
+    mut lease: Lease,
+    dir: &Path,
+    failure: Failure,
+    keep: bool,
+) -> Outcome {
+    let id = reporter.playback_id();
+    tracing::warn!(playback_id = %id, code = failure.code.as_str(), message = %failure.message, "recording failed");
+    if let Err(e) = reporter
+        .publish(StatusBody::Failed {
+            code: failure.code,
+            message: failure.message,
+        })
+        .await
+    {
+        tracing::error!(error = %e, "cannot report the failure");
+    }
+    let cleaned = if keep {
+        manifest::move_to_failed(&shared.config.record_dir, dir)
+            .await
+            .map(|kept| tracing::warn!(playback_id = %id, kept = %kept.display(), "recording kept for an operator"))
+            .map_err(|e| e.to_string())
+    } else {
+        tokio::fs::remove_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = cleaned {
+        tracing::warn!(playback_id = %id, error = %e, "cannot clean up the recording directory");
+    }
+    lease.refresh(LeaseState::Failed).await;
+    Outcome::Failed(failure.code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap() {
+        let max = Duration::from_secs(30);
+        assert_eq!(backoff(0, max), Duration::from_secs(1));
+        assert_eq!(backoff(1, max), Duration::from_secs(2));
+        assert_eq!(backoff(4, max), Duration::from_secs(16));
+        assert_eq!(backoff(5, max), max);
+        assert_eq!(backoff(1000, max), max);
+    }
+
+    #[test]
+    fn scrub_removes_the_credential() {
+        let url = RtspUrl::parse("rtsp://admin:hunter22@10.1.1.1/s").unwrap();
+        let text = format!("error opening {} (hunter22)", url.expose());
+        let clean = scrub(&text, &url);
+        assert!(!clean.contains("hunter22"), "{clean}");
+        assert!(clean.contains("10.1.1.1"));
+    }
+
+    #[test]
+    fn progress_counts_finished_parts() {
+        let mut totals = Totals::default();
+        let p = Progress {
+            frames: 10,
+            fps: Some(25.0),
+            bitrate_kbps: Some(800.0),
+            total_size: 1000,
+            out_time_sec: 0.4,
+            speed: Some(1.0),
+            end: false,
+        };
+        totals.add(&p);
+        match totals.body(Some(&p)) {
+            StatusBody::Progress {
+                frames, bytes, fps, ..
+            } => {
+                assert_eq!(frames, 20);
+                assert_eq!(bytes, 2000);
+                assert_eq!(fps, Some(25.0));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

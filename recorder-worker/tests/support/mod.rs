@@ -1,0 +1,336 @@
+//! What the worker's integration tests share: a NATS server, an S3 server and a record
+//! directory per test, the worker's configuration for them, event publishing and a log of every
+//! status message the workers send.
+
+#![allow(dead_code)]
+
+use anyhow::Context as _;
+use async_nats::jetstream::{self, context::Publish};
+use camrec_shared::messages::{
+    EndReason, Envelope, EventCreated, EventEnded, EventType, PlaybackStatus, RecordingLimits,
+    StatusKind,
+};
+use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::subjects::{event_subject, EventKind, Site};
+use camrec_shared::{CameraId, EventId, PlaybackId};
+use futures::StreamExt;
+use recorder_worker::Config;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// One status message and when the test saw it.
+#[derive(Clone, Debug)]
+pub struct Seen {
+    pub at: Instant,
+    pub raw: String,
+    pub status: PlaybackStatus,
+}
+
+/// Every `playback.>` message, in arrival order.
+#[derive(Clone, Default)]
+pub struct StatusLog(Arc<Mutex<Vec<Seen>>>);
+
+impl StatusLog {
+    pub fn all(&self) -> Vec<Seen> {
+        self.0.lock().unwrap().clone()
+    }
+
+    pub fn of(&self, id: PlaybackId) -> Vec<Seen> {
+        self.all()
+            .into_iter()
+            .filter(|s| s.status.playback_id == id)
+            .collect()
+    }
+
+    pub fn kinds(&self, id: PlaybackId) -> Vec<StatusKind> {
+        self.of(id).iter().map(|s| s.status.body.kind()).collect()
+    }
+
+    /// Waits for the first status of `kind` for `id`.
+    pub async fn wait(
+        &self,
+        id: PlaybackId,
+        kind: StatusKind,
+        timeout: Duration,
+    ) -> anyhow::Result<Seen> {
+        let what = format!("{} of {id} (seen: {:?})", kind.as_token(), self.kinds(id));
+        let log = self.clone();
+        testkit::wait_until(timeout, &what, || {
+            let log = log.clone();
+            async move {
+                log.of(id)
+                    .into_iter()
+                    .find(|s| s.status.body.kind() == kind)
+            }
+        })
+        .await
+        .with_context(|| format!("statuses seen: {:?}", self.kinds(id)))
+    }
+
+    /// Waits for `completed` or `failed` of `id`.
+    pub async fn wait_terminal(&self, id: PlaybackId, timeout: Duration) -> anyhow::Result<Seen> {
+        let log = self.clone();
+        testkit::wait_until(timeout, "a terminal status", || {
+            let log = log.clone();
+            async move {
+                log.of(id).into_iter().find(|s| {
+                    matches!(
+                        s.status.body.kind(),
+                        StatusKind::Completed | StatusKind::Failed
+                    )
+                })
+            }
+        })
+        .await
+        .with_context(|| format!("statuses seen: {:?}", self.kinds(id)))
+    }
+}
+
+/// The infrastructure of one test.
+pub struct Env {
+    pub nats: testkit::NatsServer,
+    pub s3: testkit::S3Server,
+    pub record_root: tempfile::TempDir,
+    pub js: jetstream::Context,
+    pub log: StatusLog,
+    _collector: JoinHandle<()>,
+}
+
+impl Env {
+    pub async fn start() -> anyhow::Result<Self> {
+        camrec_shared::telemetry::init("info,recorder_worker=debug");
+        let nats = testkit::NatsServer::start().await?;
+        let s3 = testkit::S3Server::start().await?;
+        let client = async_nats::connect(nats.url()).await?;
+        let js = jetstream::new(client.clone());
+        camrec_shared::streams::ensure_streams(&js, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let log = StatusLog::default();
+        let mut sub = client.subscribe("playback.>").await?;
+        client.flush().await?;
+        let sink = log.clone();
+        let collector = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let raw = String::from_utf8_lossy(&msg.payload).into_owned();
+                if let Ok(status) = serde_json::from_slice::<PlaybackStatus>(&msg.payload) {
+                    sink.0.lock().unwrap().push(Seen {
+                        at: Instant::now(),
+                        raw,
+                        status,
+                    });
+                }
+            }
+        });
+        Ok(Self {
+            nats,
+            s3,
+            record_root: tempfile::Builder::new().prefix("camrec-rec-").tempdir()?,
+            js,
+            log,
+            _collector: collector,
+        })
+    }
+
+    /// The environment of a worker named `worker_id` (its own record directory), with `extra`
+    /// overriding the test defaults.
+    pub fn worker_env(&self, worker_id: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
+        let mut env: HashMap<String, String> = self.s3.storage_env().into_iter().collect();
+        for (k, v) in [
+            ("NATS_URL", self.nats.url()),
+            ("WORKER_ID", worker_id.to_owned()),
+            (
+                "RECORD_DIR",
+                self.record_dir(worker_id).display().to_string(),
+            ),
+            ("PROGRESS_INTERVAL_SEC", "1".to_owned()),
+            ("LEASE_HEARTBEAT_SEC", "1".to_owned()),
+            ("RTSP_TIMEOUT_SEC", "3".to_owned()),
+            ("STOP_GRACE_SEC", "5".to_owned()),
+            ("RESTART_BACKOFF_MAX_SEC", "2".to_owned()),
+        ] {
+            env.insert(k.to_owned(), v);
+        }
+        for (k, v) in extra {
+            env.insert((*k).to_owned(), (*v).to_owned());
+        }
+        env
+    }
+
+    pub fn record_dir(&self, worker_id: &str) -> PathBuf {
+        self.record_root.path().join(worker_id)
+    }
+
+    pub fn config(&self, worker_id: &str, extra: &[(&str, &str)]) -> Config {
+        let env = self.worker_env(worker_id, extra);
+        Config::from_lookup(|k| env.get(k).cloned()).expect("a valid test configuration")
+    }
+
+    /// Runs a worker in this process.
+    pub fn spawn_worker(&self, worker_id: &str, extra: &[(&str, &str)]) -> Worker {
+        let config = self.config(worker_id, extra);
+        let token = CancellationToken::new();
+        let handle = tokio::spawn(recorder_worker::run(config, token.clone()));
+        Worker { token, handle }
+    }
+
+    pub async fn publish_created(&self, event: &EventCreated) -> anyhow::Result<()> {
+        self.publish_created_with_id(event, &format!("{}:created", event.event_id))
+            .await
+    }
+
+    pub async fn publish_created_with_id(
+        &self,
+        event: &EventCreated,
+        msg_id: &str,
+    ) -> anyhow::Result<()> {
+        let env = Envelope::new(chrono::Utc::now(), event.clone());
+        let subject = event_subject(EventKind::Created, &event.site, event.camera_id);
+        self.js
+            .send_publish(
+                subject,
+                Publish::build()
+                    .payload(env.to_bytes().into())
+                    .message_id(msg_id),
+            )
+            .await?
+            .await?;
+        Ok(())
+    }
+
+    pub async fn publish_ended(&self, event: &EventCreated) -> anyhow::Result<()> {
+        let ended = EventEnded {
+            event_id: event.event_id,
+            playback_id: Some(event.playback_id),
+            camera_id: event.camera_id,
+            site: event.site.clone(),
+            reason: EndReason::Ended,
+        };
+        let env = Envelope::new(chrono::Utc::now(), ended);
+        let subject = event_subject(EventKind::Ended, &event.site, event.camera_id);
+        self.js
+            .send_publish(
+                subject,
+                Publish::build()
+                    .payload(env.to_bytes().into())
+                    .message_id(format!("{}:ended", event.event_id)),
+            )
+            .await?
+            .await?;
+        Ok(())
+    }
+
+    /// Downloads an object from the S3 server into `dir`.
+    pub async fn download(&self, key: &str, dir: &Path) -> anyhow::Result<PathBuf> {
+        let storage = self.s3.storage()?;
+        let bytes = storage
+            .store()
+            .get(&object_store::path::Path::from(key))
+            .await?
+            .bytes()
+            .await?;
+        let path = dir.join(key.replace('/', "_"));
+        tokio::fs::write(&path, &bytes).await?;
+        Ok(path)
+    }
+}
+
+/// A worker running in this process.
+pub struct Worker {
+    pub token: CancellationToken,
+    pub handle: JoinHandle<Result<(), recorder_worker::Error>>,
+}
+
+impl Worker {
+    /// Shuts the worker down and waits for `run` to return.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        self.token.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.handle)
+            .await
+            .context("worker did not stop")???;
+        Ok(())
+    }
+}
+
+/// An `event.created` for `url` with `max_duration_sec`.
+pub fn event_for(url: RtspUrl, max_duration_sec: u32) -> EventCreated {
+    EventCreated {
+        event_id: EventId::new(),
+        playback_id: PlaybackId::new(),
+        camera_id: CameraId::new(),
+        camera_name: "test camera".into(),
+        site: Site::default(),
+        event_type: EventType::Motion,
+        rtsp_url: url,
+        limits: RecordingLimits {
+            max_duration_sec,
+            pre_roll_sec: 0,
+            post_roll_sec: 0,
+        },
+    }
+}
+
+/// Asserts the statuses of a completed playback: `recording`, `progress`*, `processing`+,
+/// `completed`, with strictly increasing `seq`, and no credential anywhere.
+pub fn assert_clean_sequence(log: &StatusLog, id: PlaybackId, password: &str) {
+    let seen = log.of(id);
+    let kinds: Vec<StatusKind> = seen.iter().map(|s| s.status.body.kind()).collect();
+    assert_eq!(kinds.first(), Some(&StatusKind::Recording), "{kinds:?}");
+    assert_eq!(kinds.last(), Some(&StatusKind::Completed), "{kinds:?}");
+    let first_processing = kinds
+        .iter()
+        .position(|k| *k == StatusKind::Processing)
+        .expect("a processing status");
+    assert!(
+        kinds[1..first_processing]
+            .iter()
+            .all(|k| *k == StatusKind::Progress),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds[first_processing..kinds.len() - 1]
+            .iter()
+            .all(|k| *k == StatusKind::Processing),
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == StatusKind::Recording)
+            .count(),
+        1
+    );
+    let seqs: Vec<u64> = seen.iter().map(|s| s.status.seq).collect();
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "seq not increasing: {seqs:?}"
+    );
+    for s in &seen {
+        assert!(
+            !s.raw.contains(password),
+            "credential in a status: {}",
+            s.raw
+        );
+    }
+}
+
+/// Probes a downloaded clip.
+pub async fn probe(path: &Path) -> anyhow::Result<recorder_worker::probe::ClipInfo> {
+    Ok(recorder_worker::probe::probe_file(Path::new("ffprobe"), path).await?)
+}
+
+/// Whether a process with this pid still exists (and is not a zombie).
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(false),
+        Err(_) => false,
+    }
+}

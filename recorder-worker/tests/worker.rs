@@ -1,0 +1,267 @@
+//! The worker in-process against real parts: its own nats-server, s3s-fs and a fake RTSP camera.
+//! Each test publishes `event.created` / `event.ended` itself and reads `playback.>`.
+
+mod support;
+
+use camrec_shared::messages::{FailureCode, StatusBody, StatusKind};
+use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::storage::ObjectKey;
+use recorder_worker::ownership::Ownership;
+use std::time::Duration;
+use support::{assert_clean_sequence, event_for, probe, Env};
+use testkit::{CameraProfile, FakeCamera};
+
+const START: Duration = Duration::from_secs(40);
+const FINISH: Duration = Duration::from_secs(90);
+
+fn completed(body: &StatusBody) -> &camrec_shared::messages::CompletedClip {
+    match body {
+        StatusBody::Completed(c) => c,
+        other => panic!("not completed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_becomes_a_verified_clip_in_s3() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::default()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    let recording = env.log.wait(id, StatusKind::Recording, START).await?;
+    env.log
+        .wait(id, StatusKind::Progress, Duration::from_secs(10))
+        .await?;
+    let n = 5.0;
+    tokio::time::sleep_until(recording.at + Duration::from_secs_f64(n)).await;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body).clone();
+
+    assert_clean_sequence(&env.log, id, &camera.password);
+    assert_eq!(clip.object_key, ObjectKey::Video(id).to_string());
+    assert_eq!(clip.thumb_key, Some(ObjectKey::Thumbnail(id).to_string()));
+    assert!(!clip.partial);
+    assert!(clip.url.is_some());
+    let keys = env.s3.keys();
+    assert!(keys.contains(&clip.object_key), "{keys:?}");
+    assert!(
+        keys.contains(&ObjectKey::Thumbnail(id).to_string()),
+        "{keys:?}"
+    );
+
+    let tmp = tempfile::tempdir()?;
+    let file = env.download(&clip.object_key, tmp.path()).await?;
+    let info = probe(&file).await?;
+    assert!(
+        (info.duration_sec - n).abs() <= 1.5,
+        "duration {}",
+        info.duration_sec
+    );
+    assert_eq!(info.video_codec, "h264");
+    assert_eq!((info.width, info.height), (640, 360));
+    assert_eq!(info.audio_codec.as_deref(), Some("aac"));
+    assert!(info.moov_before_mdat);
+    assert_eq!(info.size_bytes, clip.size_bytes);
+    assert_eq!(clip.video_codec, "h264");
+    assert!((clip.duration_sec - info.duration_sec).abs() < 0.1);
+    let bytes = std::fs::read(&file)?;
+    assert_eq!(
+        clip.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+
+    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_duplicated_event_created_records_once() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created_with_id(&event, "first").await?;
+    env.publish_created_with_id(&event, "second").await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.publish_ended(&event).await?;
+    env.log.wait_terminal(id, FINISH).await?;
+    // Give a second (wrong) recording the time to show itself.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let kinds = env.log.kinds(id);
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == StatusKind::Recording)
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| **k == StatusKind::Completed)
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| **k == StatusKind::Failed).count(),
+        0,
+        "{kinds:?}"
+    );
+    assert_clean_sequence(&env.log, id, &camera.password);
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_owner_stops_wherever_the_end_is_delivered() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let w1 = env.spawn_worker("w1", &[]);
+    let w2 = env.spawn_worker("w2", &[]);
+
+    // Through the stream: event.ended goes to whichever worker pulls it.
+    let a = event_for(camera.url(), 600);
+    env.publish_created(&a).await?;
+    let rec = env
+        .log
+        .wait(a.playback_id, StatusKind::Recording, START)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.publish_ended(&a).await?;
+    let done = env.log.wait_terminal(a.playback_id, FINISH).await?;
+    assert_eq!(done.status.body.kind(), StatusKind::Completed);
+    assert_eq!(done.status.worker_id, rec.status.worker_id);
+
+    // A stop written by a third party (a worker that does not own the recording).
+    let b = event_for(camera.url(), 600);
+    env.publish_created(&b).await?;
+    let rec = env
+        .log
+        .wait(b.playback_id, StatusKind::Recording, START)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let other = Ownership::open(&async_nats::jetstream::new(client), "bystander".into()).await?;
+    other.request_stop(b.playback_id).await?;
+    let done = env.log.wait_terminal(b.playback_id, FINISH).await?;
+    assert_eq!(done.status.body.kind(), StatusKind::Completed);
+    assert_eq!(done.status.worker_id, rec.status.worker_id);
+    let clip = completed(&done.status.body);
+    assert!(clip.duration_sec < 15.0, "{}", clip.duration_sec);
+
+    w1.stop().await?;
+    w2.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_recording_sec_completes_an_event_that_never_ends() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("MAX_RECORDING_SEC", "4")]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(
+        (clip.duration_sec - 4.0).abs() <= 1.5,
+        "duration {}",
+        clip.duration_sec
+    );
+    assert_clean_sequence(&env.log, id, &camera.password);
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn excess_events_wait_for_a_slot_and_both_complete() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("MAX_CONCURRENT_RECORDINGS", "1")]);
+    let first = event_for(camera.url(), 600);
+    let second = event_for(camera.url(), 3);
+
+    env.publish_created(&first).await?;
+    env.log
+        .wait(first.playback_id, StatusKind::Recording, START)
+        .await?;
+    env.publish_created(&second).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        env.log.of(second.playback_id).is_empty(),
+        "the second started while the slot was taken"
+    );
+
+    env.publish_ended(&first).await?;
+    let done_first = env.log.wait_terminal(first.playback_id, FINISH).await?;
+    let rec_second = env
+        .log
+        .wait(second.playback_id, StatusKind::Recording, START)
+        .await?;
+    assert!(rec_second.at >= done_first.at);
+    let done_second = env.log.wait_terminal(second.playback_id, FINISH).await?;
+    assert_eq!(done_first.status.body.kind(), StatusKind::Completed);
+    assert_eq!(done_second.status.body.kind(), StatusKind::Completed);
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_camera_fails_with_its_reason() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let worker = env.spawn_worker("w1", &[("START_RETRIES", "2"), ("RTSP_TIMEOUT_SEC", "2")]);
+    let url = RtspUrl::parse(&format!(
+        "rtsp://admin:topsecret99@127.0.0.1:{}/cam",
+        testkit::free_port()
+    ))?;
+    let event = event_for(url, 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    let done = env.log.wait_terminal(id, Duration::from_secs(60)).await?;
+    match &done.status.body {
+        StatusBody::Failed { code, .. } => assert_eq!(*code, FailureCode::CameraUnreachable),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    assert!(!done.raw.contains("topsecret99"), "{}", done.raw);
+    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+    // Both messages wait in the stream; the worker sees the stop marker before it starts.
+    env.publish_created(&event).await?;
+    env.publish_ended(&event).await?;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let marker = Ownership::open(&async_nats::jetstream::new(client), "api".into()).await?;
+    marker.request_stop(id).await?;
+    let worker = env.spawn_worker("w1", &[]);
+
+    let done = env.log.wait_terminal(id, Duration::from_secs(60)).await?;
+    match &done.status.body {
+        StatusBody::Failed { code, .. } => assert_eq!(*code, FailureCode::EndedBeforeStart),
+        other => panic!("expected failed, got {other:?}"),
+    }
+    assert_eq!(env.log.kinds(id), vec![StatusKind::Failed]);
+    worker.stop().await?;
+    Ok(())
+}
