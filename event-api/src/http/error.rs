@@ -1,0 +1,134 @@
+//! The closed set of HTTP error kinds, mapped to status codes in one `match`. Every error body is
+//! `{statusCode, error, message, field?}`; 5xx bodies say nothing about the cause (it is logged
+//! once, here, with the request's route unknown to the client).
+
+use crate::store::StoreError;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+
+/// Every error a handler can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// 400: the input is malformed; `field` names the offending field.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+    /// 401: no token, a bad or expired token, or wrong credentials.
+    #[error("unauthorized: {0}")]
+    Unauthorized(&'static str),
+    /// 403: authenticated, but the role may not do this.
+    #[error("forbidden")]
+    Forbidden,
+    /// 404: `what` does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// 409: the change conflicts with existing state.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// 503: a dependency is unavailable.
+    #[error("service unavailable: {0}")]
+    Unavailable(&'static str),
+    /// 500: a bug or an infrastructure failure; details are logged, never returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl ApiError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A store error for a request about `what`.
+    pub fn from_store(what: &'static str, e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Self::NotFound(what),
+            StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Db(e) => Self::Internal(e.to_string()),
+        }
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ErrorBody {
+    status_code: u16,
+    error: &'static str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    field: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, message, field) = match self {
+            ApiError::Invalid { field, message } => (
+                StatusCode::BAD_REQUEST,
+                format!("{field}: {message}"),
+                Some(field),
+            ),
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_owned(), None),
+            ApiError::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "your role may not do this".to_owned(),
+                None,
+            ),
+            ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found"), None),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, m.to_owned(), None),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.to_owned(), None),
+            ApiError::Internal(detail) => {
+                tracing::error!(error = %detail, "request failed");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                    None,
+                )
+            }
+        };
+        let body = ErrorBody {
+            status_code: status.as_u16(),
+            error: status.canonical_reason().unwrap_or("Error"),
+            message,
+            field,
+        };
+        (status, Json(body)).into_response()
+    }
+}
+
+/// The answer of routes that do not exist.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn internal_errors_reveal_nothing() {
+        let resp =
+            ApiError::Internal("password authentication failed for user x".into()).into_response();
+        assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let text = String::from_utf8(body.to_vec()).unwrap();
+        assert!(!text.contains("password"), "{text}");
+        assert!(text.contains("\"statusCode\":500"));
+    }
+
+    #[tokio::test]
+    async fn invalid_names_the_field() {
+        let resp = ApiError::invalid("cameraId", "must be a UUID").into_response();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(v["field"], "cameraId");
+        assert_eq!(v["error"], "Bad Request");
+    }
+}

@@ -1,0 +1,114 @@
+//! The HTTP layer: one module per resource, the error kinds ([`error`]), the extractors that
+//! name bad fields ([`extract`]), authentication ([`auth`]), the ops routes ([`ops`]) and the
+//! OpenAPI document ([`openapi`]). Handlers validate input and call the store; they never touch
+//! NATS (the outbox relay does).
+
+pub mod auth;
+pub mod cameras;
+pub mod error;
+pub mod events;
+pub mod extract;
+pub mod openapi;
+pub mod ops;
+pub mod playbacks;
+pub mod users;
+
+use crate::config::Config;
+use crate::store::{PageRequest, Store};
+use auth::AuthKeys;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use axum::Router;
+use camrec_shared::storage::Storage;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use std::sync::Arc;
+
+/// What every handler shares.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub storage: Storage,
+    pub auth: Arc<AuthKeys>,
+    pub nats: async_nats::Client,
+    pub metrics: PrometheusHandle,
+    pub config: Arc<Config>,
+}
+
+/// One page of a list: `{data, total, page, pageSize, totalPages}`.
+#[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PageJson<T> {
+    data: Vec<T>,
+    total: i64,
+    page: u32,
+    page_size: u32,
+    total_pages: i64,
+}
+
+impl<T> PageJson<T> {
+    pub fn new(data: Vec<T>, total: i64, req: PageRequest) -> Self {
+        let size = i64::from(req.page_size.max(1));
+        Self {
+            data,
+            total,
+            page: req.page,
+            page_size: req.page_size,
+            total_pages: (total + size - 1) / size,
+        }
+    }
+}
+
+/// Counts requests by route template, method and status.
+async fn track(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|m| m.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = req.method().to_string();
+    let resp = next.run(req).await;
+    metrics::counter!(
+        "http_requests_total",
+        "route" => route,
+        "method" => method,
+        "status" => resp.status().as_u16().to_string()
+    )
+    .increment(1);
+    resp
+}
+
+/// Every route, with request metrics and JSON 404s.
+pub fn router(state: AppState) -> Router {
+    let mut app = Router::new()
+        .merge(auth::router())
+        .merge(users::router())
+        .merge(cameras::router())
+        .merge(events::router())
+        .merge(playbacks::router())
+        .merge(ops::router())
+        .merge(openapi::router());
+    if let Some(media) = crate::media::router(&state.storage) {
+        app = app.merge(media);
+    }
+    app.fallback(error::not_found)
+        .layer(axum::middleware::from_fn(track))
+        .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn total_pages_rounds_up() {
+        let req = PageRequest {
+            page: 2,
+            page_size: 10,
+        };
+        assert_eq!(PageJson::<u8>::new(vec![], 0, req).total_pages, 0);
+        assert_eq!(PageJson::<u8>::new(vec![], 10, req).total_pages, 1);
+        assert_eq!(PageJson::<u8>::new(vec![], 11, req).total_pages, 2);
+    }
+}

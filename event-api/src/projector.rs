@@ -1,0 +1,114 @@
+//! The status projector: applies the workers' `playback.*` messages to the `playbacks` table.
+//!
+//! It reads `PLAYBACKS` through the durable pull consumer [`CONSUMER`] (filter `playback.>`,
+//! explicit acks). Each message is applied in one statement only when its `seq` is newer than
+//! the last applied one and the transition is allowed (ADR 0001), so duplicates, redeliveries,
+//! reordering and a full replay all leave the same table. The ack rules live in [`handle`]:
+//! ack after the database commit; an undecodable message is terminated (never redelivered) and
+//! counted; a status for an unknown playback is acked and ignored; a database error naks the
+//! message for redelivery and backs the loop off.
+
+use crate::backoff::{sleep_or_cancel, Backoff};
+use crate::store::playbacks::Applied;
+use crate::store::{Store, StoreError};
+use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use async_nats::jetstream::message::AckKind;
+use async_nats::jetstream::{Context, Message};
+use camrec_shared::messages::{Envelope, PlaybackStatus};
+use camrec_shared::subjects::{PLAYBACKS_STREAM, PLAYBACKS_SUBJECTS};
+use futures::StreamExt;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The durable consumer name.
+pub const CONSUMER: &str = "event-api-projector";
+
+/// Why the projector loop restarts.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectorError {
+    #[error("nats: {0}")]
+    Nats(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+fn nats_err(e: impl std::fmt::Display) -> ProjectorError {
+    ProjectorError::Nats(e.to_string())
+}
+
+/// Decides and performs the ack of one message (see the module docs).
+pub async fn handle(store: &Store, msg: &Message) -> Result<(), ProjectorError> {
+    let status = match Envelope::<PlaybackStatus>::from_slice(&msg.payload) {
+        Ok(env) => env.payload,
+        Err(e) => {
+            metrics::counter!("projector_ignored_total", "reason" => "undecodable").increment(1);
+            tracing::warn!(subject = %msg.subject, error = %e, "undecodable status message terminated");
+            msg.ack_with(AckKind::Term).await.map_err(nats_err)?;
+            return Ok(());
+        }
+    };
+    match store.apply_status(&status).await {
+        Ok(Applied::Applied) => {
+            metrics::counter!("projector_applied_total").increment(1);
+            tracing::debug!(playback_id = %status.playback_id, seq = status.seq, status = ?status.body.kind(), "status applied");
+        }
+        Ok(Applied::Ignored) => {
+            metrics::counter!("projector_ignored_total", "reason" => "stale_or_not_allowed")
+                .increment(1);
+            tracing::debug!(playback_id = %status.playback_id, seq = status.seq, "status ignored");
+        }
+        Err(e) => {
+            let _ = msg
+                .ack_with(AckKind::Nak(Some(Duration::from_secs(1))))
+                .await;
+            return Err(e.into());
+        }
+    }
+    msg.ack().await.map_err(nats_err)
+}
+
+async fn run_once(store: &Store, js: &Context, replicas: usize) -> Result<(), ProjectorError> {
+    camrec_shared::streams::ensure_streams(js, replicas)
+        .await
+        .map_err(nats_err)?;
+    let stream = js.get_stream(PLAYBACKS_STREAM).await.map_err(nats_err)?;
+    let consumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            pull::Config {
+                durable_name: Some(CONSUMER.to_owned()),
+                filter_subject: PLAYBACKS_SUBJECTS.to_owned(),
+                ack_policy: AckPolicy::Explicit,
+                deliver_policy: DeliverPolicy::All,
+                ack_wait: Duration::from_secs(30),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(nats_err)?;
+    let mut messages = consumer.messages().await.map_err(nats_err)?;
+    while let Some(msg) = messages.next().await {
+        let msg = msg.map_err(nats_err)?;
+        handle(store, &msg).await?;
+    }
+    Ok(())
+}
+
+/// Runs the projector until `shutdown`, restarting the consumer after errors (NATS down,
+/// database errors) with a capped backoff.
+pub async fn run(store: Store, js: Context, replicas: usize, shutdown: CancellationToken) {
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+    loop {
+        let result = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            r = run_once(&store, &js, replicas) => r,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "status projector restarting");
+        }
+        if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
+            break;
+        }
+    }
+    tracing::info!("status projector stopped");
+}

@@ -1,0 +1,317 @@
+//! The `cameras` table. The stored `rtsp_url` never holds a credential; `username` and
+//! `password` are columns of their own and the password leaves this module only inside
+//! [`CameraRow::rtsp_url_with_credentials`], which builds the URL of `event.created`.
+
+use super::{on_unique, Page, PageRequest, Store, StoreError};
+use camrec_shared::rtsp::RtspUrl;
+use chrono::{DateTime, Utc};
+use sqlx::{FromRow, Postgres, QueryBuilder};
+use std::fmt;
+use uuid::Uuid;
+
+pub(super) const COLUMNS: &str =
+    "id, name, ip_address, channel, rtsp_port, rtsp_url, username, password, \
+     codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at";
+
+/// One camera as stored.
+#[derive(Clone, FromRow)]
+pub struct CameraRow {
+    pub id: Uuid,
+    pub name: String,
+    pub ip_address: String,
+    pub channel: i32,
+    pub rtsp_port: i32,
+    pub rtsp_url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub codec: Option<String>,
+    pub resolution: Option<String>,
+    pub vendor: Option<String>,
+    pub enabled: bool,
+    pub site: String,
+    pub record_event_types: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl fmt::Debug for CameraRow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("CameraRow")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("rtsp_url", &self.rtsp_url)
+            .field("site", &self.site)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CameraRow {
+    /// The full URL with the stored credential: only for `event.created`.
+    pub fn rtsp_url_with_credentials(&self) -> Option<RtspUrl> {
+        RtspUrl::parse(&self.rtsp_url)
+            .ok()
+            .map(|u| u.with_credentials(self.username.as_deref(), self.password.as_deref()))
+    }
+
+    /// The URL as clients see it: `rtsp://user:***@host/...`.
+    pub fn masked_rtsp_url(&self) -> String {
+        match self.rtsp_url_with_credentials() {
+            Some(u) => u.masked(),
+            None => self.rtsp_url.clone(),
+        }
+    }
+
+    /// Whether events of `event_type` record on this camera.
+    pub fn records(&self, event_type: &str) -> bool {
+        self.record_event_types.iter().any(|t| t == event_type)
+    }
+}
+
+/// Every writable column of a camera (a create, or a patch merged onto the stored row).
+#[derive(Clone)]
+pub struct CameraFields {
+    pub name: String,
+    pub ip_address: String,
+    pub channel: i32,
+    pub rtsp_port: i32,
+    /// Without credentials.
+    pub rtsp_url: String,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub codec: Option<String>,
+    pub resolution: Option<String>,
+    pub vendor: Option<String>,
+    pub enabled: bool,
+    pub site: String,
+    pub record_event_types: Vec<String>,
+}
+
+impl From<CameraRow> for CameraFields {
+    fn from(r: CameraRow) -> Self {
+        Self {
+            name: r.name,
+            ip_address: r.ip_address,
+            channel: r.channel,
+            rtsp_port: r.rtsp_port,
+            rtsp_url: r.rtsp_url,
+            username: r.username,
+            password: r.password,
+            codec: r.codec,
+            resolution: r.resolution,
+            vendor: r.vendor,
+            enabled: r.enabled,
+            site: r.site,
+            record_event_types: r.record_event_types,
+        }
+    }
+}
+
+/// `GET /cameras` filters.
+#[derive(Clone, Debug, Default)]
+pub struct CameraFilter {
+    pub enabled: Option<bool>,
+    /// Case-insensitive substring of the name.
+    pub name: Option<String>,
+    pub ip_address: Option<String>,
+    pub channel: Option<i32>,
+    pub site: Option<String>,
+    pub created_from: Option<DateTime<Utc>>,
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// The sortable columns of `GET /cameras` (a whitelist: the API name maps to a column here).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CameraSort {
+    Name,
+    IpAddress,
+    Channel,
+    CreatedAt,
+    UpdatedAt,
+}
+
+impl CameraSort {
+    /// The API names, for validation messages.
+    pub const NAMES: &'static str = "name, ipAddress, channel, createdAt, updatedAt";
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "name" => Self::Name,
+            "ipAddress" => Self::IpAddress,
+            "channel" => Self::Channel,
+            "createdAt" => Self::CreatedAt,
+            "updatedAt" => Self::UpdatedAt,
+            _ => return None,
+        })
+    }
+
+    fn column(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::IpAddress => "ip_address",
+            Self::Channel => "channel",
+            Self::CreatedAt => "created_at",
+            Self::UpdatedAt => "updated_at",
+        }
+    }
+}
+
+const DUPLICATE: &str = "a camera with this ipAddress and channel already exists";
+const UNIQUE: &str = "cameras_ip_address_channel_key";
+
+fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &CameraFilter) {
+    qb.push(" WHERE true");
+    if let Some(v) = f.enabled {
+        qb.push(" AND enabled = ").push_bind(v);
+    }
+    if let Some(v) = &f.name {
+        let pattern = format!(
+            "%{}%",
+            v.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        qb.push(" AND name ILIKE ").push_bind(pattern);
+    }
+    if let Some(v) = &f.ip_address {
+        qb.push(" AND ip_address = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.channel {
+        qb.push(" AND channel = ").push_bind(v);
+    }
+    if let Some(v) = &f.site {
+        qb.push(" AND site = ").push_bind(v.clone());
+    }
+    if let Some(v) = f.created_from {
+        qb.push(" AND created_at >= ").push_bind(v);
+    }
+    if let Some(v) = f.created_to {
+        qb.push(" AND created_at <= ").push_bind(v);
+    }
+}
+
+impl Store {
+    pub async fn create_camera(&self, c: &CameraFields) -> Result<CameraRow, StoreError> {
+        let sql = format!(
+            "INSERT INTO cameras (id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
+             password, codec, resolution, vendor, enabled, site, record_event_types) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING {COLUMNS}"
+        );
+        sqlx::query_as::<_, CameraRow>(&sql)
+            .bind(Uuid::now_v7())
+            .bind(&c.name)
+            .bind(&c.ip_address)
+            .bind(c.channel)
+            .bind(c.rtsp_port)
+            .bind(&c.rtsp_url)
+            .bind(&c.username)
+            .bind(&c.password)
+            .bind(&c.codec)
+            .bind(&c.resolution)
+            .bind(&c.vendor)
+            .bind(c.enabled)
+            .bind(&c.site)
+            .bind(&c.record_event_types)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))
+    }
+
+    pub async fn update_camera(&self, id: Uuid, c: &CameraFields) -> Result<CameraRow, StoreError> {
+        let sql = format!(
+            "UPDATE cameras SET name = $2, ip_address = $3, channel = $4, rtsp_port = $5, \
+             rtsp_url = $6, username = $7, password = $8, codec = $9, resolution = $10, \
+             vendor = $11, enabled = $12, site = $13, record_event_types = $14, updated_at = now() \
+             WHERE id = $1 RETURNING {COLUMNS}"
+        );
+        sqlx::query_as::<_, CameraRow>(&sql)
+            .bind(id)
+            .bind(&c.name)
+            .bind(&c.ip_address)
+            .bind(c.channel)
+            .bind(c.rtsp_port)
+            .bind(&c.rtsp_url)
+            .bind(&c.username)
+            .bind(&c.password)
+            .bind(&c.codec)
+            .bind(&c.resolution)
+            .bind(&c.vendor)
+            .bind(c.enabled)
+            .bind(&c.site)
+            .bind(&c.record_event_types)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))?
+            .ok_or(StoreError::NotFound)
+    }
+
+    pub async fn camera(&self, id: Uuid) -> Result<CameraRow, StoreError> {
+        sqlx::query_as::<_, CameraRow>(&format!("SELECT {COLUMNS} FROM cameras WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    /// The cameras with these ids (for nesting into events and playbacks).
+    pub async fn cameras_by_ids(&self, ids: &[Uuid]) -> Result<Vec<CameraRow>, StoreError> {
+        Ok(sqlx::query_as::<_, CameraRow>(&format!(
+            "SELECT {COLUMNS} FROM cameras WHERE id = ANY($1)"
+        ))
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    pub async fn list_cameras(
+        &self,
+        filter: &CameraFilter,
+        sort: CameraSort,
+        descending: bool,
+        page: PageRequest,
+    ) -> Result<Page<CameraRow>, StoreError> {
+        let mut count = QueryBuilder::new("SELECT count(*) FROM cameras");
+        push_filter(&mut count, filter);
+        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
+
+        let mut qb = QueryBuilder::new(format!("SELECT {COLUMNS} FROM cameras"));
+        push_filter(&mut qb, filter);
+        let dir = if descending { "DESC" } else { "ASC" };
+        qb.push(format!(" ORDER BY {} {dir}, id {dir}", sort.column()));
+        qb.push(" LIMIT ").push_bind(page.limit());
+        qb.push(" OFFSET ").push_bind(page.offset());
+        let rows = qb
+            .build_query_as::<CameraRow>()
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(Page { rows, total })
+    }
+
+    /// Deletes a camera that has no events; one with events is a conflict (disable it instead).
+    pub async fn delete_camera(&self, id: Uuid) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let exists: Option<Uuid> =
+            sqlx::query_scalar("SELECT id FROM cameras WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if exists.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let has_events: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE camera_id = $1)")
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        if has_events {
+            return Err(StoreError::Conflict(
+                "the camera has events; disable it (enabled: false) instead of deleting it",
+            ));
+        }
+        sqlx::query("DELETE FROM cameras WHERE id = $1")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,93 @@
+//! Every SQL statement of event-api lives under this module. [`Store`] wraps the pool; each
+//! submodule owns one table (or one transaction that spans several), and turns constraint
+//! violations into [`StoreError::Conflict`] right next to the query that can cause them.
+
+pub mod cameras;
+pub mod deletions;
+pub mod events;
+pub mod outbox;
+pub mod playbacks;
+pub mod users;
+
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use std::time::Duration;
+
+/// What a store call can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row does not exist (or is deleted).
+    #[error("not found")]
+    NotFound,
+    /// The change conflicts with existing state; the message is safe to show to clients.
+    #[error("conflict: {0}")]
+    Conflict(&'static str),
+    /// The database failed.
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+}
+
+/// Turns a unique violation of `constraint` into a [`StoreError::Conflict`] with `message`.
+fn on_unique(err: sqlx::Error, constraint: &str, message: &'static str) -> StoreError {
+    if let sqlx::Error::Database(db) = &err {
+        if db.is_unique_violation() && db.constraint() == Some(constraint) {
+            return StoreError::Conflict(message);
+        }
+    }
+    StoreError::Db(err)
+}
+
+/// The pool and every query.
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: PgPool,
+}
+
+/// A page request: 1-based page number and page size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageRequest {
+    pub page: u32,
+    pub page_size: u32,
+}
+
+impl PageRequest {
+    pub fn offset(&self) -> i64 {
+        i64::from(self.page.saturating_sub(1)) * i64::from(self.page_size)
+    }
+    pub fn limit(&self) -> i64 {
+        i64::from(self.page_size)
+    }
+}
+
+/// One page of rows plus the total count of matching rows.
+#[derive(Debug)]
+pub struct Page<T> {
+    pub rows: Vec<T>,
+    pub total: i64,
+}
+
+impl Store {
+    /// Connects with a bounded pool; the first connection is attempted at once.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(url)
+            .await?;
+        Ok(Self { pool })
+    }
+
+    /// Runs the forward-only migrations in `migrations/`.
+    pub async fn migrate(&self) -> Result<(), sqlx::migrate::MigrateError> {
+        sqlx::migrate!("../migrations").run(&self.pool).await
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+}

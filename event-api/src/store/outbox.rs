@@ -1,0 +1,82 @@
+//! The `outbox` table: rows written inside the transaction of the state change they announce,
+//! claimed and marked published by the relay (`crate::outbox`).
+
+use super::{Store, StoreError};
+use sqlx::{FromRow, PgConnection, Postgres, Transaction};
+
+/// The channel `NOTIFY`ed when outbox rows are committed; the relay `LISTEN`s on it.
+pub const NOTIFY_CHANNEL: &str = "camrec_outbox";
+
+/// One message to publish.
+#[derive(Clone, Debug)]
+pub struct OutboxMessage {
+    pub subject: String,
+    /// The `Nats-Msg-Id`: the server drops a second publish with the same id.
+    pub msg_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// A claimed, unpublished row.
+#[derive(Debug, FromRow)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub subject: String,
+    pub msg_id: String,
+    pub payload: Vec<u8>,
+}
+
+/// Adds `msg` to the outbox inside `conn`'s transaction and notifies the relay at commit. A
+/// message with an id already in the outbox is not added twice.
+pub async fn enqueue(conn: &mut PgConnection, msg: &OutboxMessage) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO outbox (subject, msg_id, payload) VALUES ($1, $2, $3) \
+         ON CONFLICT (msg_id) DO NOTHING",
+    )
+    .bind(&msg.subject)
+    .bind(&msg.msg_id)
+    .bind(&msg.payload)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("SELECT pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
+pub async fn claim(
+    tx: &mut Transaction<'_, Postgres>,
+    limit: i64,
+) -> Result<Vec<OutboxRow>, StoreError> {
+    Ok(sqlx::query_as::<_, OutboxRow>(
+        "SELECT id, subject, msg_id, payload FROM outbox WHERE published_at IS NULL \
+         ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .fetch_all(&mut **tx)
+    .await?)
+}
+
+/// Marks rows published.
+pub async fn mark_published(
+    tx: &mut Transaction<'_, Postgres>,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
+        .bind(ids)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// How many rows wait to be published.
+    pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
+    }
+}

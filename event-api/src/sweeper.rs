@@ -1,0 +1,73 @@
+//! The object-deletion sweeper: deletes the objects queued in `object_deletions` (deleted
+//! playbacks' clips and thumbnails) through [`Storage`], retrying failures with a capped backoff.
+//! An object that is already gone counts as deleted.
+
+use crate::backoff::sleep_or_cancel;
+use crate::store::{Store, StoreError};
+use camrec_shared::storage::Storage;
+use chrono::{DateTime, Utc};
+use object_store::path::Path as ObjectPath;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const BATCH: i64 = 100;
+const MAX_RETRY: Duration = Duration::from_secs(3600);
+
+/// The delay before retry number `attempts + 1`: 10 s doubling, at most an hour.
+pub fn retry_delay(attempts: i32) -> Duration {
+    let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(0);
+    Duration::from_secs(10u64.saturating_mul(1u64 << exp)).min(MAX_RETRY)
+}
+
+/// Deletes what is due at `now`; returns how many objects were deleted (or already gone).
+pub async fn sweep_once(
+    store: &Store,
+    storage: &Storage,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let mut done = 0;
+    for (key, attempts) in store.due_deletions(now, BATCH).await? {
+        match storage
+            .store()
+            .delete(&ObjectPath::from(key.as_str()))
+            .await
+        {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+                store.deletion_done(&key).await?;
+                done += 1;
+            }
+            Err(e) => {
+                tracing::warn!(%key, attempts, error = %e, "object deletion failed; will retry");
+                let retry_at = now
+                    + chrono::Duration::from_std(retry_delay(attempts))
+                        .unwrap_or(chrono::Duration::hours(1));
+                store
+                    .deletion_failed(&key, retry_at, "object store error")
+                    .await?;
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// Runs a sweep every `interval` until `shutdown`.
+pub async fn run(store: Store, storage: Storage, interval: Duration, shutdown: CancellationToken) {
+    while sleep_or_cancel(interval, &shutdown).await {
+        if let Err(e) = sweep_once(&store, &storage, Utc::now()).await {
+            tracing::warn!(error = %e, "object deletion sweep failed");
+        }
+    }
+    tracing::info!("object deletion sweeper stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_back_off_to_an_hour() {
+        assert_eq!(retry_delay(0), Duration::from_secs(10));
+        assert_eq!(retry_delay(1), Duration::from_secs(20));
+        assert_eq!(retry_delay(30), MAX_RETRY);
+    }
+}

@@ -1,0 +1,190 @@
+//! Auth: login, refresh rotation with reuse detection, logout, profile, users administration.
+
+use crate::support::{spawn_app, ADMIN, ADMIN_PASSWORD};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+async fn login(app: &crate::support::TestApp, user: &str, pw: &str) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/auth/login",
+        None,
+        Some(json!({"username": user, "password": pw})),
+    )
+    .await
+}
+
+async fn refresh(app: &crate::support::TestApp, token: &Value) -> (StatusCode, Value) {
+    app.call(
+        Method::POST,
+        "/auth/refresh",
+        None,
+        Some(json!({"refreshToken": token})),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn login_refresh_rotation_reuse_and_logout() {
+    let app = spawn_app().await;
+    let (status, tokens) = login(&app, ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(tokens["expiresIn"], 900);
+    assert!(tokens["refreshExpiresAt"].is_string());
+    assert_eq!(
+        login(&app, ADMIN, "wrong-password").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        login(&app, "nobody", "wrong-password").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (status, second) = refresh(&app, &tokens["refreshToken"]).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    assert_ne!(second["refreshToken"], tokens["refreshToken"]);
+    let (status, profile) = app
+        .call(
+            Method::GET,
+            "/users/profile",
+            second["accessToken"].as_str(),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(profile["username"], ADMIN);
+    assert_eq!(profile["role"], "ADMIN");
+    assert!(profile.get("passwordHash").is_none());
+
+    // Reusing the rotated token revokes the whole family, including the newest token.
+    assert_eq!(
+        refresh(&app, &tokens["refreshToken"]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&app, &second["refreshToken"]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    let (_, third) = login(&app, ADMIN, ADMIN_PASSWORD).await;
+    let (status, _) = app
+        .call(
+            Method::POST,
+            "/auth/logout",
+            None,
+            Some(json!({"refreshToken": third["refreshToken"]})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        refresh(&app, &third["refreshToken"]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        refresh(&app, &json!("garbage")).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn admins_manage_users() {
+    let app = spawn_app().await;
+    let (status, user) = app
+        .post(
+            "/users",
+            json!({"username": "olga", "password": "password-123", "role": "OPERATOR"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{user}");
+    assert_eq!(user["role"], "OPERATOR");
+    assert!(user.get("password").is_none() && user.get("passwordHash").is_none());
+    let (status, _) = app
+        .post(
+            "/users",
+            json!({"username": "olga", "password": "password-123", "role": "VIEWER"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    for (body, field) in [
+        (
+            json!({"username": "x", "password": "short", "role": "VIEWER"}),
+            "password",
+        ),
+        (
+            json!({"username": "x", "password": "password-123", "role": "ROOT"}),
+            "role",
+        ),
+        (json!({"username": "x", "password": "password-123"}), "role"),
+    ] {
+        let (status, err) = app.post("/users", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST);
+        assert_eq!(err["field"], field);
+    }
+    let id = user["id"].as_str().unwrap();
+    let (status, updated) = app
+        .call(
+            Method::PUT,
+            &format!("/users/{id}"),
+            Some(&app.admin_token),
+            Some(json!({"role": "VIEWER", "password": "new-password-1"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{updated}");
+    assert_eq!(updated["role"], "VIEWER");
+    assert_eq!(
+        login(&app, "olga", "new-password-1").await.0,
+        StatusCode::OK
+    );
+    let (_, list) = app.get("/users").await;
+    assert_eq!(list.as_array().unwrap().len(), 2);
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{id}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        login(&app, "olga", "new-password-1").await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (_, me) = app.get("/users/profile").await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/users/{}", me["id"].as_str().unwrap()),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "an admin cannot delete themselves"
+    );
+}
+
+#[tokio::test]
+async fn a_deleted_users_token_stops_working() {
+    let app = spawn_app().await;
+    let token = app.token_for("VIEWER").await;
+    let (status, me) = app
+        .call(Method::GET, "/users/profile", Some(&token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    app.call(
+        Method::DELETE,
+        &format!("/users/{}", me["id"].as_str().unwrap()),
+        Some(&app.admin_token),
+        None,
+    )
+    .await;
+    let (status, _) = app.call(Method::GET, "/cameras", Some(&token), None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = app
+        .call(Method::GET, "/cameras", Some("not.a.jwt"), None)
+        .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}

@@ -1,0 +1,219 @@
+//! `/cameras`: create, read, filter, patch, delete; credentials never come back; validation.
+
+use crate::support::{spawn_app, CAMERA_PASSWORD};
+use reqwest::{Method, StatusCode};
+use serde_json::json;
+
+#[tokio::test]
+async fn camera_credentials_are_split_masked_and_never_returned() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    assert_eq!(cam["rtspUrl"], "rtsp://admin:***@10.0.0.5:554/live");
+    assert_eq!(cam["username"], "admin");
+    assert_eq!(cam["ipAddress"], "10.0.0.5");
+    assert_eq!(cam["site"], "default");
+    assert!(cam.get("password").is_none());
+    let id = cam["id"].as_str().unwrap();
+    for path in [format!("/cameras/{id}"), "/cameras".to_owned()] {
+        let (status, body) = app.get(&path).await;
+        assert_eq!(status, StatusCode::OK);
+        let text = body.to_string();
+        assert!(!text.contains(CAMERA_PASSWORD), "{text}");
+        assert!(!text.contains("\"password\""), "{text}");
+    }
+    let stored: (String, Option<String>) =
+        sqlx::query_as("SELECT rtsp_url, password FROM cameras WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored.0, "rtsp://10.0.0.5:554/live");
+    assert_eq!(stored.1.as_deref(), Some(CAMERA_PASSWORD));
+}
+
+#[tokio::test]
+async fn urls_are_built_from_parts_when_not_given() {
+    let app = spawn_app().await;
+    let (status, cam) = app
+        .post(
+            "/cameras",
+            json!({"name": "dahua", "ipAddress": "10.0.0.9", "channel": 3, "vendor": "dahua",
+                   "username": "u", "password": "p4ss"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cam}");
+    assert_eq!(
+        cam["rtspUrl"],
+        "rtsp://u:***@10.0.0.9:554/cam/realmonitor?channel=3&subtype=0"
+    );
+    let id = cam["id"].as_str().unwrap();
+    let (status, cam) = app
+        .call(
+            Method::PATCH,
+            &format!("/cameras/{id}"),
+            Some(&app.admin_token),
+            Some(json!({"channel": 4, "vendor": "hikvision", "enabled": false})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{cam}");
+    assert_eq!(
+        cam["rtspUrl"],
+        "rtsp://u:***@10.0.0.9:554/Streaming/Channels/401"
+    );
+    assert_eq!(cam["enabled"], false);
+    assert_eq!(cam["channel"], 4);
+}
+
+#[tokio::test]
+async fn duplicate_address_and_channel_is_409() {
+    let app = spawn_app().await;
+    app.camera("10.0.0.5", 1).await;
+    let (status, body) = app
+        .post(
+            "/cameras",
+            json!({"name": "again", "ipAddress": "10.0.0.5", "channel": 1}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert_eq!(body["statusCode"], 409);
+    let other = app.camera("10.0.0.5", 2).await;
+    let (status, _) = app
+        .call(
+            Method::PATCH,
+            &format!("/cameras/{}", other["id"].as_str().unwrap()),
+            Some(&app.admin_token),
+            Some(json!({"channel": 1})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn lists_filter_sort_and_paginate() {
+    let app = spawn_app().await;
+    for i in 1..=5 {
+        app.camera(&format!("10.0.1.{i}"), 1).await;
+    }
+    app.post(
+        "/cameras",
+        json!({"name": "Back Door", "ipAddress": "10.0.2.1", "enabled": false, "site": "north"}),
+    )
+    .await;
+    let (status, page) = app
+        .get("/cameras?page=2&pageSize=2&sortBy=ipAddress&sortDir=asc")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert_eq!(page["total"], 6);
+    assert_eq!(page["totalPages"], 3);
+    assert_eq!(page["page"], 2);
+    assert_eq!(page["pageSize"], 2);
+    let ips: Vec<&str> = page["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["ipAddress"].as_str().unwrap())
+        .collect();
+    assert_eq!(ips, ["10.0.1.3", "10.0.1.4"]);
+    let (_, page) = app.get("/cameras?enabled=false").await;
+    assert_eq!(page["total"], 1);
+    assert_eq!(page["data"][0]["name"], "Back Door");
+    let (_, page) = app.get("/cameras?name=back").await;
+    assert_eq!(page["total"], 1);
+    let (_, page) = app.get("/cameras?site=north&ipAddress=10.0.2.1").await;
+    assert_eq!(page["total"], 1);
+    let (_, page) = app
+        .get("/cameras?createdFrom=2000-01-01&createdTo=2001-01-01")
+        .await;
+    assert_eq!(page["total"], 0);
+}
+
+#[tokio::test]
+async fn bad_input_is_400_naming_the_field() {
+    let app = spawn_app().await;
+    let cases = [
+        (
+            json!({"name": "x", "rtspUrl": "http://10.0.0.1/"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "x", "rtspUrl": "file:///etc/passwd"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "x", "ipAddress": "10.0.0.1", "bogus": 1}),
+            "bogus",
+        ),
+        (json!({"ipAddress": "10.0.0.1"}), "name"),
+        (
+            json!({"name": "x", "ipAddress": "10.0.0.1", "channel": "one"}),
+            "channel",
+        ),
+        (
+            json!({"name": "x", "ipAddress": "10.0.0.1", "recordEventTypes": ["NOPE"]}),
+            "recordEventTypes[0]",
+        ),
+        (
+            json!({"name": "x", "ipAddress": "10.0.0.1", "site": "has space"}),
+            "site",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, err) = app.post("/cameras", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body} -> {err}");
+        assert_eq!(err["field"], field, "{body} -> {err}");
+        assert_eq!(err["statusCode"], 400);
+    }
+    let (status, err) = app.post_raw("/cameras", "{\"name\": ").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["field"], "body");
+    for (path, field) in [
+        ("/cameras/not-a-uuid", "id"),
+        ("/cameras?enabled=maybe", "enabled"),
+        ("/cameras?sortBy=password", "sortBy"),
+        ("/cameras?sortDir=sideways", "sortDir"),
+        ("/cameras?pageSize=101", "pageSize"),
+        ("/cameras?createdFrom=yesterday", "createdFrom"),
+    ] {
+        let (status, err) = app.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path} -> {err}");
+        assert_eq!(err["field"], field, "{path}");
+    }
+    let (status, err) = app
+        .get("/cameras/00000000-0000-7000-8000-000000000000")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(err["statusCode"], 404);
+}
+
+#[tokio::test]
+async fn cameras_with_events_cannot_be_deleted() {
+    let app = spawn_app().await;
+    let used = app.camera("10.0.0.5", 1).await;
+    let unused = app.camera("10.0.0.6", 1).await;
+    app.motion(used["id"].as_str().unwrap()).await;
+    let del = |id: String| {
+        let app = &app;
+        async move {
+            app.call(
+                Method::DELETE,
+                &format!("/cameras/{id}"),
+                Some(&app.admin_token),
+                None,
+            )
+            .await
+            .0
+        }
+    };
+    assert_eq!(
+        del(used["id"].as_str().unwrap().to_owned()).await,
+        StatusCode::CONFLICT
+    );
+    assert_eq!(
+        del(unused["id"].as_str().unwrap().to_owned()).await,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        del(unused["id"].as_str().unwrap().to_owned()).await,
+        StatusCode::NOT_FOUND
+    );
+}

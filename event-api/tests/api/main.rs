@@ -1,0 +1,13 @@
+//! event-api's integration tests: one binary, one module per area. Every test starts its own
+//! service through `support::spawn_app` against a fresh PostgreSQL database and its own
+//! nats-server, and talks to it over HTTP.
+
+mod auth;
+mod cameras;
+mod events;
+mod ops;
+mod outbox;
+mod playbacks;
+mod projector;
+mod roles;
+mod support;

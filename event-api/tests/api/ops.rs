@@ -1,0 +1,80 @@
+//! Ops routes: health, readiness, metrics, the OpenAPI document and the docs page.
+
+use crate::support::spawn_app;
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn health_ready_metrics_openapi_and_docs() {
+    let app = spawn_app().await;
+    let (status, body) = app.call(reqwest::Method::GET, "/health", None, None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "ok");
+    let (status, body) = app.call(reqwest::Method::GET, "/ready", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["nats"], "connected");
+
+    let cam = app.camera("10.0.0.5", 1).await;
+    app.motion(cam["id"].as_str().unwrap()).await;
+    app.outbox_drained().await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.contains("http_requests_total"), "{text}");
+    assert!(text.contains("route=\"/events\""), "{text}");
+    assert!(text.contains("outbox_backlog"), "{text}");
+    assert!(text.contains("outbox_published_total"), "{text}");
+
+    let (status, doc) = app
+        .call(reqwest::Method::GET, "/openapi.json", None, None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let paths = doc["paths"].as_object().unwrap();
+    for p in [
+        "/auth/login",
+        "/auth/refresh",
+        "/auth/logout",
+        "/users/profile",
+        "/users",
+        "/users/{id}",
+        "/cameras",
+        "/cameras/{id}",
+        "/events",
+        "/events/{id}",
+        "/events/{id}/ack",
+        "/events/{id}/end",
+        "/playbacks",
+        "/playbacks/{id}",
+        "/playbacks/{id}/stop",
+        "/health",
+        "/ready",
+        "/metrics",
+        "/media/{key}",
+    ] {
+        assert!(
+            paths.contains_key(p),
+            "{p} missing from the OpenAPI document"
+        );
+    }
+    let docs = app
+        .http
+        .get(format!("{}/docs", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(docs.contains("/openapi.json"));
+
+    let (status, body) = app
+        .call(reqwest::Method::GET, "/no/such/route", None, None)
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["statusCode"], 404);
+}

@@ -1,0 +1,276 @@
+//! `/playbacks`: local media with Range, deletion (running and finished, with the object
+//! sweep), filters, and the reconciler's verdicts.
+
+use crate::support::spawn_app;
+use camrec_shared::messages::{CompletedClip, StatusBody};
+use camrec_shared::storage::Storage;
+use chrono::Utc;
+use event_api::reconciler::{reconcile_once, Limits};
+use event_api::store::Store;
+use reqwest::{Method, StatusCode};
+use std::time::Duration;
+
+fn clip(pb: &str, size: u64) -> StatusBody {
+    StatusBody::Completed(CompletedClip {
+        object_key: format!("playbacks/{pb}/video.mp4"),
+        url: None,
+        thumb_key: None,
+        size_bytes: size,
+        duration_sec: 1.0,
+        video_codec: "h264".into(),
+        width: 640,
+        height: 360,
+        audio_codec: None,
+        sha256: "00".repeat(32),
+        started_at: Utc::now(),
+        ended_at: Utc::now(),
+        partial: false,
+    })
+}
+
+#[tokio::test]
+async fn local_media_is_served_with_range_and_deleted_with_its_playback() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let created = app.motion(cam["id"].as_str().unwrap()).await;
+    let pb = created["playbackId"].as_str().unwrap().to_owned();
+    let dir = app.media_dir.path().join(format!("playbacks/{pb}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bytes: Vec<u8> = (0..1000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(dir.join("video.mp4"), &bytes).unwrap();
+    app.publish_status(&created, 1, clip(&pb, 1000)).await;
+    let p = app
+        .wait_playback(&pb, "completed", |p| p["recordingStatus"] == "COMPLETED")
+        .await;
+    let url = p["videoUrl"].as_str().unwrap().to_owned();
+
+    let resp = app
+        .http
+        .get(&url)
+        .header("Range", "bytes=100-199")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(resp.headers()["content-type"], "video/mp4");
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &bytes[100..200]);
+    let whole = app.http.get(&url).send().await.unwrap();
+    assert_eq!(whole.status(), StatusCode::OK);
+    assert_eq!(whole.bytes().await.unwrap().len(), 1000);
+    for bad in [
+        "/media/etc/passwd",
+        "/media/playbacks/../../x",
+        "/media/playbacks/abc/video.mp4",
+    ] {
+        let resp = app
+            .http
+            .get(format!("{}{bad}", app.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), StatusCode::NOT_FOUND, "{bad}");
+    }
+
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/playbacks/{pb}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.get(&format!("/playbacks/{pb}")).await.0,
+        StatusCode::NOT_FOUND
+    );
+    let storage = Storage::open(app.config.storage.clone()).unwrap();
+    let store = Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    assert_eq!(store.queued_deletions().await.unwrap(), 2);
+    let deleted = event_api::sweeper::sweep_once(&store, &storage, Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(deleted, 2, "the video and the (absent) thumbnail");
+    assert!(!dir.join("video.mp4").exists());
+    assert_eq!(store.queued_deletions().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn deleting_a_running_playback_ends_its_event_and_cleans_up_when_it_finishes() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let created = app.motion(cam["id"].as_str().unwrap()).await;
+    let pb = created["playbackId"].as_str().unwrap().to_owned();
+    app.publish_status(
+        &created,
+        1,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.wait_playback(&pb, "recording", |p| p["recordingStatus"] == "RECORDING")
+        .await;
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/playbacks/{pb}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    app.outbox_drained().await;
+    let ended = app.stream_messages("EVENTS", "event.ended.").await;
+    assert_eq!(ended.len(), 1);
+    assert_eq!(ended[0].2["payload"]["reason"], "deleted");
+    // The worker finishes the clip anyway: its objects are queued for deletion.
+    app.publish_status(&created, 2, clip(&pb, 10)).await;
+    testkit::wait_until(Duration::from_secs(20), "objects queued", || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM object_deletions")
+            .fetch_one(&app.pool)
+            .await
+            .ok()?;
+        (n == 2).then_some(())
+    })
+    .await
+    .unwrap();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/playbacks/{pb}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
+async fn playback_filters_and_validation() {
+    let app = spawn_app().await;
+    let a = app.camera("10.0.0.5", 1).await;
+    let b = app.camera("10.0.0.6", 1).await;
+    let first = app.motion(a["id"].as_str().unwrap()).await;
+    app.motion(b["id"].as_str().unwrap()).await;
+    app.publish_status(
+        &first,
+        1,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.wait_playback(first["playbackId"].as_str().unwrap(), "recording", |p| {
+        p["recordingStatus"] == "RECORDING"
+    })
+    .await;
+    let (_, page) = app.get("/playbacks?recordingStatus=RECORDING").await;
+    assert_eq!(page["total"], 1);
+    assert!(page["data"][0]["progress"].is_object());
+    let (_, page) = app
+        .get(&format!(
+            "/playbacks?cameraId={}",
+            b["id"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(page["total"], 1);
+    let (_, page) = app.get("/playbacks?startedFrom=2000-01-01").await;
+    assert_eq!(page["total"], 1, "only the started one");
+    let (_, page) = app.get("/playbacks?pageSize=1&page=2").await;
+    assert_eq!(page["total"], 2);
+    assert_eq!(page["data"].as_array().unwrap().len(), 1);
+    for (path, field) in [
+        ("/playbacks?recordingStatus=DONE", "recordingStatus"),
+        ("/playbacks?eventId=1", "eventId"),
+        ("/playbacks?startedTo=soon", "startedTo"),
+        ("/playbacks/42", "id"),
+    ] {
+        let (status, err) = app.get(path).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(err["field"], field);
+    }
+}
+
+#[tokio::test]
+async fn reconciler_fails_stale_and_unstarted_playbacks_and_announces_it() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let stale = app.motion(cam["id"].as_str().unwrap()).await;
+    let pending = app.motion(cam["id"].as_str().unwrap()).await;
+    let stale_id = stale["playbackId"].as_str().unwrap().to_owned();
+    let pending_id = pending["playbackId"].as_str().unwrap().to_owned();
+    app.publish_status(
+        &stale,
+        1,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.wait_playback(&stale_id, "recording", |p| {
+        p["recordingStatus"] == "RECORDING"
+    })
+    .await;
+
+    let store = Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    let limits = Limits {
+        stale_playback: Duration::from_secs(120),
+        pending_timeout: Duration::from_secs(900),
+    };
+    let now = Utc::now();
+    assert!(reconcile_once(&store, now, limits)
+        .await
+        .unwrap()
+        .is_empty());
+    let verdicts = reconcile_once(&store, now + chrono::Duration::seconds(121), limits)
+        .await
+        .unwrap();
+    assert_eq!(verdicts.len(), 1);
+    let verdicts = reconcile_once(&store, now + chrono::Duration::seconds(901), limits)
+        .await
+        .unwrap();
+    assert_eq!(verdicts.len(), 1);
+
+    let (_, p) = app.get(&format!("/playbacks/{stale_id}")).await;
+    assert_eq!(p["recordingStatus"], "FAILED");
+    assert_eq!(p["errorCode"], "worker_lost");
+    let (_, p) = app.get(&format!("/playbacks/{pending_id}")).await;
+    assert_eq!(p["recordingStatus"], "FAILED");
+    assert_eq!(p["errorCode"], "not_started");
+
+    app.outbox_drained().await;
+    let failed = app.stream_messages("PLAYBACKS", "playback.failed.").await;
+    assert_eq!(failed.len(), 2);
+    assert!(failed
+        .iter()
+        .all(|m| m.2["payload"]["worker_id"] == "event-api"));
+    // A late status from the lost worker does not revive the playback.
+    app.publish_status(
+        &stale,
+        2,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.publish_status(&stale, u64::MAX / 2, clip(&stale_id, 1))
+        .await;
+    testkit::wait_until(Duration::from_secs(20), "projector caught up", || async {
+        let js = app.js().await;
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("event-api-projector", "PLAYBACKS")
+            .await
+            .ok()?;
+        let info = c.info().await.ok()?;
+        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let (_, p) = app.get(&format!("/playbacks/{stale_id}")).await;
+    assert_eq!(p["recordingStatus"], "FAILED");
+}

@@ -1,0 +1,178 @@
+//! The projector: duplicated and reordered status messages leave the right final state, and
+//! terminal states stick.
+
+use crate::support::spawn_app;
+use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody};
+use chrono::Utc;
+use std::time::Duration;
+
+fn completed(playback_id: &str) -> StatusBody {
+    StatusBody::Completed(CompletedClip {
+        object_key: format!("playbacks/{playback_id}/video.mp4"),
+        url: None,
+        thumb_key: Some(format!("playbacks/{playback_id}/thumb.jpg")),
+        size_bytes: 5_000_000_000,
+        duration_sec: 12.5,
+        video_codec: "h264".into(),
+        width: 1920,
+        height: 1080,
+        audio_codec: Some("aac".into()),
+        sha256: "ab".repeat(32),
+        started_at: Utc::now(),
+        ended_at: Utc::now(),
+        partial: false,
+    })
+}
+
+#[tokio::test]
+async fn duplicates_and_reordering_leave_the_right_state_and_terminal_sticks() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let created = app.motion(cam["id"].as_str().unwrap()).await;
+    let pb = created["playbackId"].as_str().unwrap().to_owned();
+
+    app.publish_status(
+        &created,
+        10,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.publish_status(
+        &created,
+        10,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.publish_status(
+        &created,
+        20,
+        StatusBody::Progress {
+            frames: 250,
+            fps: Some(25.0),
+            bitrate_kbps: Some(2048.0),
+            bytes: 1000,
+            media_time_sec: 10.0,
+        },
+    )
+    .await;
+    let body = app
+        .wait_playback(&pb, "recording with progress", |p| {
+            p["recordingStatus"] == "RECORDING" && p["progress"]["frames"] == 250
+        })
+        .await;
+    assert_eq!(body["progress"]["bitrateKbps"], 2048.0);
+
+    // Completed (seq 40) arrives before processing (seq 30); then a stale progress, a late
+    // failure with an older seq, and a duplicate of completed.
+    app.publish_status(&created, 40, completed(&pb)).await;
+    app.publish_status(
+        &created,
+        30,
+        StatusBody::Processing {
+            ended_at: Utc::now(),
+        },
+    )
+    .await;
+    app.publish_status(
+        &created,
+        15,
+        StatusBody::Progress {
+            frames: 1,
+            fps: None,
+            bitrate_kbps: None,
+            bytes: 1,
+            media_time_sec: 1.0,
+        },
+    )
+    .await;
+    app.publish_status(&created, 40, completed(&pb)).await;
+    app.publish_status(
+        &created,
+        50,
+        StatusBody::Failed {
+            code: FailureCode::UploadFailed,
+            message: "late".into(),
+        },
+    )
+    .await;
+    // Wait until the consumer has processed everything (7 messages), then check the row.
+    testkit::wait_until(Duration::from_secs(20), "projector caught up", || async {
+        let js = app.js().await;
+        let mut c: async_nats::jetstream::consumer::PullConsumer = js
+            .get_consumer_from_stream("event-api-projector", "PLAYBACKS")
+            .await
+            .ok()?;
+        let info = c.info().await.ok()?;
+        (info.ack_floor.stream_sequence >= 7 && info.num_ack_pending == 0).then_some(())
+    })
+    .await
+    .unwrap();
+    let (_, p) = app.get(&format!("/playbacks/{pb}")).await;
+    assert_eq!(p["recordingStatus"], "COMPLETED", "{p}");
+    assert_eq!(p["fileSizeBytes"], 5_000_000_000i64);
+    assert_eq!(p["durationSec"], 12.5);
+    assert_eq!(p["resolution"], "1920x1080");
+    assert_eq!(p["codec"], "h264");
+    assert_eq!(p["audioCodec"], "aac");
+    assert!(p["errorCode"].is_null());
+    assert!(p.get("progress").is_none());
+    assert_eq!(
+        p["videoUrl"],
+        format!("{}/media/playbacks/{pb}/video.mp4", app.base)
+    );
+    assert_eq!(
+        p["thumbnailUrl"],
+        format!("{}/media/playbacks/{pb}/thumb.jpg", app.base)
+    );
+    let last_seq: i64 = sqlx::query_scalar("SELECT last_seq FROM playbacks WHERE id = $1::uuid")
+        .bind(&pb)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(last_seq, 40);
+}
+
+#[tokio::test]
+async fn undecodable_and_unknown_statuses_are_acked_and_ignored() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let created = app.motion(cam["id"].as_str().unwrap()).await;
+    let js = app.js().await;
+    testkit::wait_until(Duration::from_secs(20), "PLAYBACKS stream", || async {
+        js.get_stream("PLAYBACKS").await.ok().map(|_| ())
+    })
+    .await
+    .unwrap();
+    js.publish("playback.completed.default.x", "not json".into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let mut unknown = created.clone();
+    unknown["playbackId"] = serde_json::json!(uuid::Uuid::now_v7().to_string());
+    app.publish_status(
+        &unknown,
+        5,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.publish_status(
+        &created,
+        5,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    let pb = created["playbackId"].as_str().unwrap();
+    app.wait_playback(pb, "recording after junk", |p| {
+        p["recordingStatus"] == "RECORDING"
+    })
+    .await;
+}
