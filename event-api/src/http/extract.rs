@@ -36,6 +36,12 @@ pub fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
     if let Some(unknown) = obj.keys().find(|k| !T::FIELDS.contains(&k.as_str())) {
         return Err(ApiError::invalid(unknown.clone(), "unknown field"));
     }
+    if let Some((field, _)) = obj.iter().find(|(_, v)| contains_nul(v)) {
+        return Err(ApiError::invalid(
+            field.clone(),
+            "must not contain NUL characters",
+        ));
+    }
     if let Some(missing) = T::REQUIRED
         .iter()
         .find(|f| obj.get(**f).is_none_or(serde_json::Value::is_null))
@@ -47,6 +53,17 @@ pub fn parse_body<T: RequestBody>(bytes: &[u8]) -> Result<T, ApiError> {
         let field = if path == "." { "body".to_owned() } else { path };
         ApiError::invalid(field, e.into_inner().to_string())
     })
+}
+
+/// PostgreSQL text cannot hold U+0000; such input is refused up front instead of failing in the
+/// database.
+fn contains_nul(v: &serde_json::Value) -> bool {
+    match v {
+        serde_json::Value::String(s) => s.contains('\0'),
+        serde_json::Value::Array(a) => a.iter().any(contains_nul),
+        serde_json::Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || contains_nul(v)),
+        _ => false,
+    }
 }
 
 impl<S: Send + Sync, T: RequestBody> FromRequest<S> for Body<T> {
@@ -87,6 +104,15 @@ impl<S: Send + Sync> FromRequestParts<S> for Params {
         let Query(pairs) = Query::<Vec<(String, String)>>::from_request_parts(parts, state)
             .await
             .map_err(|_| ApiError::invalid("query", "is not a valid query string"))?;
+        if let Some((name, _)) = pairs
+            .iter()
+            .find(|(k, v)| k.contains('\0') || v.contains('\0'))
+        {
+            return Err(ApiError::invalid(
+                name.replace('\0', ""),
+                "must not contain NUL characters",
+            ));
+        }
         Ok(Params(pairs))
     }
 }
@@ -223,6 +249,10 @@ mod tests {
         assert_eq!(field_of(parse_body(b"[1]")), "body");
         assert_eq!(field_of(parse_body(b"{\"x\":1,\"cameraId\":\"a\"}")), "x");
         assert_eq!(field_of(parse_body(b"{}")), "cameraId");
+        assert_eq!(
+            field_of(parse_body(b"{\"cameraId\":\"a\\u0000b\"}")),
+            "cameraId"
+        );
         assert_eq!(field_of(parse_body(b"{\"cameraId\":\"nope\"}")), "cameraId");
         assert_eq!(
             field_of(parse_body(

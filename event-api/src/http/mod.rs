@@ -94,6 +94,7 @@ pub fn router(state: AppState) -> Router {
     }
     app.fallback(error::not_found)
         .layer(axum::middleware::from_fn(track))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
         .with_state(state)
 }
 

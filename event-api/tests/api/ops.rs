@@ -78,3 +78,36 @@ async fn health_ready_metrics_openapi_and_docs() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(body["statusCode"], 404);
 }
+
+#[tokio::test]
+async fn serve_returns_after_a_graceful_shutdown() {
+    let app = spawn_app().await;
+    let base = app.base.clone();
+    app.stop().await.expect("clean stop");
+    assert!(reqwest::get(format!("{base}/health")).await.is_err());
+}
+
+#[tokio::test]
+async fn nul_characters_are_refused_not_500() {
+    let app = spawn_app().await;
+    let (status, err) = app
+        .post(
+            "/cameras",
+            serde_json::json!({"name": "a\u{0}b", "ipAddress": "10.0.0.1"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["field"], "name");
+    let (status, err) = app.get("/cameras?name=a%00b").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(err["field"], "name");
+    let (status, _) = app
+        .call(
+            reqwest::Method::POST,
+            "/auth/login",
+            None,
+            Some(serde_json::json!({"username": "\u{0}", "password": "x"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}

@@ -176,3 +176,77 @@ async fn undecodable_and_unknown_statuses_are_acked_and_ignored() {
     })
     .await;
 }
+
+/// Replaying the whole stream (every message again, in any order) leaves the same row.
+#[tokio::test]
+async fn replaying_statuses_in_any_order_gives_the_same_row() {
+    use camrec_shared::messages::PlaybackStatus;
+    use camrec_shared::subjects::Site;
+    use event_api::store::Store;
+
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let store = Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    let t0 = Utc::now();
+    let bodies = |pb: &str| {
+        vec![
+            (1, StatusBody::Recording { started_at: t0 }),
+            (
+                2,
+                StatusBody::Progress {
+                    frames: 10,
+                    fps: None,
+                    bitrate_kbps: Some(1.0),
+                    bytes: 10,
+                    media_time_sec: 0.4,
+                },
+            ),
+            (3, StatusBody::Processing { ended_at: t0 }),
+            (4, StatusBody::Processing { ended_at: t0 }),
+            (5, completed(pb)),
+        ]
+    };
+    let mut finals = Vec::new();
+    for order in [[0, 1, 2, 3, 4], [4, 3, 2, 1, 0], [2, 0, 4, 1, 3]] {
+        let created = app.motion(cam["id"].as_str().unwrap()).await;
+        let pb = created["playbackId"].as_str().unwrap().to_owned();
+        let all = bodies(&pb);
+        let status = |i: usize| PlaybackStatus {
+            playback_id: pb.parse().unwrap(),
+            event_id: created["event"]["id"].as_str().unwrap().parse().unwrap(),
+            camera_id: cam["id"].as_str().unwrap().parse().unwrap(),
+            site: Site::default(),
+            worker_id: "w".into(),
+            seq: all[i].0,
+            body: all[i].1.clone(),
+        };
+        for i in order {
+            store.apply_status(&status(i)).await.unwrap();
+        }
+        let once = store.playback_any(pb.parse().unwrap()).await.unwrap();
+        for i in 0..5 {
+            store.apply_status(&status(i)).await.unwrap();
+        }
+        let replayed = store.playback_any(pb.parse().unwrap()).await.unwrap();
+        assert_eq!(
+            format!("{once:?}"),
+            format!("{replayed:?}"),
+            "replay changed the row"
+        );
+        finals.push((
+            replayed.status,
+            replayed.last_seq,
+            replayed.file_size_bytes,
+            replayed.started_at,
+        ));
+    }
+    assert!(
+        finals.iter().all(|f| f.0 == "COMPLETED" && f.1 == 5),
+        "{finals:?}"
+    );
+    assert!(finals
+        .iter()
+        .all(|f| f.2 == Some(5_000_000_000) && f.3.is_some()));
+}

@@ -104,6 +104,16 @@ impl Drop for TestApp {
 }
 
 impl TestApp {
+    /// Cancels the shutdown token and waits for `serve` to return.
+    pub async fn stop(mut self) -> Result<(), event_api::Error> {
+        self.shutdown.cancel();
+        let server = self.server.take().expect("server running");
+        tokio::time::timeout(Duration::from_secs(20), server)
+            .await
+            .expect("serve returns after shutdown")
+            .expect("serve task")
+    }
+
     /// Sends a request; returns the status and the JSON body (`Null` when there is none).
     pub async fn call(
         &self,
