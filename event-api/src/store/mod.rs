@@ -66,8 +66,16 @@ pub struct Page<T> {
 }
 
 impl Store {
-    /// Connects with a bounded pool; the first connection is attempted at once.
+    /// Connects with a bounded pool; the first connection is attempted at once. A database
+    /// that does not exist yet is created first (when the server lets us), so a fresh
+    /// PostgreSQL works without a manual `createdb`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<Self, StoreError> {
+        use sqlx::migrate::MigrateDatabase;
+        if let Ok(false) = sqlx::Postgres::database_exists(url).await {
+            if let Err(e) = sqlx::Postgres::create_database(url).await {
+                tracing::warn!(error = %e, "cannot create the database; connecting anyway");
+            }
+        }
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))

@@ -1,6 +1,8 @@
 //! The outbox across a NATS outage: every committed event is published exactly once.
 
 use crate::support::spawn_app;
+use camrec_shared::messages::StatusBody;
+use chrono::Utc;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::collections::HashSet;
@@ -49,4 +51,25 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
     })
     .await
     .unwrap();
+
+    // The projector's consumer survived the outage too.
+    let (_, page) = app.get("/playbacks?pageSize=1").await;
+    let created = json!({
+        "playbackId": page["data"][0]["id"],
+        "event": {"id": page["data"][0]["event"]["id"], "camera": {"id": cam_id}},
+    });
+    app.publish_status(
+        &created,
+        1,
+        StatusBody::Recording {
+            started_at: Utc::now(),
+        },
+    )
+    .await;
+    app.wait_playback(
+        page["data"][0]["id"].as_str().unwrap(),
+        "status applied after the outage",
+        |p| p["recordingStatus"] == "RECORDING",
+    )
+    .await;
 }
