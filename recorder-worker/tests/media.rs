@@ -5,6 +5,7 @@
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::storage::ObjectKey;
 use camrec_shared::PlaybackId;
+use object_store::{Attribute, GetOptions};
 use recorder_worker::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
 use recorder_worker::finalize::{finalize, thumbnail};
 use recorder_worker::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
@@ -75,12 +76,12 @@ async fn record_four_seconds(profile: CameraProfile, video: &str, audio: Option<
     );
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("part-0001.mp4");
-    let rec =
-        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
+    let rec = Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
     assert!(rec.pid().is_some());
     wait_for_media(&rec, 4.0).await;
     let report = rec.stop(GRACE).await;
     assert!(report.clean && report.stopped_by_us, "{report:?}");
+    assert_eq!(report.code, Some(0), "`q` on stdin ends ffmpeg with 0");
     assert_credential_free(&report, &cam);
 
     let clip = finalize_and_probe(dir.path(), &[part]).await;
@@ -285,6 +286,21 @@ async fn uploads_to_s3_come_back_byte_identical_single_and_multipart() {
         assert_eq!(hex::encode(Sha256::digest(&stored)), expected_sha);
         assert!(stored == data, "{len} bytes differ after the round trip");
         assert!(path.exists(), "the uploader never deletes the local file");
+        if len < part_size {
+            let head = storage
+                .store()
+                .get_opts(
+                    &key.path(),
+                    GetOptions {
+                        head: true,
+                        ..Default::default()
+                    },
+                )
+                .await
+                .unwrap();
+            let sha = head.attributes.get(&Attribute::Metadata("sha256".into()));
+            assert_eq!(sha.map(|v| v.as_ref()), Some(expected_sha.as_str()));
+        }
     }
     assert_eq!(s3.keys().len(), 2);
 }
@@ -323,4 +339,93 @@ async fn an_upload_to_a_stopped_server_fails_transiently_and_deletes_nothing() {
         "nothing was deleted or half-written"
     );
     assert!(download(&storage, &kept).await == kept_data);
+}
+
+#[tokio::test]
+async fn a_camera_that_never_answers_is_stopped_by_sigint() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let url = RtspUrl::parse(&format!("rtsp://admin:pw-silent@127.0.0.1:{port}/cam")).unwrap();
+    let source = SourceInfo {
+        video_codec: "h264".into(),
+        audio_codec: None,
+        width: 640,
+        height: 360,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut long_timeout = plan(url, source, dir.path().join("part-0001.mp4"));
+    long_timeout.io_timeout = Duration::from_secs(60);
+    let rec = Recorder::spawn(Path::new(FFMPEG), &long_timeout).unwrap();
+    let started = std::time::Instant::now();
+    let report = rec.stop(Duration::from_secs(1)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(report.stopped_by_us, "{report:?}");
+    assert_eq!(report.signal, None, "SIGINT was enough: {report:?}");
+    assert!(
+        !report.stderr_tail.contains("pw-silent"),
+        "{}",
+        report.stderr_tail
+    );
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_child_that_ignores_q_and_sigint_is_killed_and_reaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let stubborn = dir.path().join("stubborn-ffmpeg");
+    std::fs::write(&stubborn, "#!/bin/sh\ntrap '' INT\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(
+        &stubborn,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    let source = SourceInfo {
+        video_codec: "h264".into(),
+        audio_codec: None,
+        width: 640,
+        height: 360,
+    };
+    let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
+    let rec = Recorder::spawn(&stubborn, &plan(url, source, dir.path().join("p.mp4"))).unwrap();
+    let pid = rec.pid().unwrap();
+    let started = std::time::Instant::now();
+    let report = rec.stop(Duration::from_millis(300)).await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(report.signal, Some(9), "{report:?}");
+    assert!(report.stopped_by_us && !report.clean, "{report:?}");
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "the child is reaped, not a zombie"
+    );
+}
+
+#[tokio::test]
+async fn a_missing_ffmpeg_is_a_spawn_error() {
+    let source = SourceInfo {
+        video_codec: "h264".into(),
+        audio_codec: None,
+        width: 640,
+        height: 360,
+    };
+    let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
+    let err = Recorder::spawn(
+        Path::new("/nonexistent/ffmpeg"),
+        &plan(url, source, PathBuf::from("/tmp/never.mp4")),
+    )
+    .unwrap_err();
+    assert!(matches!(err, MediaError::Spawn { .. }), "{err:?}");
 }
