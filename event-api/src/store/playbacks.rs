@@ -283,8 +283,9 @@ impl Store {
     }
 
     /// Fails every playback whose worker went quiet (`RECORDING`/`PROCESSING` with no status
-    /// since `stale_before`: `worker_lost`) or that no worker took (`PENDING` created before
-    /// `pending_before`: `not_started`), writing a `playback.failed` outbox row for each in the
+    /// since `stale_before`: `worker_lost`) or that no worker took (`PENDING` created, and its
+    /// `event.created` published, before `pending_before`: `not_started`; a recording delayed
+    /// by a NATS outage is not failed while its message waits in the outbox), writing a `playback.failed` outbox row for each in the
     /// same transaction. `now` stamps the messages and their sequence numbers.
     pub async fn reconcile(
         &self,
@@ -297,7 +298,10 @@ impl Store {
             "WITH due AS ( \
                SELECT id FROM playbacks \
                WHERE (status IN ('RECORDING', 'PROCESSING') AND last_status_at < $2) \
-                  OR (status = 'PENDING' AND created_at < $3) \
+                  OR (status = 'PENDING' AND created_at < $3 AND NOT EXISTS ( \
+                        SELECT 1 FROM outbox o \
+                        WHERE o.msg_id = playbacks.event_id::text || ':created' \
+                          AND (o.published_at IS NULL OR o.published_at >= $3))) \
                FOR UPDATE SKIP LOCKED) \
              UPDATE playbacks p SET \
                status = 'FAILED', \

@@ -3,6 +3,8 @@
 use crate::support::spawn_app;
 use camrec_shared::messages::StatusBody;
 use chrono::Utc;
+use event_api::reconciler::{reconcile_once, Limits};
+use event_api::store::Store;
 use reqwest::StatusCode;
 use serde_json::json;
 use std::collections::HashSet;
@@ -32,6 +34,19 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
     }
     let (status, _) = app.get("/ready").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Recordings held up by the outage are not "not started": their message has not gone out.
+    let store = Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    let limits = Limits {
+        stale_playback: Duration::from_secs(120),
+        pending_timeout: Duration::from_secs(900),
+    };
+    let later = Utc::now() + chrono::Duration::seconds(1000);
+    assert!(reconcile_once(&store, later, limits)
+        .await
+        .unwrap()
+        .is_empty());
     app.nats.restart().await.unwrap();
 
     app.outbox_drained().await;

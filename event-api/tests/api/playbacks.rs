@@ -222,6 +222,7 @@ async fn reconciler_fails_stale_and_unstarted_playbacks_and_announces_it() {
         stale_playback: Duration::from_secs(120),
         pending_timeout: Duration::from_secs(900),
     };
+    app.outbox_drained().await;
     let now = Utc::now();
     assert!(reconcile_once(&store, now, limits)
         .await
