@@ -75,7 +75,7 @@ pub enum CreatedOutcome {
     /// Not a message this build can read, or not for this site.
     Undecodable(String),
     /// This worker now owns the recording.
-    Claimed(Box<EventCreated>, Lease),
+    Claimed(Box<EventCreated>, Box<Lease>),
     /// Another claim exists: a duplicate or a redelivery.
     AlreadyOwned(PlaybackId),
     /// The claim could not be written (NATS trouble): try again later.
@@ -129,7 +129,7 @@ pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) 
         return CreatedOutcome::Undecodable(format!("message for site {}", event.site));
     }
     match ownership.claim(event.playback_id).await {
-        Ok(Some(lease)) => CreatedOutcome::Claimed(Box::new(event), lease),
+        Ok(Some(lease)) => CreatedOutcome::Claimed(Box::new(event), Box::new(lease)),
         Ok(None) => CreatedOutcome::AlreadyOwned(event.playback_id),
         Err(e) => CreatedOutcome::ClaimFailed(event.playback_id, e.to_string()),
     }

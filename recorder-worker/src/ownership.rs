@@ -9,9 +9,7 @@
 use async_nats::jetstream::{
     self,
     kv::{self, CreateErrorKind, Operation},
-    stream::StorageType,
 };
-use camrec_shared::subjects::RECORDINGS_BUCKET;
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -20,9 +18,6 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-
-/// How long leases and stop markers are kept.
-pub const BUCKET_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// A KV operation that failed.
 #[derive(Debug, thiserror::Error)]
@@ -79,22 +74,11 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Opens the bucket, creating it on first use.
+    /// Opens the bucket, creating it on first use (`camrec_shared::streams`).
     pub async fn open(js: &jetstream::Context, worker_id: String) -> Result<Self, OwnershipError> {
-        let kv = match js.get_key_value(RECORDINGS_BUCKET).await {
-            Ok(kv) => kv,
-            Err(_) => js
-                .create_key_value(kv::Config {
-                    bucket: RECORDINGS_BUCKET.to_owned(),
-                    description: "camrec: recording leases and stop requests".to_owned(),
-                    history: 1,
-                    max_age: BUCKET_MAX_AGE,
-                    storage: StorageType::File,
-                    ..Default::default()
-                })
-                .await
-                .map_err(err)?,
-        };
+        let kv = camrec_shared::streams::ensure_recordings_bucket(js, 1)
+            .await
+            .map_err(err)?;
         Ok(Self { kv, worker_id })
     }
 

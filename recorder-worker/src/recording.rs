@@ -408,7 +408,20 @@ impl Job {
                 }
                 continue 'parts;
             }
-            let (t0, _) = *started.get_or_insert_with(|| (Instant::now(), Utc::now()));
+            // FFmpeg writes what it buffered while opening the stream at once: the clip began
+            // `out_time` before this first block, and that is when the recording started.
+            let buffered = progress
+                .borrow()
+                .as_ref()
+                .map(|p| Duration::from_secs_f64(p.out_time_sec.clamp(0.0, 30.0)))
+                .unwrap_or_default();
+            let (t0, _) = *started.get_or_insert_with(|| {
+                let now = Instant::now();
+                (
+                    now.checked_sub(buffered).unwrap_or(now),
+                    Utc::now() - chrono::Duration::from_std(buffered).unwrap_or_default(),
+                )
+            });
             if self.state == State::Starting {
                 self.enter(State::Recording);
                 let started_at = started.map(|s| s.1).unwrap_or_else(Utc::now);

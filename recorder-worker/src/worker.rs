@@ -190,7 +190,7 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
                 let shared = shared.clone();
                 tracker.spawn(async move {
                     let _slot = permit;
-                    recording::run(shared, *event, lease).await;
+                    recording::run(shared, *event, *lease).await;
                 });
             }
             CreatedOutcome::AlreadyOwned(id) => {

@@ -21,6 +21,15 @@ fn completed(body: &StatusBody) -> &camrec_shared::messages::CompletedClip {
     }
 }
 
+/// Sleeps until the recording announced in `recording` holds `n` seconds.
+async fn sleep_until_recorded(recording: &StatusBody, n: f64) {
+    let StatusBody::Recording { started_at } = recording else {
+        panic!("not a recording status: {recording:?}");
+    };
+    let elapsed = (chrono::Utc::now() - *started_at).num_milliseconds() as f64 / 1000.0;
+    tokio::time::sleep(Duration::from_secs_f64((n - elapsed).max(0.0))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_becomes_a_verified_clip_in_s3() -> anyhow::Result<()> {
     let env = Env::start().await?;
@@ -35,7 +44,7 @@ async fn an_event_becomes_a_verified_clip_in_s3() -> anyhow::Result<()> {
         .wait(id, StatusKind::Progress, Duration::from_secs(10))
         .await?;
     let n = 5.0;
-    tokio::time::sleep_until(recording.at + Duration::from_secs_f64(n)).await;
+    sleep_until_recorded(&recording.status.body, n).await;
     env.publish_ended(&event).await?;
     let done = env.log.wait_terminal(id, FINISH).await?;
     let clip = completed(&done.status.body).clone();
