@@ -269,6 +269,27 @@ mod tests {
         assert_eq!(ok.count, None);
     }
 
+    proptest::proptest! {
+        /// Any bytes at all give a `Probe` or a 400 naming a field; never a panic.
+        #[test]
+        fn arbitrary_bodies_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..256)) {
+            match parse_body::<Probe>(&bytes) {
+                Ok(_) => {}
+                Err(ApiError::Invalid { field, .. }) => proptest::prop_assert!(!field.is_empty()),
+                Err(other) => proptest::prop_assert!(false, "unexpected {other:?}"),
+            }
+        }
+
+        /// JSON objects with arbitrary keys and string values are refused by field name.
+        #[test]
+        fn arbitrary_objects_name_a_field(map in proptest::collection::hash_map("[a-zA-Z]{1,8}", ".{0,16}", 0..5)) {
+            let bytes = serde_json::to_vec(&map).unwrap();
+            if let Err(ApiError::Invalid { field, .. }) = parse_body::<Probe>(&bytes) {
+                proptest::prop_assert!(field == "body" || field == "cameraId" || field == "count" || map.contains_key(&field));
+            }
+        }
+    }
+
     #[test]
     fn pagination_defaults_and_bounds() {
         let p = Params::from_pairs(&[]).page().unwrap();
