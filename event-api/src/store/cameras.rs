@@ -315,3 +315,41 @@ impl Store {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(url: &str, username: Option<&str>, password: Option<&str>) -> CameraRow {
+        CameraRow {
+            id: Uuid::nil(),
+            name: "gate".into(),
+            ip_address: "10.0.0.5".into(),
+            channel: 1,
+            rtsp_port: 554,
+            rtsp_url: url.into(),
+            username: username.map(Into::into),
+            password: password.map(Into::into),
+            codec: None,
+            resolution: None,
+            vendor: None,
+            enabled: true,
+            site: "default".into(),
+            record_event_types: vec!["MOTION".into()],
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_password_is_masked_for_clients_and_kept_for_the_worker() {
+        let r = row("rtsp://10.0.0.5:554/live", Some("admin"), Some("p@ss:w/rd"));
+        assert_eq!(r.masked_rtsp_url(), "rtsp://admin:***@10.0.0.5:554/live");
+        let full = r.rtsp_url_with_credentials().unwrap();
+        assert_eq!(full.password().as_deref(), Some("p@ss:w/rd"));
+        assert!(!format!("{r:?}").contains("p@ss"));
+        let none = row("rtsp://10.0.0.5:554/live", None, None);
+        assert_eq!(none.masked_rtsp_url(), "rtsp://10.0.0.5:554/live");
+        assert!(none.records("MOTION") && !none.records("ALERT"));
+    }
+}
