@@ -1,7 +1,7 @@
 //! `/playbacks`: local media with Range, deletion (running and finished, with the object
 //! sweep), filters, and the reconciler's verdicts.
 
-use crate::support::spawn_app;
+use crate::support::{spawn_app, spawn_app_with};
 use camrec_shared::messages::{CompletedClip, StatusBody};
 use camrec_shared::storage::Storage;
 use chrono::Utc;
@@ -274,4 +274,62 @@ async fn reconciler_fails_stale_and_unstarted_playbacks_and_announces_it() {
     .unwrap();
     let (_, p) = app.get(&format!("/playbacks/{stale_id}")).await;
     assert_eq!(p["recordingStatus"], "FAILED");
+}
+
+#[tokio::test]
+async fn s3_mode_serves_signed_urls_and_deletes_objects_in_the_bucket() {
+    let s3 = testkit::S3Server::start().await.unwrap();
+    let app = spawn_app_with(s3.storage_env()).await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let created = app.motion(cam["id"].as_str().unwrap()).await;
+    let pb = created["playbackId"].as_str().unwrap().to_owned();
+    let key = camrec_shared::storage::ObjectKey::Video(pb.parse().unwrap());
+    let bytes = b"not really an mp4".to_vec();
+    s3.storage()
+        .unwrap()
+        .store()
+        .put(&key.path(), bytes.clone().into())
+        .await
+        .unwrap();
+    app.publish_status(&created, 1, clip(&pb, bytes.len() as u64))
+        .await;
+    let p = app
+        .wait_playback(&pb, "completed", |p| p["recordingStatus"] == "COMPLETED")
+        .await;
+    let url = p["videoUrl"].as_str().unwrap();
+    assert!(url.starts_with(&s3.endpoint()), "{url}");
+    assert!(url.contains("X-Amz-Signature"), "{url}");
+    let fetched = app.http.get(url).send().await.unwrap();
+    assert_eq!(fetched.status(), StatusCode::OK);
+    assert_eq!(fetched.bytes().await.unwrap().as_ref(), bytes.as_slice());
+    let media = app
+        .http
+        .get(format!("{}/media/{key}", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        media.status(),
+        StatusCode::NOT_FOUND,
+        "no /media in s3 mode"
+    );
+
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/playbacks/{pb}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let store = Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    let storage = Storage::open(app.config.storage.clone()).unwrap();
+    event_api::sweeper::sweep_once(&store, &storage, Utc::now())
+        .await
+        .unwrap();
+    assert!(s3.keys().is_empty(), "{:?}", s3.keys());
+    assert_eq!(store.queued_deletions().await.unwrap(), 0);
 }

@@ -34,17 +34,22 @@ pub struct TestApp {
 }
 
 pub async fn spawn_app() -> TestApp {
-    try_spawn_app().await.expect("spawn event-api")
+    spawn_app_with(Vec::new()).await
 }
 
-async fn try_spawn_app() -> anyhow::Result<TestApp> {
+/// Like [`spawn_app`], with extra or overriding environment variables (e.g. S3 storage).
+pub async fn spawn_app_with(env: Vec<(String, String)>) -> TestApp {
+    try_spawn_app(env).await.expect("spawn event-api")
+}
+
+async fn try_spawn_app(env: Vec<(String, String)>) -> anyhow::Result<TestApp> {
     camrec_shared::telemetry::init("warn");
     let db = TestDb::create().await?;
     let nats = NatsServer::start().await?;
     let media_dir = tempfile::tempdir()?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);
-    let vars: HashMap<&str, String> = HashMap::from([
+    let mut vars: HashMap<String, String> = HashMap::from([
         ("DATABASE_URL", db.url().to_owned()),
         ("DB_MAX_CONNECTIONS", "10".to_owned()),
         ("NATS_URL", nats.url()),
@@ -58,7 +63,11 @@ async fn try_spawn_app() -> anyhow::Result<TestApp> {
         ),
         ("MEDIA_BASE_URL", base.clone()),
         ("RECONCILE_INTERVAL_SEC", "3600".to_owned()),
-    ]);
+    ])
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    vars.extend(env);
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(event_api::serve(config.clone(), listener, shutdown.clone()));
