@@ -187,4 +187,12 @@ async fn a_deleted_users_token_stops_working() {
         .call(Method::GET, "/cameras", Some("not.a.jwt"), None)
         .await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let resp = app
+        .http
+        .get(format!("{}/cameras", app.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(resp.headers()["www-authenticate"], "Bearer");
 }
