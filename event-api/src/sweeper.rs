@@ -1,6 +1,7 @@
-//! The object-deletion sweeper: deletes the objects queued in `object_deletions` (deleted
-//! playbacks' clips and thumbnails) through [`Storage`], retrying failures with a capped backoff.
-//! An object that is already gone counts as deleted.
+//! Housekeeping: the object-deletion sweeper deletes the objects queued in `object_deletions`
+//! (deleted playbacks' clips and thumbnails) through [`Storage`], retrying failures with a capped
+//! backoff (an object that is already gone counts as deleted); and published outbox rows older
+//! than [`OUTBOX_RETENTION`] (the streams' own retention) are purged.
 
 use crate::backoff::sleep_or_cancel;
 use crate::store::{Store, StoreError};
@@ -11,6 +12,8 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 const BATCH: i64 = 100;
+/// How long published outbox rows are kept: as long as the streams keep the messages.
+pub const OUTBOX_RETENTION: Duration = camrec_shared::streams::MAX_AGE;
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 
 /// The delay before retry number `attempts + 1`: 10 s doubling, at most an hour.
@@ -50,11 +53,17 @@ pub async fn sweep_once(
     Ok(done)
 }
 
-/// Runs a sweep every `interval` until `shutdown`.
+/// Runs a sweep (and the outbox purge) every `interval` until `shutdown`.
 pub async fn run(store: Store, storage: Storage, interval: Duration, shutdown: CancellationToken) {
+    let retention =
+        chrono::Duration::from_std(OUTBOX_RETENTION).unwrap_or(chrono::Duration::days(7));
     while sleep_or_cancel(interval, &shutdown).await {
-        if let Err(e) = sweep_once(&store, &storage, Utc::now()).await {
+        let now = Utc::now();
+        if let Err(e) = sweep_once(&store, &storage, now).await {
             tracing::warn!(error = %e, "object deletion sweep failed");
+        }
+        if let Err(e) = store.purge_published_outbox(now - retention).await {
+            tracing::warn!(error = %e, "outbox purge failed");
         }
     }
     tracing::info!("object deletion sweeper stopped");

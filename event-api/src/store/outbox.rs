@@ -71,6 +71,19 @@ pub async fn mark_published(
 }
 
 impl Store {
+    /// Deletes rows published before `before`; returns how many. Unpublished rows are never
+    /// deleted.
+    pub async fn purge_published_outbox(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<u64, StoreError> {
+        let done = sqlx::query("DELETE FROM outbox WHERE published_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// How many rows wait to be published.
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
         Ok(

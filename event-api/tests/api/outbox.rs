@@ -88,3 +88,41 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn published_rows_are_purged_after_the_retention_and_unpublished_never() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    app.motion(cam["id"].as_str().unwrap()).await;
+    app.outbox_drained().await;
+    sqlx::query(
+        "INSERT INTO outbox (subject, msg_id, payload) VALUES ('x.y', 'never-published', '')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let store = Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    let retention = chrono::Duration::from_std(event_api::sweeper::OUTBOX_RETENTION).unwrap();
+    assert_eq!(
+        store
+            .purge_published_outbox(Utc::now() - retention)
+            .await
+            .unwrap(),
+        0
+    );
+    let later = Utc::now() + chrono::Duration::days(8);
+    assert_eq!(
+        store
+            .purge_published_outbox(later - retention)
+            .await
+            .unwrap(),
+        1
+    );
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 1, "the unpublished row stays");
+}
