@@ -47,6 +47,10 @@ impl ApiError {
         match e {
             StoreError::NotFound => Self::NotFound(what),
             StoreError::Conflict(m) => Self::Conflict(m),
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Self::Unavailable("the database is unavailable; retry later")
+            }
             StoreError::Db(e) => Self::Internal(e.to_string()),
         }
     }

@@ -21,9 +21,27 @@ pub enum StoreError {
     /// The change conflicts with existing state; the message is safe to show to clients.
     #[error("conflict: {0}")]
     Conflict(&'static str),
+    /// The database cannot be reached (pool timeout, connection lost): worth retrying.
+    #[error("database unavailable: {0}")]
+    Unavailable(sqlx::Error),
     /// The database failed.
     #[error("database: {0}")]
-    Db(#[from] sqlx::Error),
+    Db(sqlx::Error),
+}
+
+/// The one place database errors are classified: connection-level failures are
+/// [`StoreError::Unavailable`], everything else [`StoreError::Db`].
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::WorkerCrashed => StoreError::Unavailable(e),
+            e => StoreError::Db(e),
+        }
+    }
 }
 
 /// Turns a unique violation of `constraint` into a [`StoreError::Conflict`] with `message`.
@@ -33,7 +51,7 @@ fn on_unique(err: sqlx::Error, constraint: &str, message: &'static str) -> Store
             return StoreError::Conflict(message);
         }
     }
-    StoreError::Db(err)
+    StoreError::from(err)
 }
 
 /// The pool and every query.
@@ -97,5 +115,22 @@ impl Store {
     pub async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_unavailable() {
+        assert!(matches!(
+            StoreError::from(sqlx::Error::PoolTimedOut),
+            StoreError::Unavailable(_)
+        ));
+        assert!(matches!(
+            StoreError::from(sqlx::Error::RowNotFound),
+            StoreError::Db(_)
+        ));
     }
 }
