@@ -1,0 +1,136 @@
+//! `faultrun`: one fault-injection run from the command line, the checker's table at the end.
+//!
+//! ```text
+//! cargo run -p lab --release --bin faultrun -- --events 1000 --rate 1 --workers 3 --cameras 4 --seed 1
+//! cargo run -p lab --bin faultrun -- --events 30 --rate 1 --workers 2 --cameras 2 --seed 7 \
+//!     --faults nats --plant drop-outbox
+//! ```
+//!
+//! Exit status: 0 the verdict is PASS; 1 the verdict is FAIL (a loss, a stuck playback, a
+//! duplicate, a fault not undone or a process outliving its worker); 2 the run could not be
+//! carried out. With `--plant`, the expected outcome is 1 with the planted loss reported;
+//! 3 means the checker missed the plant (the control run failed).
+
+use anyhow::{bail, Context};
+use lab::faults::FaultKind;
+use lab::plant::Plant;
+use lab::scenario::ScenarioConfig;
+use lab::RunOptions;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+const USAGE: &str = "usage: faultrun [--events N] [--rate PER_SEC] [--workers K] [--cameras C] \
+[--seed S] [--max-concurrent M] [--min-duration SEC] [--max-duration SEC] [--drain SEC] \
+[--faults all|none|worker,nats,api,s3,pg-restart,pg-kill,camera] \
+[--plant drop-outbox|delete-object] [--log-dir DIR]";
+
+fn main() -> ExitCode {
+    camrec_shared::telemetry::init("info,lab=info");
+    let opts = match parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("faultrun: {e:#}\n{USAGE}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("faultrun: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let report = match runtime.block_on(lab::run(&opts)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("faultrun: the run could not be carried out: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    println!("{report}");
+    match (opts.scenario.plant, report.passed()) {
+        (None, true) => ExitCode::SUCCESS,
+        (None, false) => ExitCode::from(1),
+        (Some(plant), false) if report.caught_every_plant() => {
+            println!("control run ({plant}): the checker reported the planted loss, as it must");
+            ExitCode::from(1)
+        }
+        (Some(plant), _) => {
+            println!("CONTROL RUN FAILED ({plant}): the planted loss was not reported");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
+    let mut scenario = ScenarioConfig::new(100, 1.0, 1);
+    let (mut workers, mut cameras, mut max_concurrent) = (2usize, 3usize, 4usize);
+    let mut drain = Duration::from_secs(240);
+    let mut log_dir = None;
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--events" => scenario.events = value()?.parse().context("--events")?,
+            "--rate" => scenario.rate = value()?.parse().context("--rate")?,
+            "--workers" => workers = value()?.parse().context("--workers")?,
+            "--cameras" => cameras = value()?.parse().context("--cameras")?,
+            "--seed" => scenario.seed = value()?.parse().context("--seed")?,
+            "--max-concurrent" => max_concurrent = value()?.parse().context("--max-concurrent")?,
+            "--min-duration" => {
+                scenario.min_duration_sec = value()?.parse().context("--min-duration")?
+            }
+            "--max-duration" => {
+                scenario.max_duration_sec = value()?.parse().context("--max-duration")?
+            }
+            "--drain" => drain = Duration::from_secs(value()?.parse().context("--drain")?),
+            "--faults" => scenario.faults = parse_faults(&value()?)?,
+            "--plant" => {
+                scenario.plant = Some(value()?.parse::<Plant>().map_err(anyhow::Error::msg)?)
+            }
+            "--log-dir" => log_dir = Some(PathBuf::from(value()?)),
+            "-h" | "--help" => bail!("help"),
+            other => bail!("unknown argument {other:?}"),
+        }
+    }
+    if scenario.events == 0 || workers == 0 || cameras == 0 || max_concurrent == 0 {
+        bail!("--events, --workers, --cameras and --max-concurrent must be at least 1");
+    }
+    if !(scenario.rate > 0.0 && scenario.rate <= 20.0) {
+        bail!("--rate must be in (0, 20] events per second");
+    }
+    if scenario.min_duration_sec == 0 || scenario.min_duration_sec > scenario.max_duration_sec {
+        bail!("need 1 <= --min-duration <= --max-duration");
+    }
+    if scenario.plant == Some(Plant::DropOutbox) && !scenario.faults.contains(&FaultKind::NatsKill)
+    {
+        bail!("--plant drop-outbox needs the nats fault (it deletes a row while NATS is down)");
+    }
+    let mut opts = RunOptions::new(scenario, workers, cameras);
+    opts.max_concurrent_recordings = max_concurrent;
+    opts.drain_deadline = drain;
+    opts.log_dir = log_dir;
+    Ok(opts)
+}
+
+fn parse_faults(s: &str) -> anyhow::Result<Vec<FaultKind>> {
+    match s {
+        "all" => return Ok(FaultKind::ALL.to_vec()),
+        "none" => return Ok(Vec::new()),
+        _ => {}
+    }
+    s.split(',')
+        .map(|name| {
+            Ok(match name.trim() {
+                "worker" => FaultKind::WorkerKill,
+                "nats" => FaultKind::NatsKill,
+                "api" => FaultKind::ApiKill,
+                "s3" => FaultKind::S3Down,
+                "pg-restart" => FaultKind::PgRestart,
+                "pg-kill" => FaultKind::PgKill,
+                "camera" => FaultKind::CameraKill,
+                other => bail!("unknown fault {other:?}"),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,217 @@
+//! The seeded, bounded scenario: cameras are created through the API, then `MOTION` events are
+//! posted at a steady rate, each ended after a random duration, while the fault schedule runs.
+//!
+//! Only a `201` to `POST /events` makes an event *acknowledged*: that is the promise the checker
+//! holds the system to. The end of an event is retried (it is idempotent) while event-api is
+//! down, for a bounded time. Every loop is bounded in count and time.
+
+use crate::api::{Api, ApiError};
+use crate::cluster::{Cluster, ADMIN_USERNAME};
+use crate::faults::{self, FaultKind, FaultRecord};
+use crate::plant::{Plant, Planted};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use std::time::Duration;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use uuid::Uuid;
+
+/// The knobs of one run.
+#[derive(Clone, Debug)]
+pub struct ScenarioConfig {
+    pub events: usize,
+    /// Events per second.
+    pub rate: f64,
+    /// Shortest and longest event, in seconds.
+    pub min_duration_sec: u64,
+    pub max_duration_sec: u64,
+    pub seed: u64,
+    /// The fault kinds of the schedule (each at least once).
+    pub faults: Vec<FaultKind>,
+    pub plant: Option<Plant>,
+    /// How long the end of one event is retried while event-api is unreachable.
+    pub end_retry_for: Duration,
+}
+
+impl ScenarioConfig {
+    pub fn new(events: usize, rate: f64, seed: u64) -> Self {
+        Self {
+            events,
+            rate,
+            min_duration_sec: 3,
+            max_duration_sec: 12,
+            seed,
+            faults: FaultKind::ALL.to_vec(),
+            plant: None,
+            end_retry_for: Duration::from_secs(120),
+        }
+    }
+
+    /// How long the events take to post.
+    pub fn posting_time(&self) -> Duration {
+        Duration::from_secs_f64(self.events as f64 / self.rate.max(0.01))
+    }
+}
+
+/// One event the scenario posted.
+#[derive(Clone, Debug)]
+pub struct EventRecord {
+    pub index: usize,
+    pub camera_id: Uuid,
+    /// `None` when `POST /events` did not answer 201 (not acknowledged).
+    pub event_id: Option<Uuid>,
+    pub playback_id: Option<Uuid>,
+    /// The duration the scenario wanted.
+    pub planned: Duration,
+    /// From the 201 of the create to the 200 of the end: what the user asked to be recorded.
+    pub requested: Option<Duration>,
+    /// Whether `POST /events/:id/end` answered 200 (within the retry window).
+    pub end_acknowledged: bool,
+    /// Why the create was not acknowledged.
+    pub create_error: Option<String>,
+}
+
+/// Everything the checker needs to know about what the scenario did.
+#[derive(Clone, Debug)]
+pub struct Ledger {
+    pub events: Vec<EventRecord>,
+    pub faults: Vec<FaultRecord>,
+    pub planted: Vec<Planted>,
+    pub cameras: Vec<Uuid>,
+    pub elapsed: Duration,
+}
+
+impl Ledger {
+    /// The events that got a 201 with a playback.
+    pub fn acknowledged(&self) -> impl Iterator<Item = &EventRecord> {
+        self.events
+            .iter()
+            .filter(|e| e.event_id.is_some() && e.playback_id.is_some())
+    }
+}
+
+/// The scenario could not even begin.
+#[derive(Debug, thiserror::Error)]
+pub enum ScenarioError {
+    #[error("event-api: {0}")]
+    Api(#[from] ApiError),
+}
+
+/// Logs in, creates one API camera per fake camera, then runs the events and the fault
+/// schedule side by side until both are done.
+pub async fn run(cluster: &mut Cluster, config: &ScenarioConfig) -> Result<Ledger, ScenarioError> {
+    let api = Api::login(&cluster.api_url(), ADMIN_USERNAME, cluster.admin_password()).await?;
+    let mut cameras = Vec::new();
+    for (i, cam) in cluster.cameras.iter().enumerate() {
+        let channel = i32::try_from(i + 1).unwrap_or(i32::MAX);
+        cameras.push(
+            api.create_camera(&format!("lab camera {}", i + 1), &cam.url(), channel)
+                .await?,
+        );
+    }
+    let mut rng = StdRng::seed_from_u64(config.seed);
+    let schedule = faults::schedule(
+        config.posting_time(),
+        &config.faults,
+        cluster.workers.len(),
+        cluster.cameras.len(),
+        &mut rng,
+    );
+    let plan: Vec<(Uuid, Duration)> = (0..config.events)
+        .map(|i| {
+            let secs = rng.gen_range(config.min_duration_sec..=config.max_duration_sec);
+            (cameras[i % cameras.len()], Duration::from_secs(secs))
+        })
+        .collect();
+    let start = Instant::now();
+    let mut plant = config.plant.filter(|p| *p == Plant::DropOutbox);
+    let mut planted = Vec::new();
+    let injector = async {
+        let mut records = Vec::new();
+        for fault in &schedule {
+            tokio::time::sleep_until(start + fault.at).await;
+            let at = start.elapsed().as_secs_f64();
+            records.push(faults::inject(cluster, fault, at, &mut plant, &mut planted).await);
+        }
+        records
+    };
+    let (events, fault_records) = tokio::join!(post_events(&api, config, &plan, start), injector);
+    Ok(Ledger {
+        events,
+        faults: fault_records,
+        planted,
+        cameras,
+        elapsed: start.elapsed(),
+    })
+}
+
+/// Posts event `i` at `start + i / rate`, ends it after its duration; returns every record.
+async fn post_events(
+    api: &Api,
+    config: &ScenarioConfig,
+    plan: &[(Uuid, Duration)],
+    start: Instant,
+) -> Vec<EventRecord> {
+    let mut tasks = JoinSet::new();
+    for (index, (camera_id, planned)) in plan.iter().copied().enumerate() {
+        let due = start + Duration::from_secs_f64(index as f64 / config.rate.max(0.01));
+        tokio::time::sleep_until(due).await;
+        let api = api.clone();
+        let retry_for = config.end_retry_for;
+        tasks.spawn(async move { one_event(&api, index, camera_id, planned, retry_for).await });
+        if (index + 1) % 50 == 0 {
+            tracing::info!(posted = index + 1, of = plan.len(), "events");
+        }
+    }
+    let mut out: Vec<EventRecord> = tasks.join_all().await;
+    out.sort_by_key(|e| e.index);
+    out
+}
+
+async fn one_event(
+    api: &Api,
+    index: usize,
+    camera_id: Uuid,
+    planned: Duration,
+    retry_for: Duration,
+) -> EventRecord {
+    let mut record = EventRecord {
+        index,
+        camera_id,
+        event_id: None,
+        playback_id: None,
+        planned,
+        requested: None,
+        end_acknowledged: false,
+        create_error: None,
+    };
+    let created = match api.create_event(camera_id).await {
+        Ok(c) => c,
+        Err(e) => {
+            record.create_error = Some(e.to_string());
+            return record;
+        }
+    };
+    let acked_at = Instant::now();
+    record.event_id = Some(created.event.id);
+    record.playback_id = created.playback_id;
+    tokio::time::sleep(planned).await;
+    let deadline = Instant::now() + retry_for;
+    loop {
+        match api.end_event(created.event.id).await {
+            Ok(()) => {
+                record.end_acknowledged = true;
+                record.requested = Some(acked_at.elapsed());
+                return record;
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::debug!(event_id = %created.event.id, error = %e, "end not acknowledged yet");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => {
+                tracing::warn!(event_id = %created.event.id, error = %e, "end never acknowledged");
+                return record;
+            }
+        }
+    }
+}
