@@ -272,8 +272,11 @@ impl Recorder {
             return report.clone();
         }
         let status = self.child.wait().await;
-        for reader in &mut self.readers {
+        // A reader is dropped as soon as it finished or timed out, so a cancelled call never polls
+        // a completed JoinHandle again.
+        while let Some(reader) = self.readers.last_mut() {
             let _ = tokio::time::timeout(DRAIN, reader).await;
+            self.readers.pop();
         }
         let report = self.report_for(status);
         self.report = Some(report.clone());

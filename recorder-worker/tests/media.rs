@@ -168,9 +168,7 @@ async fn a_dead_camera_ends_the_run_within_the_io_timeout_and_the_part_finalizes
         Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
     wait_for_media(&rec, 2.5).await;
     cam.kill();
-    let report = tokio::time::timeout(IO_TIMEOUT + Duration::from_secs(10), rec.exited())
-        .await
-        .expect("ffmpeg exits by itself when the camera is gone");
+    let report = exited_while_interrupted(&mut rec, IO_TIMEOUT + Duration::from_secs(10)).await;
     assert!(!report.stopped_by_us, "{report:?}");
     assert_credential_free(&report, &cam);
 
@@ -180,6 +178,20 @@ async fn a_dead_camera_ends_the_run_within_the_io_timeout_and_the_part_finalizes
     let clip = finalize_and_probe(dir.path(), &[part, empty]).await;
     assert!(clip.duration_sec >= 1.5, "{clip:?}");
     assert_eq!(clip.audio_codec.as_deref(), Some("aac"));
+}
+
+/// Awaits `exited()` the way a supervisor's `select!` loop does: cancelled every few
+/// milliseconds by another branch, polled again, until it resolves.
+async fn exited_while_interrupted(rec: &mut Recorder, deadline: Duration) -> ExitReport {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        tokio::select! {
+            report = rec.exited() => return report,
+            _ = tokio::time::sleep(Duration::from_millis(3)) => {
+                assert!(tokio::time::Instant::now() < until, "ffmpeg did not exit in {deadline:?}");
+            }
+        }
+    }
 }
 
 #[tokio::test]
@@ -382,13 +394,7 @@ async fn a_camera_that_never_answers_is_stopped_by_sigint() {
 #[tokio::test]
 async fn a_child_that_ignores_q_and_sigint_is_killed_and_reaped() {
     let dir = tempfile::tempdir().unwrap();
-    let stubborn = dir.path().join("stubborn-ffmpeg");
-    std::fs::write(&stubborn, "#!/bin/sh\ntrap '' INT\nexec sleep 60\n").unwrap();
-    std::fs::set_permissions(
-        &stubborn,
-        std::os::unix::fs::PermissionsExt::from_mode(0o755),
-    )
-    .unwrap();
+    let stubborn = stubborn_ffmpeg(dir.path());
     let source = SourceInfo {
         video_codec: "h264".into(),
         audio_codec: None,
@@ -411,6 +417,85 @@ async fn a_child_that_ignores_q_and_sigint_is_killed_and_reaped() {
         !Path::new(&format!("/proc/{pid}")).exists(),
         "the child is reaped, not a zombie"
     );
+}
+
+fn stubborn_ffmpeg(dir: &Path) -> PathBuf {
+    let stubborn = dir.join("stubborn-ffmpeg");
+    std::fs::write(&stubborn, "#!/bin/sh\ntrap '' INT\nexec sleep 60\n").unwrap();
+    std::fs::set_permissions(
+        &stubborn,
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+    stubborn
+}
+
+/// The body of `ffmpeg_dies_with_its_worker`, run by it in a child process.
+#[tokio::test]
+#[ignore = "run by ffmpeg_dies_with_its_worker in a child process"]
+async fn worker_process_that_spawns_a_recorder() {
+    let dir = PathBuf::from(
+        std::env::var("MEDIA_TEST_WORKER_DIR").expect("run by ffmpeg_dies_with_its_worker"),
+    );
+    let source = SourceInfo {
+        video_codec: "h264".into(),
+        audio_codec: None,
+        width: 640,
+        height: 360,
+    };
+    let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
+    let rec = Recorder::spawn(
+        &stubborn_ffmpeg(&dir),
+        &plan(url, source, dir.join("p.mp4")),
+    )
+    .unwrap();
+    println!("CHILD {}", rec.pid().unwrap());
+    std::future::pending::<()>().await;
+}
+
+/// Whether `pid` still runs (a zombie waiting for its reaper does not).
+fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start());
+            !matches!(state.and_then(|s| s.chars().next()), Some('Z' | 'X'))
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn ffmpeg_dies_with_its_worker() {
+    use tokio::io::AsyncBufReadExt;
+    let dir = tempfile::tempdir().unwrap();
+    let mut worker = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "worker_process_that_spawns_a_recorder"])
+        .args(["--ignored", "--nocapture", "--test-threads", "1"])
+        .env("MEDIA_TEST_WORKER_DIR", dir.path())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(worker.stdout.take().unwrap()).lines();
+    let child = tokio::time::timeout(Duration::from_secs(20), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            // libtest prints "test <name> ... " on the same line first.
+            if let Some((_, pid)) = line.split_once("CHILD ") {
+                return pid.trim().parse::<u32>().unwrap();
+            }
+        }
+        panic!("the worker process printed no child pid");
+    })
+    .await
+    .unwrap();
+    assert!(is_running(child));
+    worker.kill().await.unwrap();
+    wait_until(
+        Duration::from_secs(5),
+        "the orphaned ffmpeg to die",
+        || async move { (!is_running(child)).then_some(()) },
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
