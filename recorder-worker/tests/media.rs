@@ -298,18 +298,24 @@ async fn uploads_to_s3_come_back_byte_identical_single_and_multipart() {
         assert_eq!(hex::encode(Sha256::digest(&stored)), expected_sha);
         assert!(stored == data, "{len} bytes differ after the round trip");
         assert!(path.exists(), "the uploader never deletes the local file");
+        let head = storage
+            .store()
+            .get_opts(
+                &key.path(),
+                GetOptions {
+                    head: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let content_type = head.attributes.get(&Attribute::ContentType);
+        assert_eq!(
+            content_type.map(|v| v.as_ref()),
+            Some("video/mp4"),
+            "{len} bytes"
+        );
         if len < part_size {
-            let head = storage
-                .store()
-                .get_opts(
-                    &key.path(),
-                    GetOptions {
-                        head: true,
-                        ..Default::default()
-                    },
-                )
-                .await
-                .unwrap();
             let sha = head.attributes.get(&Attribute::Metadata("sha256".into()));
             assert_eq!(sha.map(|v| v.as_ref()), Some(expected_sha.as_str()));
         }

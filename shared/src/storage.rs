@@ -13,7 +13,7 @@ use object_store::local::LocalFileSystem;
 use object_store::multipart::MultipartStore;
 use object_store::path::Path as ObjectPath;
 use object_store::signer::Signer;
-use object_store::ObjectStore;
+use object_store::{ClientOptions, ObjectStore};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -201,6 +201,14 @@ impl StorageConfig {
     }
 }
 
+/// Content types by key suffix, so that requests that carry no attributes (a multipart upload
+/// created through `MultipartStore`) still store `video/mp4` / `image/jpeg` and play in a browser.
+fn content_types() -> ClientOptions {
+    ClientOptions::new()
+        .with_content_type_for_suffix("mp4", "video/mp4")
+        .with_content_type_for_suffix("jpg", "image/jpeg")
+}
+
 /// An opened object store plus what it takes to give out URLs for its objects.
 #[derive(Clone)]
 pub struct Storage {
@@ -238,7 +246,8 @@ impl Storage {
                     .ok_or(StorageError::Config("R2_BUCKET_NAME"))?;
                 let mut b = AmazonS3Builder::new()
                     .with_bucket_name(bucket)
-                    .with_region(config.region.clone());
+                    .with_region(config.region.clone())
+                    .with_client_options(content_types());
                 if let Some(ep) = &config.endpoint {
                     b = b
                         .with_endpoint(ep.clone())
