@@ -1,0 +1,149 @@
+//! The bench's REST client of event-api: log in once, create cameras on a chosen site, create
+//! and end events, read one playback.
+
+use camrec_shared::rtsp::RtspUrl;
+use serde::Deserialize;
+use serde_json::json;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A call that did not succeed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("request failed: {0}")]
+    Http(#[from] reqwest::Error),
+    #[error("{what} answered {status}: {body}")]
+    Status {
+        what: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// A logged-in client.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub token: String,
+    http: reqwest::Client,
+}
+
+/// The answer to `POST /events`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CreatedEvent {
+    pub event: IdOnly,
+    pub playback_id: Option<Uuid>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct IdOnly {
+    pub id: Uuid,
+}
+
+/// The fields of `GET /playbacks/:id` the bench reads.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlaybackView {
+    pub recording_status: String,
+    pub progress: Option<ProgressView>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ProgressView {
+    pub frames: Option<u64>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Tokens {
+    access_token: String,
+}
+
+async fn ok(
+    what: impl Into<String>,
+    resp: reqwest::Response,
+) -> Result<reqwest::Response, ApiError> {
+    if resp.status().is_success() {
+        return Ok(resp);
+    }
+    let status = resp.status().as_u16();
+    let body = resp.text().await.unwrap_or_default();
+    Err(ApiError::Status {
+        what: what.into(),
+        status,
+        body: body.chars().take(300).collect(),
+    })
+}
+
+impl Api {
+    /// `POST /auth/login`.
+    pub async fn login(base: &str, username: &str, password: &str) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .tcp_nodelay(true)
+            .build()?;
+        let resp = http
+            .post(format!("{base}/auth/login"))
+            .json(&json!({ "username": username, "password": password }))
+            .send()
+            .await?;
+        let tokens: Tokens = ok("POST /auth/login", resp).await?.json().await?;
+        Ok(Self {
+            base: base.to_owned(),
+            token: tokens.access_token,
+            http,
+        })
+    }
+
+    /// `POST /cameras` on `site` with the camera's credentialed URL; returns its id.
+    pub async fn create_camera(
+        &self,
+        name: &str,
+        url: &RtspUrl,
+        site: &str,
+    ) -> Result<Uuid, ApiError> {
+        let body = json!({ "name": name, "rtspUrl": url.expose(), "site": site });
+        let resp = self.post("/cameras").json(&body).send().await?;
+        let cam: IdOnly = ok("POST /cameras", resp).await?.json().await?;
+        Ok(cam.id)
+    }
+
+    /// `POST /events` of `event_type`.
+    pub async fn create_event(
+        &self,
+        camera_id: Uuid,
+        event_type: &str,
+    ) -> Result<CreatedEvent, ApiError> {
+        let resp = self
+            .post("/events")
+            .json(&json!({ "cameraId": camera_id, "type": event_type }))
+            .send()
+            .await?;
+        Ok(ok("POST /events", resp).await?.json().await?)
+    }
+
+    /// `POST /events/:id/end`.
+    pub async fn end_event(&self, event_id: Uuid) -> Result<(), ApiError> {
+        let resp = self.post(&format!("/events/{event_id}/end")).send().await?;
+        ok("POST /events/:id/end", resp).await?;
+        Ok(())
+    }
+
+    /// `GET /playbacks/:id`.
+    pub async fn playback(&self, id: Uuid) -> Result<PlaybackView, ApiError> {
+        let resp = self
+            .http
+            .get(format!("{}/playbacks/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        Ok(ok("GET /playbacks/:id", resp).await?.json().await?)
+    }
+
+    fn post(&self, path: &str) -> reqwest::RequestBuilder {
+        self.http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+    }
+}

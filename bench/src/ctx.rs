@@ -1,0 +1,250 @@
+//! What every figure's measurement shares: the sizes of the run ([`Plan`]), the rig, a logged-in
+//! API client, NATS and database connections, the cameras as event-api knows them, and the
+//! helpers that wait for a playback's status messages.
+
+use crate::api::Api;
+use crate::rig::{Rig, ADMIN_USERNAME, IDLE_SITE, RECORDING_SITE};
+use anyhow::Context as _;
+use camrec_shared::messages::{Envelope, PlaybackStatus, StatusBody, StatusKind};
+use camrec_shared::rtsp::RtspUrl;
+use futures::StreamExt;
+use recorder_worker::ffmpeg::RecordPlan;
+use recorder_worker::probe::{probe_source, SourceInfo};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// The sizes of a run.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    pub quick: bool,
+    pub p1_concurrency: Vec<usize>,
+    pub p1_duration: Duration,
+    pub p2_backlog: usize,
+    pub p3_clips_sec: Vec<u64>,
+    /// Warm samples (the first, cold one comes on top).
+    pub p4_samples: usize,
+    pub p5_recordings: usize,
+    pub p5_cameras: usize,
+    pub p5_window: Duration,
+    pub p6_samples: usize,
+}
+
+impl Plan {
+    pub fn full() -> Self {
+        Self {
+            quick: false,
+            p1_concurrency: vec![1, 16, 64],
+            p1_duration: Duration::from_secs(10),
+            p2_backlog: 5000,
+            p3_clips_sec: vec![10, 60],
+            p4_samples: 5,
+            p5_recordings: 10,
+            p5_cameras: 5,
+            p5_window: Duration::from_secs(20),
+            p6_samples: 200,
+        }
+    }
+
+    /// A smoke: every figure once, tiny counts, a few seconds each.
+    pub fn quick() -> Self {
+        Self {
+            quick: true,
+            p1_concurrency: vec![1, 16, 64],
+            p1_duration: Duration::from_secs(1),
+            p2_backlog: 200,
+            p3_clips_sec: vec![2],
+            p4_samples: 1,
+            p5_recordings: 2,
+            p5_cameras: 1,
+            p5_window: Duration::from_secs(3),
+            p6_samples: 10,
+        }
+    }
+}
+
+/// A camera as event-api knows it.
+#[derive(Clone, Debug)]
+pub struct Camera {
+    pub id: Uuid,
+    pub url: RtspUrl,
+}
+
+/// The FFmpeg settings the worker uses by default (`RTSP_TIMEOUT_SEC`, `MAX_RECORDING_SEC`).
+pub const WORKER_IO_TIMEOUT: Duration = Duration::from_secs(10);
+pub const WORKER_MAX_DURATION: Duration = Duration::from_secs(3600);
+
+pub struct Ctx {
+    pub plan: Plan,
+    pub rig: Rig,
+    pub api: Api,
+    pub nats: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+    pub db: sqlx::PgPool,
+    /// Cameras on the worker's site, one per fake camera.
+    pub cameras: Vec<Camera>,
+    /// A camera on a site no worker serves (its URL points nowhere).
+    pub idle_camera: Camera,
+    pub scratch: tempfile::TempDir,
+}
+
+impl Ctx {
+    pub async fn new(plan: Plan, rig: Rig) -> anyhow::Result<Self> {
+        let api = Api::login(&rig.api_url, ADMIN_USERNAME, &rig.admin_password).await?;
+        let mut cameras = Vec::new();
+        for (i, cam) in rig.cameras.iter().enumerate() {
+            let url = cam.url();
+            let id = api
+                .create_camera(&format!("bench-cam-{i}"), &url, RECORDING_SITE)
+                .await?;
+            cameras.push(Camera { id, url });
+        }
+        let idle_url = RtspUrl::parse(
+            "rtsp://admin:bench-password@192.0.2.10:554/cam/realmonitor?channel=1&subtype=0",
+        )?;
+        let idle_camera = Camera {
+            id: api
+                .create_camera("bench-idle", &idle_url, IDLE_SITE)
+                .await?,
+            url: idle_url,
+        };
+        let nats = async_nats::connect(rig.nats.url()).await?;
+        let js = async_nats::jetstream::new(nats.clone());
+        let db = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(2)
+            .connect(&rig.database_url())
+            .await?;
+        Ok(Self {
+            plan,
+            rig,
+            api,
+            nats,
+            js,
+            db,
+            cameras,
+            idle_camera,
+            scratch: tempfile::Builder::new()
+                .prefix("camrec-bench-work-")
+                .tempdir()?,
+        })
+    }
+
+    pub fn ffmpeg(&self) -> &Path {
+        Path::new("ffmpeg")
+    }
+
+    pub fn ffprobe(&self) -> &Path {
+        Path::new("ffprobe")
+    }
+
+    /// A fresh file name in the scratch directory.
+    pub fn scratch_file(&self, name: &str) -> PathBuf {
+        self.scratch
+            .path()
+            .join(format!("{}-{name}", Uuid::new_v4().simple()))
+    }
+
+    /// The worker's recording plan for `camera`, written to a scratch file (the baselines' argv).
+    pub async fn worker_plan(&self, camera: &Camera) -> anyhow::Result<RecordPlan> {
+        let source: SourceInfo = probe_source(self.ffprobe(), &camera.url, WORKER_IO_TIMEOUT)
+            .await
+            .context("probing the camera")?;
+        Ok(RecordPlan {
+            input: camera.url.clone(),
+            output: self.scratch_file("part-000.mp4"),
+            io_timeout: WORKER_IO_TIMEOUT,
+            source,
+            max_duration: Some(WORKER_MAX_DURATION),
+        })
+    }
+
+    /// Subscribes (core NATS) to every status of the worker's site.
+    pub async fn statuses(&self) -> anyhow::Result<async_nats::Subscriber> {
+        let sub = self
+            .nats
+            .subscribe(format!("playback.*.{RECORDING_SITE}.>"))
+            .await?;
+        // The subscription is registered once the server answered a round trip.
+        self.nats.flush().await?;
+        Ok(sub)
+    }
+}
+
+/// A status message: the envelope of the messaging contract, or a bare status.
+pub fn decode_status(payload: &[u8]) -> Option<PlaybackStatus> {
+    Envelope::<PlaybackStatus>::from_slice(payload)
+        .map(|e| e.payload)
+        .ok()
+        .or_else(|| serde_json::from_slice(payload).ok())
+}
+
+/// Reads `sub` until a status of `playback` has kind `want`; returns it and when it arrived. A
+/// `failed` status of that playback ends the wait with its code and message.
+pub async fn wait_status(
+    sub: &mut async_nats::Subscriber,
+    playback: Uuid,
+    want: StatusKind,
+    timeout: Duration,
+) -> anyhow::Result<(PlaybackStatus, Instant)> {
+    let wait = async {
+        while let Some(msg) = sub.next().await {
+            let at = Instant::now();
+            let Some(status) = decode_status(&msg.payload) else {
+                continue;
+            };
+            if status.playback_id.0 != playback {
+                continue;
+            }
+            if let StatusBody::Failed { code, message } = &status.body {
+                anyhow::bail!("playback {playback} failed: {} ({message})", code.as_str());
+            }
+            if status.body.kind() == want {
+                return Ok((status, at));
+            }
+        }
+        anyhow::bail!("the status subscription ended")
+    };
+    tokio::time::timeout(timeout, wait).await.with_context(|| {
+        format!(
+            "no `{}` status for playback {playback} within {timeout:?}",
+            want.as_token()
+        )
+    })?
+}
+
+/// Reads `sub` until every playback of `playbacks` has sent a status of kind `want`.
+pub async fn wait_all(
+    sub: &mut async_nats::Subscriber,
+    playbacks: &[Uuid],
+    want: StatusKind,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let mut missing: std::collections::HashSet<Uuid> = playbacks.iter().copied().collect();
+    let wait = async {
+        while !missing.is_empty() {
+            let Some(msg) = sub.next().await else {
+                anyhow::bail!("the status subscription ended");
+            };
+            let Some(status) = decode_status(&msg.payload) else {
+                continue;
+            };
+            let id = status.playback_id.0;
+            if !missing.contains(&id) {
+                continue;
+            }
+            if let StatusBody::Failed { code, message } = &status.body {
+                anyhow::bail!("playback {id} failed: {} ({message})", code.as_str());
+            }
+            if status.body.kind() == want {
+                missing.remove(&id);
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, wait).await.with_context(|| {
+        format!(
+            "not every playback sent `{}` within {timeout:?}",
+            want.as_token()
+        )
+    })?
+}

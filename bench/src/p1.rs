@@ -1,0 +1,133 @@
+//! P1: `POST /events` throughput and latency at several concurrencies, for a type that records
+//! (MOTION: event + playback + outbox row + notify) and one that does not (ERROR: the event
+//! only), against pgbench running the same transaction against the same database.
+
+use crate::ctx::Ctx;
+use crate::load::{self, LoadRun, Target};
+use crate::pgbench;
+use crate::report::{fmt_secs, Cell, Goal, Row, Unit};
+use crate::rig::IDLE_SITE;
+use crate::stats::Latencies;
+use camrec_shared::messages::{Envelope, EventCreated, EventType, RecordingLimits};
+use camrec_shared::subjects::{event_subject, EventKind, Site};
+use camrec_shared::{CameraId, EventId, PlaybackId};
+
+/// An `event.created` envelope for the idle camera, the size event-api writes.
+fn created_payload(ctx: &Ctx) -> anyhow::Result<(String, Vec<u8>)> {
+    let site = Site::new(IDLE_SITE)?;
+    let camera_id = CameraId(ctx.idle_camera.id);
+    let env = Envelope::new(
+        chrono::Utc::now(),
+        EventCreated {
+            event_id: EventId::new(),
+            playback_id: PlaybackId::new(),
+            camera_id,
+            camera_name: "bench-idle".into(),
+            site: site.clone(),
+            event_type: EventType::Motion,
+            rtsp_url: ctx.idle_camera.url.clone(),
+            limits: RecordingLimits {
+                max_duration_sec: 3600,
+                pre_roll_sec: 0,
+                post_roll_sec: 0,
+            },
+        },
+    );
+    Ok((
+        event_subject(EventKind::Created, &site, camera_id),
+        env.to_bytes(),
+    ))
+}
+
+fn pgbench_run(ctx: &Ctx, clients: usize) -> anyhow::Result<pgbench::Run> {
+    let url = url::Url::parse(&ctx.rig.database_url())?;
+    Ok(pgbench::Run {
+        pgbench: "pgbench".into(),
+        host: url.host_str().unwrap_or("127.0.0.1").to_owned(),
+        port: url.port().unwrap_or(5432),
+        user: url.username().to_owned(),
+        database: url.path().trim_start_matches('/').to_owned(),
+        camera_id: ctx.idle_camera.id,
+        clients,
+        duration: ctx.plan.p1_duration,
+    })
+}
+
+fn latency_detail(l: &Latencies) -> String {
+    format!(
+        "p50 {}, p99 {}",
+        fmt_secs(l.p50().as_secs_f64()),
+        fmt_secs(l.p99().as_secs_f64())
+    )
+}
+
+fn api_cell(run: &LoadRun) -> anyhow::Result<Cell> {
+    if run.ok == 0 {
+        anyhow::bail!(
+            "no request succeeded: {}",
+            run.first_error.as_deref().unwrap_or("no answer")
+        );
+    }
+    let mut detail = latency_detail(&run.latencies);
+    if run.failed > 0 {
+        detail.push_str(&format!(
+            ", {} failed: {}",
+            run.failed,
+            run.first_error.as_deref().unwrap_or("?")
+        ));
+    }
+    Ok(Cell::new(run.throughput(), Unit::PerSec).with_detail(detail))
+}
+
+async fn one(
+    ctx: &Ctx,
+    client: &reqwest::Client,
+    event_type: &str,
+    c: usize,
+) -> anyhow::Result<Row> {
+    let target = Target {
+        url: format!("{}/events", ctx.api.base),
+        bearer: ctx.api.token.clone(),
+        body: serde_json::to_vec(&serde_json::json!({
+            "cameraId": ctx.idle_camera.id, "type": event_type
+        }))?
+        .into(),
+        expect: reqwest::StatusCode::CREATED,
+    };
+    let run = load::run(client, &target, c, ctx.plan.p1_duration).await;
+    let camrec = api_cell(&run)?;
+    let created = created_payload(ctx)?;
+    let recording = (event_type == "MOTION").then_some((created.0.as_str(), created.1.as_slice()));
+    let script = pgbench::script(event_type, recording);
+    let base = pgbench::run(&pgbench_run(ctx, c)?, &script).await?;
+    let baseline = Cell::new(base.tps, Unit::PerSec).with_detail(latency_detail(&base.latencies));
+    Ok(Row::new(
+        "P1",
+        format!(
+            "POST /events {event_type} (records: {}), C={c}",
+            event_type == "MOTION"
+        ),
+        camrec,
+        Goal::AtLeast(0.5),
+    )
+    .against(baseline))
+}
+
+/// One row per (type, concurrency).
+pub async fn run(ctx: &Ctx) -> Vec<Row> {
+    let mut rows = Vec::new();
+    let max_c = ctx.plan.p1_concurrency.iter().copied().max().unwrap_or(1);
+    let client = load::client(max_c);
+    for event_type in ["MOTION", "ERROR"] {
+        for &c in &ctx.plan.p1_concurrency {
+            let what = format!("POST /events {event_type}, C={c}");
+            tracing::info!("P1: {what}");
+            rows.push(
+                one(ctx, &client, event_type, c)
+                    .await
+                    .unwrap_or_else(|e| Row::error("P1", &what, &e)),
+            );
+        }
+    }
+    rows
+}

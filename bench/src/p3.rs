@@ -1,0 +1,109 @@
+//! P3: from `POST /events/:id/end` to the `playback.completed` message for clips of a given
+//! length, against ffprobe plus a plain object_store upload of the same final file to the same
+//! S3 server. The time until `GET /playbacks/:id` shows `COMPLETED` is printed beside it.
+
+use crate::baseline::probe_and_upload;
+use crate::ctx::{wait_status, Ctx};
+use crate::report::{fmt_secs, Cell, Goal, Row, Unit};
+use camrec_shared::messages::{StatusBody, StatusKind};
+use object_store::path::Path as ObjectPath;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Polls `GET /playbacks/:id` every 20 ms until it shows `COMPLETED`.
+async fn api_completed(ctx: &Ctx, playback: Uuid) -> anyhow::Result<Instant> {
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "COMPLETED through the API",
+        || async {
+            ctx.api
+                .playback(playback)
+                .await
+                .ok()
+                .filter(|p| p.recording_status == "COMPLETED")
+                .map(|_| Instant::now())
+        },
+    )
+    .await
+}
+
+/// Records `secs` seconds on camera 0, ends the event; returns (end → completed, end → visible
+/// through the API, the object's key).
+async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration, String)> {
+    let camera = &ctx.cameras[0];
+    let mut sub = ctx.statuses().await?;
+    let created = ctx.api.create_event(camera.id, "MOTION").await?;
+    let playback = created
+        .playback_id
+        .ok_or_else(|| anyhow::anyhow!("MOTION did not create a playback"))?;
+    wait_status(
+        &mut sub,
+        playback,
+        StatusKind::Recording,
+        Duration::from_secs(60),
+    )
+    .await?;
+    // The clip's length is the workload, not a synchronisation.
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let ended = Instant::now();
+    ctx.api.end_event(created.event.id).await?;
+    let (done, at) = wait_status(
+        &mut sub,
+        playback,
+        StatusKind::Completed,
+        Duration::from_secs(300),
+    )
+    .await?;
+    let visible = api_completed(ctx, playback).await?;
+    let StatusBody::Completed(clip) = done.body else {
+        anyhow::bail!("a completed status without its clip");
+    };
+    Ok((at - ended, visible - ended, clip.object_key))
+}
+
+async fn one(ctx: &Ctx, secs: u64) -> anyhow::Result<Row> {
+    let (took, visible, key) = camrec_clip(ctx, secs).await?;
+    let stored = ctx
+        .rig
+        .s3
+        .object_path(&key)
+        .ok_or_else(|| anyhow::anyhow!("the S3 server does not hold {key}"))?;
+    let file = ctx.scratch_file("clip.mp4");
+    tokio::fs::copy(&stored, &file).await?;
+    let size_mib = tokio::fs::metadata(&file).await?.len() as f64 / (1024.0 * 1024.0);
+    let storage = ctx.rig.s3.storage()?;
+    let target = ObjectPath::from(format!("bench/{}/video.mp4", Uuid::new_v4()));
+    let base = probe_and_upload(ctx.ffprobe(), &file, storage.store(), &target).await?;
+    let goal = if secs >= 60 {
+        Goal::AtMostAndUnder {
+            ratio: 1.2,
+            secs: 1.0,
+        }
+    } else {
+        Goal::AtMost(1.2)
+    };
+    Ok(Row::new(
+        "P3",
+        format!("event.ended → COMPLETED, {secs} s clip ({size_mib:.1} MiB)"),
+        Cell::new(took.as_secs_f64(), Unit::Seconds).with_detail(format!(
+            "{} until the API shows it",
+            fmt_secs(visible.as_secs_f64())
+        )),
+        goal,
+    )
+    .against(Cell::new(base.as_secs_f64(), Unit::Seconds)))
+}
+
+pub async fn run(ctx: &Ctx) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for &secs in &ctx.plan.p3_clips_sec {
+        let what = format!("event.ended → COMPLETED, {secs} s clip");
+        tracing::info!("P3: {what}");
+        rows.push(
+            one(ctx, secs)
+                .await
+                .unwrap_or_else(|e| Row::error("P3", &what, &e)),
+        );
+    }
+    rows
+}
