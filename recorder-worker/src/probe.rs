@@ -122,8 +122,14 @@ fn parse_duration(s: Option<&str>) -> Option<f64> {
         .filter(|d| d.is_finite() && *d >= 0.0)
 }
 
-/// Asks the camera what it serves. Fails with [`MediaError::Unreachable`] when ffprobe cannot
-/// open the stream and [`MediaError::Timeout`] when it does not answer within `timeout`.
+/// How much longer than its I/O timeout ffprobe may take in all: it reads the stream until it
+/// has seen every codec's parameters, which takes up to one keyframe interval.
+pub const SOURCE_PROBE_MARGIN: Duration = Duration::from_secs(10);
+
+/// Asks the camera what it serves, with `timeout` as the socket I/O timeout. Fails with
+/// [`MediaError::Unreachable`] when ffprobe cannot open the stream (refused, wrong credential,
+/// silent for `timeout`) and [`MediaError::Timeout`] when it takes longer than
+/// `timeout + SOURCE_PROBE_MARGIN` in all.
 pub async fn probe_source(
     ffprobe: &Path,
     url: &RtspUrl,
@@ -136,7 +142,8 @@ pub async fn probe_source(
         .args(["-protocol_whitelist", RTSP_PROTOCOLS])
         .args(["-print_format", "json", "-show_streams", "-i"])
         .arg(url.expose());
-    let (ok, stdout, stderr) = run_with_deadline(cmd, "ffprobe", timeout).await?;
+    let deadline = timeout + SOURCE_PROBE_MARGIN;
+    let (ok, stdout, stderr) = run_with_deadline(cmd, "ffprobe", deadline).await?;
     if !ok {
         return Err(MediaError::Unreachable(last_line(&stderr)));
     }

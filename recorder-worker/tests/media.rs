@@ -520,3 +520,56 @@ async fn a_missing_ffmpeg_is_a_spawn_error() {
     .unwrap_err();
     assert!(matches!(err, MediaError::Spawn { .. }), "{err:?}");
 }
+
+#[tokio::test]
+async fn a_silent_camera_fails_the_probe_within_its_io_timeout() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let held = tokio::spawn(async move {
+        let mut open = Vec::new();
+        while let Ok((conn, _)) = silent.accept().await {
+            open.push(conn);
+        }
+    });
+    let url = RtspUrl::parse(&format!("rtsp://admin:pw-quiet@127.0.0.1:{port}/cam")).unwrap();
+    let started = std::time::Instant::now();
+    let err = probe_source(Path::new(FFPROBE), &url, Duration::from_secs(2))
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, MediaError::Unreachable(_)), "{err:?}");
+    assert!(!err.to_string().contains("pw-quiet"), "{err}");
+    held.abort();
+}
+
+#[tokio::test]
+async fn an_upload_rides_out_a_short_outage_by_retrying() {
+    let mut s3 = S3Server::start().await.unwrap();
+    let storage = s3.storage().unwrap();
+    let part_size = 5 * 1024 * 1024;
+    let uploader = Uploader::new(
+        storage.clone(),
+        UploadOptions {
+            part_size,
+            part_retries: 20,
+            retry_backoff: Duration::from_millis(200),
+            request_timeout: Duration::from_millis(700),
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let (path, data) = test_file(dir.path(), part_size + 1000);
+    let key = ObjectKey::Video(PlaybackId::new());
+    s3.stop();
+    let upload = uploader.upload_file(&key, &path);
+    let outage = async {
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        s3.restart().await.unwrap();
+    };
+    let (receipt, ()) = tokio::join!(upload, outage);
+    assert_eq!(receipt.unwrap().size_bytes, data.len() as u64);
+    assert!(download(&storage, &key).await == data);
+}
