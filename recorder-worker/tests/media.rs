@@ -129,6 +129,38 @@ async fn h265_is_copied() {
 }
 
 #[tokio::test]
+async fn h264_with_g711_mulaw_gets_aac_audio() {
+    let profile = CameraProfile {
+        audio: testkit::AudioCodec::Pcmu,
+        ..CameraProfile::default()
+    };
+    record_four_seconds(profile, "h264", Some("aac")).await;
+}
+
+#[tokio::test]
+async fn two_parts_of_one_recording_finalize_into_one_clip() {
+    let cam = FakeCamera::start(CameraProfile::default()).await.unwrap();
+    let source = source_of(&cam).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut parts = Vec::new();
+    for n in 1..=2 {
+        let part = dir.path().join(format!("part-000{n}.mp4"));
+        let rec = Recorder::spawn(
+            Path::new(FFMPEG),
+            &plan(cam.url(), source.clone(), part.clone()),
+        )
+        .unwrap();
+        wait_for_media(&rec, 2.5).await;
+        assert!(rec.stop(GRACE).await.clean);
+        parts.push(part);
+    }
+    let clip = finalize_and_probe(dir.path(), &parts).await;
+    assert!((clip.duration_sec - 5.0).abs() <= 1.5, "{clip:?}");
+    assert_eq!(clip.audio_codec.as_deref(), Some("aac"));
+    assert!(clip.moov_before_mdat);
+}
+
+#[tokio::test]
 async fn a_sigkilled_recorder_leaves_a_part_that_finalizes() {
     let cam = FakeCamera::start(CameraProfile::h264_silent())
         .await
