@@ -1,12 +1,13 @@
 //! Status messages on `PLAYBACKS`: one [`Reporter`] per playback owns its sequence number and
-//! publishes each status with `Nats-Msg-Id` = `<playback_id>:<seq>`, waiting for the stream's ack
+//! publishes each status (an `Envelope<PlaybackStatus>`) with `Nats-Msg-Id` = `<playback_id>:<seq>`, waiting for the stream's ack
 //! and retrying until it arrives (a status that never reaches the stream would leave the playback
 //! stuck), for at most [`PUBLISH_RETRY_FOR`].
 
 use async_nats::jetstream::{self, context::Publish};
-use camrec_shared::messages::{PlaybackStatus, StatusBody};
+use camrec_shared::messages::{Envelope, PlaybackStatus, StatusBody};
 use camrec_shared::subjects::{playback_subject, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
+use chrono::Utc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::time::Instant;
 
@@ -80,31 +81,33 @@ impl Reporter {
         };
         let kind = msg.body.kind();
         let subject = playback_subject(kind, &self.subject.site, self.subject.camera_id);
-        let payload = serde_json::to_vec(&msg).unwrap_or_default();
+        let msg_id = msg.msg_id();
+        let seq = msg.seq;
+        let payload = Envelope::new(Utc::now(), msg).to_bytes();
         let deadline = Instant::now() + PUBLISH_RETRY_FOR;
         let mut backoff = Duration::from_millis(200);
         loop {
             let publish = Publish::build()
                 .payload(payload.clone().into())
-                .message_id(msg.msg_id());
+                .message_id(&msg_id);
             let result = match self.js.send_publish(subject.clone(), publish).await {
                 Ok(ack) => ack.await.map(|_| ()).map_err(|e| e.to_string()),
                 Err(e) => Err(e.to_string()),
             };
             match result {
                 Ok(()) => {
-                    tracing::debug!(playback_id = %msg.playback_id, seq = msg.seq, status = kind.as_token(), "status published");
-                    return Ok(msg.seq);
+                    tracing::debug!(playback_id = %self.subject.playback_id, seq, status = kind.as_token(), "status published");
+                    return Ok(seq);
                 }
                 Err(reason) if Instant::now() + backoff > deadline => {
                     return Err(PublishError {
-                        playback_id: msg.playback_id,
+                        playback_id: self.subject.playback_id,
                         kind: kind.as_token(),
                         reason,
                     });
                 }
                 Err(reason) => {
-                    tracing::warn!(playback_id = %msg.playback_id, status = kind.as_token(), %reason, "status publish failed, retrying");
+                    tracing::warn!(playback_id = %self.subject.playback_id, status = kind.as_token(), %reason, "status publish failed, retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

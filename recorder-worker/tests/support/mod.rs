@@ -118,7 +118,10 @@ impl Env {
         let collector = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 let raw = String::from_utf8_lossy(&msg.payload).into_owned();
-                if let Ok(status) = serde_json::from_slice::<PlaybackStatus>(&msg.payload) {
+                if let Ok(Envelope {
+                    payload: status, ..
+                }) = Envelope::<PlaybackStatus>::from_slice(&msg.payload)
+                {
                     sink.0.lock().unwrap().push(Seen {
                         at: Instant::now(),
                         raw,

@@ -1,0 +1,274 @@
+//! The issue-3 acceptance path through both services, in-process: event-api (`serve` on port 0
+//! with a fresh database) and a worker, against one nats-server, a fake RTSP camera and storage
+//! in `local` mode (served by event-api at `/media/<key>`) or `s3` mode (s3s-fs, signed URLs).
+//! POST a camera and a MOTION event, wait for RECORDING, record N seconds, end the event, wait
+//! for COMPLETED, download `videoUrl` and ffprobe it.
+
+use anyhow::Context as _;
+use reqwest::StatusCode;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use testkit::{CameraProfile, FakeCamera, NatsServer, S3Server, TestDb};
+use tokio_util::sync::CancellationToken;
+
+const ADMIN: &str = "admin";
+const ADMIN_PASSWORD: &str = "e2e-admin-password";
+const N: f64 = 5.0;
+
+enum Mode {
+    Local,
+    S3(S3Server),
+}
+
+struct System {
+    base: String,
+    http: reqwest::Client,
+    token: String,
+    record_dir: tempfile::TempDir,
+    api: (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), event_api::Error>>,
+    ),
+    worker: (
+        CancellationToken,
+        tokio::task::JoinHandle<Result<(), recorder_worker::Error>>,
+    ),
+    _media: tempfile::TempDir,
+    _mode: Mode,
+    _nats: NatsServer,
+    _db: TestDb,
+}
+
+impl System {
+    async fn start(mode: Mode) -> anyhow::Result<Self> {
+        camrec_shared::telemetry::init("warn,recorder_worker=info");
+        let db = TestDb::create().await?;
+        let nats = NatsServer::start().await?;
+        let media = tempfile::tempdir()?;
+        let record_dir = tempfile::tempdir()?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+
+        let mut storage: HashMap<String, String> = match &mode {
+            Mode::Local => HashMap::from([
+                ("STORAGE_MODE".to_owned(), "local".to_owned()),
+                (
+                    "LOCAL_STORAGE_DIR".to_owned(),
+                    media.path().display().to_string(),
+                ),
+            ]),
+            Mode::S3(s3) => s3.storage_env().into_iter().collect(),
+        };
+        storage.insert("MEDIA_BASE_URL".into(), base.clone());
+
+        let mut api_env = storage.clone();
+        for (k, v) in [
+            ("DATABASE_URL", db.url().to_owned()),
+            ("NATS_URL", nats.url()),
+            ("JWT_SECRET", "e2e-secret-0123456789abcdef".to_owned()),
+            ("ADMIN_USERNAME", ADMIN.to_owned()),
+            ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
+        ] {
+            api_env.insert(k.to_owned(), v);
+        }
+        let api_config = event_api::Config::from_lookup(|k| api_env.get(k).cloned())?;
+        let api_token = CancellationToken::new();
+        let api = tokio::spawn(event_api::serve(api_config, listener, api_token.clone()));
+
+        let mut worker_env = storage;
+        for (k, v) in [
+            ("NATS_URL", nats.url()),
+            ("WORKER_ID", "e2e-worker".to_owned()),
+            ("RECORD_DIR", record_dir.path().display().to_string()),
+            ("PROGRESS_INTERVAL_SEC", "1".to_owned()),
+            ("RTSP_TIMEOUT_SEC", "5".to_owned()),
+        ] {
+            worker_env.insert(k.to_owned(), v);
+        }
+        let worker_config = recorder_worker::Config::from_lookup(|k| worker_env.get(k).cloned())?;
+        let worker_token = CancellationToken::new();
+        let worker = tokio::spawn(recorder_worker::run(worker_config, worker_token.clone()));
+
+        let http = reqwest::Client::new();
+        let login = format!("{base}/auth/login");
+        let token = testkit::wait_until(Duration::from_secs(30), "event-api login", || {
+            let http = http.clone();
+            let login = login.clone();
+            async move {
+                let resp = http
+                    .post(login)
+                    .json(&json!({"username": ADMIN, "password": ADMIN_PASSWORD}))
+                    .send()
+                    .await
+                    .ok()?;
+                let v: Value = resp.json().await.ok()?;
+                v["accessToken"].as_str().map(str::to_owned)
+            }
+        })
+        .await?;
+        Ok(Self {
+            base,
+            http,
+            token,
+            record_dir,
+            api: (api_token, api),
+            worker: (worker_token, worker),
+            _media: media,
+            _mode: mode,
+            _nats: nats,
+            _db: db,
+        })
+    }
+
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<(StatusCode, Value)> {
+        let resp = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .json(&body)
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<(StatusCode, Value)> {
+        let resp = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let status = resp.status();
+        Ok((status, resp.json().await.unwrap_or(Value::Null)))
+    }
+
+    /// Waits until the playback's `recordingStatus` is `status`; returns the playback.
+    async fn wait_status(
+        &self,
+        id: &str,
+        status: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Value> {
+        let what = format!("playback {id} {status}");
+        testkit::wait_until(timeout, &what, || async move {
+            let (_, body) = self.get(&format!("/playbacks/{id}")).await.ok()?;
+            let now = body["recordingStatus"].as_str()?;
+            assert!(
+                now != "FAILED" || status == "FAILED",
+                "playback failed: {body}"
+            );
+            (now == status).then_some(body)
+        })
+        .await
+    }
+
+    async fn download(&self, url: &str, to: &Path) -> anyhow::Result<Vec<u8>> {
+        let resp = self.http.get(url).send().await?;
+        anyhow::ensure!(resp.status().is_success(), "GET {url}: {}", resp.status());
+        let bytes = resp.bytes().await?.to_vec();
+        tokio::fs::write(to, &bytes).await?;
+        Ok(bytes)
+    }
+
+    async fn stop(self) -> anyhow::Result<()> {
+        self.worker.0.cancel();
+        tokio::time::timeout(Duration::from_secs(60), self.worker.1)
+            .await
+            .context("worker stops")???;
+        self.api.0.cancel();
+        tokio::time::timeout(Duration::from_secs(30), self.api.1)
+            .await
+            .context("event-api stops")???;
+        Ok(())
+    }
+}
+
+/// Runs the whole path for one camera and checks the clip; returns the completed playback.
+async fn record_one(sys: &System, camera: &FakeCamera) -> anyhow::Result<Value> {
+    let (status, cam) = sys
+        .post(
+            "/cameras",
+            json!({"name": "e2e gate", "rtspUrl": camera.url().expose(), "channel": 1}),
+        )
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{cam}");
+    assert!(!cam.to_string().contains(&camera.password), "{cam}");
+    let cam_id = cam["id"].as_str().context("camera id")?;
+
+    let (status, ev) = sys
+        .post("/events", json!({"cameraId": cam_id, "type": "MOTION"}))
+        .await?;
+    assert_eq!(status, StatusCode::CREATED, "{ev}");
+    let event_id = ev["event"]["id"].as_str().context("event id")?.to_owned();
+    let playback_id = ev["playbackId"].as_str().context("playback id")?.to_owned();
+
+    let recording = sys
+        .wait_status(&playback_id, "RECORDING", Duration::from_secs(40))
+        .await?;
+    let started_at: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(recording["startedAt"].clone()).context("startedAt")?;
+    let elapsed = (chrono::Utc::now() - started_at).num_milliseconds() as f64 / 1000.0;
+    tokio::time::sleep(Duration::from_secs_f64((N - elapsed).max(0.0))).await;
+    let (status, end) = sys
+        .post(&format!("/events/{event_id}/end"), json!({}))
+        .await?;
+    assert_eq!(status, StatusCode::OK, "{end}");
+
+    let done = sys
+        .wait_status(&playback_id, "COMPLETED", Duration::from_secs(90))
+        .await?;
+    assert!(!done.to_string().contains(&camera.password), "{done}");
+    let tmp = tempfile::tempdir()?;
+    let video = tmp.path().join("video.mp4");
+    let video_url = done["videoUrl"].as_str().context("videoUrl")?;
+    sys.download(video_url, &video).await?;
+    let info = recorder_worker::probe::probe_file(Path::new("ffprobe"), &video).await?;
+    assert!(
+        (info.duration_sec - N).abs() <= 1.5,
+        "duration {}",
+        info.duration_sec
+    );
+    assert_eq!((info.width, info.height), (640, 360));
+    assert_eq!(info.audio_codec.as_deref(), Some("aac"));
+    assert!(info.moov_before_mdat, "moov is not at the front");
+    assert_eq!(done["fileSizeBytes"].as_u64(), Some(info.size_bytes));
+
+    let thumb_url = done["thumbnailUrl"].as_str().context("thumbnailUrl")?;
+    let thumb = sys
+        .download(thumb_url, &tmp.path().join("thumb.jpg"))
+        .await?;
+    assert!(thumb.starts_with(&[0xFF, 0xD8]), "not a JPEG");
+
+    let local: PathBuf = sys.record_dir.path().join(&playback_id);
+    assert!(!local.exists(), "the local recording was not removed");
+    Ok(done)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_motion_event_becomes_a_playable_clip_in_local_storage() -> anyhow::Result<()> {
+    let sys = System::start(Mode::Local).await?;
+    let camera = FakeCamera::start(CameraProfile::default()).await?;
+    let done = record_one(&sys, &camera).await?;
+    assert_eq!(done["codec"], "h264");
+    assert!(done["videoUrl"]
+        .as_str()
+        .is_some_and(|u| u.starts_with(&sys.base) && u.contains("/media/")));
+    sys.stop().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_g711_camera_becomes_an_aac_clip_in_s3() -> anyhow::Result<()> {
+    let s3 = S3Server::start().await?;
+    let endpoint = s3.endpoint();
+    let sys = System::start(Mode::S3(s3)).await?;
+    let camera = FakeCamera::start(CameraProfile::h264_g711()).await?;
+    let done = record_one(&sys, &camera).await?;
+    assert_eq!(done["codec"], "h264");
+    assert!(done["videoUrl"]
+        .as_str()
+        .is_some_and(|u| u.starts_with(&endpoint)));
+    sys.stop().await
+}
