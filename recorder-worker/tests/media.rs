@@ -161,6 +161,26 @@ async fn two_parts_of_one_recording_finalize_into_one_clip() {
 }
 
 #[tokio::test]
+async fn an_ffmpeg_deaf_to_q_is_stopped_by_sigint_and_exits_clean_with_255() {
+    let cam = FakeCamera::start(CameraProfile::h264_silent())
+        .await
+        .unwrap();
+    let source = source_of(&cam).await;
+    let dir = tempfile::tempdir().unwrap();
+    let deaf = dir.path().join("ffmpeg-nostdin");
+    std::fs::write(&deaf, "#!/bin/sh\nexec ffmpeg -nostdin \"$@\"\n").unwrap();
+    std::fs::set_permissions(&deaf, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let part = dir.path().join("part-0001.mp4");
+    let rec = Recorder::spawn(&deaf, &plan(cam.url(), source, part.clone())).unwrap();
+    wait_for_media(&rec, 3.0).await;
+    let report = rec.stop(Duration::from_secs(1)).await;
+    assert_eq!(report.code, Some(255), "{report:?}");
+    assert!(report.clean && report.stopped_by_us, "{report:?}");
+    let clip = finalize_and_probe(dir.path(), &[part]).await;
+    assert!(clip.duration_sec >= 2.0, "{clip:?}");
+}
+
+#[tokio::test]
 async fn a_sigkilled_recorder_leaves_a_part_that_finalizes() {
     let cam = FakeCamera::start(CameraProfile::h264_silent())
         .await
