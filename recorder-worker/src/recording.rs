@@ -519,7 +519,8 @@ impl Job {
         Ok(Recorded {
             started_at,
             ended_at,
-            partial: restarts > 0,
+            // A shutdown cuts the recording short of its event, as a restart leaves a gap.
+            partial: restarts > 0 || reason == StopReason::Shutdown,
         })
     }
 

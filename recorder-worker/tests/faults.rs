@@ -1,0 +1,230 @@
+//! Faults on real parts: the worker as a real process SIGKILLed mid-recording, the S3 server
+//! down during an upload, the camera lost mid-recording, and a graceful shutdown. Each ends in
+//! its documented state (README of the ADR 0001 rules), with nothing lost and nothing stuck.
+
+mod support;
+
+use anyhow::Context as _;
+use camrec_shared::messages::{CompletedClip, StatusBody, StatusKind};
+use camrec_shared::storage::ObjectKey;
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::{children_named, event_for, probe, process_alive, Env};
+use testkit::{CameraProfile, FakeCamera};
+
+const START: Duration = Duration::from_secs(40);
+const FINISH: Duration = Duration::from_secs(90);
+
+fn completed(body: &StatusBody) -> CompletedClip {
+    match body {
+        StatusBody::Completed(c) => c.clone(),
+        other => panic!("not completed: {other:?}"),
+    }
+}
+
+/// The worker binary, killed and reaped on drop.
+struct WorkerProcess(Child);
+
+impl WorkerProcess {
+    fn spawn(env: &HashMap<String, String>, log: &std::path::Path) -> anyhow::Result<Self> {
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)?;
+        let child = Command::new(env!("CARGO_BIN_EXE_recorder-worker"))
+            .envs(env)
+            .env("RUST_LOG", "info,async_nats=warn")
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()?;
+        Ok(Self(child))
+    }
+
+    fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    fn sigkill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        self.sigkill();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_worker_leaves_no_ffmpeg_and_its_successor_completes_the_clip(
+) -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::default()).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("worker.log");
+    // Both runs share the record directory, as a restarted worker on the same host does.
+    let vars = env.worker_env("host-a", &[]);
+    let mut first = WorkerProcess::spawn(&vars, &log)?;
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let ffmpeg = children_named(first.pid(), "ffmpeg");
+    assert_eq!(ffmpeg.len(), 1, "one ffmpeg child expected: {ffmpeg:?}");
+    first.sigkill();
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "ffmpeg to die with its worker",
+        || async { (!process_alive(ffmpeg[0])).then_some(()) },
+    )
+    .await?;
+    assert!(env.record_dir("host-a").join(id.to_string()).exists());
+
+    let _second = WorkerProcess::spawn(&vars, &log)?;
+    let done = env
+        .log
+        .wait_terminal(id, FINISH)
+        .await
+        .with_context(|| std::fs::read_to_string(&log).unwrap_or_default())?;
+    let clip = completed(&done.status.body);
+    assert!(clip.partial);
+    assert!(clip.duration_sec >= 2.0, "duration {}", clip.duration_sec);
+    let tmp = tempfile::tempdir()?;
+    let file = env.download(&clip.object_key, tmp.path()).await?;
+    let info = probe(&file).await?;
+    assert!(info.moov_before_mdat);
+    assert_eq!(info.audio_codec.as_deref(), Some("aac"));
+    assert!(env
+        .s3
+        .keys()
+        .contains(&ObjectKey::Thumbnail(id).to_string()));
+    assert!(!env.record_dir("host-a").join(id.to_string()).exists());
+    let text = std::fs::read_to_string(&log)?;
+    assert!(
+        !text.contains(&camera.password),
+        "credential in the worker's log"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_outage_keeps_processing_then_completes() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.s3.stop();
+    env.publish_ended(&event).await?;
+    env.log.wait(id, StatusKind::Processing, FINISH).await?;
+    // Heartbeats continue while the store is down; the clip stays on disk.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let processing = env
+        .log
+        .kinds(id)
+        .iter()
+        .filter(|k| **k == StatusKind::Processing)
+        .count();
+    assert!(processing >= 3, "{:?}", env.log.kinds(id));
+    assert!(!env.log.kinds(id).contains(&StatusKind::Completed));
+    assert!(env.record_dir("w1").join(id.to_string()).exists());
+
+    env.s3.restart().await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    let tmp = tempfile::tempdir()?;
+    let file = env.download(&clip.object_key, tmp.path()).await?;
+    let bytes = std::fs::read(&file)?;
+    assert_eq!(bytes.len() as u64, clip.size_bytes);
+    assert_eq!(
+        clip.sha256,
+        hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
+    );
+    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_lost_mid_recording_is_reconnected_and_completed_partial() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let mut camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    camera.kill();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    camera.restart().await?;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.partial);
+    // Before the loss about 3 s, after the reconnection a few more.
+    assert!(clip.duration_sec >= 4.0, "duration {}", clip.duration_sec);
+    let tmp = tempfile::tempdir()?;
+    let info = probe(&env.download(&clip.object_key, tmp.path()).await?).await?;
+    assert!(info.moov_before_mdat);
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_lost_for_good_still_completes_what_was_recorded() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let mut camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    camera.kill();
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.partial);
+    assert!(
+        (1.5..=6.0).contains(&clip.duration_sec),
+        "duration {}",
+        clip.duration_sec
+    );
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_finishes_the_recordings_in_flight() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("SHUTDOWN_GRACE_SEC", "20")]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let asked = tokio::time::Instant::now();
+    worker.stop().await?;
+    assert!(asked.elapsed() < Duration::from_secs(25));
+    let done = env.log.wait_terminal(id, Duration::from_secs(5)).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.partial);
+    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    Ok(())
+}
