@@ -246,6 +246,46 @@ async fn exited_while_interrupted(rec: &mut Recorder, deadline: Duration) -> Exi
     }
 }
 
+/// The pid of the fake camera serving `port` (the test's own child's child).
+fn camera_pid(port: u16) -> Option<i32> {
+    let port_arg = format!("--port\0{port}\0");
+    std::fs::read_dir("/proc")
+        .ok()?
+        .flatten()
+        .find_map(|entry| {
+            let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let cmdline = String::from_utf8_lossy(&cmdline);
+            (cmdline.contains("fake_camera.py") && cmdline.contains(&port_arg)).then_some(pid)
+        })
+}
+
+#[tokio::test]
+async fn a_frozen_camera_ends_the_run_within_the_io_timeout() {
+    let cam = FakeCamera::start(CameraProfile::h264_silent())
+        .await
+        .unwrap();
+    let source = source_of(&cam).await;
+    let dir = tempfile::tempdir().unwrap();
+    let part = dir.path().join("part-0001.mp4");
+    let mut rec =
+        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
+    wait_for_media(&rec, 2.5).await;
+    // SIGSTOP: the connection stays open but nothing arrives, like a camera that lost power.
+    let pid = nix::unistd::Pid::from_raw(camera_pid(cam.port).expect("the camera process"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let started = std::time::Instant::now();
+    let report = exited_while_interrupted(&mut rec, IO_TIMEOUT + Duration::from_secs(10)).await;
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
+    assert!(
+        started.elapsed() >= IO_TIMEOUT - Duration::from_millis(500),
+        "{report:?}"
+    );
+    assert!(!report.stopped_by_us, "{report:?}");
+    let clip = finalize_and_probe(dir.path(), &[part]).await;
+    assert!(clip.duration_sec >= 1.5, "{clip:?}");
+}
+
 #[tokio::test]
 async fn finalize_without_any_usable_part_is_no_media() {
     let dir = tempfile::tempdir().unwrap();
