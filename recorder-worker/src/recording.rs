@@ -513,14 +513,16 @@ impl Job {
             return Err(Failure::new(FailureCode::CameraUnreachable, last_error));
         };
         let ended_at = Utc::now();
+        // A shutdown cuts the recording short of its event, as a restart leaves a gap.
+        let partial = restarts > 0 || reason == StopReason::Shutdown;
         self.manifest.ended_at = Some(ended_at);
+        self.manifest.partial = partial;
         self.save_manifest().await;
         tracing::info!(playback_id = %self.event.playback_id, ?reason, restarts, "recording stopped");
         Ok(Recorded {
             started_at,
             ended_at,
-            // A shutdown cuts the recording short of its event, as a restart leaves a gap.
-            partial: restarts > 0 || reason == StopReason::Shutdown,
+            partial,
         })
     }
 

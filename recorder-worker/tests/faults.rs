@@ -228,3 +228,65 @@ async fn shutdown_finishes_the_recordings_in_flight() -> anyhow::Result<()> {
     assert!(!env.record_dir("w1").join(id.to_string()).exists());
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upload_given_up_fails_and_keeps_the_clip() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("UPLOAD_GIVE_UP_SEC", "4")]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.s3.stop();
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    match &done.status.body {
+        StatusBody::Failed { code, .. } => {
+            assert_eq!(*code, camrec_shared::messages::FailureCode::UploadFailed)
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+    let kept = env
+        .record_dir("w1")
+        .join(recorder_worker::manifest::FAILED_DIR)
+        .join(id.to_string());
+    assert!(kept.join(recorder_worker::manifest::VIDEO).is_file());
+    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_left_at_the_shutdown_deadline_is_finished_by_the_next_start() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("SHUTDOWN_GRACE_SEC", "3")]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.s3.stop();
+    let asked = tokio::time::Instant::now();
+    worker.stop().await?;
+    assert!(asked.elapsed() < Duration::from_secs(15));
+    assert!(!env.log.kinds(id).contains(&StatusKind::Completed));
+    let dir = env.record_dir("w1").join(id.to_string());
+    assert!(dir.join(recorder_worker::manifest::VIDEO).is_file());
+
+    env.s3.restart().await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.partial);
+    assert!(env.s3.keys().contains(&clip.object_key));
+    assert!(!dir.exists());
+    let seqs: Vec<u64> = env.log.of(id).iter().map(|s| s.status.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    worker.stop().await?;
+    Ok(())
+}
