@@ -20,6 +20,7 @@
 use camrec_shared::messages::{CompletedClip, EventCreated, FailureCode, StatusBody};
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::storage::ObjectKey;
+use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -146,6 +147,11 @@ pub struct Job {
     state: State,
 }
 
+/// Logs a state change of a recording.
+fn note_state(id: PlaybackId, state: State) {
+    tracing::debug!(playback_id = %id, ?state, "recording state");
+}
+
 /// Runs one claimed recording to its end. The stop registry entry lives as long as this call.
 pub async fn run(shared: Arc<Shared>, event: EventCreated, lease: Lease) -> Outcome {
     let id = event.playback_id;
@@ -178,7 +184,7 @@ pub async fn run(shared: Arc<Shared>, event: EventCreated, lease: Lease) -> Outc
 
 impl Job {
     fn enter(&mut self, state: State) {
-        tracing::debug!(playback_id = %self.event.playback_id, from = ?self.state, to = ?state, "recording state");
+        note_state(self.event.playback_id, state);
         self.state = state;
     }
 
@@ -340,6 +346,12 @@ impl Job {
         let mut restarts = 0u32;
         let mut totals = Totals::default();
         let mut last_error = String::new();
+        // Heartbeats go out in every phase, also while a lost camera is being reconnected, so
+        // the playback never looks abandoned to the reconciler.
+        let mut tick = tokio::time::interval(cfg.progress_interval);
+        tick.reset();
+        let mut lease_tick = tokio::time::interval(cfg.lease_heartbeat);
+        lease_tick.reset();
         let reason = 'parts: loop {
             let remaining = match started {
                 None => max,
@@ -353,9 +365,13 @@ impl Job {
             let mut progress = recorder.progress();
 
             // Wait for the first frames of this part.
-            let got_frames = tokio::select! {
-                ok = async { progress.wait_for(|p| p.as_ref().is_some_and(|p| p.frames > 0)).await.is_ok() } => ok,
-                _ = tokio::time::sleep(first_frames_within) => false,
+            let no_frames_after = Instant::now() + first_frames_within;
+            let got_frames = loop {
+                tokio::select! {
+                ok = async { progress.wait_for(|p| p.as_ref().is_some_and(|p| p.frames > 0)).await.is_ok() } => break ok,
+                _ = tokio::time::sleep_until(no_frames_after) => break false,
+                _ = tick.tick(), if started.is_some() => self.beat(totals.body(None)).await,
+                _ = lease_tick.tick() => self.lease.heartbeat().await,
                 _ = self.stop.cancelled() => {
                     recorder.stop(cfg.stop_grace).await;
                     if started.is_none() {
@@ -369,6 +385,7 @@ impl Job {
                         return Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the camera delivered frames"));
                     }
                     break 'parts StopReason::Shutdown;
+                }
                 }
             };
             if !got_frames {
@@ -395,6 +412,8 @@ impl Job {
                         backoff(attempt, cfg.restart_backoff_max),
                         started.map(|s| s.0),
                         max,
+                        &mut tick,
+                        &totals,
                     )
                     .await
                 {
@@ -438,10 +457,6 @@ impl Job {
 
             // Recording this part.
             let watchdog = t0 + max + cfg.stop_grace;
-            let mut tick = tokio::time::interval(cfg.progress_interval);
-            tick.reset();
-            let mut lease_tick = tokio::time::interval(cfg.lease_heartbeat);
-            lease_tick.reset();
             let ended_by_itself = loop {
                 tokio::select! {
                     report = recorder.exited() => break Some(report),
@@ -453,9 +468,7 @@ impl Job {
                     }
                     _ = tick.tick() => {
                         let body = totals.body(progress.borrow().as_ref());
-                        if let Err(e) = self.reporter.publish(body).await {
-                            tracing::warn!(error = %e, "cannot report progress");
-                        }
+                        self.beat(body).await;
                     }
                     _ = lease_tick.tick() => {
                         self.lease.heartbeat().await;
@@ -501,6 +514,8 @@ impl Job {
                             backoff(restarts - 1, cfg.restart_backoff_max),
                             Some(t0),
                             max,
+                            &mut tick,
+                            &totals,
                         )
                         .await
                     {
@@ -526,21 +541,39 @@ impl Job {
         })
     }
 
-    /// Waits `d` before the next part; returns why the recording must end instead, if it must.
-    async fn pause(&self, d: Duration, t0: Option<Instant>, max: Duration) -> Option<StopReason> {
+    /// Waits `d` before the next part, sending heartbeats once the recording has started;
+    /// returns why the recording must end instead, if it must.
+    async fn pause(
+        &mut self,
+        d: Duration,
+        t0: Option<Instant>,
+        max: Duration,
+        tick: &mut tokio::time::Interval,
+        totals: &Totals,
+    ) -> Option<StopReason> {
         let limit = match t0 {
             Some(t0) => (t0 + max).min(Instant::now() + d),
             None => Instant::now() + d,
         };
-        tokio::select! {
-            _ = tokio::time::sleep_until(limit) => {
-                match t0 {
-                    Some(t0) if t0.elapsed() + Duration::from_millis(500) >= max => Some(StopReason::MaxDuration),
-                    _ => None,
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep_until(limit) => {
+                    return match t0 {
+                        Some(t0) if t0.elapsed() + Duration::from_millis(500) >= max => Some(StopReason::MaxDuration),
+                        _ => None,
+                    };
                 }
+                _ = self.stop.cancelled() => return Some(StopReason::EventEnded),
+                _ = self.shared.shutdown.cancelled() => return Some(StopReason::Shutdown),
+                _ = tick.tick(), if t0.is_some() => self.beat(totals.body(None)).await,
             }
-            _ = self.stop.cancelled() => Some(StopReason::EventEnded),
-            _ = self.shared.shutdown.cancelled() => Some(StopReason::Shutdown),
+        }
+    }
+
+    /// A `progress` message: the figures, and the heartbeat the reconciler watches.
+    async fn beat(&mut self, body: StatusBody) {
+        if let Err(e) = self.reporter.publish(body).await {
+            tracing::warn!(error = %e, "cannot report progress");
         }
     }
 }
@@ -580,7 +613,7 @@ pub async fn finish(
     let wall = (ended_at - started_at).num_milliseconds() as f64 / 1000.0;
     let partial = partial || clip.duration_sec + 3.0 < wall;
 
-    // Uploading.
+    note_state(id, State::Uploading);
     let deadline = Instant::now() + shared.config.upload_give_up;
     let mut tick = tokio::time::interval(shared.config.progress_interval);
     tick.reset();
@@ -595,6 +628,7 @@ pub async fn finish(
                     if let Err(e) = reporter.publish(processing.clone()).await {
                         tracing::warn!(error = %e, "cannot report processing");
                     }
+                    lease.heartbeat().await;
                 }
                 _ = shared.abort.cancelled() => return Outcome::Abandoned,
             }
@@ -657,6 +691,7 @@ pub async fn finish(
         tracing::warn!(playback_id = %id, error = %e, "cannot remove the uploaded recording directory");
     }
     lease.refresh(LeaseState::Done).await;
+    note_state(id, State::Done);
     Outcome::Completed { partial }
 }
 
@@ -699,7 +734,7 @@ struct Uploaded {
 
 async fn upload_both(
     shared: &Shared,
-    id: camrec_shared::PlaybackId,
+    id: PlaybackId,
     video: &Path,
     thumb: Option<&Path>,
 ) -> Result<Uploaded, crate::upload::UploadError> {
@@ -730,6 +765,7 @@ async fn fail_finished(
     keep: bool,
 ) -> Outcome {
     let id = reporter.playback_id();
+    note_state(id, State::Failed);
     tracing::warn!(playback_id = %id, code = failure.code.as_str(), message = %failure.message, "recording failed");
     if let Err(e) = reporter
         .publish(StatusBody::Failed {
