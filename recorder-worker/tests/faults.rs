@@ -290,3 +290,30 @@ async fn work_left_at_the_shutdown_deadline_is_finished_by_the_next_start() -> a
     worker.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_restart_mid_recording_loses_neither_the_stop_nor_the_clip() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.nats.restart().await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "the end to be published",
+        || async { env.publish_ended(&event).await.ok() },
+    )
+    .await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(env.s3.keys().contains(&clip.object_key));
+    assert!(clip.duration_sec >= 4.0, "duration {}", clip.duration_sec);
+    worker.stop().await?;
+    Ok(())
+}

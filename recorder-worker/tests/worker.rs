@@ -274,3 +274,36 @@ async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Re
     worker.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h265_and_silent_cameras_are_recorded_as_served() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let worker = env.spawn_worker("w1", &[]);
+    for (profile, codec, audio) in [
+        (CameraProfile::h265_aac(), "hevc", Some("aac")),
+        (CameraProfile::h264_silent(), "h264", None),
+    ] {
+        let camera = FakeCamera::start(profile).await?;
+        let event = event_for(camera.url(), 600);
+        let id = event.playback_id;
+        env.publish_created(&event).await?;
+        let recording = env.log.wait(id, StatusKind::Recording, START).await?;
+        sleep_until_recorded(&recording.status.body, 3.0).await;
+        env.publish_ended(&event).await?;
+        let done = env.log.wait_terminal(id, FINISH).await?;
+        let clip = completed(&done.status.body).clone();
+        let tmp = tempfile::tempdir()?;
+        let info = probe(&env.download(&clip.object_key, tmp.path()).await?).await?;
+        assert_eq!(info.video_codec, codec);
+        assert_eq!(info.audio_codec.as_deref(), audio);
+        assert_eq!(clip.audio_codec.as_deref(), audio);
+        assert!(info.moov_before_mdat);
+        assert!(
+            (info.duration_sec - 3.0).abs() <= 1.5,
+            "duration {}",
+            info.duration_sec
+        );
+    }
+    worker.stop().await?;
+    Ok(())
+}
