@@ -49,7 +49,8 @@ PY
 }
 
 postgres_installed() {
-  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && command -v pg_isready >/dev/null
+  compgen -G '/usr/lib/postgresql/*/bin/postgres' >/dev/null && command -v pg_isready >/dev/null &&
+    command -v pgbench >/dev/null
 }
 
 installed_any=0
