@@ -28,8 +28,6 @@ pub use tokio_util::sync::CancellationToken;
 pub enum Error {
     #[error(transparent)]
     Config(#[from] config::ConfigError),
-    #[error("nats: {0}")]
-    Nats(String),
     #[error(transparent)]
     Storage(#[from] camrec_shared::storage::StorageError),
     #[error("record directory: {0}")]

@@ -61,28 +61,70 @@ impl Shared {
     }
 }
 
-/// Runs the worker until `shutdown` is cancelled and its recordings are finished or abandoned.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// What the worker needs from NATS.
+struct Messaging {
+    js: jetstream::Context,
+    ownership: Ownership,
+    created: PullConsumer,
+    ended: PullConsumer,
+}
+
+/// Connects and opens the streams, the recordings bucket and the site's two consumers.
+async fn connect(config: &Config) -> Result<Messaging, String> {
     let client = async_nats::ConnectOptions::new()
         .name(format!("recorder-worker {}", config.worker_id))
         .connect(config.nats_url.as_str())
         .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let js = jetstream::new(client);
     camrec_shared::streams::ensure_streams(&js, 1)
         .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let ownership = Ownership::open(&js, config.worker_id.clone())
         .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let created = consumer::open(&js, EventKind::Created, &config.site)
         .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
     let ended = consumer::open(&js, EventKind::Ended, &config.site)
         .await
-        .map_err(|e| Error::Nats(e.to_string()))?;
+        .map_err(|e| e.to_string())?;
+    Ok(Messaging {
+        js,
+        ownership,
+        created,
+        ended,
+    })
+}
+
+/// Runs the worker until `shutdown` is cancelled and its recordings are finished or abandoned.
+/// A NATS server that is not up yet is waited for (with backoff), so the worker may start first.
+pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let storage = Storage::open(config.storage.clone())?;
     tokio::fs::create_dir_all(&config.record_dir).await?;
+    let mut attempt = 0;
+    let Messaging {
+        js,
+        ownership,
+        created,
+        ended,
+    } = loop {
+        match connect(&config).await {
+            Ok(m) => break m,
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "cannot set up NATS, retrying");
+                if pause(
+                    &shutdown,
+                    recording::backoff(attempt, Duration::from_secs(5)),
+                )
+                .await
+                {
+                    return Ok(());
+                }
+                attempt += 1;
+            }
+        }
+    };
     let shared = Arc::new(Shared {
         uploader: Uploader::new(storage.clone(), UploadOptions::default()),
         storage,

@@ -317,3 +317,26 @@ async fn a_nats_restart_mid_recording_loses_neither_the_stop_nor_the_clip() -> a
     worker.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_started_before_nats_waits_for_it() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    env.nats.stop();
+    let worker = env.spawn_worker("w1", &[]);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!worker.handle.is_finished(), "the worker gave up on NATS");
+    env.nats.restart().await?;
+
+    let event = event_for(camera.url(), 3);
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "event.created published",
+        || async { env.publish_created(&event).await.ok() },
+    )
+    .await?;
+    let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
+    assert_eq!(done.status.body.kind(), StatusKind::Completed);
+    worker.stop().await?;
+    Ok(())
+}
