@@ -46,6 +46,23 @@ impl WorkerProcess {
         self.0.id()
     }
 
+    /// SIGTERM, then waits for the exit (up to `within`); returns whether it exited 0.
+    fn sigterm(&mut self, within: Duration) -> anyhow::Result<bool> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.pid())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Some(status) = self.0.try_wait()? {
+                return Ok(status.success());
+            }
+            anyhow::ensure!(
+                std::time::Instant::now() < deadline,
+                "the worker did not exit within {within:?} of SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     fn sigkill(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
@@ -338,5 +355,30 @@ async fn a_worker_started_before_nats_waits_for_it() -> anyhow::Result<()> {
     let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
     assert_eq!(done.status.body.kind(), StatusKind::Completed);
     worker.stop().await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_finishes_the_recording_and_exits_cleanly() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let logs = tempfile::tempdir()?;
+    let log = logs.path().join("worker.log");
+    let mut worker = WorkerProcess::spawn(&env.worker_env("w1", &[]), &log)?;
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let ffmpeg = children_named(worker.pid(), "ffmpeg");
+    assert_eq!(ffmpeg.len(), 1, "{ffmpeg:?}");
+    let clean = tokio::task::block_in_place(|| worker.sigterm(Duration::from_secs(30)))?;
+    assert!(clean, "{}", std::fs::read_to_string(&log)?);
+    assert!(!process_alive(ffmpeg[0]));
+    let done = env.log.wait_terminal(id, Duration::from_secs(5)).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.partial);
+    assert!(env.s3.keys().contains(&clip.object_key));
     Ok(())
 }
