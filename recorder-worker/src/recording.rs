@@ -687,10 +687,12 @@ pub async fn finish(
         tracing::error!(error = %e, "cannot report completed; keeping the directory");
         return Outcome::Abandoned;
     }
+    // The lease says done before the directory goes: a crash in between leaves a directory the
+    // next start only removes.
+    lease.refresh(LeaseState::Done).await;
     if let Err(e) = tokio::fs::remove_dir_all(dir).await {
         tracing::warn!(playback_id = %id, error = %e, "cannot remove the uploaded recording directory");
     }
-    lease.refresh(LeaseState::Done).await;
     note_state(id, State::Done);
     Outcome::Completed { partial }
 }

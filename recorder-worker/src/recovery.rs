@@ -4,8 +4,9 @@
 //! `completed` with `partial: true` (a crash cuts the clip, it does not resume), or `FAILED
 //! no_media` when nothing playable was recorded. A directory whose clip was already finalized
 //! (the upload was interrupted) goes straight to the upload. A directory whose lease says `done`
-//! was already reported and is only removed. `RECORD_DIR/_failed/` is left alone: those playbacks
-//! were reported `FAILED upload_failed` and are kept for an operator.
+//! was already reported and is only removed; one whose lease says `failed` is moved to
+//! `_failed/`. `RECORD_DIR/_failed/` itself is left alone: its playbacks were reported `FAILED`
+//! (terminal, ADR 0001) and their files are kept for an operator.
 
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
@@ -75,7 +76,16 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
     match shared.ownership.lease_of(id).await {
         Ok(Some(lease)) if lease.state == LeaseState::Done => {
             tracing::info!(playback_id = %id, "leftover directory of a completed recording removed");
-            let _ = tokio::fs::remove_dir_all(dir).await;
+            if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+                tracing::warn!(playback_id = %id, error = %e, "cannot remove the directory");
+            }
+            return None;
+        }
+        Ok(Some(lease)) if lease.state == LeaseState::Failed => {
+            tracing::warn!(playback_id = %id, "leftover directory of a failed recording kept for an operator");
+            if let Err(e) = manifest::move_to_failed(&shared.config.record_dir, dir).await {
+                tracing::warn!(playback_id = %id, error = %e, "cannot move the directory");
+            }
             return None;
         }
         Ok(_) => {}
