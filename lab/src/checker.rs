@@ -122,6 +122,8 @@ pub struct Report {
     pub requested_sec: f64,
     pub faults: BTreeMap<String, usize>,
     pub fault_errors: Vec<String>,
+    /// Children (FFmpeg, ffprobe) killed with their worker.
+    pub killed_children: usize,
     /// Children of killed workers that outlived them.
     pub orphan_processes: usize,
     pub planted: Vec<Planted>,
@@ -137,6 +139,15 @@ impl Report {
             && self.duplicates.is_empty()
             && self.fault_errors.is_empty()
             && self.orphan_processes == 0
+    }
+
+    /// How many acknowledged events are lost (an event may be lost in more than one way).
+    pub fn lost_events(&self) -> usize {
+        self.lost
+            .iter()
+            .map(|l| l.event_id)
+            .collect::<BTreeSet<_>>()
+            .len()
     }
 
     /// True when every planted defect shows up as a loss of the event or playback it broke.
@@ -496,6 +507,7 @@ pub fn assess(
                 .map(|e| format!("{} at {:.0}s: {e}", f.kind, f.at_sec))
         })
         .collect();
+    r.killed_children = ledger.faults.iter().map(|f| f.children).sum();
     r.orphan_processes = ledger.faults.iter().map(|f| f.orphans).sum();
     r.lost
         .sort_by(|a, b| a.kind.cmp(&b.kind).then(a.event_id.cmp(&b.event_id)));
@@ -523,7 +535,19 @@ impl fmt::Display for Report {
         for (reason, n) in &self.failed_by_reason {
             row(&format!("  FAILED {reason}"), n.to_string());
         }
-        row("LOST", self.lost.len().to_string());
+        row("LOST", self.lost_events().to_string());
+        let mut by_kind: BTreeMap<String, usize> = BTreeMap::new();
+        for l in &self.lost {
+            let kind = match &l.kind {
+                LossKind::NotTerminal(_) => "never terminal".to_owned(),
+                LossKind::ObjectSizeMismatch { .. } => "object size mismatch".to_owned(),
+                other => other.to_string(),
+            };
+            *by_kind.entry(kind).or_default() += 1;
+        }
+        for (kind, n) in by_kind {
+            row(&format!("  lost: {kind}"), n.to_string());
+        }
         row("STUCK (non-terminal)", self.stuck.len().to_string());
         row("DUPLICATES", self.duplicates.len().to_string());
         row(
@@ -565,8 +589,8 @@ impl fmt::Display for Report {
         }
         row("faults not undone", self.fault_errors.len().to_string());
         row(
-            "processes outliving a killed worker",
-            self.orphan_processes.to_string(),
+            "children of killed workers / alive after",
+            format!("{} / {}", self.killed_children, self.orphan_processes),
         );
         row(
             "scenario / drain s",

@@ -137,7 +137,9 @@ pub struct FaultRecord {
     pub down: Duration,
     /// Why the part could not be brought back, if it could not.
     pub error: Option<String>,
-    /// Children of a killed worker still alive after it died (must be 0).
+    /// Children (FFmpeg, ffprobe) a killed worker had when it was killed.
+    pub children: usize,
+    /// Of those, how many were still alive 5 s after it died (must be 0).
     pub orphans: usize,
 }
 
@@ -167,6 +169,7 @@ pub async fn inject(
         target: String::new(),
         down: fault.down,
         error: None,
+        children: 0,
         orphans: 0,
     };
     tracing::info!(fault = %fault.kind, at_sec, down = ?fault.down, "injecting");
@@ -191,6 +194,7 @@ async fn apply(
             let worker = &mut cluster.workers[fault.target % n];
             record.target = worker.name().to_owned();
             let children = worker.kill();
+            record.children = children.len();
             record.orphans = count_survivors(&children).await;
             tokio::time::sleep(fault.down).await;
             worker.start()?;
