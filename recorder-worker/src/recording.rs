@@ -25,9 +25,10 @@ use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::ffmpeg::{MediaError, RecordPlan, Recorder};
+use crate::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
 use crate::finalize::{finalize, thumbnail};
 use crate::manifest::{self, Manifest, THUMB, VIDEO};
 use crate::ownership::{Lease, LeaseState};
@@ -116,6 +117,114 @@ impl Totals {
             bitrate_kbps: current.and_then(|p| p.bitrate_kbps),
             bytes: t.bytes,
             media_time_sec: t.media_time_sec,
+        }
+    }
+}
+
+/// How waiting for a part's first frames ended.
+enum FirstFrames {
+    Arrived,
+    /// FFmpeg exited or stayed silent: the camera is not (or no longer) delivering.
+    Missing,
+    Stopped(StopReason),
+}
+
+/// How recording one part ended.
+enum PartEnd {
+    Stopped(StopReason),
+    /// FFmpeg exited by itself with time left: camera lost or FFmpeg crashed.
+    Died(ExitReport),
+}
+
+/// The running state of the Starting and Recording phases of one recording.
+struct Session {
+    /// The recording's length limit (the event's, capped by `MAX_RECORDING_SEC`).
+    max: Duration,
+    first_frames_within: Duration,
+    start_retries: u32,
+    backoff_max: Duration,
+    /// When the clip's first frame was taken, once FFmpeg delivered frames.
+    started: Option<(Instant, DateTime<Utc>)>,
+    start_failures: u32,
+    restarts: u32,
+    totals: Totals,
+    last_error: String,
+    /// Heartbeats go out in every phase, also while a lost camera is being reconnected, so the
+    /// playback never looks abandoned to the reconciler.
+    tick: tokio::time::Interval,
+    lease_tick: tokio::time::Interval,
+}
+
+impl Session {
+    fn new(max: Duration, cfg: &crate::config::Config) -> Self {
+        let mut tick = tokio::time::interval(cfg.progress_interval);
+        tick.reset();
+        let mut lease_tick = tokio::time::interval(cfg.lease_heartbeat);
+        lease_tick.reset();
+        Self {
+            max,
+            first_frames_within: cfg.rtsp_timeout + Duration::from_secs(10),
+            start_retries: cfg.start_retries,
+            backoff_max: cfg.restart_backoff_max,
+            started: None,
+            start_failures: 0,
+            restarts: 0,
+            totals: Totals::default(),
+            last_error: String::new(),
+            tick,
+            lease_tick,
+        }
+    }
+
+    /// The time left for the next part; `None` when the recording is as long as it may be.
+    fn remaining(&self) -> Option<Duration> {
+        match self.started {
+            None => Some(self.max),
+            Some((t0, _)) => self
+                .max
+                .checked_sub(t0.elapsed())
+                .filter(|r| *r > Duration::from_millis(500)),
+        }
+    }
+
+    /// Counts a part that delivered no frames; returns the wait before the next attempt, or the
+    /// failure when the camera never delivered within `START_RETRIES` attempts.
+    fn no_frames(&mut self, stderr_tail: &str, url: &RtspUrl) -> Result<Duration, Failure> {
+        self.last_error = scrub(
+            stderr_tail
+                .lines()
+                .last()
+                .unwrap_or("no frames from the camera"),
+            url,
+        );
+        let attempt = if self.started.is_none() {
+            self.start_failures += 1;
+            if self.start_failures >= self.start_retries {
+                return Err(Failure::new(
+                    FailureCode::CameraUnreachable,
+                    self.last_error.clone(),
+                ));
+            }
+            self.start_failures - 1
+        } else {
+            self.restarts += 1;
+            self.restarts - 1
+        };
+        Ok(backoff(attempt, self.backoff_max))
+    }
+
+    /// The recording ends for `reason`: fine once it has started, a failure before.
+    fn stop_or_fail(&self, reason: StopReason) -> Result<StopReason, Failure> {
+        match (self.started, reason) {
+            (Some(_), r) => Ok(r),
+            (None, StopReason::Shutdown) => Err(Failure::new(
+                FailureCode::RecordingFailed,
+                "the worker shut down before the camera delivered frames",
+            )),
+            (None, _) => Err(Failure::new(
+                FailureCode::EndedBeforeStart,
+                "the event ended before the camera delivered frames",
+            )),
         }
     }
 }
@@ -338,202 +447,76 @@ impl Job {
             )
         })?;
         self.save_manifest().await;
-        let max = self.max_duration();
-        let cfg = self.shared.config.clone();
-        let first_frames_within = cfg.rtsp_timeout + Duration::from_secs(10);
-        let mut started: Option<(Instant, DateTime<Utc>)> = None;
-        let mut start_failures = 0u32;
-        let mut restarts = 0u32;
-        let mut totals = Totals::default();
-        let mut last_error = String::new();
-        // Heartbeats go out in every phase, also while a lost camera is being reconnected, so
-        // the playback never looks abandoned to the reconciler.
-        let mut tick = tokio::time::interval(cfg.progress_interval);
-        tick.reset();
-        let mut lease_tick = tokio::time::interval(cfg.lease_heartbeat);
-        lease_tick.reset();
-        let reason = 'parts: loop {
-            let remaining = match started {
-                None => max,
-                Some((t0, _)) => match max.checked_sub(t0.elapsed()) {
-                    Some(r) if r > Duration::from_millis(500) => r,
-                    _ => break 'parts StopReason::MaxDuration,
-                },
+        let grace = self.shared.config.stop_grace;
+        let mut s = Session::new(self.max_duration(), &self.shared.config);
+        let reason = loop {
+            let Some(remaining) = s.remaining() else {
+                break StopReason::MaxDuration;
             };
             let mut recorder = self.spawn_part(&source, remaining)?;
             self.save_manifest().await;
             let mut progress = recorder.progress();
-
-            // Wait for the first frames of this part.
-            let no_frames_after = Instant::now() + first_frames_within;
-            let got_frames = loop {
-                tokio::select! {
-                ok = async { progress.wait_for(|p| p.as_ref().is_some_and(|p| p.frames > 0)).await.is_ok() } => break ok,
-                _ = tokio::time::sleep_until(no_frames_after) => break false,
-                _ = tick.tick(), if started.is_some() => self.beat(totals.body(None)).await,
-                _ = lease_tick.tick() => self.lease.heartbeat().await,
-                _ = self.stop.cancelled() => {
-                    recorder.stop(cfg.stop_grace).await;
-                    if started.is_none() {
-                        return Err(Failure::new(FailureCode::EndedBeforeStart, "the event ended before the camera delivered frames"));
-                    }
-                    break 'parts StopReason::EventEnded;
+            match self
+                .first_frames(&mut recorder, &mut progress, &mut s)
+                .await
+            {
+                FirstFrames::Arrived => {}
+                FirstFrames::Stopped(reason) => {
+                    recorder.stop(grace).await;
+                    break s.stop_or_fail(reason)?;
                 }
-                _ = self.shared.shutdown.cancelled() => {
-                    recorder.stop(cfg.stop_grace).await;
-                    if started.is_none() {
-                        return Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the camera delivered frames"));
+                FirstFrames::Missing => {
+                    let report = recorder.stop(grace).await;
+                    let wait = s.no_frames(&report.stderr_tail, &self.event.rtsp_url);
+                    tracing::warn!(playback_id = %self.event.playback_id, error = %s.last_error, started = s.started.is_some(), "ffmpeg got no frames");
+                    let wait = wait?;
+                    match self.pause(wait, &mut s).await {
+                        Some(reason) => break s.stop_or_fail(reason)?,
+                        None => continue,
                     }
-                    break 'parts StopReason::Shutdown;
-                }
-                }
-            };
-            if !got_frames {
-                let report = recorder.stop(cfg.stop_grace).await;
-                last_error = report
-                    .stderr_tail
-                    .lines()
-                    .last()
-                    .unwrap_or("no frames from the camera")
-                    .to_owned();
-                tracing::warn!(playback_id = %self.event.playback_id, error = %scrub(&last_error, &self.event.rtsp_url), "ffmpeg got no frames");
-                let attempt = if started.is_none() {
-                    start_failures += 1;
-                    if start_failures >= cfg.start_retries {
-                        return Err(Failure::new(FailureCode::CameraUnreachable, last_error));
-                    }
-                    start_failures - 1
-                } else {
-                    restarts += 1;
-                    restarts - 1
-                };
-                if let Some(reason) = self
-                    .pause(
-                        backoff(attempt, cfg.restart_backoff_max),
-                        started.map(|s| s.0),
-                        max,
-                        &mut tick,
-                        &totals,
-                    )
-                    .await
-                {
-                    if started.is_none() {
-                        return Err(Failure::new(
-                            FailureCode::EndedBeforeStart,
-                            "the event ended before the camera delivered frames",
-                        ));
-                    }
-                    break 'parts reason;
-                }
-                continue 'parts;
-            }
-            // FFmpeg writes what it buffered while opening the stream at once: the clip began
-            // `out_time` before this first block, and that is when the recording started.
-            let buffered = progress
-                .borrow()
-                .as_ref()
-                .map(|p| Duration::from_secs_f64(p.out_time_sec.clamp(0.0, 30.0)))
-                .unwrap_or_default();
-            let (t0, _) = *started.get_or_insert_with(|| {
-                let now = Instant::now();
-                (
-                    now.checked_sub(buffered).unwrap_or(now),
-                    Utc::now() - chrono::Duration::from_std(buffered).unwrap_or_default(),
-                )
-            });
-            if self.state == State::Starting {
-                self.enter(State::Recording);
-                let started_at = started.map(|s| s.1).unwrap_or_else(Utc::now);
-                self.manifest.started_at = Some(started_at);
-                self.save_manifest().await;
-                if let Err(e) = self
-                    .reporter
-                    .publish(StatusBody::Recording { started_at })
-                    .await
-                {
-                    tracing::error!(error = %e, "cannot report recording");
                 }
             }
-
-            // Recording this part.
-            let watchdog = t0 + max + cfg.stop_grace;
-            let ended_by_itself = loop {
-                tokio::select! {
-                    report = recorder.exited() => break Some(report),
-                    _ = self.stop.cancelled() => break None,
-                    _ = self.shared.shutdown.cancelled() => break None,
-                    _ = tokio::time::sleep_until(watchdog) => {
-                        tracing::warn!(playback_id = %self.event.playback_id, "ffmpeg overran the max duration, stopping it");
-                        break None;
-                    }
-                    _ = tick.tick() => {
-                        let body = totals.body(progress.borrow().as_ref());
-                        self.beat(body).await;
-                    }
-                    _ = lease_tick.tick() => {
-                        self.lease.heartbeat().await;
-                        if matches!(self.shared.ownership.stop_requested(self.event.playback_id).await, Ok(true)) {
-                            self.stop.cancel();
-                        }
-                    }
-                }
-            };
+            self.mark_started(&progress, &mut s).await;
+            let end = self.record_part(&mut recorder, &progress, &mut s).await;
             if let Some(p) = progress.borrow().as_ref() {
-                totals.add(p);
+                s.totals.add(p);
             }
-            match ended_by_itself {
-                None => {
+            match end {
+                PartEnd::Stopped(reason) => {
                     self.enter(State::Stopping);
-                    let report = recorder.stop(cfg.stop_grace).await;
+                    let report = recorder.stop(grace).await;
                     if !report.clean {
                         tracing::warn!(playback_id = %self.event.playback_id, code = ?report.code, signal = ?report.signal, "ffmpeg did not stop cleanly");
                     }
-                    break 'parts if self.stop.is_cancelled() {
-                        StopReason::EventEnded
-                    } else if self.shared.shutdown.is_cancelled() {
-                        StopReason::Shutdown
-                    } else {
-                        StopReason::MaxDuration
-                    };
+                    break reason;
                 }
-                Some(_) if t0.elapsed() + Duration::from_millis(1500) >= max => {
-                    break 'parts StopReason::MaxDuration;
-                }
-                Some(report) => {
-                    restarts += 1;
+                PartEnd::Died(report) => {
+                    s.restarts += 1;
                     self.manifest.partial = true;
                     tracing::warn!(
                         playback_id = %self.event.playback_id,
                         code = ?report.code,
                         signal = ?report.signal,
-                        restarts,
+                        restarts = s.restarts,
                         "ffmpeg exited mid-recording, restarting into a new part"
                     );
-                    if let Some(reason) = self
-                        .pause(
-                            backoff(restarts - 1, cfg.restart_backoff_max),
-                            Some(t0),
-                            max,
-                            &mut tick,
-                            &totals,
-                        )
-                        .await
-                    {
-                        break 'parts reason;
+                    let wait = backoff(s.restarts - 1, s.backoff_max);
+                    if let Some(reason) = self.pause(wait, &mut s).await {
+                        break reason;
                     }
                 }
             }
         };
-        let Some((_, started_at)) = started else {
-            return Err(Failure::new(FailureCode::CameraUnreachable, last_error));
+        let Some((_, started_at)) = s.started else {
+            return Err(Failure::new(FailureCode::CameraUnreachable, s.last_error));
         };
         let ended_at = Utc::now();
         // A shutdown cuts the recording short of its event, as a restart leaves a gap.
-        let partial = restarts > 0 || reason == StopReason::Shutdown;
+        let partial = s.restarts > 0 || reason == StopReason::Shutdown;
         self.manifest.ended_at = Some(ended_at);
         self.manifest.partial = partial;
         self.save_manifest().await;
-        tracing::info!(playback_id = %self.event.playback_id, ?reason, restarts, "recording stopped");
+        tracing::info!(playback_id = %self.event.playback_id, ?reason, restarts = s.restarts, "recording stopped");
         Ok(Recorded {
             started_at,
             ended_at,
@@ -541,31 +524,123 @@ impl Job {
         })
     }
 
+    /// Waits for this part's first frames, with heartbeats once the recording has started.
+    async fn first_frames(
+        &mut self,
+        recorder: &mut Recorder,
+        progress: &mut watch::Receiver<Option<Progress>>,
+        s: &mut Session,
+    ) -> FirstFrames {
+        let give_up = Instant::now() + s.first_frames_within;
+        loop {
+            tokio::select! {
+                ok = async { progress.wait_for(|p| p.as_ref().is_some_and(|p| p.frames > 0)).await.is_ok() } => {
+                    return if ok { FirstFrames::Arrived } else { FirstFrames::Missing };
+                }
+                _ = recorder.exited() => return FirstFrames::Missing,
+                _ = tokio::time::sleep_until(give_up) => return FirstFrames::Missing,
+                _ = self.stop.cancelled() => return FirstFrames::Stopped(StopReason::EventEnded),
+                _ = self.shared.shutdown.cancelled() => return FirstFrames::Stopped(StopReason::Shutdown),
+                _ = s.tick.tick(), if s.started.is_some() => self.beat(s.totals.body(None)).await,
+                _ = s.lease_tick.tick() => self.lease.heartbeat().await,
+            }
+        }
+    }
+
+    /// The first frames of the recording arrived: `recording` is reported with the time the
+    /// clip's first frame was taken. FFmpeg writes what it buffered while opening the stream at
+    /// once, so that is `out_time` before this first progress block.
+    async fn mark_started(
+        &mut self,
+        progress: &watch::Receiver<Option<Progress>>,
+        s: &mut Session,
+    ) {
+        if s.started.is_some() {
+            return;
+        }
+        let buffered = progress
+            .borrow()
+            .as_ref()
+            .map(|p| Duration::from_secs_f64(p.out_time_sec.clamp(0.0, 30.0)))
+            .unwrap_or_default();
+        let now = Instant::now();
+        let started_at = Utc::now() - chrono::Duration::from_std(buffered).unwrap_or_default();
+        s.started = Some((now.checked_sub(buffered).unwrap_or(now), started_at));
+        self.enter(State::Recording);
+        self.manifest.started_at = Some(started_at);
+        self.save_manifest().await;
+        if let Err(e) = self
+            .reporter
+            .publish(StatusBody::Recording { started_at })
+            .await
+        {
+            tracing::error!(error = %e, "cannot report recording");
+        }
+    }
+
+    /// Records one part until FFmpeg exits by itself or the recording must stop, reporting
+    /// progress and watching the stop marker and the wall-clock watchdog.
+    async fn record_part(
+        &mut self,
+        recorder: &mut Recorder,
+        progress: &watch::Receiver<Option<Progress>>,
+        s: &mut Session,
+    ) -> PartEnd {
+        let Some((t0, _)) = s.started else {
+            return PartEnd::Stopped(StopReason::MaxDuration);
+        };
+        let watchdog = t0 + s.max + self.shared.config.stop_grace;
+        loop {
+            tokio::select! {
+                report = recorder.exited() => {
+                    // `-t` ended the run: the recording is as long as it may be.
+                    return if t0.elapsed() + Duration::from_millis(1500) >= s.max {
+                        PartEnd::Stopped(StopReason::MaxDuration)
+                    } else {
+                        PartEnd::Died(report)
+                    };
+                }
+                _ = self.stop.cancelled() => return PartEnd::Stopped(StopReason::EventEnded),
+                _ = self.shared.shutdown.cancelled() => return PartEnd::Stopped(StopReason::Shutdown),
+                _ = tokio::time::sleep_until(watchdog) => {
+                    tracing::warn!(playback_id = %self.event.playback_id, "ffmpeg overran the max duration, stopping it");
+                    return PartEnd::Stopped(StopReason::MaxDuration);
+                }
+                _ = s.tick.tick() => {
+                    let body = s.totals.body(progress.borrow().as_ref());
+                    self.beat(body).await;
+                }
+                _ = s.lease_tick.tick() => {
+                    self.lease.heartbeat().await;
+                    // Belt and braces for a stop the watch missed (NATS outage).
+                    if matches!(self.shared.ownership.stop_requested(self.event.playback_id).await, Ok(true)) {
+                        self.stop.cancel();
+                    }
+                }
+            }
+        }
+    }
+
     /// Waits `d` before the next part, sending heartbeats once the recording has started;
     /// returns why the recording must end instead, if it must.
-    async fn pause(
-        &mut self,
-        d: Duration,
-        t0: Option<Instant>,
-        max: Duration,
-        tick: &mut tokio::time::Interval,
-        totals: &Totals,
-    ) -> Option<StopReason> {
+    async fn pause(&mut self, d: Duration, s: &mut Session) -> Option<StopReason> {
+        let t0 = s.started.map(|(t0, _)| t0);
         let limit = match t0 {
-            Some(t0) => (t0 + max).min(Instant::now() + d),
+            Some(t0) => (t0 + s.max).min(Instant::now() + d),
             None => Instant::now() + d,
         };
         loop {
             tokio::select! {
                 _ = tokio::time::sleep_until(limit) => {
                     return match t0 {
-                        Some(t0) if t0.elapsed() + Duration::from_millis(500) >= max => Some(StopReason::MaxDuration),
+                        Some(t0) if t0.elapsed() + Duration::from_millis(500) >= s.max => Some(StopReason::MaxDuration),
                         _ => None,
                     };
                 }
                 _ = self.stop.cancelled() => return Some(StopReason::EventEnded),
                 _ = self.shared.shutdown.cancelled() => return Some(StopReason::Shutdown),
-                _ = tick.tick(), if t0.is_some() => self.beat(totals.body(None)).await,
+                _ = s.tick.tick(), if t0.is_some() => self.beat(s.totals.body(None)).await,
+                _ = s.lease_tick.tick() => self.lease.heartbeat().await,
             }
         }
     }
