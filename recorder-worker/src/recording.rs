@@ -4,8 +4,9 @@
 //! - **Starting**: the stop marker is checked (a recording that waited for a slot may already be
 //!   ended), the camera is probed (cached per camera) with `START_RETRIES` attempts, the manifest
 //!   is written and FFmpeg started; `recording` is reported at the first frames.
-//! - **Recording**: `progress` every `PROGRESS_INTERVAL_SEC`; the stop marker, the event's max
-//!   duration (FFmpeg's `-t` plus a wall-clock watchdog) or the worker's shutdown end it. FFmpeg
+//! - **Recording**: `progress` every `PROGRESS_INTERVAL_SEC`; the stop marker (after the event's
+//!   `post_roll_sec`), the event's max duration (FFmpeg's `-t` plus a wall-clock watchdog) or the
+//!   worker's shutdown end it. `pre_roll_sec` is not honoured: the worker keeps no buffer. FFmpeg
 //!   exiting by itself while the event is open and time remains (camera lost, crash) is restarted
 //!   with backoff into the next part file, and the clip is marked partial.
 //! - **Finalizing / Uploading** ([`finish`], shared with crash recovery): the parts become one
@@ -590,6 +591,8 @@ impl Job {
             return PartEnd::Stopped(StopReason::MaxDuration);
         };
         let watchdog = t0 + s.max + self.shared.config.stop_grace;
+        let post_roll = Duration::from_secs(u64::from(self.event.limits.post_roll_sec));
+        let mut post_roll_until: Option<Instant> = None;
         loop {
             tokio::select! {
                 report = recorder.exited() => {
@@ -600,7 +603,16 @@ impl Job {
                         PartEnd::Died(report)
                     };
                 }
-                _ = self.stop.cancelled() => return PartEnd::Stopped(StopReason::EventEnded),
+                _ = self.stop.cancelled(), if post_roll_until.is_none() => {
+                    if post_roll.is_zero() {
+                        return PartEnd::Stopped(StopReason::EventEnded);
+                    }
+                    // The event ended: keep recording its post-roll.
+                    post_roll_until = Some(Instant::now() + post_roll);
+                }
+                _ = tokio::time::sleep_until(post_roll_until.unwrap_or(watchdog)), if post_roll_until.is_some() => {
+                    return PartEnd::Stopped(StopReason::EventEnded);
+                }
                 _ = self.shared.shutdown.cancelled() => return PartEnd::Stopped(StopReason::Shutdown),
                 _ = tokio::time::sleep_until(watchdog) => {
                     tracing::warn!(playback_id = %self.event.playback_id, "ffmpeg overran the max duration, stopping it");

@@ -307,3 +307,27 @@ async fn h265_and_silent_cameras_are_recorded_as_served() -> anyhow::Result<()> 
     worker.stop().await?;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_post_roll_is_recorded_after_the_end() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let mut event = event_for(camera.url(), 600);
+    event.limits.post_roll_sec = 3;
+    let id = event.playback_id;
+
+    env.publish_created(&event).await?;
+    let recording = env.log.wait(id, StatusKind::Recording, START).await?;
+    sleep_until_recorded(&recording.status.body, 3.0).await;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(
+        (clip.duration_sec - 6.0).abs() <= 1.5,
+        "duration {}",
+        clip.duration_sec
+    );
+    worker.stop().await?;
+    Ok(())
+}
