@@ -738,6 +738,7 @@ pub async fn finish(
                             if let Err(e) = reporter.publish(processing.clone()).await {
                                 tracing::warn!(error = %e, "cannot report processing");
                             }
+                            lease.heartbeat().await;
                         }
                         _ = shared.abort.cancelled() => return Outcome::Abandoned,
                     }

@@ -2,6 +2,7 @@
 //! directory per test, the worker's configuration for them, event publishing and a log of every
 //! status message the workers send.
 
+// Each test binary compiles this module and uses a different subset of it.
 #![allow(dead_code)]
 
 use anyhow::Context as _;
