@@ -684,9 +684,21 @@ pub async fn finish(
         tracing::error!(error = %e, "cannot report processing");
     }
     let video = dir.join(VIDEO);
-    let clip = tokio::select! {
-        r = prepare(shared, dir, &video) => r,
-        _ = shared.abort.cancelled() => return Outcome::Abandoned,
+    let mut tick = tokio::time::interval(shared.config.progress_interval);
+    tick.reset();
+    let prepared = prepare(shared, dir, &video);
+    tokio::pin!(prepared);
+    // Concatenating a long recording takes a while: heartbeats continue meanwhile.
+    let clip = loop {
+        tokio::select! {
+            r = &mut prepared => break r,
+            _ = tick.tick() => {
+                if let Err(e) = reporter.publish(processing.clone()).await {
+                    tracing::warn!(error = %e, "cannot report processing");
+                }
+            }
+            _ = shared.abort.cancelled() => return Outcome::Abandoned,
+        }
     };
     let clip = match clip {
         Ok(c) => c,
@@ -702,8 +714,6 @@ pub async fn finish(
 
     note_state(id, State::Uploading);
     let deadline = Instant::now() + shared.config.upload_give_up;
-    let mut tick = tokio::time::interval(shared.config.progress_interval);
-    tick.reset();
     let mut attempt = 0u32;
     let receipt = loop {
         let upload = upload_both(shared, id, &video, has_thumb.then_some(thumb.as_path()));
