@@ -1,6 +1,7 @@
 //! Faults on real parts: the worker as a real process SIGKILLed mid-recording, the S3 server
 //! down during an upload, the camera lost mid-recording, and a graceful shutdown. Each ends in
-//! its documented state (README of the ADR 0001 rules), with nothing lost and nothing stuck.
+//! its documented state (ADR 0001; the camera-loss rule in `recording.rs`), with nothing lost
+//! and nothing stuck.
 
 mod support;
 
