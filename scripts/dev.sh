@@ -154,6 +154,8 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 export RUST_LOG="${RUST_LOG:-info}"
+# The services log to files: no terminal colour codes in them.
+export NO_COLOR=1
 storage_env=(STORAGE_MODE=local "LOCAL_STORAGE_DIR=$LOCAL/objects" "MEDIA_BASE_URL=$API")
 
 say "starting the demo camera on rtsp://127.0.0.1:$CAMERA_PORT/cam (log: $LOGS/camera.log)"
