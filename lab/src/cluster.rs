@@ -47,9 +47,10 @@ pub struct ServiceBinaries {
 impl ServiceBinaries {
     /// `LAB_BIN_DIR` when set. Otherwise the binaries next to this executable (cargo puts a
     /// crate's bins, tests and the workspace's bins under one `<target>/<profile>/`), built first
-    /// with `cargo build -p event-api -p recorder-worker` in the same profile and target
-    /// directory when this process runs under cargo (`cargo run`, `cargo test`, nextest set
-    /// `CARGO`). In a workspace test run they are already built and this takes a second.
+    /// with `cargo build -p event-api -p recorder-worker` (`$CARGO`, else `cargo` on PATH) in
+    /// the same profile and target directory. Cargo does not hold its build lock while tests
+    /// run, so a test may call it; in a workspace test run the binaries are already built and
+    /// this takes a second.
     pub fn build_and_locate() -> Result<Self, ClusterError> {
         if let Ok(dir) = std::env::var("LAB_BIN_DIR") {
             return Self::in_dir(Path::new(&dir));
@@ -59,7 +60,8 @@ impl ServiceBinaries {
         if profile_dir.file_name().is_some_and(|n| n == "deps") {
             profile_dir.pop();
         }
-        if let (Ok(cargo), Some(target)) = (std::env::var("CARGO"), profile_dir.parent()) {
+        if let Some(target) = profile_dir.parent() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
             cmd.args([
                 "build",
@@ -74,11 +76,12 @@ impl ServiceBinaries {
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 cmd.arg("--release");
             }
-            let status = cmd
-                .status()
-                .map_err(|e| ClusterError::Build(e.to_string()))?;
-            if !status.success() {
-                return Err(ClusterError::Build(status.to_string()));
+            match cmd.status() {
+                Ok(status) if status.success() => {}
+                Ok(status) => return Err(ClusterError::Build(status.to_string())),
+                // No cargo on this machine: use the binaries as they are.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(ClusterError::Build(e.to_string())),
             }
         }
         Self::in_dir(&profile_dir)
