@@ -96,14 +96,17 @@ impl Api {
         })
     }
 
-    /// `POST /cameras` on `site` with the camera's credentialed URL; returns its id.
+    /// `POST /cameras` on `site` with the camera's credentialed URL; returns its id. The fake
+    /// cameras share one address, so each gets its own `channel` (unique with the address).
     pub async fn create_camera(
         &self,
         name: &str,
         url: &RtspUrl,
+        channel: i32,
         site: &str,
     ) -> Result<Uuid, ApiError> {
-        let body = json!({ "name": name, "rtspUrl": url.expose(), "site": site });
+        let body =
+            json!({ "name": name, "rtspUrl": url.expose(), "channel": channel, "site": site });
         let resp = self.post("/cameras").json(&body).send().await?;
         let cam: IdOnly = ok("POST /cameras", resp).await?.json().await?;
         Ok(cam.id)

@@ -95,7 +95,12 @@ impl Ctx {
         for (i, cam) in rig.cameras.iter().enumerate() {
             let url = cam.url();
             let id = api
-                .create_camera(&format!("bench-cam-{i}"), &url, RECORDING_SITE)
+                .create_camera(
+                    &format!("bench-cam-{i}"),
+                    &url,
+                    i as i32 + 1,
+                    RECORDING_SITE,
+                )
                 .await?;
             cameras.push(Camera { id, url });
         }
@@ -104,7 +109,7 @@ impl Ctx {
         )?;
         let idle_camera = Camera {
             id: api
-                .create_camera("bench-idle", &idle_url, IDLE_SITE)
+                .create_camera("bench-idle", &idle_url, 1, IDLE_SITE)
                 .await?,
             url: idle_url,
         };
@@ -158,6 +163,16 @@ impl Ctx {
         })
     }
 
+    /// Waits until the outbox relay has published every row (earlier work must not run under
+    /// the next measurement).
+    pub async fn outbox_drained(&self, timeout: Duration) -> anyhow::Result<()> {
+        let db = &self.db;
+        testkit::wait_until(timeout, "an empty outbox", || async {
+            unpublished(db).await.ok().filter(|n| *n == 0).map(|_| ())
+        })
+        .await
+    }
+
     /// Subscribes (core NATS) to every status of the worker's site.
     pub async fn statuses(&self) -> anyhow::Result<async_nats::Subscriber> {
         let sub = self
@@ -168,6 +183,15 @@ impl Ctx {
         self.nats.flush().await?;
         Ok(sub)
     }
+}
+
+/// How many outbox rows wait to be published.
+pub async fn unpublished(db: &sqlx::PgPool) -> anyhow::Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            .fetch_one(db)
+            .await?,
+    )
 }
 
 /// A status message: the envelope of the messaging contract, or a bare status.

@@ -164,7 +164,11 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     ctx.db.close().await;
     ctx.rig.shutdown().await;
     rows.sort_by_key(|r| r.id);
-    let mut command = String::from("cargo run --release -p bench --");
+    let mut command = String::from(if cfg!(debug_assertions) {
+        "cargo run -p bench --"
+    } else {
+        "cargo run --release -p bench --"
+    });
     for a in &opts.args {
         command.push(' ');
         command.push_str(a);

@@ -5,7 +5,7 @@ use anyhow::Context;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    camrec_shared::telemetry::init("info,sqlx=warn");
+    camrec_shared::telemetry::init("info,sqlx=warn,async_nats=warn");
     let opts = match bench::Options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {

@@ -1,6 +1,7 @@
 //! P1: `POST /events` throughput and latency at several concurrencies, for a type that records
 //! (MOTION: event + playback + outbox row + notify) and one that does not (ERROR: the event
-//! only), against pgbench running the same transaction against the same database.
+//! only), against pgbench running the same transaction against the same database. Each run
+//! starts with an empty outbox, so the relay's publishing of earlier rows does not share the CPU.
 
 use crate::ctx::Ctx;
 use crate::load::{self, LoadRun, Target};
@@ -11,6 +12,10 @@ use crate::stats::Latencies;
 use camrec_shared::messages::{Envelope, EventCreated, EventType, RecordingLimits};
 use camrec_shared::subjects::{event_subject, EventKind, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
+use std::time::Duration;
+
+/// How long the relay may take to publish what the previous run left in the outbox.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// An `event.created` envelope for the idle camera, the size event-api writes.
 fn created_payload(ctx: &Ctx) -> anyhow::Result<(String, Vec<u8>)> {
@@ -94,11 +99,13 @@ async fn one(
         .into(),
         expect: reqwest::StatusCode::CREATED,
     };
+    ctx.outbox_drained(DRAIN_TIMEOUT).await?;
     let run = load::run(client, &target, c, ctx.plan.p1_duration).await;
     let camrec = api_cell(&run)?;
     let created = created_payload(ctx)?;
     let recording = (event_type == "MOTION").then_some((created.0.as_str(), created.1.as_slice()));
     let script = pgbench::script(event_type, recording);
+    ctx.outbox_drained(DRAIN_TIMEOUT).await?;
     let base = pgbench::run(&pgbench_run(ctx, c)?, &script).await?;
     let baseline = Cell::new(base.tps, Unit::PerSec).with_detail(latency_detail(&base.latencies));
     Ok(Row::new(

@@ -7,7 +7,7 @@
 //! unpublished, so event-api's own start-up is not counted (it is printed beside it).
 
 use crate::baseline::{publish_all, Message};
-use crate::ctx::Ctx;
+use crate::ctx::{unpublished, Ctx};
 use crate::report::{fmt_secs, Cell, Goal, Row, Unit};
 use camrec_shared::subjects::EVENTS_STREAM;
 use futures::StreamExt;
@@ -17,25 +17,9 @@ use std::time::{Duration, Instant};
 const IN_FLIGHT: usize = 256;
 const POLL: Duration = Duration::from_millis(5);
 
-async fn unpublished(db: &sqlx::PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(db)
-            .await?,
-    )
-}
-
 async fn stream_messages(js: &async_nats::jetstream::Context) -> anyhow::Result<u64> {
     let mut stream = js.get_stream(EVENTS_STREAM).await?;
     Ok(stream.info().await?.state.messages)
-}
-
-/// Waits until the relay has nothing left (earlier figures may have left a backlog).
-async fn drained(db: &sqlx::PgPool, timeout: Duration) -> anyhow::Result<()> {
-    testkit::wait_until(timeout, "an empty outbox", || async {
-        unpublished(db).await.ok().filter(|n| *n == 0).map(|_| ())
-    })
-    .await
 }
 
 /// Posts `n` MOTION events for the idle camera, 16 at a time.
@@ -56,16 +40,15 @@ async fn post_backlog(ctx: &Ctx, n: usize) -> anyhow::Result<()> {
     }
 }
 
-/// Measures the relay; returns (drain time, event-api start to drained).
-async fn relay(ctx: &mut Ctx, n: usize) -> anyhow::Result<(Duration, Duration)> {
-    drained(&ctx.db, Duration::from_secs(300)).await?;
+/// Measures the relay; returns (rows drained, drain time, event-api start to drained). The
+/// backlog may hold a few rows more than were posted (e.g. a reconciler verdict written
+/// meanwhile); they are drained and counted too.
+async fn relay(ctx: &mut Ctx, n: usize) -> anyhow::Result<(usize, Duration, Duration)> {
+    ctx.outbox_drained(Duration::from_secs(300)).await?;
     ctx.rig.nats.stop();
     post_backlog(ctx, n).await?;
-    let backlog = unpublished(&ctx.db).await?;
-    anyhow::ensure!(
-        backlog as usize == n,
-        "the outbox holds {backlog} rows, not {n}"
-    );
+    let backlog = unpublished(&ctx.db).await? as usize;
+    anyhow::ensure!(backlog >= n, "the outbox holds {backlog} rows, not {n}");
     ctx.rig.api.stop(Duration::from_secs(10)).await;
     ctx.rig.nats.restart().await?;
     let js = &ctx.js;
@@ -84,11 +67,11 @@ async fn relay(ctx: &mut Ctx, n: usize) -> anyhow::Result<(Duration, Duration)> 
         }
         if unpublished(&ctx.db).await? == 0 {
             let first = first.unwrap_or(now);
-            return Ok((now - first, now - spawned));
+            return Ok((backlog, now - first, now - spawned));
         }
         anyhow::ensure!(
             now < deadline,
-            "the relay did not drain {n} rows within 300 s"
+            "the relay did not drain {backlog} rows within 300 s"
         );
         tokio::time::sleep(POLL).await;
     }
@@ -118,15 +101,15 @@ pub async fn run(ctx: &mut Ctx) -> Vec<Row> {
     let what = format!("outbox relay, backlog of {n}");
     tracing::info!("P2: {what}");
     let measured = async {
-        let (drain, from_start) = relay(ctx, n).await?;
-        let messages = backlog_messages(&ctx.db, n).await?;
+        let (backlog, drain, from_start) = relay(ctx, n).await?;
+        let messages = backlog_messages(&ctx.db, backlog).await?;
         let base = publish_all(&ctx.js, &messages, IN_FLIGHT).await?;
-        anyhow::Ok((drain, from_start, base))
+        anyhow::Ok((backlog, drain, from_start, base))
     }
     .await;
     match measured {
-        Ok((drain, from_start, base)) => {
-            let rate = |d: Duration| n as f64 / d.as_secs_f64().max(1e-9);
+        Ok((backlog, drain, from_start, base)) => {
+            let rate = |d: Duration| backlog as f64 / d.as_secs_f64().max(1e-9);
             vec![Row::new(
                 "P2",
                 format!("{what} (messages/s)"),
