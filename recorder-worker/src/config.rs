@@ -12,6 +12,10 @@ use std::time::Duration;
 pub struct Config {
     /// `NATS_URL` (default `nats://127.0.0.1:4222`).
     pub nats_url: String,
+    /// `NATS_STREAM_REPLICAS` (default 1): replicas of the streams and the recordings bucket when
+    /// this worker creates or updates them; the same variable event-api reads, so a worker never
+    /// sets production's 3-replica streams back to 1.
+    pub nats_stream_replicas: usize,
     /// `SITE` (default `default`): the site whose events this worker records.
     pub site: Site,
     /// `WORKER_ID` (default `<hostname>-<pid>`): names this worker in leases and status messages.
@@ -97,6 +101,15 @@ impl Config {
                 .filter(|n| (1..=1024).contains(n))
                 .ok_or(ConfigError::Invalid("MAX_CONCURRENT_RECORDINGS"))?,
         };
+        let nats_stream_replicas = match var("NATS_STREAM_REPLICAS") {
+            None => 1,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=5).contains(n))
+                .ok_or(ConfigError::Invalid("NATS_STREAM_REPLICAS"))?,
+        };
         let start_retries = match var("START_RETRIES") {
             None => 3,
             Some(v) => v
@@ -108,6 +121,7 @@ impl Config {
         };
         Ok(Self {
             nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            nats_stream_replicas,
             site,
             worker_id: var("WORKER_ID").unwrap_or_else(default_worker_id),
             record_dir: PathBuf::from(
@@ -164,6 +178,7 @@ mod tests {
         assert_eq!(c.upload_give_up, Duration::from_secs(1800));
         assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.record_dir, PathBuf::from("./data/recordings"));
+        assert_eq!(c.nats_stream_replicas, 1);
     }
 
     #[test]
@@ -173,8 +188,10 @@ mod tests {
             ("WORKER_ID", "w7"),
             ("MAX_CONCURRENT_RECORDINGS", "2"),
             ("MAX_RECORDING_SEC", "60"),
+            ("NATS_STREAM_REPLICAS", "3"),
         ])
         .unwrap();
+        assert_eq!(c.nats_stream_replicas, 3);
         assert_eq!(c.site.as_str(), "north");
         assert_eq!(c.worker_id, "w7");
         assert_eq!(c.max_concurrent_recordings, 2);
@@ -184,6 +201,7 @@ mod tests {
             ("MAX_CONCURRENT_RECORDINGS", "0"),
             ("MAX_RECORDING_SEC", "x"),
             ("STOP_GRACE_SEC", "-1"),
+            ("NATS_STREAM_REPLICAS", "0"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -74,9 +74,13 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Opens the bucket, creating it on first use (`camrec_shared::streams`).
-    pub async fn open(js: &jetstream::Context, worker_id: String) -> Result<Self, OwnershipError> {
-        let kv = camrec_shared::streams::ensure_recordings_bucket(js, 1)
+    /// Opens the bucket, creating it with `replicas` on first use (`camrec_shared::streams`).
+    pub async fn open(
+        js: &jetstream::Context,
+        worker_id: String,
+        replicas: usize,
+    ) -> Result<Self, OwnershipError> {
+        let kv = camrec_shared::streams::ensure_recordings_bucket(js, replicas)
             .await
             .map_err(err)?;
         Ok(Self { kv, worker_id })

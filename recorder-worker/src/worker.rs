@@ -77,10 +77,10 @@ async fn connect(config: &Config) -> Result<Messaging, String> {
         .await
         .map_err(|e| e.to_string())?;
     let js = jetstream::new(client);
-    camrec_shared::streams::ensure_streams(&js, 1)
+    camrec_shared::streams::ensure_streams(&js, config.nats_stream_replicas)
         .await
         .map_err(|e| e.to_string())?;
-    let ownership = Ownership::open(&js, config.worker_id.clone())
+    let ownership = Ownership::open(&js, config.worker_id.clone(), config.nats_stream_replicas)
         .await
         .map_err(|e| e.to_string())?;
     let created = consumer::open(&js, EventKind::Created, &config.site)

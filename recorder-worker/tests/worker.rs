@@ -160,7 +160,7 @@ async fn the_owner_stops_wherever_the_end_is_delivered() -> anyhow::Result<()> {
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
     let client = async_nats::connect(env.nats.url()).await?;
-    let other = Ownership::open(&async_nats::jetstream::new(client), "bystander".into()).await?;
+    let other = Ownership::open(&async_nats::jetstream::new(client), "bystander".into(), 1).await?;
     other.request_stop(b.playback_id).await?;
     let done = env.log.wait_terminal(b.playback_id, FINISH).await?;
     assert_eq!(done.status.body.kind(), StatusKind::Completed);
@@ -261,7 +261,7 @@ async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Re
     env.publish_created(&event).await?;
     env.publish_ended(&event).await?;
     let client = async_nats::connect(env.nats.url()).await?;
-    let marker = Ownership::open(&async_nats::jetstream::new(client), "api".into()).await?;
+    let marker = Ownership::open(&async_nats::jetstream::new(client), "api".into(), 1).await?;
     marker.request_stop(id).await?;
     let worker = env.spawn_worker("w1", &[]);
 
