@@ -183,13 +183,19 @@ TOKEN=$(curl -fsS -X POST "$API/auth/login" -H 'content-type: application/json' 
 an older admin keeps its password)"
 auth=(-H "authorization: Bearer $TOKEN")
 
+CAMERA_URL="rtsp://$CAMERA_USER:$CAMERA_PASSWORD@127.0.0.1:$CAMERA_PORT/cam"
 CAMERA_ID=$(curl -fsS "${auth[@]}" "$API/cameras?name=demo-camera" | json_get data.0.id 2>/dev/null || true)
 if [[ -z $CAMERA_ID ]]; then
   CAMERA_ID=$(curl -fsS "${auth[@]}" -X POST "$API/cameras" -H 'content-type: application/json' \
     -d "{\"name\":\"demo-camera\",\"ipAddress\":\"127.0.0.1\",\"channel\":1,\"rtspPort\":$CAMERA_PORT,\
-\"rtspUrl\":\"rtsp://$CAMERA_USER:$CAMERA_PASSWORD@127.0.0.1:$CAMERA_PORT/cam\",\"vendor\":\"testkit\"}" |
+\"rtspUrl\":\"$CAMERA_URL\",\"vendor\":\"testkit\"}" |
     json_get id) || die "creating the demo camera failed (see $LOGS/event-api.log)"
   say "created the demo camera $CAMERA_ID"
+else
+  # An earlier run may have served the camera on another CAMERA_PORT: point it at this one.
+  curl -fsS "${auth[@]}" -X PATCH "$API/cameras/$CAMERA_ID" -H 'content-type: application/json' \
+    -d "{\"rtspPort\":$CAMERA_PORT,\"rtspUrl\":\"$CAMERA_URL\",\"enabled\":true}" >/dev/null ||
+    die "updating the demo camera failed (see $LOGS/event-api.log)"
 fi
 
 if ((SMOKE)); then
