@@ -237,7 +237,8 @@ pgbench's from its per-transaction log).\n\
 - **P2** A backlog of N `event.created` outbox rows written while NATS is down, then NATS \
 restarted: from the first message of the backlog in the EVENTS stream to the last outbox row \
 marked published, as messages per second; baseline: the same payloads published with async-nats \
-to the same stream (async publishes, 256 in flight, every ack awaited).\n\
+to the same stream (async publishes, 256 in flight, every ack awaited), also right after a NATS \
+restart (the first acks after a restart are slow for both).\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
 after stop, finalize, probe, thumbnail, upload and verification), for a clip of 10 s and of 60 s; \
 baseline: `ffprobe -print_format json` of the same final file plus an object_store upload of it \
