@@ -33,6 +33,11 @@ pub enum StoreError {
 /// [`StoreError::Unavailable`], everything else [`StoreError::Db`].
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            if db.code().is_some_and(|c| server_going_away(&c)) {
+                return StoreError::Unavailable(e);
+            }
+        }
         match e {
             sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
@@ -42,6 +47,13 @@ impl From<sqlx::Error> for StoreError {
             e => StoreError::Db(e),
         }
     }
+}
+
+/// SQLSTATE codes that mean the server, not the statement, failed: class 08 (connection
+/// exception) and 57P01-57P03 (shutting down, crashed, starting up), as a PostgreSQL restart
+/// sends them to open connections. Worth retrying, like a lost connection.
+fn server_going_away(code: &str) -> bool {
+    code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
 }
 
 /// Turns a unique violation of `constraint` into a [`StoreError::Conflict`] with `message`.
@@ -132,5 +144,15 @@ mod tests {
             StoreError::from(sqlx::Error::RowNotFound),
             StoreError::Db(_)
         ));
+    }
+
+    #[test]
+    fn a_restarting_server_is_unavailable_not_an_internal_error() {
+        for code in ["57P01", "57P02", "57P03", "08006", "08001"] {
+            assert!(server_going_away(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "57014"] {
+            assert!(!server_going_away(code), "{code}");
+        }
     }
 }
