@@ -440,14 +440,17 @@ impl Job {
     /// Starting and Recording: runs FFmpeg parts until the event ends, its time is up or the
     /// worker shuts down.
     async fn record(&mut self) -> Result<Recorded, Failure> {
-        let source = self.source().await?;
         tokio::fs::create_dir_all(&self.dir).await.map_err(|e| {
             Failure::new(
                 FailureCode::RecordingFailed,
                 format!("recording directory: {e}"),
             )
         })?;
+        // Written before the camera is probed (which may take START_RETRIES attempts), so a
+        // worker killed meanwhile leaves a directory its next start reports, instead of a claimed
+        // recording that stays PENDING until the reconciler's PENDING_TIMEOUT_SEC.
         self.save_manifest().await;
+        let source = self.source().await?;
         let grace = self.shared.config.stop_grace;
         let mut s = Session::new(self.max_duration(), &self.shared.config);
         let reason = loop {
