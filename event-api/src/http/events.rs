@@ -82,6 +82,12 @@ impl NestedEventJson {
     }
 }
 
+/// One event with its camera nested, as a response body.
+async fn one(state: &AppState, row: EventRow) -> Result<Json<EventJson>, ApiError> {
+    let mut json = to_json(state, std::slice::from_ref(&row)).await?;
+    json.pop().map(Json).ok_or(ApiError::NotFound("event"))
+}
+
 /// Nests cameras into events.
 async fn to_json(state: &AppState, rows: &[EventRow]) -> Result<Vec<EventJson>, ApiError> {
     let mut ids: Vec<Uuid> = rows.iter().map(|e| e.camera_id).collect();
@@ -239,8 +245,7 @@ pub async fn get_one(
         .event(id)
         .await
         .map_err(|e| ApiError::from_store("event", e))?;
-    let mut json = to_json(&state, std::slice::from_ref(&row)).await?;
-    json.pop().map(Json).ok_or(ApiError::NotFound("event"))
+    one(&state, row).await
 }
 
 #[utoipa::path(put, path = "/events/{id}/ack", tag = "events", security(("bearer" = [])),
@@ -255,8 +260,7 @@ pub async fn ack(
         .ack_event(id)
         .await
         .map_err(|e| ApiError::from_store("event", e))?;
-    let mut json = to_json(&state, std::slice::from_ref(&row)).await?;
-    json.pop().map(Json).ok_or(ApiError::NotFound("event"))
+    one(&state, row).await
 }
 
 #[utoipa::path(post, path = "/events/{id}/end", tag = "events", security(("bearer" = [])),
