@@ -59,6 +59,13 @@ def main():
     p.add_argument("--height", type=int, default=360)
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--kbps", type=int, default=800)
+    p.add_argument(
+        "--shared",
+        action="store_true",
+        help="one pipeline for every client, as a real camera's encoder (default: one per client; "
+        "a shared media sometimes went on resetting every new connection after a client was "
+        "SIGKILLed, which the lab's long runs then counted as unreachable cameras)",
+    )
     a = p.parse_args()
 
     Gst.init(None)
@@ -67,7 +74,7 @@ def main():
     server.set_service(str(a.port))
     factory = GstRtspServer.RTSPMediaFactory()
     factory.set_launch(launch_line(a))
-    factory.set_shared(True)
+    factory.set_shared(a.shared)
     factory.set_protocols(GstRtsp.RTSPLowerTrans.TCP)
     if a.user:
         auth = GstRtspServer.RTSPAuth()

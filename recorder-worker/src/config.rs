@@ -43,6 +43,10 @@ pub struct Config {
     /// `PROGRESS_INTERVAL_SEC` (default 5): how often `progress` (and, while uploading,
     /// `processing`) messages are sent.
     pub progress_interval: Duration,
+    /// `MIN_CLIP_SEC` (default 3): how long an event whose end arrives after the worker took it
+    /// but before the camera delivered its first frames is still recorded (or its `post_roll_sec`
+    /// if longer), so that a short event gives a short clip instead of `ended_before_start`.
+    pub min_clip: Duration,
     /// `STOP_GRACE_SEC` (default 10): how long FFmpeg may take to finish after being asked to stop
     /// before it is killed.
     pub stop_grace: Duration,
@@ -135,6 +139,7 @@ impl Config {
             start_retries,
             restart_backoff_max: secs("RESTART_BACKOFF_MAX_SEC", 30, 1)?,
             progress_interval: secs("PROGRESS_INTERVAL_SEC", 5, 1)?,
+            min_clip: secs("MIN_CLIP_SEC", 3, 1)?,
             stop_grace: secs("STOP_GRACE_SEC", 10, 1)?,
             shutdown_grace: secs("SHUTDOWN_GRACE_SEC", 25, 1)?,
             upload_give_up: secs("UPLOAD_GIVE_UP_SEC", 1800, 1)?,
@@ -179,6 +184,7 @@ mod tests {
         assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
         assert_eq!(c.record_dir, PathBuf::from("./data/recordings"));
         assert_eq!(c.nats_stream_replicas, 1);
+        assert_eq!(c.min_clip, Duration::from_secs(3));
     }
 
     #[test]
@@ -202,6 +208,7 @@ mod tests {
             ("MAX_RECORDING_SEC", "x"),
             ("STOP_GRACE_SEC", "-1"),
             ("NATS_STREAM_REPLICAS", "0"),
+            ("MIN_CLIP_SEC", "0"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

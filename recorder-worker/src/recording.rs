@@ -2,8 +2,11 @@
 //! `Claimed -> Starting -> Recording -> Stopping -> Finalizing -> Uploading -> Done | Failed`.
 //!
 //! - **Starting**: the stop marker is checked (a recording that waited for a slot may already be
-//!   ended), the camera is probed (cached per camera) with `START_RETRIES` attempts, the manifest
-//!   is written and FFmpeg started; `recording` is reported at the first frames.
+//!   ended: `ended_before_start`), the camera is probed (cached per camera) with `START_RETRIES`
+//!   attempts, the manifest is written and FFmpeg started; `recording` is reported at the first
+//!   frames. An end that arrives from here on does not abort the start: the camera gets its
+//!   `START_RETRIES` attempts, and the clip is then `MIN_CLIP_SEC` long (or `post_roll_sec` if
+//!   longer), so a short event still gives a clip (ADR 0008).
 //! - **Recording**: `progress` every `PROGRESS_INTERVAL_SEC`; the stop marker (after the event's
 //!   `post_roll_sec`), the event's max duration (FFmpeg's `-t` plus a wall-clock watchdog) or the
 //!   worker's shutdown end it. `pre_roll_sec` is not honoured: the worker keeps no buffer. FFmpeg
@@ -146,6 +149,9 @@ struct Session {
     backoff_max: Duration,
     /// When the clip's first frame was taken, once FFmpeg delivered frames.
     started: Option<(Instant, DateTime<Utc>)>,
+    /// The event ended while the recording was starting: it is recorded for `MIN_CLIP_SEC` (or
+    /// its post-roll) from the first frames.
+    ended_early: bool,
     start_failures: u32,
     restarts: u32,
     totals: Totals,
@@ -168,6 +174,7 @@ impl Session {
             start_retries: cfg.start_retries,
             backoff_max: cfg.restart_backoff_max,
             started: None,
+            ended_early: false,
             start_failures: 0,
             restarts: 0,
             totals: Totals::default(),
@@ -378,7 +385,7 @@ impl Job {
         let mut last = String::new();
         for attempt in 0..cfg.start_retries {
             if attempt > 0 {
-                self.wait_or_stop(backoff(attempt - 1, cfg.restart_backoff_max))
+                self.wait_or_shutdown(backoff(attempt - 1, cfg.restart_backoff_max))
                     .await?;
             }
             match probe_source(&cfg.ffprobe_path, &self.event.rtsp_url, cfg.rtsp_timeout).await {
@@ -398,12 +405,11 @@ impl Job {
         Err(Failure::new(FailureCode::CameraUnreachable, last))
     }
 
-    /// Sleeps `d` unless the event ends or the worker shuts down first (then the recording never
-    /// started: `ended_before_start`).
-    async fn wait_or_stop(&self, d: Duration) -> Result<(), Failure> {
+    /// Sleeps `d` unless the worker shuts down first. The event's end does not cut the start
+    /// short: a short event still gets its `MIN_CLIP_SEC` clip once the camera answers.
+    async fn wait_or_shutdown(&self, d: Duration) -> Result<(), Failure> {
         tokio::select! {
             _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.stop.cancelled() => Err(Failure::new(FailureCode::EndedBeforeStart, "the event ended before the recording started")),
             _ = self.shared.shutdown.cancelled() => Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the recording started")),
         }
     }
@@ -543,7 +549,13 @@ impl Job {
                 }
                 _ = recorder.exited() => return FirstFrames::Missing,
                 _ = tokio::time::sleep_until(give_up) => return FirstFrames::Missing,
-                _ = self.stop.cancelled() => return FirstFrames::Stopped(StopReason::EventEnded),
+                _ = self.stop.cancelled(), if !s.ended_early => {
+                    if s.started.is_some() {
+                        return FirstFrames::Stopped(StopReason::EventEnded);
+                    }
+                    // Ended while starting: wait for the frames, then record the minimum clip.
+                    s.ended_early = true;
+                }
                 _ = self.shared.shutdown.cancelled() => return FirstFrames::Stopped(StopReason::Shutdown),
                 _ = s.tick.tick(), if s.started.is_some() => self.beat(s.totals.body(None)).await,
                 _ = s.lease_tick.tick() => self.lease.heartbeat().await,
@@ -562,6 +574,9 @@ impl Job {
         if s.started.is_some() {
             return;
         }
+        // The end may have arrived while waiting for a retry, or in the same instant as the
+        // frames: either way it came before the recording started.
+        s.ended_early |= self.stop.is_cancelled();
         let buffered = progress
             .borrow()
             .as_ref()
@@ -594,7 +609,10 @@ impl Job {
             return PartEnd::Stopped(StopReason::MaxDuration);
         };
         let watchdog = t0 + s.max + self.shared.config.stop_grace;
-        let post_roll = Duration::from_secs(u64::from(self.event.limits.post_roll_sec));
+        let mut post_roll = Duration::from_secs(u64::from(self.event.limits.post_roll_sec));
+        if s.ended_early {
+            post_roll = post_roll.max(self.shared.config.min_clip);
+        }
         let mut post_roll_until: Option<Instant> = None;
         loop {
             tokio::select! {
@@ -652,7 +670,8 @@ impl Job {
                         _ => None,
                     };
                 }
-                _ = self.stop.cancelled() => return Some(StopReason::EventEnded),
+                // Before the first frames the end does not abort the start (see `first_frames`).
+                _ = self.stop.cancelled(), if t0.is_some() => return Some(StopReason::EventEnded),
                 _ = self.shared.shutdown.cancelled() => return Some(StopReason::Shutdown),
                 _ = s.tick.tick(), if t0.is_some() => self.beat(s.totals.body(None)).await,
                 _ = s.lease_tick.tick() => self.lease.heartbeat().await,

@@ -275,6 +275,58 @@ async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Re
     Ok(())
 }
 
+/// The end arrives after the worker took the event but before the camera answered (here: the
+/// camera is down and comes back): the start goes on and the event gets a `MIN_CLIP_SEC` clip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_ended_while_its_recording_starts_gets_a_minimum_clip() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let mut camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    camera.kill();
+    let worker = env.spawn_worker(
+        "w1",
+        &[
+            ("START_RETRIES", "30"),
+            ("RESTART_BACKOFF_MAX_SEC", "1"),
+            ("MIN_CLIP_SEC", "3"),
+        ],
+    );
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+    let client = async_nats::connect(env.nats.url()).await?;
+    let kv = Ownership::open(&async_nats::jetstream::new(client), "test".into(), 1).await?;
+
+    env.publish_created(&event).await?;
+    testkit::wait_until(Duration::from_secs(30), "the worker's claim", || async {
+        kv.lease_of(id).await.ok().flatten()
+    })
+    .await?;
+    env.publish_ended(&event).await?;
+    testkit::wait_until(Duration::from_secs(30), "the stop marker", || async {
+        kv.stop_requested(id).await.ok().filter(|s| *s)
+    })
+    .await?;
+    assert!(
+        !env.log.kinds(id).contains(&StatusKind::Recording),
+        "the recording started before the end: {:?}",
+        env.log.kinds(id)
+    );
+    camera.restart().await?;
+
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    let clip = completed(&done.status.body).clone();
+    assert!(
+        (clip.duration_sec - 3.0).abs() <= 1.5,
+        "duration {}",
+        clip.duration_sec
+    );
+    assert_clean_sequence(&env.log, id, &camera.password);
+    let tmp = tempfile::tempdir()?;
+    let info = probe(&env.download(&clip.object_key, tmp.path()).await?).await?;
+    assert!((info.duration_sec - 3.0).abs() <= 1.5, "{info:?}");
+    worker.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h265_and_silent_cameras_are_recorded_as_served() -> anyhow::Result<()> {
     let env = Env::start().await?;
