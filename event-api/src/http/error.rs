@@ -14,6 +14,9 @@ pub enum ApiError {
     /// 400: the input is malformed; `field` names the offending field.
     #[error("{field}: {message}")]
     Invalid { field: String, message: String },
+    /// 413: the body is larger than the limit (2 MB).
+    #[error("payload too large")]
+    TooLarge,
     /// 401: no token, a bad or expired token, or wrong credentials.
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
@@ -73,6 +76,11 @@ impl IntoResponse for ApiError {
                 StatusCode::BAD_REQUEST,
                 format!("{field}: {message}"),
                 Some(field),
+            ),
+            ApiError::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body: larger than the 2 MB limit".to_owned(),
+                Some("body".to_owned()),
             ),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_owned(), None),
             ApiError::Forbidden => (

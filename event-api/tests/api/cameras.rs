@@ -166,6 +166,12 @@ async fn bad_input_is_400_naming_the_field() {
     let (status, err) = app.post_raw("/cameras", "{\"name\": ").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["field"], "body");
+    // A body over the 2 MB limit is 413, still naming the body.
+    let huge = serde_json::json!({ "name": "x".repeat(3 << 20) });
+    let (status, err) = app.post("/cameras", huge).await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE, "{err}");
+    assert_eq!(err["statusCode"], 413);
+    assert_eq!(err["field"], "body");
     for (path, field) in [
         ("/cameras/not-a-uuid", "id"),
         ("/cameras?enabled=maybe", "enabled"),
