@@ -23,8 +23,9 @@ pub struct Config {
     /// `RECORD_DIR` (default `./data/recordings`): one directory per recording in progress or not
     /// yet uploaded; `_failed/` keeps clips whose upload was given up.
     pub record_dir: PathBuf,
-    /// `MAX_CONCURRENT_RECORDINGS` (default 4): recordings this worker runs at once; further
-    /// `event.created` messages wait in the stream.
+    /// `MAX_CONCURRENT_RECORDINGS` (default 4): recordings (FFmpeg reading a camera) this worker
+    /// runs at once; further `event.created` messages wait in the stream. A recording gives its
+    /// slot back when FFmpeg stops: finalizing and uploading run outside the limit.
     pub max_concurrent_recordings: usize,
     /// `MAX_RECORDING_SEC` (default 3600): caps the message's `max_duration_sec`.
     pub max_recording: Duration,

@@ -269,8 +269,15 @@ fn note_state(id: PlaybackId, state: State) {
     tracing::debug!(playback_id = %id, ?state, "recording state");
 }
 
-/// Runs one claimed recording to its end. The stop registry entry lives as long as this call.
-pub async fn run(shared: Arc<Shared>, event: EventCreated, lease: Lease) -> Outcome {
+/// Runs one claimed recording to its end. The stop registry entry lives as long as this call;
+/// `slot` (a `MAX_CONCURRENT_RECORDINGS` permit) is given back as soon as FFmpeg has stopped, so
+/// the next event can start while this clip is finalized and uploaded.
+pub async fn run(
+    shared: Arc<Shared>,
+    event: EventCreated,
+    lease: Lease,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) -> Outcome {
     let id = event.playback_id;
     let stop = shared.stops.register(id);
     let reporter = Reporter::new(
@@ -293,7 +300,7 @@ pub async fn run(shared: Arc<Shared>, event: EventCreated, lease: Lease) -> Outc
         stop,
         state: State::Claimed,
     };
-    let outcome = job.drive().await;
+    let outcome = job.drive(slot).await;
     shared.stops.remove(id);
     tracing::info!(playback_id = %id, ?outcome, "recording finished");
     outcome
@@ -305,7 +312,7 @@ impl Job {
         self.state = state;
     }
 
-    async fn drive(mut self) -> Outcome {
+    async fn drive(mut self, slot: tokio::sync::OwnedSemaphorePermit) -> Outcome {
         match self
             .shared
             .ownership
@@ -330,6 +337,8 @@ impl Job {
             Ok(r) => r,
             Err(f) => return self.fail(f).await,
         };
+        // The camera is no longer read: finalizing and uploading do not hold a recording slot.
+        drop(slot);
         self.enter(State::Finalizing);
         self.lease.refresh(LeaseState::Processing).await;
         let Job {

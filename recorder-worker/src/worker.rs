@@ -230,10 +230,7 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
             CreatedOutcome::Claimed(event, lease) => {
                 tracing::info!(playback_id = %event.playback_id, camera_id = %event.camera_id, camera = %event.rtsp_url.without_credentials(), "recording claimed");
                 let shared = shared.clone();
-                tracker.spawn(async move {
-                    let _slot = permit;
-                    recording::run(shared, *event, *lease).await;
-                });
+                tracker.spawn(recording::run(shared, *event, *lease, permit));
             }
             CreatedOutcome::AlreadyOwned(id) => {
                 tracing::info!(playback_id = %id, "event.created for a recording already taken; ignored");

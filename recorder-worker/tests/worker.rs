@@ -220,7 +220,12 @@ async fn excess_events_wait_for_a_slot_and_both_complete() -> anyhow::Result<()>
         .log
         .wait(second.playback_id, StatusKind::Recording, START)
         .await?;
-    assert!(rec_second.at >= done_first.at);
+    // The slot is given back when the first FFmpeg stops (its `processing`), not at its upload.
+    let processing_first = env
+        .log
+        .wait(first.playback_id, StatusKind::Processing, FINISH)
+        .await?;
+    assert!(rec_second.at >= processing_first.at);
     let done_second = env.log.wait_terminal(second.playback_id, FINISH).await?;
     assert_eq!(done_first.status.body.kind(), StatusKind::Completed);
     assert_eq!(done_second.status.body.kind(), StatusKind::Completed);
