@@ -1,6 +1,6 @@
-//! P1's baseline: `pgbench` running the transaction event-api's `POST /events` runs (see
-//! event-api/src/store/events.rs `create_event` and store/outbox.rs `enqueue`), prepared, against
-//! the same database, with a per-transaction latency log for p50/p99.
+//! P1's baseline: `pgbench` running the statements event-api's `POST /events` runs (see
+//! event-api/src/store/events.rs `create_event`, `INSERT_EVENT` and `INSERT_RECORDING_EVENT`),
+//! prepared, against the same database, with a per-transaction latency log for p50/p99.
 
 use crate::stats::Latencies;
 use std::path::{Path, PathBuf};
@@ -21,31 +21,34 @@ pub enum PgbenchError {
 const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
      password, codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at";
 
-/// The transaction of `POST /events` for a camera. For a recording type (`payload` given: the
-/// `event.created` envelope bytes) it also inserts the playback and the outbox row and notifies
-/// the relay. The camera id is pgbench's `:camera` variable. (A `:` inside a literal confuses
-/// pgbench's variable parser, hence `chr(58)` for the msg id's `:created`.)
+/// The statements of `POST /events` for a camera (store/events.rs `create_event`): the camera
+/// with its row version, then `INSERT_EVENT` (ERROR) or `INSERT_RECORDING_EVENT` (`payload`
+/// given: the `event.created` envelope bytes), which writes the event, and for a recording type
+/// the playback, the outbox row and the relay's notify, in one statement (no explicit
+/// transaction, as there). The camera id is pgbench's `:camera` variable. What event-api binds
+/// is computed by the server here: `gen_random_uuid()` for the ids, `now()` for `created_at`,
+/// the msg id from the event id. (A `:` inside a literal confuses pgbench's variable parser,
+/// hence `chr(58)` for the msg id's `:created`.)
 pub fn script(event_type: &str, recording: Option<(&str, &[u8])>) -> String {
     let mut s = format!(
-        "BEGIN;\n\
-         SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = :camera FOR SHARE;\n\
-         INSERT INTO events (id, camera_id, type, description) VALUES (gen_random_uuid(), :camera, \
-         '{event_type}', NULL) RETURNING id AS event_id, created_at \\gset\n"
+        "SELECT {CAMERA_COLUMNS}, xmin::text AS version FROM cameras WHERE id = :camera \\gset camera_\n\
+         WITH camera AS (SELECT id FROM cameras WHERE id = :camera AND xmin::text = \
+         :camera_version AND enabled FOR SHARE), \
+         event AS (INSERT INTO events (id, camera_id, type, description, created_at) \
+         SELECT gen_random_uuid(), id, '{event_type}', NULL, now() FROM camera RETURNING id)"
     );
-    if let Some((subject, payload)) = recording {
-        s.push_str(
-            "INSERT INTO playbacks (id, event_id, camera_id) VALUES (gen_random_uuid(), \
-             :event_id, :camera);\n",
-        );
-        s.push_str(&format!(
-            "INSERT INTO outbox (subject, msg_id, payload) VALUES ('{subject}', \
-             CAST(:event_id AS text) || chr(58) || 'created', '\\x{}'::bytea) \
-             ON CONFLICT (msg_id) DO NOTHING;\n",
+    match recording {
+        None => s.push_str(" SELECT id FROM event;\n"),
+        Some((subject, payload)) => s.push_str(&format!(
+            ", playback AS (INSERT INTO playbacks (id, event_id, camera_id) \
+             SELECT gen_random_uuid(), id, :camera FROM event), \
+             queued AS (INSERT INTO outbox (subject, msg_id, payload) SELECT '{subject}', \
+             CAST(id AS text) || chr(58) || 'created', '\\x{}'::bytea FROM event \
+             ON CONFLICT (msg_id) DO NOTHING) \
+             SELECT id, pg_notify('camrec_outbox', '') FROM event;\n",
             hex::encode(payload)
-        ));
-        s.push_str("SELECT pg_notify('camrec_outbox', '');\n");
+        )),
     }
-    s.push_str("END;\n");
     s
 }
 
@@ -166,11 +169,13 @@ mod tests {
     fn scripts_hold_the_same_statements_as_post_events() {
         let error = script("ERROR", None);
         assert!(error.contains("FOR SHARE") && error.contains("INSERT INTO events"));
+        assert!(error.contains("xmin::text AS version") && error.contains("\\gset camera_"));
         assert!(!error.contains("outbox"));
+        assert_eq!(error.lines().count(), 2, "two statements, no BEGIN/COMMIT");
         let motion = script("MOTION", Some(("event.created.s.c", b"{}")));
         assert!(motion.contains("INSERT INTO playbacks") && motion.contains("'\\x7b7d'::bytea"));
         assert!(motion.contains("pg_notify('camrec_outbox'"));
-        assert!(motion.starts_with("BEGIN;") && motion.ends_with("END;\n"));
+        assert_eq!(motion.lines().count(), 2, "two statements, no BEGIN/COMMIT");
     }
 
     /// Runs both scripts against a fresh database with camrec's schema.

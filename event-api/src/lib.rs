@@ -22,6 +22,7 @@ pub use http::AppState;
 
 use camrec_shared::storage::{Storage, StorageError};
 use http::auth::{hash_password, AuthKeys};
+use http::role_cache::RoleCache;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -137,6 +138,7 @@ pub async fn serve(
             config.access_token_ttl,
             config.refresh_token_ttl,
         )),
+        roles: Arc::new(RoleCache::new(config.auth_cache)),
         store,
         storage,
         nats,

@@ -18,7 +18,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// What a user may do. `Admin` ⊃ `Operator` ⊃ `Viewer`.
@@ -78,8 +78,9 @@ struct Claims {
     exp: i64,
 }
 
-/// The authenticated caller, with the role currently stored for them (a role change or a
-/// deleted user takes effect at once, not when the token expires).
+/// The authenticated caller, with the role currently stored for them: a role change or a
+/// deleted user takes effect at once on the instance that made the change and within
+/// `AUTH_CACHE_SEC` on the others, not when the token expires.
 #[derive(Clone, Debug)]
 pub struct AuthUser {
     pub id: Uuid,
@@ -138,16 +139,32 @@ impl FromRequestParts<AppState> for AuthUser {
         )
         .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?
         .claims;
-        let user = match state.store.user(claims.sub).await {
-            Ok(u) => u,
-            Err(StoreError::NotFound) => {
-                return Err(ApiError::Unauthorized("invalid or expired token"))
-            }
-            Err(e) => return Err(ApiError::from_store("user", e)),
-        };
-        let role = Role::parse(&user.role).ok_or(ApiError::Unauthorized("invalid role"))?;
-        Ok(AuthUser { id: user.id, role })
+        let role = stored_role(state, claims.sub).await?;
+        Ok(AuthUser {
+            id: claims.sub,
+            role,
+        })
     }
+}
+
+/// The role `user` has now: from the [`RoleCache`](super::role_cache::RoleCache) when it was
+/// read within `AUTH_CACHE_SEC`, else from the database. A user that no longer exists is
+/// unauthorized.
+async fn stored_role(state: &AppState, user: Uuid) -> Result<Role, ApiError> {
+    let miss = match state.roles.get(user, Instant::now()) {
+        Ok(role) => return Ok(role),
+        Err(miss) => miss,
+    };
+    let row = match state.store.user(user).await {
+        Ok(u) => u,
+        Err(StoreError::NotFound) => {
+            return Err(ApiError::Unauthorized("invalid or expired token"))
+        }
+        Err(e) => return Err(ApiError::from_store("user", e)),
+    };
+    let role = Role::parse(&row.role).ok_or(ApiError::Unauthorized("invalid role"))?;
+    state.roles.store(user, role, miss, Instant::now());
+    Ok(role)
 }
 
 /// Hashes a password with argon2 (on a blocking thread: it is deliberately slow).

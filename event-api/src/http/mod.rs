@@ -1,7 +1,7 @@
 //! The HTTP layer: one module per resource, the error kinds ([`error`]), the extractors that
-//! name bad fields ([`extract`]), authentication ([`auth`]), the ops routes ([`ops`]) and the
-//! OpenAPI document ([`openapi`]). Handlers validate input and call the store; they never touch
-//! NATS (the outbox relay does).
+//! name bad fields ([`extract`]), authentication ([`auth`], with its [`role_cache`]), the ops
+//! routes ([`ops`]) and the OpenAPI document ([`openapi`]). Handlers validate input and call the
+//! store; they never touch NATS (the outbox relay does).
 
 pub mod auth;
 pub mod cameras;
@@ -11,6 +11,7 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod playbacks;
+pub mod role_cache;
 pub mod users;
 
 use crate::config::Config;
@@ -22,6 +23,7 @@ use axum::response::Response;
 use axum::Router;
 use camrec_shared::storage::Storage;
 use metrics_exporter_prometheus::PrometheusHandle;
+use role_cache::RoleCache;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -31,6 +33,8 @@ pub struct AppState {
     pub store: Store,
     pub storage: Storage,
     pub auth: Arc<AuthKeys>,
+    /// Users' roles as recently read, so most requests authenticate without a query.
+    pub roles: Arc<RoleCache>,
     pub nats: async_nats::Client,
     pub metrics: PrometheusHandle,
     pub config: Arc<Config>,

@@ -119,6 +119,7 @@ pub async fn update(
         )
         .await
         .map_err(|e| ApiError::from_store("user", e))?;
+    state.roles.invalidate(id);
     Ok(Json(row.into()))
 }
 
@@ -138,6 +139,7 @@ pub async fn delete(
         .delete_user(id)
         .await
         .map_err(|e| ApiError::from_store("user", e))?;
+    state.roles.invalidate(id);
     Ok(StatusCode::NO_CONTENT)
 }
 

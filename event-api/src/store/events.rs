@@ -1,16 +1,16 @@
 //! The `events` table and the transactions that start and end recordings: creating a recording
-//! event writes the event, its `PENDING` playback and the `event.created` outbox row together;
-//! ending one writes `ended_at` and the `event.ended` outbox row together.
+//! event writes the event, its `PENDING` playback and the `event.created` outbox row together
+//! (in one statement); ending one writes `ended_at` and the `event.ended` outbox row together.
 
 use super::cameras::{CameraRow, COLUMNS as CAMERA_COLUMNS};
-use super::outbox::{enqueue, OutboxMessage};
+use super::outbox::{enqueue, OutboxMessage, NOTIFY_CHANNEL};
 use super::{deletions, Page, PageRequest, Store, StoreError};
 use camrec_shared::messages::{
     EndReason, Envelope, EventCreated, EventEnded, EventType, RecordingLimits,
 };
 use camrec_shared::subjects::{event_msg_id, event_subject, EventKind, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
@@ -177,92 +177,197 @@ pub(super) async fn mark_playback_deleted(
     Ok(())
 }
 
+/// How often [`Store::create_event`] reads the camera again when it changed under it.
+const CREATE_ATTEMPTS: usize = 3;
+
+/// Writes the event of a type the camera does not record, if the camera row is still the
+/// version read (`$2`, its `xmin`) and enabled. `FOR SHARE` holds off a concurrent update or
+/// delete of the camera until this statement commits (a delete then finds the event and
+/// refuses, ADR 0007); one that committed first makes the statement write nothing. One
+/// statement, so no explicit transaction: it is atomic on its own. Returns the event's id when
+/// it was written. bench/src/pgbench.rs runs the same SQL.
+pub const INSERT_EVENT: &str = "WITH camera AS (\
+     SELECT id FROM cameras WHERE id = $1 AND xmin::text = $2 AND enabled FOR SHARE), \
+     event AS (INSERT INTO events (id, camera_id, type, description, created_at) \
+     SELECT $3, id, $4, $5, $6 FROM camera RETURNING id) \
+     SELECT id FROM event";
+
+/// [`INSERT_EVENT`] for a type the camera records: also the `PENDING` playback (`$7`) and the
+/// `event.created` outbox row (`$8` subject, `$9` msg id, `$10` payload), and a `NOTIFY` of the
+/// relay on channel `$11` (delivered at commit).
+pub const INSERT_RECORDING_EVENT: &str = "WITH camera AS (\
+     SELECT id FROM cameras WHERE id = $1 AND xmin::text = $2 AND enabled FOR SHARE), \
+     event AS (INSERT INTO events (id, camera_id, type, description, created_at) \
+     SELECT $3, id, $4, $5, $6 FROM camera RETURNING id), \
+     playback AS (INSERT INTO playbacks (id, event_id, camera_id) SELECT $7, id, $1 FROM event), \
+     queued AS (INSERT INTO outbox (subject, msg_id, payload) SELECT $8, $9, $10 FROM event \
+     ON CONFLICT (msg_id) DO NOTHING) \
+     SELECT id, pg_notify($11, '') FROM event";
+
+/// A camera row with its row version (`xmin`, as text), which changes with every update.
+#[derive(FromRow)]
+struct VersionedCamera {
+    #[sqlx(flatten)]
+    row: CameraRow,
+    version: String,
+}
+
+async fn camera_version(
+    conn: &mut PgConnection,
+    camera_id: Uuid,
+) -> Result<VersionedCamera, StoreError> {
+    sqlx::query_as::<_, VersionedCamera>(&format!(
+        "SELECT {CAMERA_COLUMNS}, xmin::text AS version FROM cameras WHERE id = $1"
+    ))
+    .bind(camera_id)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(StoreError::NotFound)
+}
+
+/// The rows an event creation writes, decided from the camera as read.
+struct PlannedEvent {
+    id: EventId,
+    /// Set here, not by the database, because `event.created` carries it; truncated to
+    /// PostgreSQL's microseconds so the answer shows what is stored.
+    created_at: DateTime<Utc>,
+    recording: Option<(PlaybackId, OutboxMessage)>,
+}
+
+impl PlannedEvent {
+    fn new(new: &NewEvent, camera: &CameraRow, max_recording_sec: u32) -> Result<Self, StoreError> {
+        let id = EventId::new();
+        let created_at = Utc::now().trunc_subsecs(6);
+        let recording = if camera.records(new.event_type.as_str()) {
+            let playback_id = PlaybackId::new();
+            let message = created_message(
+                camera,
+                id,
+                playback_id,
+                new.event_type,
+                created_at,
+                max_recording_sec,
+            )?;
+            Some((playback_id, message))
+        } else {
+            None
+        };
+        Ok(Self {
+            id,
+            created_at,
+            recording,
+        })
+    }
+
+    fn into_row(self, new: &NewEvent) -> EventRow {
+        let playback_id = self.recording.map(|(p, _)| p.0);
+        EventRow {
+            id: self.id.0,
+            camera_id: new.camera_id,
+            event_type: new.event_type.as_str().to_owned(),
+            description: new.description.clone(),
+            ack: false,
+            created_at: self.created_at,
+            ended_at: None,
+            end_reason: None,
+            playback_id,
+            recording_status: playback_id.map(|_| "PENDING".to_owned()),
+        }
+    }
+}
+
+/// The `event.created` outbox message of a new recording on `camera`.
+fn created_message(
+    camera: &CameraRow,
+    event_id: EventId,
+    playback_id: PlaybackId,
+    event_type: EventType,
+    created_at: DateTime<Utc>,
+    max_recording_sec: u32,
+) -> Result<OutboxMessage, StoreError> {
+    let rtsp_url = camera
+        .rtsp_url_with_credentials()
+        .ok_or(StoreError::Conflict("the camera's RTSP URL is not valid"))?;
+    let site = site_of(&camera.site)?;
+    let camera_id = CameraId(camera.id);
+    let msg = Envelope::new(
+        created_at,
+        EventCreated {
+            event_id,
+            playback_id,
+            camera_id,
+            camera_name: camera.name.clone(),
+            site: site.clone(),
+            event_type,
+            rtsp_url,
+            limits: RecordingLimits {
+                max_duration_sec: max_recording_sec,
+                pre_roll_sec: 0,
+                post_roll_sec: 0,
+            },
+        },
+    );
+    Ok(OutboxMessage {
+        subject: event_subject(EventKind::Created, &site, camera_id),
+        msg_id: event_msg_id(event_id, EventKind::Created),
+        payload: msg.to_bytes(),
+    })
+}
+
+/// Runs [`INSERT_EVENT`] or [`INSERT_RECORDING_EVENT`]; false when the camera is no longer the
+/// version read (or was disabled or deleted meanwhile): then nothing was written.
+async fn insert_event(
+    conn: &mut PgConnection,
+    new: &NewEvent,
+    planned: &PlannedEvent,
+    camera: &VersionedCamera,
+) -> Result<bool, StoreError> {
+    let sql = match planned.recording {
+        Some(_) => INSERT_RECORDING_EVENT,
+        None => INSERT_EVENT,
+    };
+    let mut query = sqlx::query_scalar::<_, Uuid>(sql)
+        .bind(camera.row.id)
+        .bind(&camera.version)
+        .bind(planned.id.0)
+        .bind(new.event_type.as_str())
+        .bind(&new.description)
+        .bind(planned.created_at);
+    if let Some((playback_id, msg)) = &planned.recording {
+        query = query
+            .bind(playback_id.0)
+            .bind(&msg.subject)
+            .bind(&msg.msg_id)
+            .bind(&msg.payload)
+            .bind(NOTIFY_CHANNEL);
+    }
+    Ok(query.fetch_optional(&mut *conn).await?.is_some())
+}
+
 impl Store {
     /// Creates an event; for a type the camera records, also its `PENDING` playback and the
-    /// `event.created` outbox row, in one transaction.
+    /// `event.created` outbox row, atomically, in two round trips: the camera is read, then one
+    /// statement ([`INSERT_EVENT`] or [`INSERT_RECORDING_EVENT`]) writes every row if the camera
+    /// is still that version and enabled. A camera changed in between is read again.
     pub async fn create_event(
         &self,
         new: &NewEvent,
         max_recording_sec: u32,
     ) -> Result<(EventRow, CameraRow), StoreError> {
-        let mut tx = self.pool.begin().await?;
-        let camera = sqlx::query_as::<_, CameraRow>(&format!(
-            "SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = $1 FOR SHARE"
+        let mut conn = self.pool.acquire().await?;
+        for _ in 0..CREATE_ATTEMPTS {
+            let camera = camera_version(&mut conn, new.camera_id).await?;
+            if !camera.row.enabled {
+                return Err(StoreError::Conflict("the camera is disabled"));
+            }
+            let planned = PlannedEvent::new(new, &camera.row, max_recording_sec)?;
+            if insert_event(&mut conn, new, &planned, &camera).await? {
+                return Ok((planned.into_row(new), camera.row));
+            }
+        }
+        Err(StoreError::Conflict(
+            "the camera changed while the event was created; try again",
         ))
-        .bind(new.camera_id)
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound)?;
-        if !camera.enabled {
-            return Err(StoreError::Conflict("the camera is disabled"));
-        }
-        let event_id = EventId::new();
-        let created_at: DateTime<Utc> = sqlx::query_scalar(
-            "INSERT INTO events (id, camera_id, type, description) VALUES ($1, $2, $3, $4) \
-             RETURNING created_at",
-        )
-        .bind(event_id.0)
-        .bind(camera.id)
-        .bind(new.event_type.as_str())
-        .bind(&new.description)
-        .fetch_one(&mut *tx)
-        .await?;
-        let mut playback = None;
-        if camera.records(new.event_type.as_str()) {
-            let playback_id = PlaybackId::new();
-            sqlx::query("INSERT INTO playbacks (id, event_id, camera_id) VALUES ($1, $2, $3)")
-                .bind(playback_id.0)
-                .bind(event_id.0)
-                .bind(camera.id)
-                .execute(&mut *tx)
-                .await?;
-            let rtsp_url = camera
-                .rtsp_url_with_credentials()
-                .ok_or(StoreError::Conflict("the camera's RTSP URL is not valid"))?;
-            let site = site_of(&camera.site)?;
-            let camera_id = CameraId(camera.id);
-            let msg = Envelope::new(
-                created_at,
-                EventCreated {
-                    event_id,
-                    playback_id,
-                    camera_id,
-                    camera_name: camera.name.clone(),
-                    site: site.clone(),
-                    event_type: new.event_type,
-                    rtsp_url,
-                    limits: RecordingLimits {
-                        max_duration_sec: max_recording_sec,
-                        pre_roll_sec: 0,
-                        post_roll_sec: 0,
-                    },
-                },
-            );
-            enqueue(
-                &mut tx,
-                &OutboxMessage {
-                    subject: event_subject(EventKind::Created, &site, camera_id),
-                    msg_id: event_msg_id(event_id, EventKind::Created),
-                    payload: msg.to_bytes(),
-                },
-            )
-            .await?;
-            playback = Some(playback_id.0);
-        }
-        tx.commit().await?;
-        let row = EventRow {
-            id: event_id.0,
-            camera_id: camera.id,
-            event_type: new.event_type.as_str().to_owned(),
-            description: new.description.clone(),
-            ack: false,
-            created_at,
-            ended_at: None,
-            end_reason: None,
-            playback_id: playback,
-            recording_status: playback.map(|_| "PENDING".to_owned()),
-        };
-        Ok((row, camera))
     }
 
     /// Ends an event (idempotent): the first call writes `ended_at` and the `event.ended`

@@ -10,7 +10,11 @@ pub mod playbacks;
 pub mod users;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
 use std::time::Duration;
+
+/// A pooled connection idle at least this long is pinged before it is handed out.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
 
 /// What a store call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -109,6 +113,18 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(5))
+            // sqlx pings every connection it hands out by default: one more round trip per
+            // checkout. Only a connection idle long enough to have been dropped is pinged; a
+            // busy one that broke anyway fails its query as `Unavailable` and is discarded.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= PING_IF_IDLE_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect(url)
             .await?;
         Ok(Self { pool })

@@ -25,22 +25,20 @@ pub struct OutboxRow {
     pub payload: Vec<u8>,
 }
 
-/// Adds `msg` to the outbox inside `conn`'s transaction and notifies the relay at commit. A
-/// message with an id already in the outbox is not added twice.
+/// Adds `msg` to the outbox inside `conn`'s transaction and notifies the relay at commit, in
+/// one statement. A message with an id already in the outbox is not added twice.
 pub async fn enqueue(conn: &mut PgConnection, msg: &OutboxMessage) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO outbox (subject, msg_id, payload) VALUES ($1, $2, $3) \
-         ON CONFLICT (msg_id) DO NOTHING",
+        "WITH queued AS (INSERT INTO outbox (subject, msg_id, payload) VALUES ($1, $2, $3) \
+         ON CONFLICT (msg_id) DO NOTHING) \
+         SELECT pg_notify($4, '')",
     )
     .bind(&msg.subject)
     .bind(&msg.msg_id)
     .bind(&msg.payload)
+    .bind(NOTIFY_CHANNEL)
     .execute(&mut *conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 

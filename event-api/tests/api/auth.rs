@@ -3,6 +3,7 @@
 use crate::support::{spawn_app, ADMIN, ADMIN_PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
+use std::time::Duration;
 
 async fn login(app: &crate::support::TestApp, user: &str, pw: &str) -> (StatusCode, Value) {
     app.call(
@@ -195,4 +196,84 @@ async fn a_deleted_users_token_stops_working() {
         .unwrap();
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     assert_eq!(resp.headers()["www-authenticate"], "Bearer");
+}
+
+/// Creates a MOTION event with `token`; returns the status.
+async fn create_event(app: &crate::support::TestApp, token: &str, camera: &Value) -> StatusCode {
+    app.call(
+        Method::POST,
+        "/events",
+        Some(token),
+        Some(json!({"cameraId": camera["id"], "type": "MOTION"})),
+    )
+    .await
+    .0
+}
+
+#[tokio::test]
+async fn a_demoted_users_token_loses_the_role_at_once() {
+    let app = spawn_app().await;
+    let camera = app.camera("10.9.0.1", 1).await;
+    let token = app.token_for("OPERATOR").await;
+    // The first request caches the role; the demotion below must not wait for it to expire.
+    assert_eq!(
+        create_event(&app, &token, &camera).await,
+        StatusCode::CREATED
+    );
+    let (_, me) = app
+        .call(Method::GET, "/users/profile", Some(&token), None)
+        .await;
+    let (status, body) = app
+        .call(
+            Method::PUT,
+            &format!("/users/{}", me["id"].as_str().unwrap()),
+            Some(&app.admin_token),
+            Some(json!({"role": "VIEWER"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(
+        create_event(&app, &token, &camera).await,
+        StatusCode::FORBIDDEN
+    );
+    let (status, _) = app.call(Method::GET, "/cameras", Some(&token), None).await;
+    assert_eq!(status, StatusCode::OK, "still a viewer");
+}
+
+/// A change this instance did not make (another replica, or SQL) is seen within
+/// `AUTH_CACHE_SEC`; with 0 at once.
+#[tokio::test]
+async fn a_role_changed_elsewhere_applies_within_the_cache_ttl() {
+    for ttl in ["0", "1"] {
+        let app = crate::support::spawn_app_with(vec![("AUTH_CACHE_SEC".into(), ttl.into())]).await;
+        let camera = app.camera("10.9.0.2", 1).await;
+        let token = app.token_for("OPERATOR").await;
+        assert_eq!(
+            create_event(&app, &token, &camera).await,
+            StatusCode::CREATED
+        );
+        let (_, me) = app
+            .call(Method::GET, "/users/profile", Some(&token), None)
+            .await;
+        sqlx::query("UPDATE users SET role = 'VIEWER' WHERE id = $1::uuid")
+            .bind(me["id"].as_str().unwrap())
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        if ttl == "0" {
+            assert_eq!(
+                create_event(&app, &token, &camera).await,
+                StatusCode::FORBIDDEN
+            );
+            continue;
+        }
+        testkit::wait_until(Duration::from_secs(10), "the demotion to apply", || {
+            let (app, token, camera) = (&app, &token, &camera);
+            async move {
+                (create_event(app, token, camera).await == StatusCode::FORBIDDEN).then_some(())
+            }
+        })
+        .await
+        .unwrap();
+    }
 }
