@@ -1,12 +1,15 @@
 //! Finalizing a recording: fragmented-MP4 parts into one faststart MP4, and a thumbnail.
 //!
 //! A recording may leave several parts (FFmpeg restarted after a camera hiccup, a worker crash).
-//! [`finalize`] probes each part, skips the empty or unreadable ones, and joins the rest with the
-//! concat demuxer and stream copy into one MP4 whose `moov` atom is at the front, so the clip
-//! plays while it downloads. [`thumbnail`] grabs one JPEG frame from the result.
+//! [`finalize`] joins the parts that hold fragments (told from their top-level atoms, which
+//! costs no process) with stream copy into one MP4 whose `moov` atom is at the front, so the
+//! clip plays while it downloads: a single part is remuxed as it is, several go through the
+//! concat demuxer. Only when that join fails is each part probed with ffprobe, the empty or
+//! unreadable ones skipped and the rest joined again. [`thumbnail`] grabs one JPEG frame from a
+//! part or from the clip, so it can run beside the join.
 
 use crate::ffmpeg::MediaError;
-use crate::probe::{last_line, probe_file, run_with_deadline};
+use crate::probe::{has_fragments, last_line, probe_file, run_with_deadline};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
@@ -14,29 +17,77 @@ use tokio::process::Command;
 /// How long one concatenation or thumbnail may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Joins the usable `parts` (in order) into `out`: stream copy, `+faststart`.
-/// Fails with [`MediaError::NoMedia`] when no part holds playable video.
-pub async fn finalize(ffmpeg: &Path, parts: &[PathBuf], out: &Path) -> Result<(), MediaError> {
-    let ffprobe = sibling_ffprobe(ffmpeg);
-    let usable = usable_parts(&ffprobe, parts).await;
+/// Joins the usable `parts` (in order) into `out`: stream copy, `+faststart`. Returns the parts
+/// it joined. Fails with [`MediaError::NoMedia`] when no part holds playable video.
+pub async fn finalize(
+    ffmpeg: &Path,
+    parts: &[PathBuf],
+    out: &Path,
+) -> Result<Vec<PathBuf>, MediaError> {
+    let candidates = parts_with_fragments(parts).await;
+    let failed = if candidates.is_empty() {
+        None
+    } else {
+        match join(ffmpeg, &candidates, out).await {
+            Ok(()) => return Ok(candidates),
+            Err(error) => {
+                tracing::warn!(%error, parts = candidates.len(), "joining the parts failed, probing each");
+                Some(error)
+            }
+        }
+    };
+    let usable = usable_parts(&sibling_ffprobe(ffmpeg), parts).await;
     if usable.is_empty() {
         return Err(MediaError::NoMedia(format!(
             "none of the {} recorded parts is playable",
             parts.len()
         )));
     }
-    let list = out.with_extension("concat.txt");
-    tokio::fs::write(&list, concat_list(&usable)?).await?;
+    match failed {
+        Some(error) if usable == candidates => Err(error),
+        _ => join(ffmpeg, &usable, out).await.map(|()| usable),
+    }
+}
+
+/// The parts whose atoms show a `moov` and at least one fragment, in order. A part FFmpeg never
+/// wrote a frame into (killed at once, a camera that sent nothing) has none.
+pub async fn parts_with_fragments(parts: &[PathBuf]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    for part in parts {
+        if has_fragments(part).await.unwrap_or(false) {
+            found.push(part.clone());
+        }
+    }
+    found
+}
+
+/// Stream copy of `parts` into `out` with `moov` in front: one part is its own input, several
+/// are read through the concat demuxer.
+async fn join(ffmpeg: &Path, parts: &[PathBuf], out: &Path) -> Result<(), MediaError> {
     let mut cmd = Command::new(ffmpeg);
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args(["-f", "concat", "-safe", "0", "-protocol_whitelist", "file"])
-        .arg("-i")
-        .arg(&list)
-        .args(["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy"])
+    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]);
+    let list = match parts {
+        [one] => {
+            cmd.args(["-protocol_whitelist", "file", "-i"])
+                .arg(std::path::absolute(one)?);
+            None
+        }
+        _ => {
+            let list = out.with_extension("concat.txt");
+            tokio::fs::write(&list, concat_list(parts)?).await?;
+            cmd.args(["-f", "concat", "-safe", "0", "-protocol_whitelist", "file"])
+                .arg("-i")
+                .arg(&list);
+            Some(list)
+        }
+    };
+    cmd.args(["-map", "0:v:0", "-map", "0:a:0?", "-c", "copy"])
         .args(["-movflags", "+faststart", "-f", "mp4"])
         .arg(out);
     let result = run_with_deadline(cmd, "ffmpeg", STEP_DEADLINE).await;
-    let _ = tokio::fs::remove_file(&list).await;
+    if let Some(list) = list {
+        let _ = tokio::fs::remove_file(&list).await;
+    }
     match result? {
         (true, _, _) => Ok(()),
         (false, _, stderr) => Err(MediaError::Ffmpeg(last_line(&stderr))),

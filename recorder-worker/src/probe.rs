@@ -228,6 +228,35 @@ pub(crate) fn last_line(stderr: &str) -> String {
 
 /// Walks the top-level MP4 atoms and tells whether `moov` comes before `mdat`.
 pub async fn moov_before_mdat(path: &Path) -> Result<bool, MediaError> {
+    let mut first = None;
+    walk_atoms(path, |kind| {
+        let found = matches!(kind, b"moov" | b"mdat");
+        if found {
+            first = Some(*kind);
+        }
+        found
+    })
+    .await?;
+    Ok(first == Some(*b"moov"))
+}
+
+/// True when the file has a `moov` atom followed by a fragment (`moof`): a fragmented-MP4 part
+/// that holds at least one fragment of frames. Tells it without starting a process.
+pub async fn has_fragments(path: &Path) -> Result<bool, MediaError> {
+    let mut moov = false;
+    walk_atoms(path, |kind| {
+        moov |= kind == b"moov";
+        moov && kind == b"moof"
+    })
+    .await
+}
+
+/// Calls `until` with the type of each top-level atom, in file order, until it returns true;
+/// returns whether it did. A malformed or truncated atom ends the walk.
+async fn walk_atoms(
+    path: &Path,
+    mut until: impl FnMut(&[u8; 4]) -> bool,
+) -> Result<bool, MediaError> {
     let mut file = tokio::fs::File::open(path).await?;
     let len = file.metadata().await?.len();
     let mut offset = 0u64;
@@ -238,11 +267,10 @@ pub async fn moov_before_mdat(path: &Path) -> Result<bool, MediaError> {
         let Some((kind, size)) = atom_header(&header[..n], len - offset) else {
             return Ok(false);
         };
-        match &kind {
-            b"moov" => return Ok(true),
-            b"mdat" => return Ok(false),
-            _ => offset += size,
+        if until(&kind) {
+            return Ok(true);
         }
+        offset += size;
     }
     Ok(false)
 }
@@ -360,5 +388,28 @@ mod tests {
         .unwrap();
         assert!(moov_before_mdat(&fast).await.unwrap());
         assert!(!moov_before_mdat(&slow).await.unwrap());
+
+        let fragmented = dir.path().join("part-000.mp4");
+        let no_frames = dir.path().join("part-001.mp4");
+        let cut_fragment = dir.path().join("part-002.mp4");
+        let mut cut = [atom(b"ftyp", 16), atom(b"moov", 8), atom(b"moof", 24)].concat();
+        cut.truncate(cut.len() - 4);
+        std::fs::write(
+            &fragmented,
+            [
+                atom(b"ftyp", 16),
+                atom(b"moov", 8),
+                atom(b"moof", 8),
+                atom(b"mdat", 32),
+            ]
+            .concat(),
+        )
+        .unwrap();
+        std::fs::write(&no_frames, [atom(b"ftyp", 16), atom(b"moov", 8)].concat()).unwrap();
+        std::fs::write(&cut_fragment, cut).unwrap();
+        assert!(has_fragments(&fragmented).await.unwrap());
+        assert!(!has_fragments(&no_frames).await.unwrap());
+        assert!(!has_fragments(&cut_fragment).await.unwrap());
+        assert!(!has_fragments(&slow).await.unwrap(), "no moof at all");
     }
 }

@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
-use crate::finalize::{finalize, thumbnail};
+use crate::finalize::{finalize, parts_with_fragments, thumbnail};
 use crate::manifest::{self, Manifest, THUMB, VIDEO};
 use crate::ownership::{Lease, LeaseState};
 use crate::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
@@ -697,9 +697,9 @@ impl Job {
 }
 
 /// Finalizing and Uploading, for a live recording and for one recovered after a crash: the parts
-/// in `dir` become one clip that is probed, thumbnailed, uploaded, verified and reported
-/// `completed`; then `dir` is deleted. `processing` is reported first and repeated while uploads
-/// are retried.
+/// in `dir` become one clip (and, beside it, the thumbnail); the clip is probed while clip and
+/// thumbnail are uploaded and verified; `completed` is reported; then `dir` is deleted.
+/// `processing` is reported first and repeated, with the lease's heartbeat, until then.
 pub async fn finish(
     shared: &Shared,
     reporter: &mut Reporter,
@@ -715,78 +715,54 @@ pub async fn finish(
         tracing::error!(error = %e, "cannot report processing");
     }
     let video = dir.join(VIDEO);
-    let mut tick = tokio::time::interval(shared.config.progress_interval);
-    tick.reset();
-    let prepared = prepare(shared, dir, &video);
-    tokio::pin!(prepared);
-    // Concatenating a long recording takes a while: heartbeats continue meanwhile.
-    let clip = loop {
-        tokio::select! {
-            r = &mut prepared => break r,
-            _ = tick.tick() => {
-                if let Err(e) = reporter.publish(processing.clone()).await {
-                    tracing::warn!(error = %e, "cannot report processing");
-                }
-            }
-            _ = shared.abort.cancelled() => return Outcome::Abandoned,
-        }
+    let thumb = dir.join(THUMB);
+    let mut beat = Beat::new(shared, processing);
+    let timer = std::time::Instant::now();
+    // Joining a long recording takes a while: heartbeats continue meanwhile.
+    let prepared = prepare(shared, dir, &video, &thumb);
+    let Some(prepared) = beat.during(reporter, &mut lease, prepared).await else {
+        return Outcome::Abandoned;
     };
-    let clip = match clip {
-        Ok(c) => c,
+    let has_thumb = match prepared {
+        Ok(t) => t,
         Err(f) => {
             let keep = f.code != FailureCode::NoMedia;
             return fail_finished(shared, reporter, lease, dir, f, keep).await;
         }
     };
-    let thumb = dir.join(THUMB);
-    let has_thumb = tokio::fs::try_exists(&thumb).await.unwrap_or(false);
-    let wall = (ended_at - started_at).num_milliseconds() as f64 / 1000.0;
-    let partial = partial || clip.duration_sec + 3.0 < wall;
+    let prepared_ms = timer.elapsed().as_millis() as u64;
 
     note_state(id, State::Uploading);
-    let deadline = Instant::now() + shared.config.upload_give_up;
-    let mut attempt = 0u32;
-    let receipt = loop {
-        let upload = upload_both(shared, id, &video, has_thumb.then_some(thumb.as_path()));
-        tokio::pin!(upload);
-        let result = loop {
-            tokio::select! {
-                r = &mut upload => break r,
-                _ = tick.tick() => {
-                    if let Err(e) = reporter.publish(processing.clone()).await {
-                        tracing::warn!(error = %e, "cannot report processing");
-                    }
-                    lease.heartbeat().await;
-                }
-                _ = shared.abort.cancelled() => return Outcome::Abandoned,
+    // The clip is probed while it goes up: both only read the finished file.
+    let thumb = has_thumb.then_some(thumb.as_path());
+    let delivered = async {
+        tokio::join!(
+            inspect(shared, &video),
+            upload_retrying(shared, id, &video, thumb)
+        )
+    };
+    let Some((inspected, uploaded)) = beat.during(reporter, &mut lease, delivered).await else {
+        return Outcome::Abandoned;
+    };
+    let clip = match inspected {
+        Ok(c) => c,
+        Err(f) => {
+            if uploaded.is_ok() {
+                remove_uploaded(shared, id).await;
             }
-        };
-        match result {
-            Ok(receipt) => break receipt,
-            Err(e) if !e.is_transient() || Instant::now() >= deadline => {
-                let f = Failure::new(FailureCode::UploadFailed, format!("upload given up: {e}"));
-                return fail_finished(shared, reporter, lease, dir, f, true).await;
-            }
-            Err(e) => {
-                let wait = backoff(attempt, Duration::from_secs(60));
-                attempt += 1;
-                tracing::warn!(playback_id = %id, attempt, error = %e, "upload failed, retrying");
-                let until = (Instant::now() + wait).min(deadline);
-                loop {
-                    tokio::select! {
-                        _ = tokio::time::sleep_until(until) => break,
-                        _ = tick.tick() => {
-                            if let Err(e) = reporter.publish(processing.clone()).await {
-                                tracing::warn!(error = %e, "cannot report processing");
-                            }
-                            lease.heartbeat().await;
-                        }
-                        _ = shared.abort.cancelled() => return Outcome::Abandoned,
-                    }
-                }
-            }
+            let keep = f.code != FailureCode::NoMedia;
+            return fail_finished(shared, reporter, lease, dir, f, keep).await;
         }
     };
+    let receipt = match uploaded {
+        Ok(r) => r,
+        Err(e) => {
+            let f = Failure::new(FailureCode::UploadFailed, format!("upload given up: {e}"));
+            return fail_finished(shared, reporter, lease, dir, f, true).await;
+        }
+    };
+    let wall = (ended_at - started_at).num_milliseconds() as f64 / 1000.0;
+    let partial = partial || clip.duration_sec + 3.0 < wall;
     let video_key = ObjectKey::Video(id);
     let url = match shared.storage.url_for(&video_key).await {
         Ok(u) => Some(u),
@@ -816,6 +792,13 @@ pub async fn finish(
         tracing::error!(error = %e, "cannot report completed; keeping the directory");
         return Outcome::Abandoned;
     }
+    // Where the time after the stop goes (finalizing, then probe and uploads side by side).
+    tracing::info!(
+        playback_id = %id,
+        prepared_ms,
+        completed_ms = timer.elapsed().as_millis() as u64,
+        "clip completed"
+    );
     // The lease says done before the directory goes: a crash in between leaves a directory the
     // next start only removes.
     lease.refresh(LeaseState::Done).await;
@@ -826,35 +809,100 @@ pub async fn finish(
     Outcome::Completed { partial }
 }
 
-/// Finalizing: the faststart MP4 (unless an earlier run made it), its probe and the thumbnail.
-async fn prepare(shared: &Shared, dir: &Path, video: &Path) -> Result<ClipInfo, Failure> {
-    let cfg = &shared.config;
-    if !tokio::fs::try_exists(video).await.unwrap_or(false) {
-        let parts = manifest::parts_in(dir)
-            .await
-            .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
-        let tmp = dir.join("video.tmp.mp4");
-        finalize(&cfg.ffmpeg_path, &parts, &tmp)
-            .await
-            .map_err(|e| match e {
-                MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
-                other => Failure::new(FailureCode::RecordingFailed, other.to_string()),
-            })?;
-        tokio::fs::rename(&tmp, video)
-            .await
-            .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
+/// The `processing` heartbeat of [`finish`]: every `PROGRESS_INTERVAL_SEC` the status is
+/// repeated and the lease refreshed while a step runs.
+struct Beat<'a> {
+    shared: &'a Shared,
+    body: StatusBody,
+    tick: tokio::time::Interval,
+}
+
+impl<'a> Beat<'a> {
+    fn new(shared: &'a Shared, body: StatusBody) -> Self {
+        let mut tick = tokio::time::interval(shared.config.progress_interval);
+        tick.reset();
+        Self { shared, body, tick }
     }
-    let clip = probe_file(&cfg.ffprobe_path, video)
+
+    /// Runs `step` with heartbeats; `None` when the worker aborts first.
+    async fn during<T>(
+        &mut self,
+        reporter: &mut Reporter,
+        lease: &mut Lease,
+        step: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                r = &mut step => return Some(r),
+                _ = self.tick.tick() => {
+                    if let Err(e) = reporter.publish(self.body.clone()).await {
+                        tracing::warn!(error = %e, "cannot report processing");
+                    }
+                    lease.heartbeat().await;
+                }
+                _ = self.shared.abort.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// Where the thumbnail is taken: this far into the clip, or its first frame when it is shorter.
+const THUMB_AT_SEC: f64 = 1.0;
+
+/// Finalizing: the faststart MP4 (unless an earlier run made it) and the thumbnail, taken from
+/// the first joined part while the parts are joined (the clip begins with that part's frames).
+/// Returns whether there is a thumbnail; failing to make one does not fail the clip.
+async fn prepare(shared: &Shared, dir: &Path, video: &Path, thumb: &Path) -> Result<bool, Failure> {
+    let cfg = &shared.config;
+    if tokio::fs::try_exists(video).await.unwrap_or(false) {
+        return Ok(make_thumbnail(shared, video, thumb).await);
+    }
+    let parts = manifest::parts_in(dir)
+        .await
+        .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
+    let first = parts_with_fragments(&parts).await.into_iter().next();
+    let tmp = dir.join("video.tmp.mp4");
+    let (joined, thumbed) = tokio::join!(finalize(&cfg.ffmpeg_path, &parts, &tmp), async {
+        match &first {
+            Some(part) => make_thumbnail(shared, part, thumb).await,
+            None => false,
+        }
+    });
+    let joined = joined.map_err(|e| match e {
+        MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
+        other => Failure::new(FailureCode::RecordingFailed, other.to_string()),
+    })?;
+    tokio::fs::rename(&tmp, video)
+        .await
+        .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
+    if thumbed && joined.first() == first.as_ref() {
+        return Ok(true);
+    }
+    // The join skipped that part: the clip's own first frames make the thumbnail.
+    Ok(make_thumbnail(shared, video, thumb).await)
+}
+
+/// Writes the thumbnail of `source` to `thumb`; false (logged) when there is none.
+async fn make_thumbnail(shared: &Shared, source: &Path, thumb: &Path) -> bool {
+    match thumbnail(&shared.config.ffmpeg_path, source, thumb, THUMB_AT_SEC).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "no thumbnail");
+            let _ = tokio::fs::remove_file(thumb).await;
+            false
+        }
+    }
+}
+
+/// The probe of the finished clip: what `completed` reports.
+async fn inspect(shared: &Shared, video: &Path) -> Result<ClipInfo, Failure> {
+    probe_file(&shared.config.ffprobe_path, video)
         .await
         .map_err(|e| match e {
             MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
             other => Failure::new(FailureCode::ProbeFailed, other.to_string()),
-        })?;
-    let at = (clip.duration_sec / 2.0).min(1.0);
-    if let Err(e) = thumbnail(&cfg.ffmpeg_path, video, &dir.join(THUMB), at).await {
-        tracing::warn!(error = %e, "no thumbnail");
-    }
-    Ok(clip)
+        })
 }
 
 /// What the store confirmed for the clip.
@@ -863,26 +911,59 @@ struct Uploaded {
     sha256: String,
 }
 
+/// Uploads clip and thumbnail, retrying the pair with backoff after a transient failure until
+/// `UPLOAD_GIVE_UP_SEC`.
+async fn upload_retrying(
+    shared: &Shared,
+    id: PlaybackId,
+    video: &Path,
+    thumb: Option<&Path>,
+) -> Result<Uploaded, crate::upload::UploadError> {
+    let deadline = Instant::now() + shared.config.upload_give_up;
+    let mut attempt = 0u32;
+    loop {
+        match upload_both(shared, id, video, thumb).await {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                let wait = backoff(attempt, Duration::from_secs(60));
+                attempt += 1;
+                tracing::warn!(playback_id = %id, attempt, error = %e, "upload failed, retrying");
+                tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Clip and thumbnail go up side by side.
 async fn upload_both(
     shared: &Shared,
     id: PlaybackId,
     video: &Path,
     thumb: Option<&Path>,
 ) -> Result<Uploaded, crate::upload::UploadError> {
-    let receipt = shared
-        .uploader
-        .upload_file(&ObjectKey::Video(id), video)
-        .await?;
-    if let Some(thumb) = thumb {
-        shared
-            .uploader
-            .upload_file(&ObjectKey::Thumbnail(id), thumb)
-            .await?;
-    }
+    let (video_key, thumb_key) = (ObjectKey::Video(id), ObjectKey::Thumbnail(id));
+    let (receipt, thumb) = tokio::join!(shared.uploader.upload_file(&video_key, video), async {
+        match thumb {
+            Some(t) => shared.uploader.upload_file(&thumb_key, t).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    let receipt = receipt?;
+    thumb?;
     Ok(Uploaded {
         size_bytes: receipt.size_bytes,
         sha256: receipt.sha256,
     })
+}
+
+/// Deletes what was uploaded of a clip that then failed its probe (best effort: a leftover
+/// object costs only storage, the playback is reported `failed` either way).
+async fn remove_uploaded(shared: &Shared, id: PlaybackId) {
+    for key in ObjectKey::all_for(id) {
+        if let Err(e) = shared.uploader.delete(&key).await {
+            tracing::warn!(playback_id = %id, %key, error = %e, "cannot delete the object of a failed clip");
+        }
+    }
 }
 
 /// Reports `failed` for a recording that reached finalizing. The directory is kept in
