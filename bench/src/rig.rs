@@ -82,7 +82,9 @@ impl Rig {
         let s3 = S3Server::start().await?;
         let mut cams = Vec::with_capacity(cameras);
         for _ in 0..cameras {
-            cams.push(FakeCamera::start(CameraProfile::default()).await?);
+            // Shared, as a real camera's encoder: ten clients cost the camera what one does, so
+            // the machine's load does not grow with P5's recordings.
+            cams.push(FakeCamera::start(CameraProfile::default().shared()).await?);
         }
         let scratch = tempfile::Builder::new().prefix("camrec-bench-").tempdir()?;
         let record_dir = scratch.path().join("recordings");

@@ -32,6 +32,10 @@ pub struct CameraProfile {
     pub width: u32,
     pub height: u32,
     pub fps: u32,
+    /// One encoder for every client, as a real camera (`--shared`). Off by default: the shared
+    /// GStreamer media sometimes went on resetting every new connection after a client was
+    /// SIGKILLed, which the lab's fault runs then counted as unreachable cameras.
+    pub shared: bool,
 }
 
 impl Default for CameraProfile {
@@ -43,11 +47,20 @@ impl Default for CameraProfile {
             width: 640,
             height: 360,
             fps: 25,
+            shared: false,
         }
     }
 }
 
 impl CameraProfile {
+    /// The same profile with one encoder shared by every client (many clients at once cost
+    /// the camera no more CPU than one).
+    pub fn shared(self) -> Self {
+        Self {
+            shared: true,
+            ..self
+        }
+    }
     pub fn h264_g711() -> Self {
         Self {
             audio: AudioCodec::Pcma,
@@ -152,6 +165,7 @@ impl FakeCamera {
                 &p.height.to_string(),
             ])
             .args(["--fps", &p.fps.to_string()])
+            .args(p.shared.then_some("--shared"))
             .stdout(Stdio::piped())
             .stderr(Stdio::null());
         let mut process = ServerProcess::spawn("fake camera", cmd)?;
