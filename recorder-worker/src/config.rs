@@ -97,33 +97,19 @@ impl Config {
             None => Site::default(),
             Some(s) => Site::new(s.trim()).map_err(|_| ConfigError::Invalid("SITE"))?,
         };
-        let max_concurrent_recordings = match var("MAX_CONCURRENT_RECORDINGS") {
-            None => 4,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=1024).contains(n))
-                .ok_or(ConfigError::Invalid("MAX_CONCURRENT_RECORDINGS"))?,
-        };
-        let nats_stream_replicas = match var("NATS_STREAM_REPLICAS") {
-            None => 1,
-            Some(v) => v
-                .trim()
-                .parse::<usize>()
-                .ok()
-                .filter(|n| (1..=5).contains(n))
-                .ok_or(ConfigError::Invalid("NATS_STREAM_REPLICAS"))?,
-        };
-        let start_retries = match var("START_RETRIES") {
-            None => 3,
-            Some(v) => v
-                .trim()
-                .parse::<u32>()
-                .ok()
-                .filter(|n| (1..=100).contains(n))
-                .ok_or(ConfigError::Invalid("START_RETRIES"))?,
-        };
+        let max_concurrent_recordings = ranged::<usize>(
+            var("MAX_CONCURRENT_RECORDINGS"),
+            "MAX_CONCURRENT_RECORDINGS",
+            4,
+            1..=1024,
+        )?;
+        let nats_stream_replicas = ranged::<usize>(
+            var("NATS_STREAM_REPLICAS"),
+            "NATS_STREAM_REPLICAS",
+            1,
+            1..=5,
+        )?;
+        let start_retries = ranged::<u32>(var("START_RETRIES"), "START_RETRIES", 3, 1..=100)?;
         Ok(Self {
             nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_stream_replicas,
@@ -147,6 +133,24 @@ impl Config {
             lease_heartbeat: secs("LEASE_HEARTBEAT_SEC", 5, 1)?,
             storage: StorageConfig::from_lookup(&get)?,
         })
+    }
+}
+
+/// `value` parsed and within `range`, `default` when unset; else the error names `name`.
+fn ranged<T: std::str::FromStr + PartialOrd>(
+    value: Option<String>,
+    name: &'static str,
+    default: T,
+    range: std::ops::RangeInclusive<T>,
+) -> Result<T, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<T>()
+            .ok()
+            .filter(|n| range.contains(n))
+            .ok_or(ConfigError::Invalid(name)),
     }
 }
 

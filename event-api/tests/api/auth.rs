@@ -210,19 +210,26 @@ async fn create_event(app: &crate::support::TestApp, token: &str, camera: &Value
     .0
 }
 
+/// A new OPERATOR whose role one accepted `POST /events` has put in the cache: its token and
+/// its profile.
+async fn operator_with_a_cached_role(
+    app: &crate::support::TestApp,
+    camera: &Value,
+) -> (String, Value) {
+    let token = app.token_for("OPERATOR").await;
+    assert_eq!(create_event(app, &token, camera).await, StatusCode::CREATED);
+    let (_, me) = app
+        .call(Method::GET, "/users/profile", Some(&token), None)
+        .await;
+    (token, me)
+}
+
 #[tokio::test]
 async fn a_demoted_users_token_loses_the_role_at_once() {
     let app = spawn_app().await;
     let camera = app.camera("10.9.0.1", 1).await;
-    let token = app.token_for("OPERATOR").await;
     // The first request caches the role; the demotion below must not wait for it to expire.
-    assert_eq!(
-        create_event(&app, &token, &camera).await,
-        StatusCode::CREATED
-    );
-    let (_, me) = app
-        .call(Method::GET, "/users/profile", Some(&token), None)
-        .await;
+    let (token, me) = operator_with_a_cached_role(&app, &camera).await;
     let (status, body) = app
         .call(
             Method::PUT,
@@ -247,14 +254,7 @@ async fn a_role_changed_elsewhere_applies_within_the_cache_ttl() {
     for ttl in ["0", "1"] {
         let app = crate::support::spawn_app_with(vec![("AUTH_CACHE_SEC".into(), ttl.into())]).await;
         let camera = app.camera("10.9.0.2", 1).await;
-        let token = app.token_for("OPERATOR").await;
-        assert_eq!(
-            create_event(&app, &token, &camera).await,
-            StatusCode::CREATED
-        );
-        let (_, me) = app
-            .call(Method::GET, "/users/profile", Some(&token), None)
-            .await;
+        let (token, me) = operator_with_a_cached_role(&app, &camera).await;
         sqlx::query("UPDATE users SET role = 'VIEWER' WHERE id = $1::uuid")
             .bind(me["id"].as_str().unwrap())
             .execute(&app.pool)
