@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 /// A baseline that could not be measured.
@@ -43,7 +43,7 @@ impl BareFfmpeg {
     pub fn spawn(ffmpeg: &Path, plan: &RecordPlan) -> Result<Self, BaselineError> {
         let mut child = Command::new(ffmpeg)
             .args(record_argv(plan))
-            .stdin(Stdio::piped())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .kill_on_drop(true)
@@ -88,7 +88,7 @@ impl BareFfmpeg {
         }
     }
 
-    /// `q` on stdin, then a kill after `grace`; reaped.
+    /// SIGINT (as the worker stops its FFmpeg), then a kill after `grace`; reaped.
     pub async fn stop(self, grace: Duration) {
         self.drain_progress().stop(grace).await;
     }
@@ -106,9 +106,11 @@ impl DrainedFfmpeg {
     }
 
     pub async fn stop(mut self, grace: Duration) {
-        if let Some(mut stdin) = self.child.stdin.take() {
-            let _ = stdin.write_all(b"q").await;
-            let _ = stdin.flush().await;
+        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGINT,
+            );
         }
         if tokio::time::timeout(grace, self.child.wait())
             .await

@@ -154,9 +154,12 @@ impl Ctx {
         let source: SourceInfo = probe_source(self.ffprobe(), &camera.url, WORKER_IO_TIMEOUT)
             .await
             .context("probing the camera")?;
+        let output = self.scratch_file("part-000.mp4");
         Ok(RecordPlan {
             input: camera.url.clone(),
-            output: self.scratch_file("part-000.mp4"),
+            // The worker's default (DIRECT_CLIP=1): the faststart clip beside the part.
+            direct: Some(recorder_worker::manifest::direct_for(&output)),
+            output,
             io_timeout: WORKER_IO_TIMEOUT,
             source,
             max_duration: Some(WORKER_MAX_DURATION),

@@ -11,6 +11,7 @@ use crate::report::{Cell, Goal, Row, Unit};
 use crate::stats::median;
 use camrec_shared::messages::StatusKind;
 use recorder_worker::ffmpeg::RecordPlan;
+use recorder_worker::manifest::direct_for;
 use std::time::{Duration, Instant};
 
 /// Every sample starts after the camera had no client for this long (part of the workload: the
@@ -45,8 +46,12 @@ async fn camrec_sample(ctx: &Ctx) -> anyhow::Result<f64> {
 async fn baseline_sample(ctx: &Ctx, plan: &RecordPlan) -> anyhow::Result<f64> {
     let mut plan = plan.clone();
     plan.output = ctx.scratch_file("p4.mp4");
+    plan.direct = plan.direct.as_ref().map(|_| direct_for(&plan.output));
     let took = ffmpeg_first_frame(ctx.ffmpeg(), &plan).await?;
     let _ = tokio::fs::remove_file(&plan.output).await;
+    if let Some(direct) = &plan.direct {
+        let _ = tokio::fs::remove_file(direct).await;
+    }
     Ok(took.as_secs_f64())
 }
 

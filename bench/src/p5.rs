@@ -8,6 +8,7 @@ use crate::ctx::{wait_all, Ctx};
 use crate::procstat::{self, Usage};
 use crate::report::{Cell, Goal, Row, Unit};
 use camrec_shared::messages::StatusKind;
+use recorder_worker::manifest::direct_for;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -74,6 +75,7 @@ async fn bare(ctx: &Ctx) -> anyhow::Result<Usage> {
         for i in 0..n {
             let mut plan = plans[i % plans.len()].clone();
             plan.output = ctx.scratch_file("p5.mp4");
+            plan.direct = plan.direct.as_ref().map(|_| direct_for(&plan.output));
             let mut f = BareFfmpeg::spawn(ctx.ffmpeg(), &plan)?;
             let first = f.first_frame(Duration::from_secs(30)).await;
             running.push(f.drain_progress());

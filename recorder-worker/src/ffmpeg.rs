@@ -2,12 +2,13 @@
 //!
 //! [`record_argv`] turns a [`RecordPlan`] into FFmpeg's arguments (RTSP over TCP, an I/O
 //! timeout, a protocol whitelist, video copied, audio copied/transcoded/dropped by codec,
-//! fragmented MP4 that survives a SIGKILL). It is a pure function, unit-tested by its arguments;
-//! the camera URL is one argv element and no shell is ever involved.
+//! fragmented MP4 that survives a SIGKILL and, beside it, the final faststart MP4 that FFmpeg
+//! completes when it stops: ADR 0010). It is a pure function, unit-tested by its arguments; the
+//! camera URL is one argv element and no shell is ever involved.
 //!
 //! [`Recorder`] owns one running FFmpeg: it parses `-progress` into a watch channel, keeps a
-//! bounded, credential-free tail of stderr, and stops the child gracefully (`q`, then SIGINT,
-//! then SIGKILL), always reaping it. The child dies with the worker (`kill_on_drop` plus a
+//! bounded, credential-free tail of stderr, and stops the child gracefully (SIGINT, then SIGKILL),
+//! always reaping it. The child dies with the worker (`kill_on_drop` plus a
 //! parent-death signal). [`MediaError`], the error of the whole media engine, lives here too.
 
 use crate::probe::SourceInfo;
@@ -21,8 +22,8 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
-use tokio::process::{Child, ChildStdin, Command};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -69,6 +70,9 @@ pub struct RecordPlan {
     pub input: RtspUrl,
     /// One fragmented-MP4 part file.
     pub output: PathBuf,
+    /// The same streams as a plain MP4 whose `moov` FFmpeg moves to the front when it stops
+    /// cleanly: the final clip without a remux (ADR 0010). Not written when `None`.
+    pub direct: Option<PathBuf>,
     /// FFmpeg's socket I/O timeout: a silent camera ends the run after this long.
     pub io_timeout: Duration,
     /// What the camera serves (from [`crate::probe::probe_source`]); decides the audio handling.
@@ -84,22 +88,30 @@ pub fn record_argv(plan: &RecordPlan) -> Vec<String> {
         "-loglevel",
         "warning",
         "-nostats",
+        "-nostdin",
         "-progress",
         "pipe:1",
         "-y",
     ]);
     argv.extend(input_args(&plan.input, plan.io_timeout));
-    argv.extend(stream_args(&plan.source));
-    if let Some(max) = plan.max_duration {
-        argv.extend(["-t".to_owned(), format!("{:.3}", max.as_secs_f64())]);
+    // Output options apply to the output that follows them: each output gets its own.
+    let outputs = [
+        (
+            Some(&plan.output),
+            "+frag_keyframe+empty_moov+default_base_moof",
+        ),
+        (plan.direct.as_ref(), "+faststart"),
+    ];
+    for (path, movflags) in outputs {
+        let Some(path) = path else { continue };
+        argv.extend(stream_args(&plan.source));
+        if let Some(max) = plan.max_duration {
+            argv.extend(["-t".to_owned(), format!("{:.3}", max.as_secs_f64())]);
+        }
+        argv.extend(["-movflags".to_owned(), movflags.to_owned()]);
+        argv.extend(args(&["-f", "mp4"]));
+        argv.push(path.to_string_lossy().into_owned());
     }
-    argv.extend(args(&[
-        "-movflags",
-        "+frag_keyframe+empty_moov+default_base_moof",
-        "-f",
-        "mp4",
-    ]));
-    argv.push(plan.output.to_string_lossy().into_owned());
     argv
 }
 
@@ -208,7 +220,6 @@ impl Tail {
 #[derive(Debug)]
 pub struct Recorder {
     child: Child,
-    stdin: Option<ChildStdin>,
     progress: watch::Receiver<Option<Progress>>,
     tail: Arc<Mutex<Tail>>,
     readers: Vec<JoinHandle<()>>,
@@ -223,7 +234,7 @@ impl Recorder {
     pub fn spawn(ffmpeg: &Path, plan: &RecordPlan) -> Result<Recorder, MediaError> {
         let mut cmd = Command::new(ffmpeg);
         cmd.args(record_argv(plan))
-            .stdin(Stdio::piped())
+            .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -244,7 +255,6 @@ impl Recorder {
             readers.push(tokio::spawn(read_tail(err, tail.clone(), secrets)));
         }
         Ok(Recorder {
-            stdin: child.stdin.take(),
             child,
             progress,
             tail,
@@ -283,27 +293,17 @@ impl Recorder {
         report
     }
 
-    /// Stops the child: `q` on stdin, then SIGINT after `grace`, then SIGKILL after another
-    /// `grace`. Always reaps the child before returning.
+    /// Stops the child: SIGINT (FFmpeg finishes its outputs and exits with 255; it reads `q`
+    /// only every 100 ms), then SIGKILL after `grace`. Always reaps the child before returning.
     pub async fn stop(mut self, grace: Duration) -> ExitReport {
         if self.report.is_none() {
             self.stopped_by_us = true;
-            self.send_quit().await;
+            self.send_sigint();
             if !self.wait_for(grace).await {
-                self.send_sigint();
-                if !self.wait_for(grace).await {
-                    let _ = self.child.kill().await;
-                }
+                let _ = self.child.kill().await;
             }
         }
         self.exited().await
-    }
-
-    async fn send_quit(&mut self) {
-        if let Some(mut stdin) = self.stdin.take() {
-            let _ = stdin.write_all(b"q").await;
-            let _ = stdin.flush().await;
-        }
     }
 
     fn send_sigint(&mut self) {
@@ -356,7 +356,7 @@ fn credential_forms(url: &RtspUrl) -> Vec<String> {
 }
 
 /// Makes the kernel SIGKILL the child when the worker dies, so FFmpeg never outlives it.
-fn die_with_parent(cmd: &mut Command) {
+pub(crate) fn die_with_parent(cmd: &mut Command) {
     let parent = std::process::id();
     #[allow(unsafe_code)]
     // SAFETY: the closure runs in the forked child before exec. It only calls prctl(2) and
@@ -403,6 +403,7 @@ mod tests {
             input: RtspUrl::parse("rtsp://admin:pa%20ss@10.0.0.5:554/live?ch=1&x=$(reboot)")
                 .unwrap(),
             output: PathBuf::from("/rec/p1/part-0001.mp4"),
+            direct: None,
             io_timeout: Duration::from_secs(5),
             source: SourceInfo {
                 video_codec: video.into(),
@@ -492,6 +493,35 @@ mod tests {
         let mut unlimited = plan("h264", None);
         unlimited.max_duration = None;
         assert_eq!(value_after(&record_argv(&unlimited), "-t"), None);
+    }
+
+    #[test]
+    fn the_direct_clip_is_a_second_faststart_output_with_the_same_streams() {
+        let mut p = plan("h264", Some("pcm_alaw"));
+        p.direct = Some(PathBuf::from("/rec/p1/direct-0001.mp4"));
+        let argv = record_argv(&p);
+        let part_at = argv
+            .iter()
+            .position(|a| a == "/rec/p1/part-0001.mp4")
+            .unwrap();
+        let (first, second) = argv.split_at(part_at + 1);
+        assert_eq!(
+            second.last().map(String::as_str),
+            Some("/rec/p1/direct-0001.mp4")
+        );
+        assert_eq!(value_after(second, "-movflags"), Some("+faststart"));
+        assert_eq!(
+            value_after(first, "-movflags"),
+            Some("+frag_keyframe+empty_moov+default_base_moof")
+        );
+        for output in [first, second] {
+            assert_eq!(value_after(output, "-c:v"), Some("copy"));
+            assert_eq!(value_after(output, "-c:a"), Some("aac"));
+            assert_eq!(value_after(output, "-t"), Some("3600.000"));
+            assert_eq!(value_after(output, "-f"), Some("mp4"));
+        }
+        assert_eq!(argv.iter().filter(|a| *a == "-i").count(), 1, "one input");
+        assert!(argv.contains(&"-nostdin".to_owned()), "stopped by SIGINT");
     }
 
     #[test]

@@ -6,10 +6,13 @@
 //! clip plays while it downloads: a single part is remuxed as it is, several go through the
 //! concat demuxer. Only when that join fails is each part probed with ffprobe, the empty or
 //! unreadable ones skipped and the rest joined again. [`thumbnail`] grabs one JPEG frame from a
-//! part or from the clip, so it can run beside the join.
+//! part or from the clip, so it can run while the part is still recorded or beside the join.
+//! [`direct_clip`] finds the clip FFmpeg finished itself, which makes the join unnecessary.
 
 use crate::ffmpeg::MediaError;
-use crate::probe::{has_fragments, last_line, probe_file, run_with_deadline};
+use crate::probe::{
+    has_fragments, is_finished_faststart, last_line, probe_file, run_with_deadline,
+};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 use tokio::process::Command;
@@ -47,6 +50,21 @@ pub async fn finalize(
         Some(error) if usable == candidates => Err(error),
         _ => join(ffmpeg, &usable, out).await.map(|()| usable),
     }
+}
+
+/// The faststart clip FFmpeg wrote beside the one part that holds frames, when that run finished
+/// it (ADR 0010): the clip then needs no join. `None` when several parts hold frames, or when the
+/// direct clip is missing or unfinished (FFmpeg killed, `DIRECT_CLIP=0`).
+pub async fn direct_clip(parts: &[PathBuf]) -> Option<PathBuf> {
+    let found = parts_with_fragments(parts).await;
+    let [part] = found.as_slice() else {
+        return None;
+    };
+    let direct = crate::manifest::direct_for(part);
+    is_finished_faststart(&direct)
+        .await
+        .unwrap_or(false)
+        .then_some(direct)
 }
 
 /// The parts whose atoms show a `moov` and at least one fragment, in order. A part FFmpeg never
@@ -146,13 +164,15 @@ pub async fn thumbnail(
     } else {
         0.0
     };
-    match grab_frame(ffmpeg, video, out, at).await {
-        Err(MediaError::NoMedia(_)) if at > 0.0 => grab_frame(ffmpeg, video, out, 0.0).await,
+    match frame_at(ffmpeg, video, out, at).await {
+        Err(MediaError::NoMedia(_)) if at > 0.0 => frame_at(ffmpeg, video, out, 0.0).await,
         other => other,
     }
 }
 
-async fn grab_frame(ffmpeg: &Path, video: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
+/// Writes the JPEG frame of `video` at `at` seconds to `out`; [`MediaError::NoMedia`] when the
+/// video is shorter. Reads a part that FFmpeg is still writing as well as a finished file.
+pub async fn frame_at(ffmpeg: &Path, video: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
     let _ = tokio::fs::remove_file(out).await;
     let mut cmd = Command::new(ffmpeg);
     cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])

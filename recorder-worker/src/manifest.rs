@@ -98,6 +98,20 @@ pub fn part_name(index: usize) -> String {
     format!("part-{index:03}.mp4")
 }
 
+/// The direct clip FFmpeg writes beside `part` (`part-000.mp4` → `direct-000.mp4`): the same
+/// streams as a faststart MP4, finished when that FFmpeg run stops cleanly (ADR 0010).
+pub fn direct_for(part: &Path) -> PathBuf {
+    let name = part
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let direct = match name.strip_prefix("part-") {
+        Some(rest) => format!("direct-{rest}"),
+        None => format!("direct-{name}"),
+    };
+    part.with_file_name(direct)
+}
+
 /// The part files present in `dir`, in recording order.
 pub async fn parts_in(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
     let mut parts = Vec::new();
@@ -172,6 +186,7 @@ mod tests {
             "part-000.mp4",
             "manifest.json",
             "part-001.mp4",
+            "direct-001.mp4",
         ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
@@ -185,5 +200,9 @@ mod tests {
         assert!(kept.join("part-001.mp4").exists());
         assert!(!dir.exists());
         assert_eq!(part_name(12), "part-012.mp4");
+        assert_eq!(
+            direct_for(&dir.join("part-001.mp4")),
+            dir.join("direct-001.mp4")
+        );
     }
 }

@@ -27,16 +27,17 @@ use camrec_shared::storage::ObjectKey;
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
-use crate::finalize::{finalize, parts_with_fragments, thumbnail};
+use crate::finalize::{direct_clip, finalize, frame_at, parts_with_fragments, thumbnail};
 use crate::manifest::{self, Manifest, THUMB, VIDEO};
 use crate::ownership::{Lease, LeaseState};
-use crate::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
+use crate::probe::{probe_file, probe_source, ClipInfo, SourceInfo, StandbyProbe};
 use crate::progress::Progress;
 use crate::status::{Reporter, Subject};
 use crate::worker::Shared;
@@ -73,11 +74,14 @@ enum StopReason {
     Shutdown,
 }
 
-/// What the recording phase left for finishing.
-struct Recorded {
-    started_at: DateTime<Utc>,
-    ended_at: DateTime<Utc>,
-    partial: bool,
+/// What the recording phase (or, after a crash, the manifest) tells [`finish`].
+pub struct Recorded {
+    /// When the clip's first frame was taken.
+    pub started_at: DateTime<Utc>,
+    /// When the recording stopped.
+    pub ended_at: DateTime<Utc>,
+    /// The clip has gaps or was cut short (FFmpeg restarted, the worker shut down or crashed).
+    pub partial: bool,
 }
 
 /// A recording that ends without a clip.
@@ -262,6 +266,34 @@ pub struct Job {
     dir: PathBuf,
     manifest: Manifest,
     state: State,
+    /// Work for [`finish`] started before FFmpeg stopped.
+    ahead: Ahead,
+}
+
+/// What [`finish`] finds already under way when the recording ends normally (nothing after a
+/// crash): the thumbnail, taken while the camera is still recorded, and an ffprobe started while
+/// FFmpeg finishes the clip. Neither is needed: [`finish`] starts what is missing itself.
+#[derive(Debug, Default)]
+pub struct Ahead {
+    thumb: Option<EarlyThumb>,
+    probe: Option<StandbyProbe>,
+}
+
+/// A thumbnail taken during the recording from the part the clip begins with, so that the stop
+/// does not wait for it.
+#[derive(Debug)]
+pub struct EarlyThumb {
+    part: PathBuf,
+    task: tokio::task::JoinHandle<bool>,
+}
+
+impl EarlyThumb {
+    /// Stops taking it; returns once its FFmpeg is gone (killed on drop), so nothing writes the
+    /// thumbnail file any more.
+    async fn cancel(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
 }
 
 /// Logs a state change of a recording.
@@ -299,9 +331,11 @@ pub async fn run(
         reporter,
         stop,
         state: State::Claimed,
+        ahead: Ahead::default(),
     };
     let outcome = job.drive(slot).await;
     shared.stops.remove(id);
+    shared.probes.refill();
     tracing::info!(playback_id = %id, ?outcome, "recording finished");
     outcome
 }
@@ -346,23 +380,18 @@ impl Job {
             lease,
             mut reporter,
             dir,
+            ahead,
             ..
         } = self;
-        finish(
-            &shared,
-            &mut reporter,
-            lease,
-            &dir,
-            recorded.started_at,
-            recorded.ended_at,
-            recorded.partial,
-        )
-        .await
+        finish(&shared, &mut reporter, lease, &dir, recorded, ahead).await
     }
 
     /// Reports `failed`, removes what was recorded (nothing usable) and closes the lease.
     async fn fail(mut self, failure: Failure) -> Outcome {
         self.enter(State::Failed);
+        if let Some(thumb) = self.ahead.thumb.take() {
+            thumb.cancel().await;
+        }
         let message = scrub(&failure.message, &self.event.rtsp_url);
         tracing::warn!(playback_id = %self.event.playback_id, code = failure.code.as_str(), %message, "recording failed");
         if let Err(e) = self
@@ -440,9 +469,15 @@ impl Job {
         remaining: Duration,
     ) -> Result<Recorder, Failure> {
         let name = manifest::part_name(self.manifest.parts.len());
+        let output = self.dir.join(&name);
         let plan = RecordPlan {
             input: self.event.rtsp_url.clone(),
-            output: self.dir.join(&name),
+            direct: self
+                .shared
+                .config
+                .direct_clip
+                .then(|| manifest::direct_for(&output)),
+            output,
             io_timeout: self.shared.config.rtsp_timeout,
             source: source.clone(),
             max_duration: Some(remaining),
@@ -503,9 +538,13 @@ impl Job {
             match end {
                 PartEnd::Stopped(reason) => {
                     self.enter(State::Stopping);
+                    // The clip's probe is ready (or starts) while FFmpeg finishes it.
+                    self.ahead.probe = self.shared.probes.take();
                     let report = recorder.stop(grace).await;
                     if !report.clean {
                         tracing::warn!(playback_id = %self.event.playback_id, code = ?report.code, signal = ?report.signal, "ffmpeg did not stop cleanly");
+                        // Its direct clip may be unfinished: the parts make the clip.
+                        self.remove_direct_clips().await;
                     }
                     break reason;
                 }
@@ -623,6 +662,11 @@ impl Job {
             post_roll = post_roll.max(self.shared.config.min_clip);
         }
         let mut post_roll_until: Option<Instant> = None;
+        let mut thumb_due = self
+            .ahead
+            .thumb
+            .is_none()
+            .then(|| (t0 + THUMB_AFTER).max(Instant::now()));
         loop {
             tokio::select! {
                 report = recorder.exited() => {
@@ -648,6 +692,10 @@ impl Job {
                     tracing::warn!(playback_id = %self.event.playback_id, "ffmpeg overran the max duration, stopping it");
                     return PartEnd::Stopped(StopReason::MaxDuration);
                 }
+                _ = tokio::time::sleep_until(thumb_due.unwrap_or(watchdog)), if thumb_due.is_some() => {
+                    thumb_due = (!self.start_thumbnail(progress).await)
+                        .then(|| Instant::now() + Duration::from_secs(1));
+                }
                 _ = s.tick.tick() => {
                     let body = s.totals.body(progress.borrow().as_ref());
                     self.beat(body).await;
@@ -660,6 +708,44 @@ impl Job {
                     }
                 }
             }
+        }
+    }
+
+    /// Starts taking the thumbnail from the part the clip begins with, once that part holds
+    /// frames past [`THUMB_AT_SEC`]; true once started. The clip is still recorded meanwhile.
+    async fn start_thumbnail(&mut self, progress: &watch::Receiver<Option<Progress>>) -> bool {
+        let parts: Vec<PathBuf> = self
+            .manifest
+            .parts
+            .iter()
+            .map(|n| self.dir.join(n))
+            .collect();
+        let Some(first) = parts_with_fragments(&parts).await.into_iter().next() else {
+            return false;
+        };
+        let written = progress.borrow().as_ref().map_or(0.0, |p| p.out_time_sec);
+        if parts.last() == Some(&first) && written < THUMB_AFTER.as_secs_f64() {
+            return false;
+        }
+        let ffmpeg = self.shared.config.ffmpeg_path.clone();
+        let (part, thumb) = (first.clone(), self.dir.join(THUMB));
+        let task = tokio::spawn(async move {
+            match frame_at(&ffmpeg, &part, &thumb, THUMB_AT_SEC).await {
+                Ok(()) => true,
+                Err(e) => {
+                    tracing::debug!(error = %e, "no thumbnail while recording; taken after the stop");
+                    false
+                }
+            }
+        });
+        self.ahead.thumb = Some(EarlyThumb { part: first, task });
+        true
+    }
+
+    /// Deletes the direct clips of this recording (an FFmpeg run that did not stop cleanly).
+    async fn remove_direct_clips(&self) {
+        for name in &self.manifest.parts {
+            let _ = tokio::fs::remove_file(manifest::direct_for(&self.dir.join(name))).await;
         }
     }
 
@@ -705,21 +791,29 @@ pub async fn finish(
     reporter: &mut Reporter,
     mut lease: Lease,
     dir: &Path,
-    started_at: DateTime<Utc>,
-    ended_at: DateTime<Utc>,
-    partial: bool,
+    recorded: Recorded,
+    ahead: Ahead,
 ) -> Outcome {
+    let Recorded {
+        started_at,
+        ended_at,
+        partial,
+    } = recorded;
     let id = reporter.playback_id();
     let processing = StatusBody::Processing { ended_at };
     if let Err(e) = reporter.publish(processing.clone()).await {
         tracing::error!(error = %e, "cannot report processing");
     }
     let video = dir.join(VIDEO);
+    let Ahead {
+        thumb: early,
+        probe: standby,
+    } = ahead;
     let thumb = dir.join(THUMB);
     let mut beat = Beat::new(shared, processing);
     let timer = std::time::Instant::now();
     // Joining a long recording takes a while: heartbeats continue meanwhile.
-    let prepared = prepare(shared, dir, &video, &thumb);
+    let prepared = prepare(shared, dir, &video, &thumb, early);
     let Some(prepared) = beat.during(reporter, &mut lease, prepared).await else {
         return Outcome::Abandoned;
     };
@@ -735,10 +829,23 @@ pub async fn finish(
     note_state(id, State::Uploading);
     // The clip is probed while it goes up: both only read the finished file.
     let thumb = has_thumb.then_some(thumb.as_path());
+    let (probed_ms, uploaded_ms) = (AtomicU64::new(0), AtomicU64::new(0));
+    let took = |since: std::time::Instant, into: &AtomicU64| {
+        into.store(since.elapsed().as_millis() as u64, Ordering::Relaxed)
+    };
     let delivered = async {
+        let started = std::time::Instant::now();
         tokio::join!(
-            inspect(shared, &video),
-            upload_retrying(shared, id, &video, thumb)
+            async {
+                let r = inspect(shared, &video, standby).await;
+                took(started, &probed_ms);
+                r
+            },
+            async {
+                let r = upload_retrying(shared, id, &video, thumb).await;
+                took(started, &uploaded_ms);
+                r
+            }
         )
     };
     let Some((inspected, uploaded)) = beat.during(reporter, &mut lease, delivered).await else {
@@ -796,6 +903,8 @@ pub async fn finish(
     tracing::info!(
         playback_id = %id,
         prepared_ms,
+        probed_ms = probed_ms.into_inner(),
+        uploaded_ms = uploaded_ms.into_inner(),
         completed_ms = timer.elapsed().as_millis() as u64,
         "clip completed"
     );
@@ -849,13 +958,28 @@ impl<'a> Beat<'a> {
 
 /// Where the thumbnail is taken: this far into the clip, or its first frame when it is shorter.
 const THUMB_AT_SEC: f64 = 1.0;
+/// When the thumbnail is taken during the recording: once this much is recorded, the fragment
+/// holding [`THUMB_AT_SEC`] is written for any keyframe interval up to this long (a part holds
+/// a fragment only after its second keyframe, which is checked too).
+const THUMB_AFTER: Duration = Duration::from_secs(2);
 
-/// Finalizing: the faststart MP4 (unless an earlier run made it) and the thumbnail, taken from
-/// the first joined part while the parts are joined (the clip begins with that part's frames).
+/// Finalizing: the faststart MP4 and the thumbnail. The clip is the one FFmpeg finished itself
+/// when a single part holds frames (ADR 0010), else the parts are joined; an earlier run may
+/// have made it already. The thumbnail is the one taken while recording, when it came from the
+/// part the clip begins with, else it is taken from that part beside the join.
 /// Returns whether there is a thumbnail; failing to make one does not fail the clip.
-async fn prepare(shared: &Shared, dir: &Path, video: &Path, thumb: &Path) -> Result<bool, Failure> {
+async fn prepare(
+    shared: &Shared,
+    dir: &Path,
+    video: &Path,
+    thumb: &Path,
+    early: Option<EarlyThumb>,
+) -> Result<bool, Failure> {
     let cfg = &shared.config;
     if tokio::fs::try_exists(video).await.unwrap_or(false) {
+        if let Some(e) = early {
+            e.cancel().await;
+        }
         return Ok(make_thumbnail(shared, video, thumb).await);
     }
     let parts = manifest::parts_in(dir)
@@ -863,12 +987,30 @@ async fn prepare(shared: &Shared, dir: &Path, video: &Path, thumb: &Path) -> Res
         .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
     let first = parts_with_fragments(&parts).await.into_iter().next();
     let tmp = dir.join("video.tmp.mp4");
-    let (joined, thumbed) = tokio::join!(finalize(&cfg.ffmpeg_path, &parts, &tmp), async {
-        match &first {
-            Some(part) => make_thumbnail(shared, part, thumb).await,
-            None => false,
+    let thumbed = async {
+        match (early, &first) {
+            (Some(e), Some(part)) if e.part == *part => {
+                e.task.await.unwrap_or(false) || make_thumbnail(shared, part, thumb).await
+            }
+            (early, Some(part)) => {
+                if let Some(e) = early {
+                    e.cancel().await;
+                }
+                make_thumbnail(shared, part, thumb).await
+            }
+            (_, None) => false,
         }
-    });
+    };
+    let joined = async {
+        match direct_clip(&parts).await {
+            Some(direct) => tokio::fs::rename(&direct, &tmp)
+                .await
+                .map(|()| first.iter().cloned().collect::<Vec<_>>())
+                .map_err(MediaError::Io),
+            None => finalize(&cfg.ffmpeg_path, &parts, &tmp).await,
+        }
+    };
+    let (joined, thumbed) = tokio::join!(joined, thumbed);
     let joined = joined.map_err(|e| match e {
         MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
         other => Failure::new(FailureCode::RecordingFailed, other.to_string()),
@@ -895,14 +1037,28 @@ async fn make_thumbnail(shared: &Shared, source: &Path, thumb: &Path) -> bool {
     }
 }
 
-/// The probe of the finished clip: what `completed` reports.
-async fn inspect(shared: &Shared, video: &Path) -> Result<ClipInfo, Failure> {
-    probe_file(&shared.config.ffprobe_path, video)
-        .await
-        .map_err(|e| match e {
-            MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
-            other => Failure::new(FailureCode::ProbeFailed, other.to_string()),
-        })
+/// The probe of the finished clip: what `completed` reports. The ffprobe started ahead reads
+/// it when there is one; a fresh ffprobe reads the file when there is none or it failed.
+async fn inspect(
+    shared: &Shared,
+    video: &Path,
+    standby: Option<StandbyProbe>,
+) -> Result<ClipInfo, Failure> {
+    let ffprobe = &shared.config.ffprobe_path;
+    let probed = match standby {
+        Some(probe) => match probe.probe(video).await {
+            Ok(info) => Ok(info),
+            Err(e) => {
+                tracing::warn!(error = %e, "the ffprobe started ahead failed; probing again");
+                probe_file(ffprobe, video).await
+            }
+        },
+        None => probe_file(ffprobe, video).await,
+    };
+    probed.map_err(|e| match e {
+        MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
+        other => Failure::new(FailureCode::ProbeFailed, other.to_string()),
+    })
 }
 
 /// What the store confirmed for the clip.

@@ -123,9 +123,12 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
         &mut reporter,
         lease,
         dir,
-        started_at,
-        ended_at,
-        manifest.ended_at.is_none() || manifest.partial,
+        recording::Recorded {
+            started_at,
+            ended_at,
+            partial: manifest.ended_at.is_none() || manifest.partial,
+        },
+        recording::Ahead::default(),
     )
     .await;
     Some(outcome)

@@ -19,7 +19,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::consumer::{self, CreatedOutcome};
 use crate::ownership::{Ownership, StopRegistry};
-use crate::probe::SourceInfo;
+use crate::probe::{SourceInfo, WarmProbe};
 use crate::upload::{UploadOptions, Uploader};
 use crate::{recording, recovery, Error};
 
@@ -42,6 +42,8 @@ pub struct Shared {
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: unfinished work is abandoned to the next start.
     pub abort: CancellationToken,
+    /// The ffprobe that waits for the next finished clip.
+    pub probes: WarmProbe,
     sources: Mutex<HashMap<CameraId, (tokio::time::Instant, SourceInfo)>>,
 }
 
@@ -131,11 +133,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         js,
         ownership,
         stops: StopRegistry::default(),
+        probes: WarmProbe::new(&config.ffprobe_path),
         shutdown: shutdown.clone(),
         abort: CancellationToken::new(),
         sources: Mutex::new(HashMap::new()),
         config,
     });
+    shared.probes.refill();
     tracing::info!(
         worker_id = %shared.config.worker_id,
         site = %shared.config.site,

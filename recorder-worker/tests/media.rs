@@ -7,8 +7,11 @@ use camrec_shared::storage::ObjectKey;
 use camrec_shared::PlaybackId;
 use object_store::{Attribute, GetOptions};
 use recorder_worker::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
-use recorder_worker::finalize::{finalize, thumbnail};
-use recorder_worker::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
+use recorder_worker::finalize::{direct_clip, finalize, thumbnail};
+use recorder_worker::manifest::direct_for;
+use recorder_worker::probe::{
+    is_finished_faststart, probe_file, probe_source, ClipInfo, SourceInfo, WarmProbe,
+};
 use recorder_worker::upload::{UploadOptions, Uploader};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -30,6 +33,7 @@ fn plan(url: RtspUrl, source: SourceInfo, output: PathBuf) -> RecordPlan {
     RecordPlan {
         input: url,
         output,
+        direct: None,
         io_timeout: IO_TIMEOUT,
         source,
         max_duration: Some(Duration::from_secs(120)),
@@ -81,7 +85,7 @@ async fn record_four_seconds(profile: CameraProfile, video: &str, audio: Option<
     wait_for_media(&rec, 4.0).await;
     let report = rec.stop(GRACE).await;
     assert!(report.clean && report.stopped_by_us, "{report:?}");
-    assert_eq!(report.code, Some(0), "`q` on stdin ends ffmpeg with 0");
+    assert_eq!(report.code, Some(255), "SIGINT ends ffmpeg with 255");
     assert_credential_free(&report, &cam);
 
     let clip = finalize_and_probe(dir.path(), &[part]).await;
@@ -161,23 +165,83 @@ async fn two_parts_of_one_recording_finalize_into_one_clip() {
 }
 
 #[tokio::test]
-async fn an_ffmpeg_deaf_to_q_is_stopped_by_sigint_and_exits_clean_with_255() {
-    let cam = FakeCamera::start(CameraProfile::h264_silent())
-        .await
+async fn a_waiting_ffprobe_reads_a_clip_from_a_pipe_and_without_ffprobe_there_is_none() {
+    let missing = WarmProbe::new(Path::new("/nonexistent/ffprobe"));
+    missing.refill();
+    assert!(
+        missing.take().is_none(),
+        "the clip is then probed the plain way"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let clip = dir.path().join("clip.mp4");
+    let made = std::process::Command::new(FFMPEG)
+        .args([
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x90:rate=10",
+            "-t",
+            "2",
+        ])
+        .args(["-movflags", "+faststart"])
+        .arg(&clip)
+        .status()
         .unwrap();
+    assert!(made.success());
+    let warm = WarmProbe::new(Path::new(FFPROBE));
+    warm.refill();
+    // Garbage fails the probe (the worker then probes the file the plain way); the next take
+    // starts a new ffprobe, as none waits any more.
+    let garbage = dir.path().join("garbage.mp4");
+    std::fs::write(&garbage, b"not a video at all").unwrap();
+    assert!(warm.take().unwrap().probe(&garbage).await.is_err());
+    let info = warm.take().unwrap().probe(&clip).await.unwrap();
+    assert!((info.duration_sec - 2.0).abs() < 0.2, "{info:?}");
+    assert_eq!((info.width, info.height), (160, 90));
+    assert!(info.moov_before_mdat);
+}
+
+/// ADR 0010: FFmpeg writes the final faststart clip beside the part and finishes it when SIGINT
+/// stops it, so the clip needs no join; it holds what the joined part would.
+#[tokio::test]
+async fn a_recorder_stopped_by_sigint_leaves_a_finished_direct_clip() {
+    let cam = FakeCamera::start(CameraProfile::h264_g711()).await.unwrap();
     let source = source_of(&cam).await;
     let dir = tempfile::tempdir().unwrap();
-    let deaf = dir.path().join("ffmpeg-nostdin");
-    std::fs::write(&deaf, "#!/bin/sh\nexec ffmpeg -nostdin \"$@\"\n").unwrap();
-    std::fs::set_permissions(&deaf, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let part = dir.path().join("part-0001.mp4");
-    let rec = Recorder::spawn(&deaf, &plan(cam.url(), source, part.clone())).unwrap();
+    let part = dir.path().join("part-000.mp4");
+    let mut with_direct = plan(cam.url(), source, part.clone());
+    with_direct.direct = Some(direct_for(&part));
+    let rec = Recorder::spawn(Path::new(FFMPEG), &with_direct).unwrap();
     wait_for_media(&rec, 3.0).await;
+    // As the worker does: an ffprobe waits for the clip while FFmpeg finishes it.
+    let warm = WarmProbe::new(Path::new(FFPROBE));
+    warm.refill();
+    let standby = warm.take().expect("ffprobe starts");
     let report = rec.stop(Duration::from_secs(1)).await;
     assert_eq!(report.code, Some(255), "{report:?}");
     assert!(report.clean && report.stopped_by_us, "{report:?}");
-    let clip = finalize_and_probe(dir.path(), &[part]).await;
-    assert!(clip.duration_sec >= 2.0, "{clip:?}");
+
+    let direct = direct_clip(std::slice::from_ref(&part))
+        .await
+        .expect("the direct clip is finished");
+    assert_eq!(direct, dir.path().join("direct-000.mp4"));
+    let clip = probe_file(Path::new(FFPROBE), &direct).await.unwrap();
+    let piped = standby.probe(&direct).await.unwrap();
+    assert_eq!(
+        piped, clip,
+        "the waiting ffprobe reads the clip from a pipe alike"
+    );
+    assert!(clip.moov_before_mdat, "faststart: {clip:?}");
+    assert_eq!(clip.audio_codec.as_deref(), Some("aac"), "G.711 transcoded");
+    let joined = finalize_and_probe(dir.path(), &[part]).await;
+    assert!(
+        (clip.duration_sec - joined.duration_sec).abs() < 0.2,
+        "direct {clip:?} against joined {joined:?}"
+    );
+    assert!(clip.duration_sec >= 2.5, "{clip:?}");
 }
 
 #[tokio::test]
@@ -188,8 +252,9 @@ async fn a_sigkilled_recorder_leaves_a_part_that_finalizes() {
     let source = source_of(&cam).await;
     let dir = tempfile::tempdir().unwrap();
     let part = dir.path().join("part-0001.mp4");
-    let mut rec =
-        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
+    let mut with_direct = plan(cam.url(), source, part.clone());
+    with_direct.direct = Some(direct_for(&part));
+    let mut rec = Recorder::spawn(Path::new(FFMPEG), &with_direct).unwrap();
     wait_for_media(&rec, 3.0).await;
     let pid = i32::try_from(rec.pid().unwrap()).unwrap();
     nix::sys::signal::kill(
@@ -201,6 +266,13 @@ async fn a_sigkilled_recorder_leaves_a_part_that_finalizes() {
     assert_eq!(report.signal, Some(9), "{report:?}");
     assert!(!report.clean && !report.stopped_by_us, "{report:?}");
     assert_eq!(rec.pid(), None, "reaped");
+    let direct = direct_for(&part);
+    assert!(direct.exists() && !is_finished_faststart(&direct).await.unwrap());
+    assert_eq!(
+        direct_clip(std::slice::from_ref(&part)).await,
+        None,
+        "the parts make the clip"
+    );
 
     let clip = finalize_and_probe(dir.path(), &[part]).await;
     assert!(
@@ -455,10 +527,12 @@ async fn an_upload_to_a_stopped_server_fails_transiently_and_deletes_nothing() {
 async fn a_camera_that_never_answers_is_stopped_by_sigint() {
     let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let port = silent.local_addr().unwrap().port();
+    let (connected, mut camera_reached) = tokio::sync::watch::channel(false);
     let held = tokio::spawn(async move {
         let mut open = Vec::new();
         while let Ok((conn, _)) = silent.accept().await {
             open.push(conn);
+            connected.send_replace(true);
         }
     });
     let url = RtspUrl::parse(&format!("rtsp://admin:pw-silent@127.0.0.1:{port}/cam")).unwrap();
@@ -472,6 +546,11 @@ async fn a_camera_that_never_answers_is_stopped_by_sigint() {
     let mut long_timeout = plan(url, source, dir.path().join("part-0001.mp4"));
     long_timeout.io_timeout = Duration::from_secs(60);
     let rec = Recorder::spawn(Path::new(FFMPEG), &long_timeout).unwrap();
+    // FFmpeg handles SIGINT from when it opens its input (before, SIGINT kills it at once).
+    tokio::time::timeout(Duration::from_secs(10), camera_reached.wait_for(|c| *c))
+        .await
+        .expect("ffmpeg connects to the camera")
+        .unwrap();
     let started = std::time::Instant::now();
     let report = rec.stop(Duration::from_secs(1)).await;
     assert!(
@@ -490,7 +569,7 @@ async fn a_camera_that_never_answers_is_stopped_by_sigint() {
 }
 
 #[tokio::test]
-async fn a_child_that_ignores_q_and_sigint_is_killed_and_reaped() {
+async fn a_child_that_ignores_sigint_is_killed_and_reaped() {
     let dir = tempfile::tempdir().unwrap();
     let stubborn = stubborn_ffmpeg(dir.path());
     let source = SourceInfo {
@@ -502,6 +581,18 @@ async fn a_child_that_ignores_q_and_sigint_is_killed_and_reaped() {
     let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
     let rec = Recorder::spawn(&stubborn, &plan(url, source, dir.path().join("p.mp4"))).unwrap();
     let pid = rec.pid().unwrap();
+    wait_until(
+        Duration::from_secs(10),
+        "the child ignores SIGINT",
+        || async {
+            dir.path()
+                .join("stubborn-ffmpeg.ready")
+                .exists()
+                .then_some(())
+        },
+    )
+    .await
+    .unwrap();
     let started = std::time::Instant::now();
     let report = rec.stop(Duration::from_millis(300)).await;
     assert!(
@@ -519,7 +610,11 @@ async fn a_child_that_ignores_q_and_sigint_is_killed_and_reaped() {
 
 fn stubborn_ffmpeg(dir: &Path) -> PathBuf {
     let stubborn = dir.join("stubborn-ffmpeg");
-    std::fs::write(&stubborn, "#!/bin/sh\ntrap '' INT\nexec sleep 60\n").unwrap();
+    std::fs::write(
+        &stubborn,
+        "#!/bin/sh\ntrap '' INT\ntouch \"$0.ready\"\nexec sleep 60\n",
+    )
+    .unwrap();
     std::fs::set_permissions(
         &stubborn,
         std::os::unix::fs::PermissionsExt::from_mode(0o755),
