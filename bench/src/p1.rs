@@ -84,23 +84,19 @@ fn api_cell(run: &LoadRun) -> anyhow::Result<Cell> {
     Ok(Cell::new(run.throughput(), Unit::PerSec).with_detail(detail))
 }
 
-async fn one(
-    ctx: &Ctx,
-    client: &reqwest::Client,
-    event_type: &str,
-    c: usize,
-) -> anyhow::Result<Row> {
+async fn one(ctx: &Ctx, event_type: &str, c: usize) -> anyhow::Result<Row> {
     let target = Target {
+        method: "POST",
         url: format!("{}/events", ctx.api.base),
         bearer: ctx.api.token.clone(),
         body: serde_json::to_vec(&serde_json::json!({
             "cameraId": ctx.idle_camera.id, "type": event_type
         }))?
         .into(),
-        expect: reqwest::StatusCode::CREATED,
+        expect: 201,
     };
     ctx.outbox_drained(DRAIN_TIMEOUT).await?;
-    let run = load::run(client, &target, c, ctx.plan.p1_duration).await;
+    let run = load::run(&target, c, ctx.plan.p1_duration).await;
     let camrec = api_cell(&run)?;
     let created = created_payload(ctx)?;
     let recording = (event_type == "MOTION").then_some((created.0.as_str(), created.1.as_slice()));
@@ -120,21 +116,45 @@ async fn one(
     .against(baseline))
 }
 
-/// One row per (type, concurrency).
+/// How long one request takes without any SQL: `GET /health` at concurrency 1 through the same
+/// load generator. At C=1 the figure above is this hop plus the two statements, against
+/// pgbench's two statements alone; when this hop takes half of pgbench's transaction or more, no
+/// server in front of the same SQL reaches 0.5× at C=1.
+async fn http_floor(ctx: &Ctx) -> anyhow::Result<Row> {
+    let target = Target {
+        method: "GET",
+        url: format!("{}/health", ctx.api.base),
+        bearer: ctx.api.token.clone(),
+        body: bytes::Bytes::new(),
+        expect: 200,
+    };
+    let run = load::run(&target, 1, ctx.plan.p1_duration).await;
+    Ok(Row::new(
+        "P1",
+        "HTTP round trip alone: GET /health (no SQL), C=1",
+        api_cell(&run)?,
+        Goal::Info,
+    ))
+}
+
+/// One row per (type, concurrency), and the HTTP hop alone.
 pub async fn run(ctx: &Ctx) -> Vec<Row> {
     let mut rows = Vec::new();
-    let max_c = ctx.plan.p1_concurrency.iter().copied().max().unwrap_or(1);
-    let client = load::client(max_c);
     for event_type in ["MOTION", "ERROR"] {
         for &c in &ctx.plan.p1_concurrency {
             let what = format!("POST /events {event_type}, C={c}");
             tracing::info!("P1: {what}");
             rows.push(
-                one(ctx, &client, event_type, c)
+                one(ctx, event_type, c)
                     .await
                     .unwrap_or_else(|e| Row::error("P1", &what, &e)),
             );
         }
     }
+    rows.push(
+        http_floor(ctx)
+            .await
+            .unwrap_or_else(|e| Row::error("P1", "HTTP round trip alone", &e)),
+    );
     rows
 }

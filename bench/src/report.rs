@@ -228,27 +228,34 @@ pub fn markdown(run: &RunInfo, machine: &Machine, rows: &[Row]) -> String {
 }
 
 const METHOD: &str = "\
-- **P1** `POST /events` through event-api (release build, keep-alive HTTP/1.1, C concurrent \
-clients, one admin token) for a camera that records MOTION and does not record ERROR; baseline: \
+- **P1** `POST /events` through event-api (release build, C concurrent clients, each with its \
+own keep-alive HTTP/1.1 connection and the request's bytes built once, as `wrk` does; one admin \
+token) for a camera that records MOTION and does not record ERROR; baseline: \
 `pgbench -n -M prepared -c C -j 2 -T s` running the same transaction (the camera `SELECT ... FOR \
 SHARE`, the `events` insert and, for MOTION, the `playbacks` and `outbox` inserts plus \
 `pg_notify`) against the same database. Latencies are per request (p50 / p99 by nearest rank; \
-pgbench's from its per-transaction log).\n\
+pgbench's from its per-transaction log). The info row `GET /health` is the HTTP hop alone (no \
+SQL) at C=1: at C=1 camrec's request is that hop plus pgbench's statements, so when the hop takes \
+as long as pgbench's whole transaction, 0.5× at C=1 is out of reach for any server in front of \
+the same SQL.\n\
 - **P2** A backlog of N `event.created` outbox rows written while NATS is down, then NATS \
 restarted: from the first message of the backlog in the EVENTS stream to the last outbox row \
 marked published, as messages per second; baseline: the same payloads published with async-nats \
 to the same stream (async publishes, 256 in flight, every ack awaited), also right after a NATS \
 restart (the first acks after a restart are slow for both).\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
-after stop, finalize, probe, thumbnail, upload and verification), for a clip of 10 s and of 60 s; \
+after FFmpeg's stop, finalize, probe, upload of clip and thumbnail and verification; ADR 0010: \
+FFmpeg finishes the faststart clip itself, the thumbnail is taken while recording and a waiting \
+ffprobe reads the clip from a pipe), for a clip of 10 s and of 60 s; \
 baseline: `ffprobe -print_format json` of the same final file plus an object_store upload of it \
 to the same S3 server.\n\
 - **P4** From `POST /events` to the `playback.recording` message (sent at FFmpeg's first progress \
 block with frames > 0), median of several events; baseline: a bare FFmpeg with the worker's argv \
 on the same camera, from spawn to its first `-progress` block with `frame=` > 0.\n\
 - **P5** CPU (utime + stime) and resident memory (VmRSS) of recorder-worker and all its children \
-while it records 10 streams, sampled from /proc, divided by 10; baseline: 10 bare FFmpeg \
-processes with the worker's argv on the same streams.\n\
+(FFmpegs and the ffprobe waiting for the next clip) while it records 10 streams, sampled from \
+/proc, divided by 10; baseline: 10 bare FFmpeg processes with the worker's argv (part and direct \
+clip, as `DIRECT_CLIP=1`) on the same streams.\n\
 - **P6** From a `playback.progress` status published to PLAYBACKS (ack awaited) until `GET \
 /playbacks/:id` shows it (polled every 5 ms), p50 / p99.\n";
 
