@@ -21,7 +21,8 @@ pub struct Plan {
     pub p1_concurrency: Vec<usize>,
     pub p1_duration: Duration,
     pub p2_backlog: usize,
-    pub p3_clips_sec: Vec<u64>,
+    /// (clip length in seconds, samples): the figure is the median of the samples.
+    pub p3_clips_sec: Vec<(u64, usize)>,
     /// Warm samples (the first, cold one comes on top).
     pub p4_samples: usize,
     pub p5_recordings: usize,
@@ -37,7 +38,7 @@ impl Plan {
             p1_concurrency: vec![1, 16, 64],
             p1_duration: Duration::from_secs(10),
             p2_backlog: 5000,
-            p3_clips_sec: vec![10, 60],
+            p3_clips_sec: vec![(10, 3), (60, 1)],
             p4_samples: 5,
             p5_recordings: 10,
             p5_cameras: 5,
@@ -53,7 +54,7 @@ impl Plan {
             p1_concurrency: vec![1, 16, 64],
             p1_duration: Duration::from_secs(1),
             p2_backlog: 200,
-            p3_clips_sec: vec![2],
+            p3_clips_sec: vec![(2, 1)],
             p4_samples: 1,
             p5_recordings: 2,
             p5_cameras: 1,

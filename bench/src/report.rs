@@ -246,7 +246,7 @@ restart (the first acks after a restart are slow for both).\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
 after FFmpeg's stop, finalize, probe, upload of clip and thumbnail and verification; ADR 0010: \
 FFmpeg finishes the faststart clip itself, the thumbnail is taken while recording and a waiting \
-ffprobe reads the clip from a pipe), for a clip of 10 s and of 60 s; \
+ffprobe reads the clip from a pipe), for a clip of 10 s (median of 3) and of 60 s; \
 baseline: `ffprobe -print_format json` of the same final file plus an object_store upload of it \
 to the same S3 server.\n\
 - **P4** From `POST /events` to the `playback.recording` message (sent at FFmpeg's first progress \
