@@ -245,22 +245,7 @@ mod tests {
         let s3 = testkit::S3Server::start().await.unwrap();
         let dir = tempfile::tempdir().unwrap();
         let clip = dir.path().join("clip.mp4");
-        let made = Command::new("ffmpeg")
-            .args([
-                "-v",
-                "error",
-                "-f",
-                "lavfi",
-                "-i",
-                "testsrc=size=160x90:rate=10",
-                "-t",
-                "1",
-            ])
-            .arg(&clip)
-            .status()
-            .await
-            .unwrap();
-        assert!(made.success());
+        testkit::make_test_clip(&clip, 1).unwrap();
         let storage = s3.storage().unwrap();
         let key = ObjectPath::from("bench/clip.mp4");
         let took = probe_and_upload(Path::new("ffprobe"), &clip, storage.store(), &key)

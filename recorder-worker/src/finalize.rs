@@ -53,11 +53,11 @@ pub async fn finalize(
 }
 
 /// The faststart clip FFmpeg wrote beside the one part that holds frames, when that run finished
-/// it (ADR 0010): the clip then needs no join. `None` when several parts hold frames, or when the
-/// direct clip is missing or unfinished (FFmpeg killed, `DIRECT_CLIP=0`).
-pub async fn direct_clip(parts: &[PathBuf]) -> Option<PathBuf> {
-    let found = parts_with_fragments(parts).await;
-    let [part] = found.as_slice() else {
+/// it (ADR 0010): the clip then needs no join. `with_frames` are the parts that hold fragments
+/// ([`parts_with_fragments`]). `None` when several parts hold frames, or when the direct clip is
+/// missing or unfinished (FFmpeg killed, `DIRECT_CLIP=0`).
+pub async fn direct_clip(with_frames: &[PathBuf]) -> Option<PathBuf> {
+    let [part] = with_frames else {
         return None;
     };
     let direct = crate::manifest::direct_for(part);

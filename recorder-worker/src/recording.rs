@@ -27,7 +27,6 @@ use camrec_shared::storage::ObjectKey;
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -829,26 +828,17 @@ pub async fn finish(
     note_state(id, State::Uploading);
     // The clip is probed while it goes up: both only read the finished file.
     let thumb = has_thumb.then_some(thumb.as_path());
-    let (probed_ms, uploaded_ms) = (AtomicU64::new(0), AtomicU64::new(0));
-    let took = |since: std::time::Instant, into: &AtomicU64| {
-        into.store(since.elapsed().as_millis() as u64, Ordering::Relaxed)
-    };
     let delivered = async {
         let started = std::time::Instant::now();
+        let ms = || started.elapsed().as_millis() as u64;
         tokio::join!(
-            async {
-                let r = inspect(shared, &video, standby).await;
-                took(started, &probed_ms);
-                r
-            },
-            async {
-                let r = upload_retrying(shared, id, &video, thumb).await;
-                took(started, &uploaded_ms);
-                r
-            }
+            async { (inspect(shared, &video, standby).await, ms()) },
+            async { (upload_retrying(shared, id, &video, thumb).await, ms()) }
         )
     };
-    let Some((inspected, uploaded)) = beat.during(reporter, &mut lease, delivered).await else {
+    let Some(((inspected, probed_ms), (uploaded, uploaded_ms))) =
+        beat.during(reporter, &mut lease, delivered).await
+    else {
         return Outcome::Abandoned;
     };
     let clip = match inspected {
@@ -903,8 +893,8 @@ pub async fn finish(
     tracing::info!(
         playback_id = %id,
         prepared_ms,
-        probed_ms = probed_ms.into_inner(),
-        uploaded_ms = uploaded_ms.into_inner(),
+        probed_ms,
+        uploaded_ms,
         completed_ms = timer.elapsed().as_millis() as u64,
         "clip completed"
     );
@@ -985,7 +975,8 @@ async fn prepare(
     let parts = manifest::parts_in(dir)
         .await
         .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
-    let first = parts_with_fragments(&parts).await.into_iter().next();
+    let with_frames = parts_with_fragments(&parts).await;
+    let first = with_frames.first().cloned();
     let tmp = dir.join("video.tmp.mp4");
     let thumbed = async {
         match (early, &first) {
@@ -1002,10 +993,10 @@ async fn prepare(
         }
     };
     let joined = async {
-        match direct_clip(&parts).await {
+        match direct_clip(&with_frames).await {
             Some(direct) => tokio::fs::rename(&direct, &tmp)
                 .await
-                .map(|()| first.iter().cloned().collect::<Vec<_>>())
+                .map(|()| with_frames.clone())
                 .map_err(MediaError::Io),
             None => finalize(&cfg.ffmpeg_path, &parts, &tmp).await,
         }

@@ -175,22 +175,7 @@ async fn a_waiting_ffprobe_reads_a_clip_from_a_pipe_and_without_ffprobe_there_is
 
     let dir = tempfile::tempdir().unwrap();
     let clip = dir.path().join("clip.mp4");
-    let made = std::process::Command::new(FFMPEG)
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc=size=160x90:rate=10",
-            "-t",
-            "2",
-        ])
-        .args(["-movflags", "+faststart"])
-        .arg(&clip)
-        .status()
-        .unwrap();
-    assert!(made.success());
+    testkit::make_test_clip(&clip, 2).unwrap();
     let warm = WarmProbe::new(Path::new(FFPROBE));
     warm.refill();
     // Garbage fails the probe (the worker then probes the file the plain way); the next take

@@ -91,3 +91,26 @@ pub(crate) fn find_binary(name: &str, env_override: &str) -> anyhow::Result<Path
         .find(|p| p.is_file())
         .ok_or_else(|| anyhow::anyhow!("{name} not found on PATH (run scripts/install-deps.sh)"))
 }
+
+/// Writes a small faststart MP4 of `secs` seconds (a 160x90 test pattern at 10 fps) to `path`
+/// with the ffmpeg on `PATH`: a playable clip for tests that need no camera.
+pub fn make_test_clip(path: &std::path::Path, secs: u32) -> anyhow::Result<()> {
+    let status = std::process::Command::new("ffmpeg")
+        .args([
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=160x90:rate=10",
+        ])
+        .args(["-t", &secs.to_string(), "-movflags", "+faststart"])
+        .arg(path)
+        .status()?;
+    anyhow::ensure!(
+        status.success(),
+        "ffmpeg could not make a test clip: {status}"
+    );
+    Ok(())
+}
