@@ -38,6 +38,17 @@ pub struct LoadRun {
 }
 
 impl LoadRun {
+    /// Two runs of the same target as one: counts and time added, latencies merged.
+    pub fn merged(self, other: LoadRun) -> LoadRun {
+        LoadRun {
+            ok: self.ok + other.ok,
+            failed: self.failed + other.failed,
+            elapsed: self.elapsed + other.elapsed,
+            latencies: self.latencies.merged(&other.latencies),
+            first_error: self.first_error.or(other.first_error),
+        }
+    }
+
     /// Successful requests per second.
     pub fn throughput(&self) -> f64 {
         self.ok as f64 / self.elapsed.as_secs_f64().max(1e-9)

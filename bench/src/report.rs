@@ -234,7 +234,9 @@ token) for a camera that records MOTION and does not record ERROR; baseline: \
 `pgbench -n -M prepared -c C -j 2 -T s` running the same transaction (the camera `SELECT ... FOR \
 SHARE`, the `events` insert and, for MOTION, the `playbacks` and `outbox` inserts plus \
 `pg_notify`) against the same database. Latencies are per request (p50 / p99 by nearest rank; \
-pgbench's from its per-transaction log). The info row `GET /health` is the HTTP hop alone (no \
+pgbench's from its per-transaction log). camrec and pgbench take turns: each figure is two \
+5-second slices of each, alternated (one slice in the smoke), so that a slower spell of the shared \
+machine weighs on both sides of the ratio. The info row `GET /health` is the HTTP hop alone (no \
 SQL) at C=1: at C=1 camrec's request is that hop plus pgbench's statements, so when the hop takes \
 as long as pgbench's whole transaction, 0.5× at C=1 is out of reach for any server in front of \
 the same SQL.\n\

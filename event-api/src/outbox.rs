@@ -9,6 +9,14 @@
 //! land. The relay wakes on `NOTIFY camrec_outbox` (sent by every transaction that adds a row)
 //! and polls every second in case a notification was missed. NATS errors back off (capped);
 //! REST calls never wait for any of this.
+//!
+//! One notification per committed row would mean one round per row, and under a burst the
+//! notifications outrun the rounds: the relay would go on running empty rounds long after the
+//! burst. So a wake-up takes every notification already received with it (one round covers every
+//! row committed before it), and while rows keep coming (the previous round moved rows less than
+//! [`BUSY_WINDOW`] ago) the relay lingers [`LINGER`] before the round so that it carries several
+//! rows. A row after a quiet spell is relayed at once. The relay keeps one database connection
+//! across rounds instead of taking one from the pool for each.
 
 use crate::backoff::{sleep_or_cancel, Backoff};
 use crate::store::outbox::{claim, mark_published, NOTIFY_CHANNEL};
@@ -16,14 +24,22 @@ use crate::store::{Store, StoreError};
 use async_nats::jetstream::context::{Publish, PublishError};
 use async_nats::jetstream::Context;
 use futures::future::join_all;
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use std::time::Duration;
+use sqlx::{Connection, PgConnection, Postgres};
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
 /// Rows per round, which is also the bound on unacknowledged publishes in flight.
 pub const BATCH: i64 = 64;
 /// The poll interval when no notification arrives.
 const POLL: Duration = Duration::from_secs(1);
+/// How long a wake-up waits for more rows while rows keep coming.
+pub const LINGER: Duration = Duration::from_millis(2);
+/// Rows "keep coming" when the previous round moved rows less than this before the wake-up.
+pub const BUSY_WINDOW: Duration = Duration::from_millis(20);
+/// At most this many already-received notifications are taken with one wake-up.
+const DRAIN_MAX: usize = 100_000;
 
 /// Why a relay round failed. The rows stay unpublished either way.
 #[derive(Debug, thiserror::Error)]
@@ -36,11 +52,13 @@ pub enum RelayError {
     Publish(#[from] PublishError),
 }
 
-/// Publishes one batch; returns how many rows it claimed.
-pub async fn relay_once(store: &Store, js: &Context) -> Result<usize, RelayError> {
-    let mut tx = store.pool().begin().await?;
+/// Publishes one batch over `conn`; returns how many rows it claimed.
+pub async fn relay_once(conn: &mut PgConnection, js: &Context) -> Result<usize, RelayError> {
+    metrics::counter!("outbox_rounds_total").increment(1);
+    let mut tx = conn.begin().await?;
     let rows = claim(&mut tx, BATCH).await?;
     if rows.is_empty() {
+        tx.rollback().await?;
         return Ok(0);
     }
     let mut pending = Vec::with_capacity(rows.len());
@@ -89,8 +107,8 @@ async fn listen(store: &Store) -> Option<PgListener> {
     Some(listener)
 }
 
-/// Waits for a notification, the poll interval, or shutdown. Drops a broken listener so the
-/// next wait reconnects it.
+/// Waits for a notification, the poll interval, or shutdown, then takes every notification
+/// already received with it. Drops a broken listener so the next wait reconnects it.
 async fn wait_for_work(
     listener: &mut Option<PgListener>,
     store: &Store,
@@ -116,12 +134,52 @@ async fn wait_for_work(
     }
 }
 
+/// Takes the notifications `listener` can return without waiting: a round after this covers
+/// the rows they announce. Returns how many it took; drops a broken listener.
+pub async fn drain(listener: &mut Option<PgListener>) -> usize {
+    let mut taken = 0;
+    while let Some(l) = listener {
+        if taken >= DRAIN_MAX {
+            break;
+        }
+        // A zero timeout polls `recv` once: it answers from what the connection has already
+        // received, and gives up instead of waiting for more.
+        match tokio::time::timeout(Duration::ZERO, l.recv()).await {
+            Ok(Ok(_)) => taken += 1,
+            Ok(Err(_)) => *listener = None,
+            Err(_) => break,
+        }
+    }
+    taken
+}
+
+/// Whether a wake-up should linger before its round: the previous round moved rows and ended
+/// less than [`BUSY_WINDOW`] ago.
+fn should_linger(last_moved: Option<Instant>, now: Instant) -> bool {
+    last_moved.is_some_and(|t| now.saturating_duration_since(t) < BUSY_WINDOW)
+}
+
+/// The relay's connection, taken from the pool when it has none (at start, or after an error
+/// dropped it).
+async fn connection(
+    conn: &mut Option<PoolConnection<Postgres>>,
+    store: &Store,
+) -> Result<(), RelayError> {
+    if conn.is_none() {
+        *conn = Some(store.pool().acquire().await?);
+    }
+    Ok(())
+}
+
 /// Runs the relay until `shutdown`: makes sure the streams exist (retrying while NATS is
 /// down), then publishes rounds as long as rows are waiting.
 pub async fn run(store: Store, js: Context, replicas: usize, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut streams_ready = false;
     let mut listener = None;
+    let mut conn: Option<PoolConnection<Postgres>> = None;
+    // When the last round that moved rows ended.
+    let mut last_moved: Option<Instant> = None;
     while !shutdown.is_cancelled() {
         if !streams_ready {
             if let Err(e) = camrec_shared::streams::ensure_streams(&js, replicas).await {
@@ -136,18 +194,32 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
         }
         let round = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = relay_once(&store, &js) => r,
+            r = async {
+                connection(&mut conn, &store).await?;
+                match conn.as_deref_mut() {
+                    Some(c) => relay_once(c, &js).await,
+                    None => Ok(0),
+                }
+            } => r,
         };
         match round {
             Ok(n) if n as i64 >= BATCH => {
                 backoff.reset();
+                last_moved = Some(Instant::now());
                 continue;
             }
-            Ok(_) => backoff.reset(),
+            Ok(n) => {
+                backoff.reset();
+                if n > 0 {
+                    last_moved = Some(Instant::now());
+                }
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "outbox relay round failed; the rows stay unpublished");
-                if matches!(e, RelayError::Publish(_)) {
-                    streams_ready = false;
+                match e {
+                    RelayError::Publish(_) => streams_ready = false,
+                    // The connection may be broken or inside a failed transaction: take a new one.
+                    RelayError::Store(_) | RelayError::Db(_) => conn = None,
                 }
                 if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                     break;
@@ -156,6 +228,33 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
             }
         }
         wait_for_work(&mut listener, &store, &shutdown).await;
+        if should_linger(last_moved, Instant::now()) && !sleep_or_cancel(LINGER, &shutdown).await {
+            break;
+        }
+        drain(&mut listener).await;
     }
     tracing::info!("outbox relay stopped");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lingers_only_while_rows_keep_coming() {
+        let now = Instant::now();
+        assert!(
+            !should_linger(None, now),
+            "nothing moved yet: relay at once"
+        );
+        assert!(should_linger(Some(now), now));
+        assert!(should_linger(
+            Some(now - BUSY_WINDOW + Duration::from_millis(1)),
+            now
+        ));
+        assert!(
+            !should_linger(Some(now - BUSY_WINDOW), now),
+            "after a quiet spell the next row goes at once"
+        );
+    }
 }

@@ -14,7 +14,7 @@ use camrec_shared::subjects::{
 use camrec_shared::PlaybackId;
 use std::time::Duration;
 
-use crate::ownership::{Lease, Ownership};
+use crate::ownership::{Lease, Ownership, StopRegistry};
 
 /// How long the server waits for an ack before redelivering. Claiming a recording takes one KV
 /// write, so this is generous.
@@ -135,19 +135,28 @@ pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) 
     }
 }
 
-/// Reads an `event.ended` and writes its stop marker.
-pub async fn handle_ended(payload: &[u8], ownership: &Ownership) -> EndedOutcome {
+/// Reads an `event.ended`, stops the recording at once when it runs here (`stops`), then
+/// writes its stop marker for the other workers and for recovery. The local stop does not wait
+/// for the marker's round trip through JetStream; when the marker cannot be written the message
+/// is redelivered, and stopping again is harmless.
+pub async fn handle_ended(
+    payload: &[u8],
+    ownership: &Ownership,
+    stops: &StopRegistry,
+) -> (EndedOutcome, bool) {
     let ended = match Envelope::<EventEnded>::from_slice(payload) {
         Ok(env) => env.payload,
-        Err(e) => return EndedOutcome::Undecodable(e.to_string()),
+        Err(e) => return (EndedOutcome::Undecodable(e.to_string()), false),
     };
     let Some(id) = ended.playback_id else {
-        return EndedOutcome::NoPlayback;
+        return (EndedOutcome::NoPlayback, false);
     };
-    match ownership.request_stop(id).await {
+    let local = stops.signal(id);
+    let outcome = match ownership.request_stop(id).await {
         Ok(()) => EndedOutcome::StopWritten(id),
         Err(e) => EndedOutcome::StopFailed(id, e.to_string()),
-    }
+    };
+    (outcome, local)
 }
 
 /// Tells the server what became of `msg`. A failed ack is logged: the message is redelivered

@@ -288,11 +288,11 @@ async fn pull_ended(shared: Arc<Shared>, ended: PullConsumer) {
                 None => break,
             };
             failures = 0;
-            let outcome = consumer::handle_ended(&msg.payload, &shared.ownership).await;
+            let (outcome, local) =
+                consumer::handle_ended(&msg.payload, &shared.ownership, &shared.stops).await;
             consumer::settle(&msg, consumer::ended_disposition(&outcome)).await;
             match &outcome {
                 consumer::EndedOutcome::StopWritten(id) => {
-                    let local = shared.stops.signal(*id);
                     tracing::info!(playback_id = %id, local, "stop requested");
                 }
                 consumer::EndedOutcome::NoPlayback => {}

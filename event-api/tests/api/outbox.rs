@@ -126,3 +126,57 @@ async fn published_rows_are_purged_after_the_retention_and_unpublished_never() {
         .unwrap();
     assert_eq!(left, 1, "the unpublished row stays");
 }
+
+/// The relay takes every notification already received with one wake-up, so a burst of
+/// committed rows costs one round instead of one round per row; and taking them never waits
+/// for notifications that have not come.
+#[tokio::test]
+async fn one_wake_up_takes_every_notification_already_received() {
+    let app = spawn_app().await;
+    let url = app.config.database_url.expose().to_owned();
+    let mut listener = Some(sqlx::postgres::PgListener::connect(&url).await.unwrap());
+    let channel = "camrec_drain_test";
+    listener.as_mut().unwrap().listen(channel).await.unwrap();
+    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
+        .await
+        .unwrap();
+    const SENT: usize = 50;
+    for i in 0..SENT {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(channel)
+            .bind(i.to_string())
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
+    // The first one is waited for, as the relay's wait does.
+    tokio::time::timeout(Duration::from_secs(10), listener.as_mut().unwrap().recv())
+        .await
+        .expect("the first notification arrives")
+        .unwrap();
+    // The server delivers the rest asynchronously: drain until all 49 are taken.
+    let mut taken = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        taken += event_api::outbox::drain(&mut listener).await;
+        if taken >= SENT - 1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {taken} of {} notifications drained in 10 s",
+            SENT - 1
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(taken, SENT - 1, "no notification is taken twice");
+    assert!(listener.is_some(), "a healthy listener is kept");
+    // Nothing left: draining answers at once with 0 instead of waiting.
+    let empty = tokio::time::timeout(
+        Duration::from_secs(1),
+        event_api::outbox::drain(&mut listener),
+    )
+    .await
+    .expect("draining an empty listener does not wait");
+    assert_eq!(empty, 0);
+}
