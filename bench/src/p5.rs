@@ -63,6 +63,9 @@ async fn camrec(ctx: &Ctx) -> anyhow::Result<Usage> {
     measured
 }
 
+/// How many times a bare FFmpeg is started before its camera counts as failed.
+const START_ATTEMPTS: u32 = 3;
+
 async fn bare(ctx: &Ctx) -> anyhow::Result<Usage> {
     let n = ctx.plan.p5_recordings;
     let cameras = &ctx.cameras[..ctx.plan.p5_cameras.min(ctx.cameras.len()).max(1)];
@@ -76,10 +79,25 @@ async fn bare(ctx: &Ctx) -> anyhow::Result<Usage> {
             let mut plan = plans[i % plans.len()].clone();
             plan.output = ctx.scratch_file("p5.mp4");
             plan.direct = plan.direct.as_ref().map(|_| direct_for(&plan.output));
-            let mut f = BareFfmpeg::spawn(ctx.ffmpeg(), &plan)?;
-            let first = f.first_frame(Duration::from_secs(30)).await;
-            running.push(f.drain_progress());
-            first?;
+            // A camera that drops a new client while it serves nine others is tried again, up
+            // to START_ATTEMPTS times, as the worker tries again (`START_RETRIES`).
+            let mut attempt = 1;
+            loop {
+                let mut f = BareFfmpeg::spawn(ctx.ffmpeg(), &plan)?;
+                let first = f.first_frame(Duration::from_secs(30)).await;
+                match first {
+                    Err(e) if attempt < START_ATTEMPTS => {
+                        tracing::warn!(error = %e, attempt, "P5 baseline: FFmpeg did not start; trying again");
+                        f.stop(Duration::from_secs(2)).await;
+                        attempt += 1;
+                    }
+                    first => {
+                        running.push(f.drain_progress());
+                        first?;
+                        break;
+                    }
+                }
+            }
         }
         tokio::time::sleep(SETTLE).await;
         let pids: Vec<u32> = running.iter().filter_map(DrainedFfmpeg::pid).collect();
