@@ -103,7 +103,7 @@ async fn one(ctx: &Ctx, event_type: &str, c: usize) -> anyhow::Result<Row> {
     let slices = slices(ctx.plan.p1_duration);
     let slice = ctx.plan.p1_duration / slices;
     let mut run: Option<LoadRun> = None;
-    let mut base: Option<(f64, Duration, Latencies)> = None;
+    let (mut tps, mut latencies) = (Vec::new(), Latencies::default());
     for _ in 0..slices {
         ctx.outbox_drained(DRAIN_TIMEOUT).await?;
         let r = load::run(&target, c, slice).await;
@@ -112,19 +112,16 @@ async fn one(ctx: &Ctx, event_type: &str, c: usize) -> anyhow::Result<Row> {
             None => r,
         });
         ctx.outbox_drained(DRAIN_TIMEOUT).await?;
-        let mut one = pgbench_run(ctx, c)?;
-        one.duration = slice;
-        let b = pgbench::run(&one, &script).await?;
-        let secs = slice.as_secs().max(1) as f64;
-        base = Some(match base {
-            Some((tx, t, l)) => (tx + b.tps * secs, t + slice, l.merged(&b.latencies)),
-            None => (b.tps * secs, slice, b.latencies),
-        });
+        let mut turn = pgbench_run(ctx, c)?;
+        turn.duration = slice;
+        let b = pgbench::run(&turn, &script).await?;
+        tps.push(b.tps);
+        latencies = latencies.merged(&b.latencies);
     }
     let run = run.ok_or_else(|| anyhow::anyhow!("no P1 slice ran"))?;
     let camrec = api_cell(&run)?;
-    let (transactions, took, latencies) = base.ok_or_else(|| anyhow::anyhow!("no P1 slice ran"))?;
-    let tps = transactions / took.as_secs().max(1) as f64;
+    // The slices are equally long: the mean of their rates is the rate over all of them.
+    let tps = tps.iter().sum::<f64>() / tps.len().max(1) as f64;
     let baseline = Cell::new(tps, Unit::PerSec).with_detail(latency_detail(&latencies));
     Ok(Row::new(
         "P1",

@@ -107,8 +107,8 @@ async fn listen(store: &Store) -> Option<PgListener> {
     Some(listener)
 }
 
-/// Waits for a notification, the poll interval, or shutdown, then takes every notification
-/// already received with it. Drops a broken listener so the next wait reconnects it.
+/// Waits for a notification, the poll interval, or shutdown. Drops a broken listener so the
+/// next wait reconnects it. ([`drain`] then takes the notifications that came with it.)
 async fn wait_for_work(
     listener: &mut Option<PgListener>,
     store: &Store,
@@ -161,14 +161,15 @@ fn should_linger(last_moved: Option<Instant>, now: Instant) -> bool {
 
 /// The relay's connection, taken from the pool when it has none (at start, or after an error
 /// dropped it).
-async fn connection(
-    conn: &mut Option<PoolConnection<Postgres>>,
+async fn connection<'c>(
+    conn: &'c mut Option<PoolConnection<Postgres>>,
     store: &Store,
-) -> Result<(), RelayError> {
-    if conn.is_none() {
-        *conn = Some(store.pool().acquire().await?);
-    }
-    Ok(())
+) -> Result<&'c mut PgConnection, RelayError> {
+    let c = match conn.take() {
+        Some(c) => c,
+        None => store.pool().acquire().await?,
+    };
+    Ok(conn.insert(c))
 }
 
 /// Runs the relay until `shutdown`: makes sure the streams exist (retrying while NATS is
@@ -194,13 +195,7 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
         }
         let round = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = async {
-                connection(&mut conn, &store).await?;
-                match conn.as_deref_mut() {
-                    Some(c) => relay_once(c, &js).await,
-                    None => Ok(0),
-                }
-            } => r,
+            r = async { relay_once(connection(&mut conn, &store).await?, &js).await } => r,
         };
         match round {
             Ok(n) if n as i64 >= BATCH => {
