@@ -13,6 +13,8 @@ pub enum Unit {
     Seconds,
     /// Percent of one core.
     CpuPercent,
+    /// CPU time, in seconds.
+    CpuSeconds,
     MiB,
 }
 
@@ -54,6 +56,7 @@ impl fmt::Display for Cell {
             Unit::PerSec => write!(f, "{:.0}/s", self.value)?,
             Unit::Seconds => f.write_str(&fmt_secs(self.value))?,
             Unit::CpuPercent => write!(f, "{:.2}% CPU", self.value)?,
+            Unit::CpuSeconds => write!(f, "{} CPU", fmt_secs(self.value))?,
             Unit::MiB => write!(f, "{:.1} MiB", self.value)?,
         }
         if let Some(d) = &self.detail {
@@ -254,10 +257,17 @@ to the same S3 server.\n\
 - **P4** From `POST /events` to the `playback.recording` message (sent at FFmpeg's first progress \
 block with frames > 0), median of several events; baseline: a bare FFmpeg with the worker's argv \
 on the same camera, from spawn to its first `-progress` block with `frame=` > 0.\n\
-- **P5** CPU (utime + stime) and resident memory (VmRSS) of recorder-worker and all its children \
-(FFmpegs and the ffprobe waiting for the next clip) while it records 10 streams, sampled from \
-/proc, divided by 10; baseline: 10 bare FFmpeg processes with the worker's argv (part and direct \
-clip, as `DIRECT_CLIP=1`) on the same streams.\n\
+- **P5** CPU and resident memory (VmRSS) of recorder-worker and all its children (FFmpegs, \
+thumbnails and the ffprobe waiting for the next clip) while it records 10 streams, sampled from \
+/proc every 250 ms and divided by 10; CPU is `utime + stime` plus `cutime + cstime`, so a child \
+that starts and exits between two samples counts in full through its parent. Baseline: 10 bare \
+FFmpeg processes with the worker's argv (part and direct clip, as `DIRECT_CLIP=1`) on the same \
+streams. The goal rows are the steady state, what limits how many cameras one host records at \
+once: both sides are sampled for 20 s from 2 s after every recording has its first frame and, \
+for camrec, its thumbnail (taken 2 s into the recording). The one-off work of a clip is in the \
+info row: CPU per clip over its whole life, from `POST /events` to `playback.completed` \
+(start, thumbnail, finish, probe, upload) against a bare FFmpeg from spawn to exit, with what \
+the steady rate does not explain.\n\
 - **P6** From a `playback.progress` status published to PLAYBACKS (ack awaited) until `GET \
 /playbacks/:id` shows it (polled every 5 ms), p50 / p99.\n";
 

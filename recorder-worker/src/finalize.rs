@@ -170,30 +170,77 @@ pub async fn thumbnail(
     }
 }
 
-/// Writes the JPEG frame of `video` at `at` seconds to `out`; [`MediaError::NoMedia`] when the
+/// Writes a JPEG frame of `video` at `at` seconds to `out`; [`MediaError::NoMedia`] when the
 /// video is shorter. Reads a part that FFmpeg is still writing as well as a finished file.
+///
+/// The frame is the keyframe at or before `at`, decoded alone on one thread: most of a
+/// thumbnail's CPU is FFmpeg's start, and decoding every frame up to `at` on a thread per core
+/// added a third to it. A stream without keyframes the decoder marks as such (intra refresh)
+/// gives no frame that way; the frame at `at` is then decoded the full way.
 pub async fn frame_at(ffmpeg: &Path, video: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
+    match grab(ffmpeg, video, out, at, Decode::KeyframeOnly).await {
+        Err(MediaError::NoMedia(_)) => grab(ffmpeg, video, out, at, Decode::Every).await,
+        other => other,
+    }
+}
+
+/// How [`grab`] decodes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Decode {
+    /// The keyframe at or before the time, alone, on one thread.
+    KeyframeOnly,
+    /// Every frame from the keyframe before the time up to it.
+    Every,
+}
+
+fn grab_args(video: &Path, out: &Path, at: f64, decode: Decode) -> Vec<std::ffi::OsString> {
+    let mut args: Vec<std::ffi::OsString> =
+        ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
+            .iter()
+            .map(Into::into)
+            .collect();
+    if decode == Decode::KeyframeOnly {
+        for a in ["-threads", "1", "-skip_frame", "nokey", "-noaccurate_seek"] {
+            args.push(a.into());
+        }
+    }
+    for a in [
+        "-ss",
+        &format!("{at:.3}"),
+        "-protocol_whitelist",
+        "file",
+        "-i",
+    ] {
+        args.push(a.into());
+    }
+    args.push(video.into());
+    for a in [
+        "-frames:v",
+        "1",
+        "-vf",
+        "scale='min(640,iw)':-2",
+        "-q:v",
+        "4",
+    ] {
+        args.push(a.into());
+    }
+    for a in ["-f", "image2", "-update", "1"] {
+        args.push(a.into());
+    }
+    args.push(out.into());
+    args
+}
+
+async fn grab(
+    ffmpeg: &Path,
+    video: &Path,
+    out: &Path,
+    at: f64,
+    decode: Decode,
+) -> Result<(), MediaError> {
     let _ = tokio::fs::remove_file(out).await;
     let mut cmd = Command::new(ffmpeg);
-    cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"])
-        .args([
-            "-ss",
-            &format!("{at:.3}"),
-            "-protocol_whitelist",
-            "file",
-            "-i",
-        ])
-        .arg(video)
-        .args([
-            "-frames:v",
-            "1",
-            "-vf",
-            "scale='min(640,iw)':-2",
-            "-q:v",
-            "4",
-        ])
-        .args(["-f", "image2", "-update", "1"])
-        .arg(out);
+    cmd.args(grab_args(video, out, at, decode));
     let (ok, _, stderr) = run_with_deadline(cmd, "ffmpeg", STEP_DEADLINE).await?;
     if !ok {
         return Err(MediaError::Ffmpeg(last_line(&stderr)));
@@ -220,6 +267,31 @@ mod tests {
             "ffconcat version 1.0\nfile '/rec/p/part-0001.mp4'\nfile '/rec/it'\\''s/part-0002.mp4'\n"
         );
         assert!(concat_list(&[PathBuf::from("/a\nfile '/etc/passwd'")]).is_err());
+    }
+
+    #[test]
+    fn a_keyframe_only_grab_decodes_one_keyframe_on_one_thread() {
+        let args = |d| -> Vec<String> {
+            grab_args(Path::new("/r/part.mp4"), Path::new("/r/thumb.jpg"), 1.0, d)
+                .into_iter()
+                .map(|a| a.into_string().unwrap())
+                .collect()
+        };
+        let cheap = args(Decode::KeyframeOnly).join(" ");
+        assert!(
+            cheap.contains("-threads 1 -skip_frame nokey -noaccurate_seek -ss 1.000"),
+            "{cheap}"
+        );
+        assert!(cheap.ends_with("-i /r/part.mp4 -frames:v 1 -vf scale='min(640,iw)':-2 -q:v 4 -f image2 -update 1 /r/thumb.jpg"), "{cheap}");
+        let full = args(Decode::Every).join(" ");
+        assert!(
+            !full.contains("skip_frame") && !full.contains("noaccurate_seek"),
+            "{full}"
+        );
+        assert!(
+            full.contains("-ss 1.000 -protocol_whitelist file -i /r/part.mp4"),
+            "{full}"
+        );
     }
 
     #[test]

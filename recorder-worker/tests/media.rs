@@ -745,3 +745,39 @@ async fn an_upload_rides_out_a_short_outage_by_retrying() {
     assert_eq!(receipt.unwrap().size_bytes, data.len() as u64);
     assert!(download(&storage, &key).await == data);
 }
+
+/// A thumbnail is one keyframe decoded alone. A stream in which the decoder finds no keyframe
+/// (x264's intra refresh: `-skip_frame nokey` decodes nothing of it, checked by hand with
+/// ffmpeg 5.1) still gets one, decoded the full way.
+#[tokio::test]
+async fn a_thumbnail_comes_from_a_keyframe_or_without_one_from_the_full_decode() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, x264) in [
+        ("gop.mp4", "keyint=25"),
+        ("refresh.mp4", "keyint=25:intra-refresh=1"),
+    ] {
+        let clip = dir.path().join(name);
+        let status = std::process::Command::new(FFMPEG)
+            .args([
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                "testsrc2=size=320x240:rate=25",
+            ])
+            .args(["-t", "3", "-c:v", "libx264", "-x264-params", x264])
+            .args(["-movflags", "+frag_keyframe+empty_moov"])
+            .arg(&clip)
+            .status()
+            .unwrap();
+        assert!(status.success(), "{name}: {status}");
+        let thumb = dir.path().join(format!("{name}.jpg"));
+        thumbnail(Path::new(FFMPEG), &clip, &thumb, 1.0)
+            .await
+            .unwrap();
+        let jpeg = std::fs::read(&thumb).unwrap();
+        assert_eq!(&jpeg[..2], &[0xFF, 0xD8], "{name}: a JPEG");
+    }
+}
