@@ -7,6 +7,7 @@ use crate::ctx::{wait_status, Ctx};
 use crate::report::{fmt_secs, Cell, Goal, Row, Unit};
 use crate::stats::median;
 use camrec_shared::messages::{StatusBody, StatusKind};
+use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -46,8 +47,17 @@ async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration
     .await?;
     // The clip's length is the workload, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(secs)).await;
+    // The end's first hops, for the log: the API's answer and the relay's publish to NATS
+    // (seen by a plain subscription to the subject).
+    let mut published = ctx
+        .nats
+        .subscribe(format!("event.ended.*.{}", camera.id))
+        .await?;
+    ctx.nats.flush().await?;
+    let mut seen = tokio::spawn(async move { published.next().await.map(|_| Instant::now()) });
     let ended = Instant::now();
     ctx.api.end_event(created.event.id).await?;
+    let answered = ended.elapsed();
     let (done, at) = wait_status(
         &mut sub,
         playback,
@@ -56,6 +66,16 @@ async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration
     )
     .await?;
     let visible = api_completed(ctx, playback).await?;
+    let hop = tokio::time::timeout(Duration::from_secs(1), &mut seen).await;
+    seen.abort();
+    if let Ok(Ok(Some(seen))) = hop {
+        tracing::info!(
+            answered_ms = answered.as_secs_f64() * 1e3,
+            published_ms = (seen - ended).as_secs_f64() * 1e3,
+            completed_ms = (at - ended).as_secs_f64() * 1e3,
+            "P3: the end answered by the API, published by the relay, completed"
+        );
+    }
     let StatusBody::Completed(clip) = done.body else {
         anyhow::bail!("a completed status without its clip");
     };
