@@ -194,39 +194,26 @@ enum Decode {
 }
 
 fn grab_args(video: &Path, out: &Path, at: f64, decode: Decode) -> Vec<std::ffi::OsString> {
-    let mut args: Vec<std::ffi::OsString> =
-        ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]
-            .iter()
-            .map(Into::into)
-            .collect();
-    if decode == Decode::KeyframeOnly {
-        for a in ["-threads", "1", "-skip_frame", "nokey", "-noaccurate_seek"] {
-            args.push(a.into());
-        }
-    }
-    for a in [
-        "-ss",
-        &format!("{at:.3}"),
-        "-protocol_whitelist",
-        "file",
-        "-i",
-    ] {
-        args.push(a.into());
-    }
-    args.push(video.into());
-    for a in [
+    let keyframe_only: &[&str] = match decode {
+        Decode::KeyframeOnly => &["-threads", "1", "-skip_frame", "nokey", "-noaccurate_seek"],
+        Decode::Every => &[],
+    };
+    let at = format!("{at:.3}");
+    let head = ["-hide_banner", "-loglevel", "error", "-nostdin", "-y"];
+    let input = ["-ss", &at, "-protocol_whitelist", "file", "-i"];
+    let output = [
         "-frames:v",
         "1",
         "-vf",
         "scale='min(640,iw)':-2",
         "-q:v",
         "4",
-    ] {
-        args.push(a.into());
-    }
-    for a in ["-f", "image2", "-update", "1"] {
-        args.push(a.into());
-    }
+    ];
+    let image = ["-f", "image2", "-update", "1"];
+    let strs = head.iter().chain(keyframe_only).chain(&input);
+    let mut args: Vec<std::ffi::OsString> = strs.map(Into::into).collect();
+    args.push(video.into());
+    args.extend(output.iter().chain(&image).map(Into::into));
     args.push(out.into());
     args
 }
