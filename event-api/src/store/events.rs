@@ -89,6 +89,42 @@ fn site_of(camera_site: &str) -> Result<Site, StoreError> {
     Site::new(camera_site).map_err(|_| StoreError::Conflict("the camera's site is not valid"))
 }
 
+/// The text stored in `events.end_reason` for `reason` (its wire name).
+fn reason_text(reason: EndReason) -> String {
+    serde_json::to_value(reason)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "other".to_owned())
+}
+
+/// The `event.ended` outbox message of an event that has a playback.
+fn ended_message(
+    event_id: Uuid,
+    camera_id: Uuid,
+    site: &str,
+    playback_id: Uuid,
+    reason: EndReason,
+) -> Result<OutboxMessage, StoreError> {
+    let site = site_of(site)?;
+    let camera_id = CameraId(camera_id);
+    let event_id = EventId(event_id);
+    let msg = Envelope::new(
+        Utc::now(),
+        EventEnded {
+            event_id,
+            playback_id: Some(PlaybackId(playback_id)),
+            camera_id,
+            site: site.clone(),
+            reason,
+        },
+    );
+    Ok(OutboxMessage {
+        subject: event_subject(EventKind::Ended, &site, camera_id),
+        msg_id: event_msg_id(event_id, EventKind::Ended),
+        payload: msg.to_bytes(),
+    })
+}
+
 /// Ends `event_id` inside `conn`'s transaction if it is open, writing the `event.ended` outbox
 /// row when the event has a playback. Returns whether this call ended it. The
 /// `WHERE ended_at IS NULL` makes two racing calls produce one message.
@@ -97,10 +133,6 @@ async fn end_in_tx(
     event_id: Uuid,
     reason: EndReason,
 ) -> Result<bool, StoreError> {
-    let reason_text = serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned());
     let ended: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
         "UPDATE events e SET ended_at = now(), end_reason = $2 \
          WHERE e.id = $1 AND e.ended_at IS NULL AND e.deleted_at IS NULL \
@@ -108,55 +140,57 @@ async fn end_in_tx(
          (SELECT p.id FROM playbacks p WHERE p.event_id = e.id)",
     )
     .bind(event_id)
-    .bind(reason_text)
+    .bind(reason_text(reason))
     .fetch_optional(&mut *conn)
     .await?;
     let Some((camera_id, site, playback_id)) = ended else {
         return Ok(false);
     };
     if let Some(playback_id) = playback_id {
-        let site = site_of(&site)?;
-        let camera_id = CameraId(camera_id);
-        let event_id = EventId(event_id);
-        let msg = Envelope::new(
-            Utc::now(),
-            EventEnded {
-                event_id,
-                playback_id: Some(PlaybackId(playback_id)),
-                camera_id,
-                site: site.clone(),
-                reason,
-            },
-        );
-        enqueue(
-            conn,
-            &OutboxMessage {
-                subject: event_subject(EventKind::Ended, &site, camera_id),
-                msg_id: event_msg_id(event_id, EventKind::Ended),
-                payload: msg.to_bytes(),
-            },
-        )
-        .await?;
+        let msg = ended_message(event_id, camera_id, &site, playback_id, reason)?;
+        enqueue(conn, &msg).await?;
     }
     Ok(true)
 }
 
-async fn end_state(conn: &mut PgConnection, event_id: Uuid) -> Result<EndState, StoreError> {
-    let row: (Uuid, Option<Uuid>, Option<String>) = sqlx::query_as(
-        "SELECT e.id, p.id, p.status FROM events e \
-         LEFT JOIN playbacks p ON p.event_id = e.id AND p.deleted_at IS NULL \
-         WHERE e.id = $1 AND e.deleted_at IS NULL",
-    )
-    .bind(event_id)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(StoreError::NotFound)?;
-    Ok(EndState {
-        event_id: row.0,
-        playback_id: row.1,
-        recording_status: row.2,
-    })
+/// How often [`Store::end_event`] reads the event again when its write lost a race.
+const END_ATTEMPTS: usize = 3;
+
+/// An event as [`Store::end_event`] reads it before writing: what its `event.ended` message
+/// carries, whether it has ended, and the state the call answers with.
+#[derive(FromRow)]
+struct EventToEnd {
+    camera_id: Uuid,
+    site: String,
+    /// The playback the message names (deleted or not, as [`end_in_tx`] names it).
+    message_playback: Option<Uuid>,
+    ended: bool,
+    /// The non-deleted playback and its status: the answer.
+    playback_id: Option<Uuid>,
+    recording_status: Option<String>,
 }
+
+const READ_EVENT_TO_END: &str = "SELECT e.camera_id, c.site, \
+     (SELECT p.id FROM playbacks p WHERE p.event_id = e.id) AS message_playback, \
+     e.ended_at IS NOT NULL AS ended, p.id AS playback_id, p.status AS recording_status \
+     FROM events e JOIN cameras c ON c.id = e.camera_id \
+     LEFT JOIN playbacks p ON p.event_id = e.id AND p.deleted_at IS NULL \
+     WHERE e.id = $1 AND e.deleted_at IS NULL";
+
+/// Ends event `$1` with reason `$2` if it is open, not deleted, and its camera's site is still
+/// `$3` (the site its message names, as read); with it, when `$4` is not null, the
+/// `event.ended` outbox row (`$4` subject, `$5` msg id, `$6` payload) and a `NOTIFY` of the
+/// relay on `$7`. One statement, atomic without an explicit transaction. Returns one row,
+/// whether this statement ended the event, when it did.
+const END_EVENT: &str = "WITH ended AS (\
+     UPDATE events e SET ended_at = now(), end_reason = $2 \
+     WHERE e.id = $1 AND e.ended_at IS NULL AND e.deleted_at IS NULL \
+     AND (SELECT site FROM cameras c WHERE c.id = e.camera_id) = $3 RETURNING e.id), \
+     queued AS (INSERT INTO outbox (subject, msg_id, payload) \
+     SELECT $4, $5, $6 FROM ended WHERE $4::text IS NOT NULL \
+     ON CONFLICT (msg_id) DO NOTHING RETURNING id), \
+     notified AS (SELECT pg_notify($7, '') FROM queued) \
+     SELECT (SELECT count(*) FROM ended) > 0 AS ended, (SELECT count(*) FROM notified) AS notified";
 
 /// Marks the playback of `event_id` deleted; queues its objects when it is already finished
 /// (a running one is queued by the projector when its terminal status arrives).
@@ -371,13 +405,53 @@ impl Store {
     }
 
     /// Ends an event (idempotent): the first call writes `ended_at` and the `event.ended`
-    /// outbox row; later calls write nothing and return the current state.
+    /// outbox row; later calls write nothing and return the current state. Two round trips and
+    /// no explicit transaction: the event is read ([`READ_EVENT_TO_END`]), then one statement
+    /// ([`END_EVENT`]) ends it and queues its message, unless it ended meanwhile or its camera
+    /// moved to another site (then it is read again). An event already ended costs one.
     pub async fn end_event(&self, id: Uuid, reason: EndReason) -> Result<EndState, StoreError> {
-        let mut tx = self.pool.begin().await?;
-        end_in_tx(&mut tx, id, reason).await?;
-        let state = end_state(&mut tx, id).await?;
-        tx.commit().await?;
-        Ok(state)
+        let mut conn = self.pool.acquire().await?;
+        for _ in 0..END_ATTEMPTS {
+            let read: EventToEnd = sqlx::query_as(READ_EVENT_TO_END)
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?
+                .ok_or(StoreError::NotFound)?;
+            let state = EndState {
+                event_id: id,
+                playback_id: read.playback_id,
+                recording_status: read.recording_status.clone(),
+            };
+            if read.ended {
+                return Ok(state);
+            }
+            let msg = match read.message_playback {
+                Some(playback) => Some(ended_message(
+                    id,
+                    read.camera_id,
+                    &read.site,
+                    playback,
+                    reason,
+                )?),
+                None => None,
+            };
+            let (ended, _notified): (bool, i64) = sqlx::query_as(END_EVENT)
+                .bind(id)
+                .bind(reason_text(reason))
+                .bind(&read.site)
+                .bind(msg.as_ref().map(|m| m.subject.as_str()))
+                .bind(msg.as_ref().map(|m| m.msg_id.as_str()))
+                .bind(msg.as_ref().map(|m| m.payload.as_slice()))
+                .bind(NOTIFY_CHANNEL)
+                .fetch_one(&mut *conn)
+                .await?;
+            if ended {
+                return Ok(state);
+            }
+        }
+        Err(StoreError::Conflict(
+            "the event changed while it was ended; try again",
+        ))
     }
 
     pub async fn event(&self, id: Uuid) -> Result<EventRow, StoreError> {

@@ -136,6 +136,81 @@ async fn ending_is_idempotent_even_when_two_calls_race() {
     assert!(event["endedAt"].is_string());
 }
 
+/// The end's message names the camera's site at the end (a camera moved mid-recording is
+/// ended where it now is); an event without a playback ends with no message; an unknown or
+/// deleted event is 404 and queues nothing.
+#[tokio::test]
+async fn an_end_names_the_cameras_current_site_and_only_a_playback_gets_a_message() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.7", 1).await;
+    let cam_id = cam["id"].as_str().unwrap();
+    let created = app.motion(cam_id).await;
+    let event_id = created["event"]["id"].as_str().unwrap();
+    let (status, moved) = app
+        .call(
+            Method::PATCH,
+            &format!("/cameras/{cam_id}"),
+            Some(&app.admin_token),
+            Some(json!({"site": "north"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    let (status, ended) = app
+        .post(&format!("/events/{event_id}/end"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{ended}");
+    assert_eq!(ended["playbackId"], created["playbackId"]);
+
+    let (status, error) = app
+        .post("/events", json!({"cameraId": cam_id, "type": "ERROR"}))
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{error}");
+    let error_id = error["event"]["id"].as_str().unwrap();
+    let (status, body) = app
+        .post(&format!("/events/{error_id}/end"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body["playbackId"].is_null(), "{body}");
+    let (_, event) = app.get(&format!("/events/{error_id}")).await;
+    assert!(event["endedAt"].is_string(), "{event}");
+
+    let (status, _) = app
+        .post(&format!("/events/{}/end", uuid::Uuid::new_v4()), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let third = app.motion(cam_id).await;
+    let third_id = third["event"]["id"].as_str().unwrap();
+    let (status, _) = app
+        .call(
+            Method::DELETE,
+            &format!("/events/{third_id}"),
+            Some(&app.admin_token),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (status, _) = app
+        .post(&format!("/events/{third_id}/end"), json!({}))
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    app.outbox_drained().await;
+    let ended = app.stream_messages("EVENTS", "event.ended.").await;
+    let subjects: Vec<&str> = ended.iter().map(|m| m.0.as_str()).collect();
+    // The first MOTION at its new site; the deleted one (ended by its delete, at the same
+    // site); none for the ERROR event.
+    assert_eq!(
+        subjects,
+        [
+            format!("event.ended.north.{cam_id}"),
+            format!("event.ended.north.{cam_id}")
+        ],
+        "{ended:?}"
+    );
+    assert_eq!(ended[0].1, format!("{event_id}:ended"));
+    assert_eq!(ended[1].1, format!("{third_id}:ended"));
+}
+
 #[tokio::test]
 async fn list_filters_ack_and_delete() {
     let app = spawn_app().await;
