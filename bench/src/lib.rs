@@ -3,7 +3,7 @@
 //! the baselines in [`baseline`] and [`pgbench`]), and renders one table ([`report`]) with the
 //! machine's description ([`machine`]).
 //!
-//! Run it with `cargo run --release -p bench -- [--quick] [--out FILE] [--only P1,P4]`.
+//! Run it with `cargo run --release --bin bench -- [--quick] [--out FILE] [--only P1,P4]`.
 //! Figures run in the order P4, P3, P5 (recordings, cameras idle before P4), P6, P1, P2 (P2
 //! restarts NATS and event-api, so it runs last). A figure whose measurement fails becomes an
 //! `ERROR` row; the others still run.
@@ -165,9 +165,9 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     ctx.rig.shutdown().await;
     rows.sort_by_key(|r| r.id);
     let mut command = String::from(if cfg!(debug_assertions) {
-        "cargo run -p bench --"
+        "cargo run --bin bench --"
     } else {
-        "cargo run --release -p bench --"
+        "cargo run --release --bin bench --"
     });
     for a in &opts.args {
         command.push(' ');

@@ -1,7 +1,7 @@
 //! The harness's smoke, part of the test command: `bench --quick` starts the whole system,
 //! measures every figure once with tiny counts and prints a row for each, without a failed
 //! measurement. (Debug builds: the figures themselves mean nothing here; the full run is
-//! `cargo run --release -p bench`.)
+//! `cargo run --release --bin bench`.)
 
 use std::process::Command;
 
@@ -35,6 +35,6 @@ fn quick_run_measures_every_figure() {
         report.contains("## Machine") && report.contains("- ffmpeg: "),
         "{report}"
     );
-    assert!(report.contains("-p bench -- --quick"), "{report}");
+    assert!(report.contains("--bin bench -- --quick"), "{report}");
     assert!(stdout.contains("| figure | camrec | baseline | ratio | goal | result |"));
 }

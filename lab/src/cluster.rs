@@ -47,7 +47,7 @@ pub struct ServiceBinaries {
 impl ServiceBinaries {
     /// `LAB_BIN_DIR` when set. Otherwise the binaries next to this executable (cargo puts a
     /// crate's bins, tests and the workspace's bins under one `<target>/<profile>/`), built first
-    /// with `cargo build -p event-api -p recorder-worker` (`$CARGO`, else `cargo` on PATH) in
+    /// with `cargo build` of those two (`$CARGO`, else `cargo` on PATH) in
     /// the same profile and target directory. Cargo does not hold its build lock while tests
     /// run, so a test may call it; in a workspace test run the binaries are already built and
     /// this takes a second.
@@ -63,18 +63,22 @@ impl ServiceBinaries {
         if let Some(target) = profile_dir.parent() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let mut cmd = Command::new(cargo);
-            cmd.args([
-                "build",
-                "--quiet",
-                "-p",
-                "event-api",
-                "-p",
-                "recorder-worker",
-            ])
-            .env("CARGO_TARGET_DIR", target)
-            .current_dir(testkit::workspace_root());
+            cmd.args(["build", "--quiet"])
+                .env("CARGO_TARGET_DIR", target)
+                .current_dir(testkit::workspace_root());
             if profile_dir.file_name().is_some_and(|n| n == "release") {
-                cmd.arg("--release");
+                // The bench's release build: `--bin` without `-p` selects the whole workspace,
+                // as `cargo run --release --bin bench` does, so both builds resolve the same
+                // features and share their artifacts instead of rebuilding each other's.
+                cmd.args([
+                    "--release",
+                    "--bin",
+                    "event-api",
+                    "--bin",
+                    "recorder-worker",
+                ]);
+            } else {
+                cmd.args(["-p", "event-api", "-p", "recorder-worker"]);
             }
             match cmd.status() {
                 Ok(status) if status.success() => {}

@@ -388,17 +388,20 @@ impl Store {
         new: &NewEvent,
         max_recording_sec: u32,
     ) -> Result<(EventRow, CameraRow), StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.hot().await?;
         for _ in 0..CREATE_ATTEMPTS {
             let camera = camera_version(&mut conn, new.camera_id).await?;
             if !camera.row.enabled {
+                conn.keep();
                 return Err(StoreError::Conflict("the camera is disabled"));
             }
             let planned = PlannedEvent::new(new, &camera.row, max_recording_sec)?;
             if insert_event(&mut conn, new, &planned, &camera).await? {
+                conn.keep();
                 return Ok((planned.into_row(new), camera.row));
             }
         }
+        conn.keep();
         Err(StoreError::Conflict(
             "the camera changed while the event was created; try again",
         ))
@@ -410,7 +413,7 @@ impl Store {
     /// ([`END_EVENT`]) ends it and queues its message, unless it ended meanwhile or its camera
     /// moved to another site (then it is read again). An event already ended costs one.
     pub async fn end_event(&self, id: Uuid, reason: EndReason) -> Result<EndState, StoreError> {
-        let mut conn = self.pool.acquire().await?;
+        let mut conn = self.hot().await?;
         for _ in 0..END_ATTEMPTS {
             let read: EventToEnd = sqlx::query_as(READ_EVENT_TO_END)
                 .bind(id)
@@ -423,6 +426,7 @@ impl Store {
                 recording_status: read.recording_status.clone(),
             };
             if read.ended {
+                conn.keep();
                 return Ok(state);
             }
             let msg = match read.message_playback {
@@ -446,9 +450,11 @@ impl Store {
                 .fetch_one(&mut *conn)
                 .await?;
             if ended {
+                conn.keep();
                 return Ok(state);
             }
         }
+        conn.keep();
         Err(StoreError::Conflict(
             "the event changed while it was ended; try again",
         ))

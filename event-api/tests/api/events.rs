@@ -3,6 +3,7 @@
 
 use crate::support::{spawn_app, CAMERA_PASSWORD};
 use camrec_shared::messages::{Envelope, EventCreated, EventEnded};
+use event_api::store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -273,4 +274,48 @@ async fn list_filters_ack_and_delete() {
     app.outbox_drained().await;
     let ended = app.stream_messages("EVENTS", "event.ended.").await;
     assert_eq!(ended.len(), 1, "deleting an open event ends it first");
+}
+
+async fn backend_pid(conn: &mut event_api::store::HotConn) -> i32 {
+    sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut **conn)
+        .await
+        .unwrap()
+}
+
+/// The hot path reuses the connection it used last (a stack, not the pool's oldest-first
+/// queue); a connection dropped without `keep` (after an error) goes back to the pool instead.
+#[tokio::test]
+async fn the_hot_path_reuses_its_last_connection_first() {
+    let app = spawn_app().await;
+    let store = Store::connect(app.config.database_url.expose(), 8)
+        .await
+        .unwrap();
+    let (mut a, mut b) = (store.hot().await.unwrap(), store.hot().await.unwrap());
+    let (pa, pb) = (backend_pid(&mut a).await, backend_pid(&mut b).await);
+    assert_ne!(pa, pb);
+    a.keep();
+    b.keep();
+    // Newest first: b, then a.
+    let mut c = store.hot().await.unwrap();
+    assert_eq!(backend_pid(&mut c).await, pb);
+    let mut d = store.hot().await.unwrap();
+    assert_eq!(backend_pid(&mut d).await, pa);
+    d.keep();
+    drop(c);
+    for _ in 0..5 {
+        let mut e = store.hot().await.unwrap();
+        assert_eq!(backend_pid(&mut e).await, pa);
+        e.keep();
+    }
+    // Through the API too: events created one after another keep working on the hot path.
+    let cam = app.camera("10.0.0.9", 1).await;
+    for _ in 0..3 {
+        let created = app.motion(cam["id"].as_str().unwrap()).await;
+        let id = created["event"]["id"].as_str().unwrap();
+        let (status, body) = app
+            .post(&format!("/events/{id}/end"), serde_json::json!({}))
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
 }
