@@ -17,7 +17,8 @@ use std::time::{Duration, Instant};
 
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
-/// At most this many connections are kept hot for `POST /events` and the end (see [`HotConn`]).
+/// At most this many connections are kept hot for `POST /events` and the end (see [`HotConn`]),
+/// and never more than a quarter of the pool, so that other queries always find connections.
 const HOT_MAX: usize = 4;
 
 /// What a store call can fail with.
@@ -84,29 +85,38 @@ pub struct Store {
 /// The most recently used connections of the hot path, newest last. sqlx's pool hands idle
 /// connections out oldest first, so at low concurrency every request lands on another backend
 /// whose caches have gone cold (ADR 0013); a stack keeps reusing the same few.
-#[derive(Default)]
-struct HotConns(Mutex<Vec<(PoolConnection<Postgres>, Instant)>>);
+struct HotConns {
+    stack: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
+    cap: usize,
+}
 
 impl std::fmt::Debug for HotConns {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HotConns({})", self.lock().len())
+        write!(f, "HotConns({} of {})", self.lock().len(), self.cap)
     }
 }
 
 impl HotConns {
+    fn new(max_connections: u32) -> Self {
+        Self {
+            stack: Mutex::new(Vec::new()),
+            cap: HOT_MAX.min(max_connections as usize / 4),
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
         // The stack holds no invariant a panicking holder could break halfway.
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.stack.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn take(&self) -> Option<(PoolConnection<Postgres>, Instant)> {
         self.lock().pop()
     }
 
-    /// Keeps `conn` on top; beyond [`HOT_MAX`] it goes back to the pool.
+    /// Keeps `conn` on top; beyond the cap it goes back to the pool.
     fn put(&self, conn: PoolConnection<Postgres>) {
         let mut stack = self.lock();
-        if stack.len() < HOT_MAX {
+        if stack.len() < self.cap {
             stack.push((conn, Instant::now()));
             return;
         }
@@ -201,7 +211,7 @@ impl Store {
             .await?;
         Ok(Self {
             pool,
-            hot: Arc::default(),
+            hot: Arc::new(HotConns::new(max_connections)),
         })
     }
 

@@ -288,6 +288,7 @@ async fn backend_pid(conn: &mut event_api::store::HotConn) -> i32 {
 #[tokio::test]
 async fn the_hot_path_reuses_its_last_connection_first() {
     let app = spawn_app().await;
+    // A pool of 8 keeps at most 2 hot (a quarter).
     let store = Store::connect(app.config.database_url.expose(), 8)
         .await
         .unwrap();
@@ -303,9 +304,30 @@ async fn the_hot_path_reuses_its_last_connection_first() {
     assert_eq!(backend_pid(&mut d).await, pa);
     d.keep();
     drop(c);
+    // A third kept connection is beyond the cap: it goes back to the pool.
+    let (mut f, mut g, mut h) = (
+        store.hot().await.unwrap(),
+        store.hot().await.unwrap(),
+        store.hot().await.unwrap(),
+    );
+    assert_eq!(backend_pid(&mut f).await, pa);
+    let (pg, ph) = (backend_pid(&mut g).await, backend_pid(&mut h).await);
+    h.keep();
+    g.keep();
+    f.keep();
+    let mut top = store.hot().await.unwrap();
+    assert_eq!(backend_pid(&mut top).await, pg);
+    let mut next = store.hot().await.unwrap();
+    assert_eq!(
+        backend_pid(&mut next).await,
+        ph,
+        "f was beyond the cap, not kept"
+    );
+    next.keep();
+    top.keep();
     for _ in 0..5 {
         let mut e = store.hot().await.unwrap();
-        assert_eq!(backend_pid(&mut e).await, pa);
+        assert_eq!(backend_pid(&mut e).await, pg);
         e.keep();
     }
     // Through the API too: events created one after another keep working on the hot path.
