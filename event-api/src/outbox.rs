@@ -17,6 +17,13 @@
 //! [`BUSY_WINDOW`] ago) the relay lingers [`LINGER`] before the round so that it carries several
 //! rows. A row after a quiet spell is relayed at once. The relay keeps one database connection
 //! across rounds instead of taking one from the pool for each.
+//!
+//! While rows keep coming, notifications are pure cost: each commit makes PostgreSQL signal the
+//! listening backend, which wakes to send it, and event-api wakes to read it, although the relay
+//! is going to run another round anyway. So when two rounds in a row move rows, the relay
+//! `UNLISTEN`s and polls every [`LINGER`] instead; the first round that finds nothing `LISTEN`s
+//! again and runs once more right away (a row committed while nobody listened notified nobody)
+//! before waiting (ADR 0013).
 
 use crate::backoff::{sleep_or_cancel, Backoff};
 use crate::store::outbox::{claim, mark_published, NOTIFY_CHANNEL};
@@ -107,6 +114,29 @@ async fn listen(store: &Store) -> Option<PgListener> {
     Some(listener)
 }
 
+/// Stops the notifications (the relay polls while rows keep coming); drops a broken listener.
+async fn stop_listening(listener: &mut Option<PgListener>) {
+    if let Some(l) = listener {
+        if l.unlisten(NOTIFY_CHANNEL).await.is_err() {
+            *listener = None;
+        }
+    }
+}
+
+/// Listens again after polling, and forgets the notifications received before the `UNLISTEN`:
+/// the round that follows covers their rows.
+async fn resume_listening(listener: &mut Option<PgListener>, store: &Store) {
+    match listener {
+        Some(l) => {
+            if l.listen(NOTIFY_CHANNEL).await.is_err() {
+                *listener = None;
+            }
+        }
+        None => *listener = listen(store).await,
+    }
+    drain(listener).await;
+}
+
 /// Waits for a notification, the poll interval, or shutdown. Drops a broken listener so the
 /// next wait reconnects it. ([`drain`] then takes the notifications that came with it.)
 async fn wait_for_work(
@@ -181,6 +211,8 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
     let mut conn: Option<PoolConnection<Postgres>> = None;
     // When the last round that moved rows ended.
     let mut last_moved: Option<Instant> = None;
+    // Polling every LINGER without listening, while rows keep coming.
+    let mut polling = false;
     while !shutdown.is_cancelled() {
         if !streams_ready {
             if let Err(e) = camrec_shared::streams::ensure_streams(&js, replicas).await {
@@ -206,7 +238,24 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
             Ok(n) => {
                 backoff.reset();
                 if n > 0 {
-                    last_moved = Some(Instant::now());
+                    let now = Instant::now();
+                    let keeps_coming = polling || should_linger(last_moved, now);
+                    last_moved = Some(now);
+                    if keeps_coming {
+                        if !polling {
+                            metrics::counter!("outbox_polling_total").increment(1);
+                            stop_listening(&mut listener).await;
+                            polling = true;
+                        }
+                        if !sleep_or_cancel(LINGER, &shutdown).await {
+                            break;
+                        }
+                        continue;
+                    }
+                } else if polling {
+                    polling = false;
+                    resume_listening(&mut listener, &store).await;
+                    continue;
                 }
             }
             Err(e) => {

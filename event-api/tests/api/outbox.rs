@@ -180,3 +180,69 @@ async fn one_wake_up_takes_every_notification_already_received() {
     .expect("draining an empty listener does not wait");
     assert_eq!(empty, 0);
 }
+
+/// While rows keep coming the relay polls instead of listening (`outbox_polling_total`); once
+/// they stop it listens again, and a later row is still published. Every row goes out once.
+#[tokio::test]
+async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let cam_id = cam["id"].as_str().unwrap().to_owned();
+    app.outbox_drained().await;
+    const CLIENTS: usize = 8;
+    const EACH: usize = 60;
+    let clients = (0..CLIENTS).map(|_| {
+        let (app, cam_id) = (&app, cam_id.clone());
+        async move {
+            for _ in 0..EACH {
+                app.motion(&cam_id).await;
+            }
+        }
+    });
+    futures::future::join_all(clients).await;
+    app.outbox_drained().await;
+    let text = app
+        .http
+        .get(format!("{}/metrics", app.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let polled: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("outbox_polling_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(polled >= 1.0, "the relay never polled:\n{text}");
+
+    // Listening again: the listener's connection last ran LISTEN, none is left at UNLISTEN.
+    let db = &app.pool;
+    testkit::wait_until(
+        Duration::from_secs(20),
+        "the relay listening again",
+        || async {
+            let last: Vec<String> = sqlx::query_scalar(
+                "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
+             AND query LIKE '%LISTEN \"camrec_outbox\"' AND query NOT LIKE 'SELECT%'",
+            )
+            .fetch_all(db)
+            .await
+            .unwrap();
+            (!last.is_empty() && last.iter().all(|q| q.starts_with("LISTEN"))).then_some(())
+        },
+    )
+    .await
+    .unwrap();
+    let late = app.motion(&cam_id).await;
+    app.outbox_drained().await;
+    let msgs = app.stream_messages("EVENTS", "event.created.").await;
+    let ids: HashSet<String> = msgs.iter().map(|m| m.1.clone()).collect();
+    assert_eq!(msgs.len(), CLIENTS * EACH + 1, "one message per event");
+    assert_eq!(ids.len(), msgs.len());
+    assert!(ids.contains(&format!(
+        "{}:created",
+        late["event"]["id"].as_str().unwrap()
+    )));
+}
