@@ -66,6 +66,15 @@ impl ServiceBinaries {
             cmd.args(["build", "--quiet"])
                 .env("CARGO_TARGET_DIR", target)
                 .current_dir(testkit::workspace_root());
+            // What cargo sets for the crate running now (this test or the bench) is not the
+            // build's: ring's build script reruns when CARGO_MANIFEST_DIR differs, so
+            // inheriting it made this build and the next top-level one rebuild each other.
+            for (key, _) in std::env::vars_os() {
+                let key = key.to_string_lossy();
+                if is_crate_env(&key) {
+                    cmd.env_remove(key.as_ref());
+                }
+            }
             if profile_dir.file_name().is_some_and(|n| n == "release") {
                 // The bench's release build: `--bin` without `-p` selects the whole workspace,
                 // as `cargo run --release --bin bench` does, so both builds resolve the same
@@ -105,6 +114,21 @@ impl ServiceBinaries {
             recorder_worker: find("recorder-worker")?,
         })
     }
+}
+
+/// The variables cargo sets for a crate it runs (its manifest, package, binary names), which a
+/// nested `cargo build` must not inherit.
+fn is_crate_env(key: &str) -> bool {
+    matches!(
+        key,
+        "CARGO_MANIFEST_DIR"
+            | "CARGO_MANIFEST_PATH"
+            | "CARGO_CRATE_NAME"
+            | "CARGO_BIN_NAME"
+            | "CARGO_PRIMARY_PACKAGE"
+            | "CARGO_TARGET_TMPDIR"
+    ) || key.starts_with("CARGO_PKG_")
+        || key.starts_with("CARGO_BIN_EXE_")
 }
 
 /// The shape of the cluster and the service settings of the run.
@@ -413,4 +437,23 @@ fn worker_env(
     ]);
     env.extend(s3.storage_env());
     env
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_crate_env;
+
+    #[test]
+    fn a_nested_build_drops_only_the_running_crates_variables() {
+        for key in [
+            "CARGO_MANIFEST_DIR",
+            "CARGO_PKG_NAME",
+            "CARGO_BIN_EXE_event-api",
+        ] {
+            assert!(is_crate_env(key), "{key}");
+        }
+        for key in ["CARGO_HOME", "CARGO_TARGET_DIR", "CARGO_BUILD_JOBS", "PATH"] {
+            assert!(!is_crate_env(key), "{key}");
+        }
+    }
 }
