@@ -180,8 +180,9 @@ const READ_EVENT_TO_END: &str = "SELECT e.camera_id, c.site, \
 /// Ends event `$1` with reason `$2` if it is open, not deleted, and its camera's site is still
 /// `$3` (the site its message names, as read); with it, when `$4` is not null, the
 /// `event.ended` outbox row (`$4` subject, `$5` msg id, `$6` payload) and a `NOTIFY` of the
-/// relay on `$7`. One statement, atomic without an explicit transaction. Returns one row,
-/// whether this statement ended the event, when it did.
+/// relay on `$7`. One statement, atomic without an explicit transaction. Returns one row:
+/// whether this statement ended the event, and how many notifications it sent (selecting them
+/// is what makes PostgreSQL evaluate the `notified` CTE).
 const END_EVENT: &str = "WITH ended AS (\
      UPDATE events e SET ended_at = now(), end_reason = $2 \
      WHERE e.id = $1 AND e.ended_at IS NULL AND e.deleted_at IS NULL \

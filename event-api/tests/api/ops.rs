@@ -16,15 +16,7 @@ async fn health_ready_metrics_openapi_and_docs() {
     let cam = app.camera("10.0.0.5", 1).await;
     app.motion(cam["id"].as_str().unwrap()).await;
     app.outbox_drained().await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     assert!(text.contains("http_requests_total"), "{text}");
     assert!(text.contains("route=\"/events\""), "{text}");
     assert!(text.contains("outbox_backlog"), "{text}");

@@ -201,15 +201,7 @@ async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
     });
     futures::future::join_all(clients).await;
     app.outbox_drained().await;
-    let text = app
-        .http
-        .get(format!("{}/metrics", app.base))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics_text().await;
     let polled: f64 = text
         .lines()
         .find_map(|l| l.strip_prefix("outbox_polling_total "))

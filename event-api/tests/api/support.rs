@@ -222,6 +222,18 @@ impl TestApp {
         jetstream::new(client)
     }
 
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .expect("GET /metrics")
+            .text()
+            .await
+            .expect("metrics text")
+    }
+
     /// Waits until the outbox has no unpublished row.
     pub async fn outbox_drained(&self) {
         testkit::wait_until(Duration::from_secs(30), "outbox drained", || async {
