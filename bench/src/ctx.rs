@@ -37,7 +37,7 @@ impl Plan {
             quick: false,
             p1_concurrency: vec![1, 16, 64],
             p1_duration: Duration::from_secs(10),
-            p2_backlog: 5000,
+            p2_backlog: 20_000,
             p3_clips_sec: vec![(10, 3), (60, 1)],
             p4_samples: 5,
             p5_recordings: 10,

@@ -1,6 +1,7 @@
 //! A closed-loop HTTP load generator: C tasks, each with its own keep-alive HTTP/1.1 connection
 //! (no Nagle delay), send the same request again as soon as the previous answer arrived, for a
-//! fixed duration. Every successful request's latency (send to last byte of the body) is
+//! fixed duration. The tasks run on at most two threads of their own, as pgbench's clients run
+//! on its `-j 2` threads. Every successful request's latency (send to last byte of the body) is
 //! recorded.
 //!
 //! The request is serialized once and the answer read straight from the socket, as `wrk` or
@@ -46,6 +47,17 @@ impl LoadRun {
             elapsed: self.elapsed + other.elapsed,
             latencies: self.latencies.merged(&other.latencies),
             first_error: self.first_error.or(other.first_error),
+        }
+    }
+
+    /// A run that could not start: one failure, with why.
+    fn failed_before_start(why: String) -> LoadRun {
+        LoadRun {
+            ok: 0,
+            failed: 1,
+            elapsed: Duration::ZERO,
+            latencies: Latencies::new(Vec::new()),
+            first_error: Some(why),
         }
     }
 
@@ -206,39 +218,69 @@ async fn one_task(target: Prepared, deadline: Instant) -> TaskResult {
     r
 }
 
-/// Runs `concurrency` tasks against `target` for `duration`.
+/// How many OS threads carry the load: as pgbench's `-j` in P1's baseline, at most two, one
+/// per client below that.
+pub fn threads_for(concurrency: usize) -> usize {
+    concurrency.clamp(1, 2)
+}
+
+/// Runs `concurrency` tasks against `target` for `duration`, on [`threads_for`] threads of their
+/// own, each with a single-threaded runtime and the tasks dealt to it in turn: pgbench's client
+/// threads, not a work-stealing pool that would hand a connection's wake-ups from one thread to
+/// another (and charge those hand-offs to event-api).
 pub async fn run(target: &Target, concurrency: usize, duration: Duration) -> LoadRun {
     let prepared = match prepare(target) {
         Ok(p) => p,
-        Err(e) => {
-            return LoadRun {
-                ok: 0,
-                failed: 1,
-                elapsed: Duration::ZERO,
-                latencies: Latencies::new(Vec::new()),
-                first_error: Some(e.to_string()),
-            }
-        }
+        Err(e) => return LoadRun::failed_before_start(e.to_string()),
     };
+    let concurrency = concurrency.max(1);
+    let threads = threads_for(concurrency);
     let started = Instant::now();
     let deadline = started + duration;
-    let tasks: Vec<_> = (0..concurrency.max(1))
-        .map(|_| tokio::spawn(one_task(prepared.clone(), deadline)))
-        .collect();
+    let mut receivers = Vec::with_capacity(threads);
+    for t in 0..threads {
+        let tasks = (t..concurrency).step_by(threads).count();
+        let prepared = prepared.clone();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let spawned = std::thread::Builder::new()
+            .name(format!("load-{t}"))
+            .spawn(move || {
+                let results = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map(|rt| {
+                        rt.block_on(futures::future::join_all(
+                            (0..tasks).map(|_| one_task(prepared.clone(), deadline)),
+                        ))
+                    })
+                    .map_err(|e| e.to_string());
+                let _ = tx.send(results);
+            });
+        match spawned {
+            Ok(_) => receivers.push(rx),
+            Err(e) => return LoadRun::failed_before_start(format!("load thread: {e}")),
+        }
+    }
     let (mut ok, mut failed, mut all, mut first_error) = (0, 0, Vec::new(), None);
-    for t in tasks {
-        match t.await {
-            Ok(r) => {
-                ok += r.ok;
-                failed += r.failed;
-                all.extend(r.latencies);
-                if first_error.is_none() {
-                    first_error = r.first_error;
+    for rx in receivers {
+        match rx.await {
+            Ok(Ok(results)) => {
+                for r in results {
+                    ok += r.ok;
+                    failed += r.failed;
+                    all.extend(r.latencies);
+                    if first_error.is_none() {
+                        first_error = r.first_error;
+                    }
                 }
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 failed += 1;
-                first_error.get_or_insert(format!("load task panicked: {e}"));
+                first_error.get_or_insert(format!("load runtime: {e}"));
+            }
+            Err(_) => {
+                failed += 1;
+                first_error.get_or_insert("a load thread panicked".to_owned());
             }
         }
     }
@@ -254,14 +296,22 @@ pub async fn run(target: &Target, concurrency: usize, duration: Duration) -> Loa
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A tiny keep-alive HTTP/1.1 server answering every request with `status`.
     async fn server(status: &'static str) -> String {
+        counting_server(status, Arc::default()).await
+    }
+
+    /// [`server`], counting the connections it accepts in `accepted`.
+    async fn counting_server(status: &'static str, accepted: Arc<AtomicUsize>) -> String {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
             while let Ok((mut sock, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
                     let mut pending = Vec::new();
@@ -318,5 +368,20 @@ mod tests {
         assert_eq!(run.ok, 0);
         assert!(run.failed > 0);
         assert!(run.first_error.unwrap().contains("500"));
+    }
+
+    #[tokio::test]
+    async fn every_client_keeps_one_connection_across_the_threads() {
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let url = counting_server("201 Created", accepted.clone()).await;
+        let run = run(&target(url), 3, Duration::from_millis(200)).await;
+        assert_eq!(run.failed, 0, "{run:?}");
+        assert!(run.ok >= 3, "{run:?}");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            3,
+            "one keep-alive connection per client"
+        );
+        assert_eq!((threads_for(1), threads_for(3), threads_for(64)), (1, 2, 2));
     }
 }

@@ -1,6 +1,14 @@
 //! P1's baseline: `pgbench` running the statements event-api's `POST /events` runs (see
 //! event-api/src/store/events.rs `create_event`, `INSERT_EVENT` and `INSERT_RECORDING_EVENT`),
 //! prepared, against the same database, with a per-transaction latency log for p50/p99.
+//!
+//! The recording transaction queues its message in [`SHADOW_OUTBOX`], a copy of `outbox` (same
+//! columns, defaults, indexes and constraints), and notifies [`SHADOW_CHANNEL`]: the same
+//! inserts and the same `NOTIFY` work in PostgreSQL, but rows camrec's relay does not see. In
+//! `outbox` the relay would publish pgbench's rows during pgbench's turn, and the baseline would
+//! be pgbench plus camrec's relay: on a 2-core VM that made it up to 70% faster at C=1 (the
+//! relay keeps the CPUs out of idle, so pgbench's wake-ups are quicker) and 20% slower at C=16
+//! and 64 (it competes for them). See docs/adr/0014-p1-baseline-is-the-sql-alone.md.
 
 use crate::stats::Latencies;
 use std::path::{Path, PathBuf};
@@ -17,6 +25,17 @@ pub enum PgbenchError {
     NoTps,
 }
 
+/// The table pgbench's recording transaction queues its message in: created by
+/// [`SHADOW_OUTBOX_DDL`] as a copy of `outbox`, never read by the relay.
+pub const SHADOW_OUTBOX: &str = "bench_outbox";
+
+/// The channel pgbench's transaction notifies: nobody listens to it.
+pub const SHADOW_CHANNEL: &str = "bench_outbox";
+
+/// Creates [`SHADOW_OUTBOX`] as a copy of `outbox`: columns, defaults, indexes, constraints.
+pub const SHADOW_OUTBOX_DDL: &str =
+    "CREATE TABLE IF NOT EXISTS bench_outbox (LIKE outbox INCLUDING ALL)";
+
 /// The columns `create_event` selects from `cameras` (store/cameras.rs `COLUMNS`).
 const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
      password, codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at";
@@ -24,8 +43,8 @@ const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url
 /// The statements of `POST /events` for a camera (store/events.rs `create_event`): the camera
 /// with its row version, then `INSERT_EVENT` (ERROR) or `INSERT_RECORDING_EVENT` (`payload`
 /// given: the `event.created` envelope bytes), which writes the event, and for a recording type
-/// the playback, the outbox row and the relay's notify, in one statement (no explicit
-/// transaction, as there). The camera id is pgbench's `:camera` variable. What event-api binds
+/// the playback, the outbox row and the notify, in one statement (no explicit transaction, as
+/// there); the outbox row goes to [`SHADOW_OUTBOX`] and the notify to [`SHADOW_CHANNEL`]. The camera id is pgbench's `:camera` variable. What event-api binds
 /// is computed by the server here: `gen_random_uuid()` for the ids, `now()` for `created_at`,
 /// the msg id from the event id. (A `:` inside a literal confuses pgbench's variable parser,
 /// hence `chr(58)` for the msg id's `:created`.)
@@ -42,10 +61,10 @@ pub fn script(event_type: &str, recording: Option<(&str, &[u8])>) -> String {
         Some((subject, payload)) => s.push_str(&format!(
             ", playback AS (INSERT INTO playbacks (id, event_id, camera_id) \
              SELECT gen_random_uuid(), id, :camera FROM event), \
-             queued AS (INSERT INTO outbox (subject, msg_id, payload) SELECT '{subject}', \
-             CAST(id AS text) || chr(58) || 'created', '\\x{}'::bytea FROM event \
-             ON CONFLICT (msg_id) DO NOTHING) \
-             SELECT id, pg_notify('camrec_outbox', '') FROM event;\n",
+             queued AS (INSERT INTO {SHADOW_OUTBOX} (subject, msg_id, payload) \
+             SELECT '{subject}', CAST(id AS text) || chr(58) || 'created', '\\x{}'::bytea \
+             FROM event ON CONFLICT (msg_id) DO NOTHING) \
+             SELECT id, pg_notify('{SHADOW_CHANNEL}', '') FROM event;\n",
             hex::encode(payload)
         )),
     }
@@ -80,7 +99,7 @@ pub async fn run(run: &Run, script: &str) -> Result<Outcome, PgbenchError> {
         .tempdir()?;
     let script_path = dir.path().join("post_events.sql");
     tokio::fs::write(&script_path, script).await?;
-    let threads = run.clients.clamp(1, 2);
+    let threads = crate::load::threads_for(run.clients);
     let out = tokio::process::Command::new(&run.pgbench)
         .args(["-n", "-M", "prepared", "-l"])
         .arg(format!("--log-prefix={}", dir.path().join("tx").display()))
@@ -174,7 +193,8 @@ mod tests {
         assert_eq!(error.lines().count(), 2, "two statements, no BEGIN/COMMIT");
         let motion = script("MOTION", Some(("event.created.s.c", b"{}")));
         assert!(motion.contains("INSERT INTO playbacks") && motion.contains("'\\x7b7d'::bytea"));
-        assert!(motion.contains("pg_notify('camrec_outbox'"));
+        assert!(motion.contains("INSERT INTO bench_outbox (subject, msg_id, payload)"));
+        assert!(motion.contains("pg_notify('bench_outbox'") && !motion.contains("camrec_outbox"));
         assert_eq!(motion.lines().count(), 2, "two statements, no BEGIN/COMMIT");
     }
 
@@ -187,6 +207,7 @@ mod tests {
             std::fs::read_to_string(testkit::workspace_root().join("migrations/0001_init.sql"))
                 .unwrap();
         sqlx::raw_sql(&schema).execute(&pool).await.unwrap();
+        sqlx::query(SHADOW_OUTBOX_DDL).execute(&pool).await.unwrap();
         let camera = uuid::Uuid::new_v4();
         sqlx::query("INSERT INTO cameras (id, name, ip_address, rtsp_url) VALUES ($1, 'c', '10.0.0.1', 'rtsp://10.0.0.1/')")
             .bind(camera)
@@ -210,14 +231,28 @@ mod tests {
         assert!(motion.tps > 0.0 && !motion.latencies.is_empty());
         let error = run(&r, &script("ERROR", None)).await.unwrap();
         assert!(error.tps > 0.0);
-        let (outbox, playbacks): (i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM outbox), (SELECT count(*) FROM playbacks)",
+        let (shadow, outbox, playbacks): (i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM bench_outbox), (SELECT count(*) FROM outbox), \
+             (SELECT count(*) FROM playbacks)",
         )
         .fetch_one(&pool)
         .await
         .unwrap();
-        assert_eq!(outbox, playbacks);
-        assert_eq!(outbox as usize, motion.latencies.len());
+        assert_eq!(shadow, playbacks);
+        assert_eq!(shadow as usize, motion.latencies.len());
+        assert_eq!(outbox, 0, "the relay's outbox gets none of pgbench's rows");
+        // The copy keeps outbox's unique msg_id, which the transaction's ON CONFLICT names.
+        let indexes: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'bench_outbox'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let originals: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'outbox'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        assert_eq!(indexes, originals);
         pool.close().await;
     }
 }

@@ -232,11 +232,14 @@ pub fn markdown(run: &RunInfo, machine: &Machine, rows: &[Row]) -> String {
 
 const METHOD: &str = "\
 - **P1** `POST /events` through event-api (release build, C concurrent clients, each with its \
-own keep-alive HTTP/1.1 connection and the request's bytes built once, as `wrk` does; one admin \
-token) for a camera that records MOTION and does not record ERROR; baseline: \
-`pgbench -n -M prepared -c C -j 2 -T s` running the same transaction (the camera `SELECT ... FOR \
-SHARE`, the `events` insert and, for MOTION, the `playbacks` and `outbox` inserts plus \
-`pg_notify`) against the same database. Latencies are per request (p50 / p99 by nearest rank; \
+own keep-alive HTTP/1.1 connection and the request's bytes built once, as `wrk` does, on at most \
+two threads of their own, as pgbench's `-j 2`; one admin token) for a camera that records MOTION \
+and does not record ERROR; baseline: `pgbench -n -M prepared -c C -j 2 -T s` running the same \
+transaction (the camera `SELECT ... FOR SHARE`, the `events` insert and, for MOTION, the \
+`playbacks` and outbox inserts plus `pg_notify`) against the same database. pgbench's outbox row \
+goes to `bench_outbox`, a copy of `outbox` (same columns, indexes and constraints) that the relay \
+does not read, and its notify to a channel nobody listens to: its turn measures the SQL alone, \
+while camrec's turn includes the relay publishing camrec's rows (ADR 0014). Latencies are per request (p50 / p99 by nearest rank; \
 pgbench's from its per-transaction log). camrec and pgbench take turns: each figure is two \
 5-second slices of each, alternated (one slice in the smoke), so that a slower spell of the shared \
 machine weighs on both sides of the ratio. The info row `GET /health` is the HTTP hop alone (no \

@@ -732,7 +732,7 @@ impl Job {
             match frame_at(&ffmpeg, &part, &thumb, THUMB_AT_SEC).await {
                 Ok(()) => true,
                 Err(e) => {
-                    tracing::debug!(error = %e, "no thumbnail while recording; taken after the stop");
+                    tracing::info!(error = %e, "no thumbnail while recording; taken after the stop");
                     false
                 }
             }

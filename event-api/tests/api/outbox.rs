@@ -238,3 +238,45 @@ async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
         late["event"]["id"].as_str().unwrap()
     )));
 }
+
+/// A backlog of several full rounds (written while NATS is down) goes out exactly once and in
+/// the order it was committed.
+#[tokio::test]
+async fn a_backlog_of_several_rounds_goes_out_once_and_in_order() {
+    let mut app = spawn_app().await;
+    app.outbox_drained().await;
+    testkit::wait_until(Duration::from_secs(20), "EVENTS stream", || async {
+        app.js().await.get_stream("EVENTS").await.ok().map(|_| ())
+    })
+    .await
+    .unwrap();
+    app.nats.stop();
+    let rows = 2 * event_api::outbox::BATCH as usize + 100;
+    sqlx::query(
+        "INSERT INTO outbox (subject, msg_id, payload) \
+         SELECT 'event.created.backlog.' || g, 'backlog-' || lpad(g::text, 5, '0'), \
+         convert_to('{}', 'UTF8') FROM generate_series(1, $1) g ORDER BY g",
+    )
+    .bind(rows as i32)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    app.nats.restart().await.unwrap();
+    app.outbox_drained().await;
+    let msgs = app
+        .stream_messages("EVENTS", "event.created.backlog.")
+        .await;
+    let ids: Vec<String> = msgs.iter().map(|m| m.1.clone()).collect();
+    let expected: Vec<String> = (1..=rows).map(|g| format!("backlog-{g:05}")).collect();
+    assert_eq!(ids, expected, "every row once, in commit order");
+    let text = app.metrics_text().await;
+    let rounds: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("outbox_rounds_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0);
+    assert!(
+        rounds >= 3.0,
+        "{rows} rows need three rounds at least:\n{text}"
+    );
+}
