@@ -1,6 +1,6 @@
 //! The outbox across a NATS outage: every committed event is published exactly once.
 
-use crate::support::spawn_app;
+use crate::support::{spawn_app, TestApp};
 use camrec_shared::messages::StatusBody;
 use chrono::Utc;
 use event_api::reconciler::{reconcile_once, Limits};
@@ -10,18 +10,32 @@ use serde_json::json;
 use std::collections::HashSet;
 use std::time::Duration;
 
-#[tokio::test]
-async fn events_created_during_a_nats_outage_are_published_exactly_once() {
-    let mut app = spawn_app().await;
-    let cam = app.camera("10.0.0.5", 1).await;
-    let cam_id = cam["id"].as_str().unwrap().to_owned();
-    // The streams exist before the outage (the relay created them at start).
+/// Waits until the outbox is empty and the relay has created the EVENTS stream.
+async fn streams_ready(app: &TestApp) {
     app.outbox_drained().await;
     testkit::wait_until(Duration::from_secs(20), "EVENTS stream", || async {
         app.js().await.get_stream("EVENTS").await.ok().map(|_| ())
     })
     .await
     .unwrap();
+}
+
+/// A counter's value in a `/metrics` text (0 when absent).
+fn counter(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn events_created_during_a_nats_outage_are_published_exactly_once() {
+    let mut app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let cam_id = cam["id"].as_str().unwrap().to_owned();
+    // The streams exist before the outage (the relay created them at start).
+    streams_ready(&app).await;
 
     app.nats.stop();
     let mut event_ids = HashSet::new();
@@ -202,11 +216,7 @@ async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
     futures::future::join_all(clients).await;
     app.outbox_drained().await;
     let text = app.metrics_text().await;
-    let polled: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("outbox_polling_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let polled = counter(&text, "outbox_polling_total");
     assert!(polled >= 1.0, "the relay never polled:\n{text}");
 
     // Listening again: the listener's connection last ran LISTEN, none is left at UNLISTEN.
@@ -244,12 +254,7 @@ async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
 #[tokio::test]
 async fn a_backlog_of_several_rounds_goes_out_once_and_in_order() {
     let mut app = spawn_app().await;
-    app.outbox_drained().await;
-    testkit::wait_until(Duration::from_secs(20), "EVENTS stream", || async {
-        app.js().await.get_stream("EVENTS").await.ok().map(|_| ())
-    })
-    .await
-    .unwrap();
+    streams_ready(&app).await;
     app.nats.stop();
     let rows = 2 * event_api::outbox::BATCH as usize + 100;
     sqlx::query(
@@ -270,11 +275,7 @@ async fn a_backlog_of_several_rounds_goes_out_once_and_in_order() {
     let expected: Vec<String> = (1..=rows).map(|g| format!("backlog-{g:05}")).collect();
     assert_eq!(ids, expected, "every row once, in commit order");
     let text = app.metrics_text().await;
-    let rounds: f64 = text
-        .lines()
-        .find_map(|l| l.strip_prefix("outbox_rounds_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0.0);
+    let rounds = counter(&text, "outbox_rounds_total");
     assert!(
         rounds >= 3.0,
         "{rows} rows need three rounds at least:\n{text}"
