@@ -242,8 +242,14 @@ async fn record_one(sys: &System, camera: &FakeCamera) -> anyhow::Result<Value> 
         .await?;
     assert!(thumb.starts_with(&[0xFF, 0xD8]), "not a JPEG");
 
+    // The worker removes the local recording right after it reports the clip.
     let local: PathBuf = sys.record_dir.path().join(&playback_id);
-    assert!(!local.exists(), "the local recording was not removed");
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "the local recording removed",
+        || async { (!local.exists()).then_some(()) },
+    )
+    .await?;
     Ok(done)
 }
 

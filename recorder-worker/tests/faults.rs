@@ -11,7 +11,7 @@ use camrec_shared::storage::ObjectKey;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{children_named, event_for, probe, process_alive, Env};
+use support::{children_named, event_for, probe, process_alive, wait_removed, Env};
 use testkit::{CameraProfile, FakeCamera};
 
 const START: Duration = Duration::from_secs(40);
@@ -121,7 +121,7 @@ async fn a_killed_worker_leaves_no_ffmpeg_and_its_successor_completes_the_clip(
         .s3
         .keys()
         .contains(&ObjectKey::Thumbnail(id).to_string()));
-    assert!(!env.record_dir("host-a").join(id.to_string()).exists());
+    wait_removed(&env.record_dir("host-a").join(id.to_string())).await?;
     let text = std::fs::read_to_string(&log)?;
     assert!(
         !text.contains(&camera.password),
@@ -167,7 +167,7 @@ async fn an_upload_outage_keeps_processing_then_completes() -> anyhow::Result<()
         clip.sha256,
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
     );
-    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    wait_removed(&env.record_dir("w1").join(id.to_string())).await?;
     worker.stop().await?;
     Ok(())
 }
@@ -271,7 +271,14 @@ async fn an_upload_given_up_fails_and_keeps_the_clip() -> anyhow::Result<()> {
         .record_dir("w1")
         .join(recorder_worker::manifest::FAILED_DIR)
         .join(id.to_string());
-    assert!(kept.join(recorder_worker::manifest::VIDEO).is_file());
+    // The worker reports the failure, then moves the directory aside: wait for the move.
+    let video = kept.join(recorder_worker::manifest::VIDEO);
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "the clip kept in _failed",
+        || async { video.is_file().then_some(()) },
+    )
+    .await?;
     assert!(!env.record_dir("w1").join(id.to_string()).exists());
     worker.stop().await?;
     Ok(())

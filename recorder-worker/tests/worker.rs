@@ -8,7 +8,7 @@ use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::storage::ObjectKey;
 use recorder_worker::ownership::Ownership;
 use std::time::Duration;
-use support::{assert_clean_sequence, event_for, probe, Env};
+use support::{assert_clean_sequence, event_for, probe, wait_removed, Env};
 use testkit::{CameraProfile, FakeCamera};
 
 const START: Duration = Duration::from_secs(40);
@@ -82,7 +82,7 @@ async fn an_event_becomes_a_verified_clip_in_s3() -> anyhow::Result<()> {
         hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&bytes))
     );
 
-    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    wait_removed(&env.record_dir("w1").join(id.to_string())).await?;
     worker.stop().await?;
     Ok(())
 }
@@ -251,7 +251,7 @@ async fn an_unreachable_camera_fails_with_its_reason() -> anyhow::Result<()> {
         other => panic!("expected failed, got {other:?}"),
     }
     assert!(!done.raw.contains("topsecret99"), "{}", done.raw);
-    assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    wait_removed(&env.record_dir("w1").join(id.to_string())).await?;
     worker.stop().await?;
     Ok(())
 }

@@ -323,6 +323,18 @@ pub fn assert_clean_sequence(log: &StatusLog, id: PlaybackId, password: &str) {
     }
 }
 
+/// Waits until `path` is gone. The worker publishes a terminal status before it removes the
+/// recording's directory, so a test that has just seen the status waits for the removal.
+pub async fn wait_removed(path: &Path) -> anyhow::Result<()> {
+    testkit::wait_until(
+        Duration::from_secs(10),
+        "the recording directory removed",
+        || async { (!path.exists()).then_some(()) },
+    )
+    .await?;
+    Ok(())
+}
+
 /// Probes a downloaded clip.
 pub async fn probe(path: &Path) -> anyhow::Result<recorder_worker::probe::ClipInfo> {
     Ok(recorder_worker::probe::probe_file(Path::new("ffprobe"), path).await?)
