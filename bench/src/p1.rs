@@ -100,7 +100,7 @@ async fn one(ctx: &Ctx, event_type: &str, c: usize) -> anyhow::Result<Row> {
     let created = created_payload(ctx)?;
     let recording = (event_type == "MOTION").then_some((created.0.as_str(), created.1.as_slice()));
     let script = pgbench::script(event_type, recording);
-    sqlx::query(pgbench::SHADOW_OUTBOX_DDL)
+    sqlx::query(&pgbench::shadow_outbox_ddl())
         .execute(&ctx.db)
         .await?;
     // camrec and pgbench take turns in slices, so that a slower spell of this shared machine

@@ -26,15 +26,16 @@ pub enum PgbenchError {
 }
 
 /// The table pgbench's recording transaction queues its message in: created by
-/// [`SHADOW_OUTBOX_DDL`] as a copy of `outbox`, never read by the relay.
+/// [`shadow_outbox_ddl`] as a copy of `outbox`, never read by the relay.
 pub const SHADOW_OUTBOX: &str = "bench_outbox";
 
 /// The channel pgbench's transaction notifies: nobody listens to it.
 pub const SHADOW_CHANNEL: &str = "bench_outbox";
 
 /// Creates [`SHADOW_OUTBOX`] as a copy of `outbox`: columns, defaults, indexes, constraints.
-pub const SHADOW_OUTBOX_DDL: &str =
-    "CREATE TABLE IF NOT EXISTS bench_outbox (LIKE outbox INCLUDING ALL)";
+pub fn shadow_outbox_ddl() -> String {
+    format!("CREATE TABLE IF NOT EXISTS {SHADOW_OUTBOX} (LIKE outbox INCLUDING ALL)")
+}
 
 /// The columns `create_event` selects from `cameras` (store/cameras.rs `COLUMNS`).
 const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
@@ -44,8 +45,9 @@ const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url
 /// with its row version, then `INSERT_EVENT` (ERROR) or `INSERT_RECORDING_EVENT` (`payload`
 /// given: the `event.created` envelope bytes), which writes the event, and for a recording type
 /// the playback, the outbox row and the notify, in one statement (no explicit transaction, as
-/// there); the outbox row goes to [`SHADOW_OUTBOX`] and the notify to [`SHADOW_CHANNEL`]. The camera id is pgbench's `:camera` variable. What event-api binds
-/// is computed by the server here: `gen_random_uuid()` for the ids, `now()` for `created_at`,
+/// there); the outbox row goes to [`SHADOW_OUTBOX`] and the notify to [`SHADOW_CHANNEL`]. The
+/// camera id is pgbench's `:camera` variable. What event-api binds is computed by the server
+/// here: `gen_random_uuid()` for the ids, `now()` for `created_at`,
 /// the msg id from the event id. (A `:` inside a literal confuses pgbench's variable parser,
 /// hence `chr(58)` for the msg id's `:created`.)
 pub fn script(event_type: &str, recording: Option<(&str, &[u8])>) -> String {
@@ -207,7 +209,10 @@ mod tests {
             std::fs::read_to_string(testkit::workspace_root().join("migrations/0001_init.sql"))
                 .unwrap();
         sqlx::raw_sql(&schema).execute(&pool).await.unwrap();
-        sqlx::query(SHADOW_OUTBOX_DDL).execute(&pool).await.unwrap();
+        sqlx::query(&shadow_outbox_ddl())
+            .execute(&pool)
+            .await
+            .unwrap();
         let camera = uuid::Uuid::new_v4();
         sqlx::query("INSERT INTO cameras (id, name, ip_address, rtsp_url) VALUES ($1, 'c', '10.0.0.1', 'rtsp://10.0.0.1/')")
             .bind(camera)
