@@ -21,6 +21,9 @@ pub struct Plan {
     pub p1_concurrency: Vec<usize>,
     pub p1_duration: Duration,
     pub p2_backlog: usize,
+    /// Drains of the relay, each followed by the baseline's publish: each side's figure is the
+    /// median of its rates.
+    pub p2_rounds: usize,
     /// (clip length in seconds, samples): the figure is the median of the samples.
     pub p3_clips_sec: Vec<(u64, usize)>,
     /// Warm samples (the first, cold one comes on top).
@@ -38,6 +41,7 @@ impl Plan {
             p1_concurrency: vec![1, 16, 64],
             p1_duration: Duration::from_secs(10),
             p2_backlog: 20_000,
+            p2_rounds: 3,
             p3_clips_sec: vec![(10, 3), (60, 1)],
             p4_samples: 5,
             p5_recordings: 10,
@@ -54,6 +58,7 @@ impl Plan {
             p1_concurrency: vec![1, 16, 64],
             p1_duration: Duration::from_secs(1),
             p2_backlog: 200,
+            p2_rounds: 1,
             p3_clips_sec: vec![(2, 1)],
             p4_samples: 1,
             p5_recordings: 2,

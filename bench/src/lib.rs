@@ -47,7 +47,7 @@ pub enum UsageError {
 pub const USAGE: &str = "usage: bench [--quick] [--out FILE] [--only P1,P2,...] [--logs DIR]\n\
   --quick   a smoke: every figure once with tiny counts (about a minute)\n\
   --out     where to write the Markdown report (default: BENCHMARKS.md in the workspace for a\n\
-            full run, no file for --quick)\n\
+            full run, no file for --quick or --only)\n\
   --only    run only these figures\n\
   --logs    where the services write their logs (default: a new directory under /tmp)";
 
@@ -94,7 +94,8 @@ impl Options {
                 other => return Err(UsageError::Unknown(other.to_owned())),
             }
         }
-        if out.is_none() && !quick {
+        // Only a full run replaces BENCHMARKS.md: a --quick or --only run is not the report.
+        if out.is_none() && !quick && only.is_none() {
             out = Some(testkit::workspace_root().join("BENCHMARKS.md"));
         }
         let log_dir = log_dir.unwrap_or_else(|| {
@@ -197,6 +198,7 @@ mod tests {
         assert!(!full.quick && full.out.unwrap().ends_with("BENCHMARKS.md"));
         let quick = parse(&["--quick"]).unwrap();
         assert!(quick.quick && quick.out.is_none());
+        assert!(parse(&["--only", "P2"]).unwrap().out.is_none());
         let some = parse(&["--quick", "--out", "x.md", "--only", "p1,P6"]).unwrap();
         assert_eq!(some.out, Some(PathBuf::from("x.md")));
         assert!(some.runs("P1") && some.runs("P6") && !some.runs("P2"));

@@ -250,7 +250,11 @@ the same SQL.\n\
 restarted: from the first message of the backlog in the EVENTS stream to the last outbox row \
 marked published, as messages per second; baseline: the same payloads published with async-nats \
 to the same stream (async publishes, 256 in flight, every ack awaited), also right after a NATS \
-restart (the first acks after a restart are slow for both).\n\
+restart (the first acks after a restart are slow for both). The full run drains three backlogs, \
+each followed by the baseline's publish, and takes each side's median rate. Each side starts \
+when no autovacuum worker runs, and autovacuum stays off for `events`, `playbacks` and `outbox` \
+from before the backlog until its drain is measured: a worker vacuuming after the backlog's \
+inserts landed in the sub-second drain and halved it (ADR 0015).\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
 after FFmpeg's stop, finalize, probe, upload of clip and thumbnail and verification; ADR 0010: \
 FFmpeg finishes the faststart clip itself, the thumbnail is taken while recording and a waiting \

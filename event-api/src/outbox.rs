@@ -4,9 +4,15 @@
 //! Each round claims up to [`BATCH`] unpublished rows (`FOR UPDATE SKIP LOCKED`, so several
 //! event-api processes may relay side by side), sends them all with their `Nats-Msg-Id` without
 //! waiting for each ack in turn (at most [`BATCH`] in flight), then awaits the acks and marks the
-//! acked rows published in the same transaction. A row whose ack did not arrive stays unpublished
-//! and is sent again later; the server's duplicate window drops the copy if the first send did
-//! land. The relay wakes on `NOTIFY camrec_outbox` (sent by every transaction that adds a row)
+//! acked rows published in the same transaction, which commits without waiting for the WAL
+//! flush ([`BEGIN_ROUND`]). A row whose ack did not arrive stays unpublished and is sent again
+//! later; the server's duplicate window drops the copy if the first send did land.
+//!
+//! A backlog goes out two rounds at a time ([`relay_rounds`]): while one round's acks come in,
+//! the round before it is marked and committed and the one after it claimed, so NATS and
+//! PostgreSQL work side by side instead of taking turns. A round is sent only after every ack of
+//! the round before it, so a failed publish stops the relay before anything after it is sent,
+//! as with one round at a time (ADR 0015). The relay wakes on `NOTIFY camrec_outbox` (sent by every transaction that adds a row)
 //! and polls every second in case a notification was missed. NATS errors back off (capped);
 //! REST calls never wait for any of this.
 //!
@@ -15,8 +21,8 @@
 //! burst. So a wake-up takes every notification already received with it (one round covers every
 //! row committed before it), and while rows keep coming (the previous round moved rows less than
 //! [`BUSY_WINDOW`] ago) the relay lingers [`LINGER`] before the round so that it carries several
-//! rows. A row after a quiet spell is relayed at once. The relay keeps one database connection
-//! across rounds instead of taking one from the pool for each.
+//! rows. A row after a quiet spell is relayed at once. The relay keeps two database connections
+//! of its own across rounds instead of taking one from the pool for each.
 //!
 //! While rows keep coming, notifications are pure cost: each commit makes PostgreSQL signal the
 //! listening backend, which wakes to send it, and event-api wakes to read it, although the relay
@@ -26,14 +32,15 @@
 //! before waiting (ADR 0013).
 
 use crate::backoff::{sleep_or_cancel, Backoff};
+use crate::store::outbox::OutboxRow;
 use crate::store::outbox::{claim, mark_published, NOTIFY_CHANNEL};
 use crate::store::{Store, StoreError};
-use async_nats::jetstream::context::{Publish, PublishError};
+use async_nats::jetstream::context::{Publish, PublishAckFuture, PublishError};
 use async_nats::jetstream::Context;
 use futures::future::join_all;
 use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{Connection, PgConnection, Postgres};
+use sqlx::{Executor, PgConnection, Postgres};
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 
@@ -60,52 +67,287 @@ pub enum RelayError {
     Publish(#[from] PublishError),
 }
 
-/// Publishes one batch over `conn`; returns how many rows it claimed.
-pub async fn relay_once(conn: &mut PgConnection, js: &Context) -> Result<usize, RelayError> {
-    metrics::counter!("outbox_rounds_total").increment(1);
-    let mut tx = conn.begin().await?;
-    let rows = claim(&mut tx, BATCH).await?;
-    if rows.is_empty() {
-        tx.rollback().await?;
-        return Ok(0);
+/// How a round's transaction begins: its commit does not wait for the WAL to reach the disk
+/// (ADR 0015). The round only marks rows published; if PostgreSQL crashes before the mark is
+/// flushed, the rows are unpublished again and a later round sends them again with the same
+/// `Nats-Msg-Id`, which the stream's duplicate window drops. `SET LOCAL` ends with the
+/// transaction, so the connection goes back to the pool with the server's setting.
+pub const BEGIN_ROUND: &str = "BEGIN; SET LOCAL synchronous_commit = off";
+
+/// A round's transaction on one of the relay's own connections. (sqlx's `Transaction` would
+/// give the connection back to the pool at commit, and the pool hands out its oldest idle
+/// connection next, so each round would land on another backend.) Dropped before [`commit`]
+/// (an error, or shutdown mid-round), it closes the connection, which ends the transaction
+/// without committing, instead of returning it to the pool inside the transaction.
+///
+/// [`commit`]: RoundTx::commit
+struct RoundTx(Option<PoolConnection<Postgres>>);
+
+impl RoundTx {
+    async fn begin(conn: PoolConnection<Postgres>) -> Result<Self, RelayError> {
+        let mut tx = Self(Some(conn));
+        tx.conn().execute(BEGIN_ROUND).await?;
+        Ok(tx)
     }
-    let mut pending = Vec::with_capacity(rows.len());
-    let mut first_error = None;
-    for row in &rows {
+
+    fn conn(&mut self) -> &mut PgConnection {
+        self.0.as_deref_mut().expect(
+            "only commit and rollback take the connection, and they consume the transaction",
+        )
+    }
+
+    /// Commits and hands the connection back for the next round.
+    async fn commit(mut self) -> Result<PoolConnection<Postgres>, RelayError> {
+        self.conn().execute("COMMIT").await?;
+        Ok(self
+            .0
+            .take()
+            .expect("the connection is taken only in commit and rollback"))
+    }
+
+    /// Rolls back and hands the connection back.
+    async fn rollback(mut self) -> Result<PoolConnection<Postgres>, RelayError> {
+        self.conn().execute("ROLLBACK").await?;
+        Ok(self
+            .0
+            .take()
+            .expect("the connection is taken only in commit and rollback"))
+    }
+}
+
+impl Drop for RoundTx {
+    fn drop(&mut self) {
+        if let Some(conn) = &mut self.0 {
+            conn.close_on_drop();
+        }
+    }
+}
+
+/// The relay's two connections, each taken from the pool when it has none (at start, or after
+/// an error closed it).
+#[derive(Default)]
+pub struct Conns([Option<PoolConnection<Postgres>>; 2]);
+
+impl Conns {
+    async fn take(&mut self, store: &Store) -> Result<PoolConnection<Postgres>, RelayError> {
+        match self.0.iter_mut().find_map(Option::take) {
+            Some(conn) => Ok(conn),
+            None => Ok(store.pool().acquire().await?),
+        }
+    }
+
+    fn put(&mut self, conn: PoolConnection<Postgres>) {
+        match self.0.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some(conn),
+            None => drop(conn),
+        }
+    }
+}
+
+/// A round whose rows are claimed: its transaction holds their row locks.
+struct Claimed {
+    tx: RoundTx,
+    rows: Vec<OutboxRow>,
+}
+
+/// A round whose rows are sent; their acks may still be coming.
+struct Sent {
+    tx: RoundTx,
+    claimed: usize,
+    pending: Vec<(i64, PublishAckFuture)>,
+    error: Option<PublishError>,
+}
+
+/// A round whose acks are in: the rows to mark published, and the first failure if any.
+struct Acked {
+    tx: RoundTx,
+    claimed: usize,
+    published: Vec<i64>,
+    error: Option<PublishError>,
+}
+
+/// Begins a round on one of `conns` and claims up to [`BATCH`] rows; `None` (the transaction
+/// ended, the connection back in `conns`) when there are none.
+async fn claim_round(conns: &mut Conns, store: &Store) -> Result<Option<Claimed>, RelayError> {
+    metrics::counter!("outbox_rounds_total").increment(1);
+    let mut tx = RoundTx::begin(conns.take(store).await?).await?;
+    let rows = claim(tx.conn(), BATCH).await?;
+    if rows.is_empty() {
+        conns.put(tx.commit().await?);
+        return Ok(None);
+    }
+    Ok(Some(Claimed { tx, rows }))
+}
+
+/// Sends every claimed row with its `Nats-Msg-Id`, without waiting for the acks; stops at the
+/// first failed send.
+async fn send(round: Claimed, js: &Context) -> Sent {
+    let Claimed { tx, rows } = round;
+    let claimed = rows.len();
+    let mut pending = Vec::with_capacity(claimed);
+    let mut error = None;
+    for row in rows {
         let publish = Publish::build()
-            .payload(row.payload.clone().into())
-            .message_id(&row.msg_id);
-        match js.send_publish(row.subject.clone(), publish).await {
+            .payload(row.payload.into())
+            .message_id(row.msg_id);
+        match js.send_publish(row.subject, publish).await {
             Ok(ack) => pending.push((row.id, ack)),
             Err(e) => {
-                first_error = Some(e);
+                error = Some(e);
                 break;
             }
         }
     }
-    let acks = join_all(
+    Sent {
+        tx,
+        claimed,
+        pending,
+        error,
+    }
+}
+
+/// Waits for every ack of a sent round.
+async fn acks(round: Sent) -> Acked {
+    let Sent {
+        tx,
+        claimed,
+        pending,
+        mut error,
+    } = round;
+    let results = join_all(
         pending
             .into_iter()
             .map(|(id, ack)| async move { (id, ack.await) }),
     )
     .await;
-    let mut published = Vec::with_capacity(acks.len());
-    for (id, result) in acks {
+    let mut published = Vec::with_capacity(results.len());
+    for (id, result) in results {
         match result {
             Ok(_) => published.push(id),
             Err(e) => {
-                first_error.get_or_insert(e);
+                error.get_or_insert(e);
             }
         }
     }
-    if !published.is_empty() {
-        mark_published(&mut tx, &published).await?;
+    Acked {
+        tx,
+        claimed,
+        published,
+        error,
     }
-    tx.commit().await?;
+}
+
+/// Marks the acked rows published and commits, the connection going back to `conns`; returns
+/// how many rows the round claimed, or its first publish failure (after committing what was
+/// acked).
+async fn finish(round: Acked, conns: &mut Conns) -> Result<usize, RelayError> {
+    let Acked {
+        mut tx,
+        claimed,
+        published,
+        error,
+    } = round;
+    if !published.is_empty() {
+        mark_published(tx.conn(), &published).await?;
+    }
+    conns.put(tx.commit().await?);
     metrics::counter!("outbox_published_total").increment(published.len() as u64);
-    match first_error {
+    match error {
         Some(e) => Err(e.into()),
-        None => Ok(rows.len()),
+        None => Ok(claimed),
+    }
+}
+
+/// Publishes one round: claims, sends, waits for the acks, marks. Returns how many rows it
+/// claimed.
+pub async fn relay_once(
+    conns: &mut Conns,
+    store: &Store,
+    js: &Context,
+) -> Result<usize, RelayError> {
+    match claim_round(conns, store).await? {
+        Some(round) => finish(acks(send(round, js).await).await, conns).await,
+        None => Ok(0),
+    }
+}
+
+/// What [`relay_rounds`] moved: rows in all, and rows claimed by its last round.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moved {
+    pub rows: usize,
+    pub last_round: usize,
+}
+
+/// Publishes rounds back to back for as long as each one is full, two at a time: while a
+/// round's acks come in, the previous round is marked and committed and the next one claimed,
+/// on another connection (`SKIP LOCKED` keeps the two apart). The next round is sent only once
+/// every ack of the one before it is in, so the stream gets the rows in the same order as
+/// round after round would send them; a round with a failed publish ends the run after its
+/// acked rows are marked, and the claimed next round is rolled back unsent.
+pub async fn relay_rounds(
+    conns: &mut Conns,
+    store: &Store,
+    js: &Context,
+) -> Result<Moved, RelayError> {
+    let Some(first) = claim_round(conns, store).await? else {
+        return Ok(Moved {
+            rows: 0,
+            last_round: 0,
+        });
+    };
+    let mut rows = 0;
+    let mut sent = send(first, js).await;
+    let mut marking: Option<Acked> = None;
+    loop {
+        let full = sent.claimed as i64 >= BATCH && sent.error.is_none();
+        let (acked, side) = tokio::join!(acks(sent), async {
+            let marked = match marking.take() {
+                Some(round) => finish(round, conns).await?,
+                None => 0,
+            };
+            let next = if full {
+                claim_round(conns, store).await?
+            } else {
+                None
+            };
+            Ok::<_, RelayError>((marked, next))
+        });
+        let (marked, next) = match side {
+            Ok(side) => side,
+            Err(e) => {
+                // The earlier round's mark failed (its rows stay unpublished and go out again,
+                // dropped as duplicates) or the claim did: settle this round and stop.
+                finish(acked, conns).await?;
+                return Err(e);
+            }
+        };
+        rows += marked;
+        if acked.error.is_some() {
+            // The claimed next round is rolled back unsent, and `finish` returns the error.
+            if let Some(round) = next {
+                if let Ok(conn) = round.tx.rollback().await {
+                    conns.put(conn);
+                }
+            }
+            let last_round = finish(acked, conns).await?;
+            return Ok(Moved {
+                rows: rows + last_round,
+                last_round,
+            });
+        }
+        match next {
+            Some(round) => {
+                sent = send(round, js).await;
+                marking = Some(acked);
+            }
+            None => {
+                let last_round = finish(acked, conns).await?;
+                return Ok(Moved {
+                    rows: rows + last_round,
+                    last_round,
+                });
+            }
+        }
     }
 }
 
@@ -190,26 +432,13 @@ fn should_linger(last_moved: Option<Instant>, now: Instant) -> bool {
     last_moved.is_some_and(|t| now.saturating_duration_since(t) < BUSY_WINDOW)
 }
 
-/// The relay's connection, taken from the pool when it has none (at start, or after an error
-/// dropped it).
-async fn connection<'c>(
-    conn: &'c mut Option<PoolConnection<Postgres>>,
-    store: &Store,
-) -> Result<&'c mut PgConnection, RelayError> {
-    let c = match conn.take() {
-        Some(c) => c,
-        None => store.pool().acquire().await?,
-    };
-    Ok(conn.insert(c))
-}
-
 /// Runs the relay until `shutdown`: makes sure the streams exist (retrying while NATS is
 /// down), then publishes rounds as long as rows are waiting.
 pub async fn run(store: Store, js: Context, replicas: usize, shutdown: CancellationToken) {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
     let mut streams_ready = false;
     let mut listener = None;
-    let mut conn: Option<PoolConnection<Postgres>> = None;
+    let mut conns = Conns::default();
     // When the last round that moved rows ended.
     let mut last_moved: Option<Instant> = None;
     // Polling every LINGER without listening, while rows keep coming.
@@ -228,17 +457,17 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
         }
         let round = tokio::select! {
             _ = shutdown.cancelled() => break,
-            r = async { relay_once(connection(&mut conn, &store).await?, &js).await } => r,
+            r = relay_rounds(&mut conns, &store, &js) => r,
         };
         match round {
-            Ok(n) if n as i64 >= BATCH => {
+            Ok(moved) if moved.last_round as i64 >= BATCH => {
                 backoff.reset();
                 last_moved = Some(Instant::now());
                 continue;
             }
-            Ok(n) => {
+            Ok(moved) => {
                 backoff.reset();
-                if n > 0 {
+                if moved.rows > 0 {
                     let now = Instant::now();
                     let keeps_coming = polling || should_linger(last_moved, now);
                     last_moved = Some(now);
@@ -261,10 +490,8 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
             }
             Err(e) => {
                 tracing::warn!(error = %e, "outbox relay round failed; the rows stay unpublished");
-                match e {
-                    RelayError::Publish(_) => streams_ready = false,
-                    // The connection may be broken or inside a failed transaction: take a new one.
-                    RelayError::Store(_) | RelayError::Db(_) => conn = None,
+                if let RelayError::Publish(_) = e {
+                    streams_ready = false;
                 }
                 if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                     break;

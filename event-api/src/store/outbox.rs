@@ -2,7 +2,7 @@
 //! claimed and marked published by the relay (`crate::outbox`).
 
 use super::{Store, StoreError};
-use sqlx::{FromRow, PgConnection, Postgres, Transaction};
+use sqlx::{FromRow, PgConnection};
 
 /// The channel `NOTIFY`ed when outbox rows are committed; the relay `LISTEN`s on it.
 pub const NOTIFY_CHANNEL: &str = "camrec_outbox";
@@ -42,28 +42,22 @@ pub async fn enqueue(conn: &mut PgConnection, msg: &OutboxMessage) -> Result<(),
     Ok(())
 }
 
-/// Locks up to `limit` unpublished rows, oldest first, skipping rows another relay holds.
-pub async fn claim(
-    tx: &mut Transaction<'_, Postgres>,
-    limit: i64,
-) -> Result<Vec<OutboxRow>, StoreError> {
+/// Locks up to `limit` unpublished rows (inside a transaction on `conn`), oldest first, skipping rows another relay holds.
+pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as::<_, OutboxRow>(
         "SELECT id, subject, msg_id, payload FROM outbox WHERE published_at IS NULL \
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
-    .fetch_all(&mut **tx)
+    .fetch_all(conn)
     .await?)
 }
 
 /// Marks rows published.
-pub async fn mark_published(
-    tx: &mut Transaction<'_, Postgres>,
-    ids: &[i64],
-) -> Result<(), StoreError> {
+pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
     sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
         .bind(ids)
-        .execute(&mut **tx)
+        .execute(conn)
         .await?;
     Ok(())
 }
