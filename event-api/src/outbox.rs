@@ -445,7 +445,12 @@ pub async fn run(store: Store, js: Context, replicas: usize, shutdown: Cancellat
     let mut polling = false;
     while !shutdown.is_cancelled() {
         if !streams_ready {
-            if let Err(e) = camrec_shared::streams::ensure_streams(&js, replicas).await {
+            // While NATS is down the stream requests wait for their timeout: shutdown must not.
+            let ensured = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                r = camrec_shared::streams::ensure_streams(&js, replicas) => r,
+            };
+            if let Err(e) = ensured {
                 tracing::warn!(error = %e, "cannot create the streams yet; retrying");
                 if !sleep_or_cancel(backoff.next_delay(), &shutdown).await {
                     break;
