@@ -249,6 +249,21 @@ async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
     )));
 }
 
+/// Writes `rows` outbox rows in one transaction: subjects `event.created.<name>.<n>`, msg ids
+/// `<name>-<n>` with n zero-padded, so that they sort in commit order.
+async fn insert_backlog(app: &TestApp, name: &str, rows: usize) {
+    sqlx::query(
+        "INSERT INTO outbox (subject, msg_id, payload) \
+         SELECT 'event.created.' || $2 || '.' || g, $2 || '-' || lpad(g::text, 5, '0'), \
+         convert_to('{}', 'UTF8') FROM generate_series(1, $1) g ORDER BY g",
+    )
+    .bind(rows as i32)
+    .bind(name)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
 /// A backlog of several full rounds (written while NATS is down) goes out exactly once and in
 /// the order it was committed.
 #[tokio::test]
@@ -257,15 +272,7 @@ async fn a_backlog_of_several_rounds_goes_out_once_and_in_order() {
     streams_ready(&app).await;
     app.nats.stop();
     let rows = 2 * event_api::outbox::BATCH as usize + 100;
-    sqlx::query(
-        "INSERT INTO outbox (subject, msg_id, payload) \
-         SELECT 'event.created.backlog.' || g, 'backlog-' || lpad(g::text, 5, '0'), \
-         convert_to('{}', 'UTF8') FROM generate_series(1, $1) g ORDER BY g",
-    )
-    .bind(rows as i32)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    insert_backlog(&app, "backlog", rows).await;
     app.nats.restart().await.unwrap();
     app.outbox_drained().await;
     let msgs = app
@@ -291,15 +298,7 @@ async fn nats_stopping_mid_drain_loses_and_duplicates_nothing() {
     streams_ready(&app).await;
     app.nats.stop();
     let rows = 20 * event_api::outbox::BATCH as usize;
-    sqlx::query(
-        "INSERT INTO outbox (subject, msg_id, payload) \
-         SELECT 'event.created.middrain.' || g, 'middrain-' || lpad(g::text, 5, '0'), \
-         convert_to('{}', 'UTF8') FROM generate_series(1, $1) g ORDER BY g",
-    )
-    .bind(rows as i32)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    insert_backlog(&app, "middrain", rows).await;
     app.nats.restart().await.unwrap();
     // Stop NATS once the drain is under way (two rounds in, or later if it is fast).
     let js = app.js().await;
