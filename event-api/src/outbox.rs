@@ -258,19 +258,6 @@ async fn finish(round: Acked, conns: &mut Conns) -> Result<usize, RelayError> {
     }
 }
 
-/// Publishes one round: claims, sends, waits for the acks, marks. Returns how many rows it
-/// claimed.
-pub async fn relay_once(
-    conns: &mut Conns,
-    store: &Store,
-    js: &Context,
-) -> Result<usize, RelayError> {
-    match claim_round(conns, store).await? {
-        Some(round) => finish(acks(send(round, js).await).await, conns).await,
-        None => Ok(0),
-    }
-}
-
 /// What [`relay_rounds`] moved: rows in all, and rows claimed by its last round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Moved {
