@@ -57,13 +57,13 @@ async fn published(db: &sqlx::PgPool, id: i64) -> anyhow::Result<bool> {
 }
 
 /// The tables the backlog's `POST /events` write.
-const BACKLOG_TABLES: &str = "events, playbacks, outbox";
+const BACKLOG_TABLES: [&str; 3] = ["events", "playbacks", "outbox"];
 
 /// Turns autovacuum off (`false`) or back to the server's setting (`true`) for
 /// [`BACKLOG_TABLES`].
 async fn autovacuum(db: &sqlx::PgPool, on: bool) -> anyhow::Result<()> {
     let mut conn = db.acquire().await?;
-    for table in BACKLOG_TABLES.split(", ") {
+    for table in BACKLOG_TABLES {
         let sql = if on {
             format!("ALTER TABLE {table} RESET (autovacuum_enabled)")
         } else {

@@ -12,8 +12,10 @@
 //! the round before it is marked and committed and the one after it claimed, so NATS and
 //! PostgreSQL work side by side instead of taking turns. A round is sent only after every ack of
 //! the round before it, so a failed publish stops the relay before anything after it is sent,
-//! as with one round at a time (ADR 0015). The relay wakes on `NOTIFY camrec_outbox` (sent by every transaction that adds a row)
-//! and polls every second in case a notification was missed. NATS errors back off (capped);
+//! as with one round at a time (ADR 0015).
+//!
+//! The relay wakes on `NOTIFY camrec_outbox` (sent by every transaction that adds a row) and
+//! polls every second in case a notification was missed. NATS errors back off (capped);
 //! REST calls never wait for any of this.
 //!
 //! One notification per committed row would mean one round per row, and under a burst the
@@ -91,27 +93,27 @@ impl RoundTx {
     }
 
     fn conn(&mut self) -> &mut PgConnection {
-        self.0.as_deref_mut().expect(
-            "only commit and rollback take the connection, and they consume the transaction",
-        )
+        self.0
+            .as_deref_mut()
+            .expect("only `end` takes the connection, and it consumes the transaction")
     }
 
     /// Commits and hands the connection back for the next round.
-    async fn commit(mut self) -> Result<PoolConnection<Postgres>, RelayError> {
-        self.conn().execute("COMMIT").await?;
-        Ok(self
-            .0
-            .take()
-            .expect("the connection is taken only in commit and rollback"))
+    async fn commit(self) -> Result<PoolConnection<Postgres>, RelayError> {
+        self.end("COMMIT").await
     }
 
     /// Rolls back and hands the connection back.
-    async fn rollback(mut self) -> Result<PoolConnection<Postgres>, RelayError> {
-        self.conn().execute("ROLLBACK").await?;
+    async fn rollback(self) -> Result<PoolConnection<Postgres>, RelayError> {
+        self.end("ROLLBACK").await
+    }
+
+    async fn end(mut self, statement: &str) -> Result<PoolConnection<Postgres>, RelayError> {
+        self.conn().execute(statement).await?;
         Ok(self
             .0
             .take()
-            .expect("the connection is taken only in commit and rollback"))
+            .expect("the connection is taken only here, which consumes the transaction"))
     }
 }
 

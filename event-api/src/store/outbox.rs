@@ -42,7 +42,8 @@ pub async fn enqueue(conn: &mut PgConnection, msg: &OutboxMessage) -> Result<(),
     Ok(())
 }
 
-/// Locks up to `limit` unpublished rows (inside a transaction on `conn`), oldest first, skipping rows another relay holds.
+/// Locks up to `limit` unpublished rows (inside a transaction on `conn`), oldest first,
+/// skipping rows another relay holds.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as::<_, OutboxRow>(
         "SELECT id, subject, msg_id, payload FROM outbox WHERE published_at IS NULL \
