@@ -7,7 +7,6 @@
 //! serves HTTP ([`http`], SQL in [`store`]) and returns after a graceful shutdown. Only this
 //! crate touches PostgreSQL; it talks to the workers through JetStream only.
 
-mod backoff;
 pub mod config;
 pub mod http;
 pub mod media;

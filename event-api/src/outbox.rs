@@ -33,7 +33,7 @@
 //! again and runs once more right away (a row committed while nobody listened notified nobody)
 //! before waiting (ADR 0013).
 
-use crate::backoff::{sleep_or_cancel, Backoff};
+use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use crate::store::outbox::OutboxRow;
 use crate::store::outbox::{claim, mark_published, NOTIFY_CHANNEL};
 use crate::store::{Store, StoreError};

@@ -8,7 +8,7 @@
 //! counted; a status for an unknown playback is acked and ignored; a database error naks the
 //! message for redelivery and backs the loop off.
 
-use crate::backoff::{sleep_or_cancel, Backoff};
+use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use crate::store::playbacks::Applied;
 use crate::store::{Store, StoreError};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};

@@ -7,7 +7,7 @@
 //! `event-api`) in the same transaction, so other subscribers learn it. [`reconcile_once`] takes
 //! the current time as a parameter, so tests move time instead of sleeping.
 
-use crate::backoff::sleep_or_cancel;
+use camrec_shared::backoff::sleep_or_cancel;
 use crate::store::playbacks::Verdict;
 use crate::store::{Store, StoreError};
 use chrono::{DateTime, Utc};

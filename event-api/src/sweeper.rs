@@ -3,7 +3,7 @@
 //! backoff (an object that is already gone counts as deleted); and published outbox rows older
 //! than [`OUTBOX_RETENTION`] (the streams' own retention) are purged.
 
-use crate::backoff::sleep_or_cancel;
+use camrec_shared::backoff::sleep_or_cancel;
 use crate::store::{Store, StoreError};
 use camrec_shared::storage::Storage;
 use chrono::{DateTime, Utc};

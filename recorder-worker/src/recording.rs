@@ -799,7 +799,7 @@ pub async fn finish(
         partial,
     } = recorded;
     let id = reporter.playback_id();
-    let processing = StatusBody::Processing { ended_at };
+    let processing = StatusBody::Processing { ended_at, stopped_by: None };
     if let Err(e) = reporter.publish(processing.clone()).await {
         tracing::error!(error = %e, "cannot report processing");
     }

@@ -4,9 +4,10 @@
 //! ([`ids`]), NATS subjects and stream names ([`subjects`]), the versioned JSON messages
 //! ([`messages`]), the RTSP URL type that never prints its credential ([`rtsp`]) and the object
 //! key layout plus the storage backend both services open ([`storage`]). The two small helpers
-//! every binary needs, [`telemetry`] and [`shutdown`], live here too so that both services log and
+//! every binary needs, [`telemetry`] and [`shutdown`], and the retry [`backoff`] live here too so that both services log and
 //! stop the same way.
 
+pub mod backoff;
 pub mod ids;
 pub mod messages;
 pub mod rtsp;

@@ -131,6 +131,9 @@ pub enum EndReason {
     PlaybackStopped,
     /// `DELETE /playbacks/:id` or `DELETE /events/:id` of a running recording.
     Deleted,
+    /// The worker stopped the recording at the event's `max_duration_sec` (event-api records it
+    /// from the worker's [`StopCause::MaxDuration`]; no `event.ended` carries it).
+    MaxDuration,
     /// A reason added by a newer writer.
     #[serde(other)]
     Other,
@@ -145,6 +148,23 @@ pub struct EventEnded {
     pub camera_id: CameraId,
     pub site: Site,
     pub reason: EndReason,
+}
+
+/// Why the worker stopped a recording, as reported in `processing`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StopCause {
+    /// The event was ended (`event.ended`, or its stop marker).
+    EventEnded,
+    /// The event's `max_duration_sec` ran out: event-api ends the event with this reason.
+    MaxDuration,
+    /// The camera stopped delivering and did not come back in time.
+    CameraLost,
+    /// The worker was shutting down.
+    Shutdown,
+    /// A cause added by a newer writer.
+    #[serde(other)]
+    Other,
 }
 
 /// The kinds of playback status message; also the `<status>` token of the subject.
@@ -276,6 +296,9 @@ pub enum StatusBody {
     /// Recording stopped; probing and uploading. Repeated as a heartbeat while uploads retry.
     Processing {
         ended_at: DateTime<Utc>,
+        /// Why the recording stopped; absent in messages from older workers.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stopped_by: Option<StopCause>,
     },
     Completed(CompletedClip),
     /// `message` never contains a credential.
@@ -392,6 +415,21 @@ mod tests {
         assert_eq!(c, FailureCode::Other);
         let r: EndReason = serde_json::from_str("\"sunset\"").unwrap();
         assert_eq!(r, EndReason::Other);
+        let s: StopCause = serde_json::from_str("\"eclipse\"").unwrap();
+        assert_eq!(s, StopCause::Other);
+    }
+
+    #[test]
+    fn processing_carries_its_stop_cause_and_reads_old_messages() {
+        let v = serde_json::json!({"status": "processing", "ended_at": "2026-01-01T00:00:00Z"});
+        let old: StatusBody = serde_json::from_value(v).unwrap();
+        assert!(matches!(old, StatusBody::Processing { stopped_by: None, .. }));
+        let new = StatusBody::Processing {
+            ended_at: Utc::now(),
+            stopped_by: Some(StopCause::MaxDuration),
+        };
+        let v = serde_json::to_value(&new).unwrap();
+        assert_eq!(v["stopped_by"], "max_duration");
     }
 
     #[test]

@@ -153,7 +153,7 @@ fn columns_of(body: &StatusBody) -> StatusColumns {
             media_time_sec: Some(*media_time_sec),
             ..Default::default()
         },
-        StatusBody::Processing { ended_at } => StatusColumns {
+        StatusBody::Processing { ended_at, .. } => StatusColumns {
             ended_at: Some(*ended_at),
             ..Default::default()
         },

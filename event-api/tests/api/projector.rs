@@ -74,6 +74,7 @@ async fn duplicates_and_reordering_leave_the_right_state_and_terminal_sticks() {
         30,
         StatusBody::Processing {
             ended_at: Utc::now(),
+            stopped_by: None,
         },
     )
     .await;
@@ -203,8 +204,8 @@ async fn replaying_statuses_in_any_order_gives_the_same_row() {
                     media_time_sec: 0.4,
                 },
             ),
-            (3, StatusBody::Processing { ended_at: t0 }),
-            (4, StatusBody::Processing { ended_at: t0 }),
+            (3, StatusBody::Processing { ended_at: t0, stopped_by: None }),
+            (4, StatusBody::Processing { ended_at: t0, stopped_by: None }),
             (5, completed(pb)),
         ]
     };

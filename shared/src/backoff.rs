@@ -1,4 +1,4 @@
-//! Capped exponential backoff and a cancellable sleep, shared by the background loops.
+//! Capped exponential backoff and a cancellable sleep: the one copy both services' retry loops use.
 
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -32,6 +32,15 @@ impl Backoff {
     }
 }
 
+/// The delay before retry number `attempt` (0-based): `initial × 2^attempt`, capped at `max`.
+/// For loops that count their attempts instead of keeping a [`Backoff`].
+pub fn nth_delay(attempt: u32, initial: Duration, max: Duration) -> Duration {
+    initial
+        .checked_mul(2u32.saturating_pow(attempt.min(31)))
+        .unwrap_or(max)
+        .min(max)
+}
+
 /// Sleeps for `d` unless `shutdown` fires first; returns false when it did.
 pub async fn sleep_or_cancel(d: Duration, shutdown: &CancellationToken) -> bool {
     tokio::select! {
@@ -51,5 +60,23 @@ mod tests {
         assert_eq!(got, [100, 200, 350, 350]);
         b.reset();
         assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn nth_delay_doubles_up_to_the_cap() {
+        let (one, max) = (Duration::from_secs(1), Duration::from_secs(30));
+        assert_eq!(nth_delay(0, one, max), one);
+        assert_eq!(nth_delay(1, one, max), Duration::from_secs(2));
+        assert_eq!(nth_delay(4, one, max), Duration::from_secs(16));
+        assert_eq!(nth_delay(5, one, max), max);
+        assert_eq!(nth_delay(u32::MAX, one, max), max);
+    }
+
+    #[tokio::test]
+    async fn sleep_or_cancel_returns_false_when_cancelled() {
+        let token = CancellationToken::new();
+        token.cancel();
+        assert!(!sleep_or_cancel(Duration::from_secs(3600), &token).await);
+        assert!(sleep_or_cancel(Duration::ZERO, &CancellationToken::new()).await);
     }
 }
