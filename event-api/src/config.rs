@@ -44,6 +44,10 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_TTL_SEC`, default 2592000 (30 days): lifetime of a refresh token.
     pub refresh_token_ttl: Duration,
+    /// Failed-login limits: `LOGIN_MAX_FAILURES` (default 5 per username),
+    /// `LOGIN_MAX_FAILURES_PER_ADDRESS` (default 20 per client address), `LOGIN_WINDOW_SEC`
+    /// (default 300). Over either limit, login answers 429 with `Retry-After`.
+    pub login_limits: crate::http::login_guard::LoginLimits,
     /// `MAX_RECORDING_SEC`, default 3600: the `max_duration_sec` put into `event.created`.
     pub max_recording_sec: u32,
     /// `STALE_PLAYBACK_SEC`, default 120: a RECORDING/PROCESSING playback without a status for
@@ -105,6 +109,11 @@ impl Config {
             admin_password: var("ADMIN_PASSWORD").map(Secret::new),
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SEC", 900)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SEC", 2_592_000)?,
+            login_limits: crate::http::login_guard::LoginLimits {
+                per_username: parse_or(&var, "LOGIN_MAX_FAILURES", 5)?,
+                per_address: parse_or(&var, "LOGIN_MAX_FAILURES_PER_ADDRESS", 20)?,
+                window: secs("LOGIN_WINDOW_SEC", 300)?,
+            },
             max_recording_sec: parse_or(&var, "MAX_RECORDING_SEC", 3600)?,
             stale_playback: secs("STALE_PLAYBACK_SEC", 120)?,
             pending_timeout: secs("PENDING_TIMEOUT_SEC", 900)?,

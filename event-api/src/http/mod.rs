@@ -8,8 +8,10 @@ pub mod cameras;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod login_guard;
 pub mod openapi;
 pub mod ops;
+pub mod passwords;
 pub mod playbacks;
 pub mod users;
 
@@ -31,6 +33,8 @@ pub struct AppState {
     pub store: Store,
     pub storage: Storage,
     pub auth: Arc<AuthKeys>,
+    /// Failed-login limits.
+    pub login: Arc<login_guard::LoginGuard>,
     pub nats: async_nats::Client,
     /// Whether (and since when) the NATS connection is up.
     pub nats_link: crate::nats_link::NatsLink,
