@@ -76,8 +76,11 @@ impl Config {
         let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let dev = var("CAMREC_DEV").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         let jwt_secret = match var("JWT_SECRET") {
-            Some(s) if s.len() >= 16 => Secret::new(s),
-            Some(_) => return Err(ConfigError::Invalid("JWT_SECRET (at least 16 characters)")),
+            Some(s) if is_placeholder(&s) => return Err(ConfigError::Invalid(
+                "JWT_SECRET (a placeholder from the examples; generate one: openssl rand -hex 32)",
+            )),
+            Some(s) if s.len() >= MIN_JWT_SECRET => Secret::new(s),
+            Some(_) => return Err(ConfigError::Invalid("JWT_SECRET (at least 32 bytes)")),
             None if dev => {
                 tracing::warn!(
                     "JWT_SECRET is not set: using a random per-process secret (CAMREC_DEV=1)"
@@ -106,7 +109,14 @@ impl Config {
             listen: SocketAddr::new(host, port),
             jwt_secret,
             admin_username: var("ADMIN_USERNAME"),
-            admin_password: var("ADMIN_PASSWORD").map(Secret::new),
+            admin_password: match var("ADMIN_PASSWORD") {
+                Some(p) if is_placeholder(&p) => {
+                    return Err(ConfigError::Invalid(
+                        "ADMIN_PASSWORD (a placeholder from the examples)",
+                    ))
+                }
+                other => other.map(Secret::new),
+            },
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SEC", 900)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SEC", 2_592_000)?,
             login_limits: crate::http::login_guard::LoginLimits {
@@ -121,6 +131,20 @@ impl Config {
             storage: StorageConfig::from_lookup(&get)?,
         })
     }
+}
+
+/// The shortest `JWT_SECRET` accepted, in bytes (HS256's key is 256 bits).
+pub const MIN_JWT_SECRET: usize = 32;
+
+/// Whether `value` is one of the placeholders the examples in `deploy/` ship (`CHANGE_ME...`,
+/// `change-me`): a deployment that kept one must not start.
+pub fn is_placeholder(value: &str) -> bool {
+    let v: String = value
+        .to_ascii_lowercase()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    v.contains("changeme")
 }
 
 fn parse_or<T: std::str::FromStr>(
@@ -168,7 +192,7 @@ mod tests {
     #[test]
     fn defaults_and_secrets_do_not_print() {
         let c = Config::from_lookup(lookup(&[
-            ("JWT_SECRET", "0123456789abcdef-very-secret"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret"),
             ("ADMIN_PASSWORD", "hunter2-admin"),
         ]))
         .unwrap();
@@ -179,8 +203,34 @@ mod tests {
         assert!(!dbg.contains("very-secret"));
         assert!(!dbg.contains("hunter2"));
         assert!(matches!(
-            Config::from_lookup(lookup(&[("JWT_SECRET", "0123456789abcdef"), ("PORT", "x")])),
+            Config::from_lookup(lookup(&[
+                ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("PORT", "x")
+            ])),
             Err(ConfigError::Invalid("PORT"))
         ));
+    }
+
+    #[test]
+    fn short_secrets_and_the_examples_placeholders_are_refused() {
+        let secret = |s: &str| Config::from_lookup(lookup(&[("JWT_SECRET", s)]));
+        assert!(matches!(
+            secret("0123456789abcdef"),
+            Err(ConfigError::Invalid(m)) if m.contains("32 bytes")
+        ));
+        for placeholder in [
+            "CHANGE_ME_TO_32_RANDOM_BYTES_OF_HEX",
+            "change-me-change-me-change-me-change-me",
+        ] {
+            assert!(
+                matches!(secret(placeholder), Err(ConfigError::Invalid(m)) if m.contains("placeholder")),
+                "{placeholder}"
+            );
+        }
+        let admin = Config::from_lookup(lookup(&[
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("ADMIN_PASSWORD", "CHANGE_ME"),
+        ]));
+        assert!(matches!(admin, Err(ConfigError::Invalid(m)) if m.starts_with("ADMIN_PASSWORD")));
     }
 }

@@ -67,12 +67,28 @@ impl AuthKeys {
     }
 }
 
+/// `iss` of every access token, checked on the way in.
+pub const ISSUER: &str = "camrec-event-api";
+/// `aud` of every access token: the API it opens, checked on the way in.
+pub const AUDIENCE: &str = "camrec-api";
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
     role: String,
+    iss: String,
+    aud: String,
     iat: i64,
     exp: i64,
+}
+
+/// HS256 only, with `exp`, `iss` and `aud` required and checked.
+fn validation() -> Validation {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[AUDIENCE]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v
 }
 
 /// The authenticated caller, with the role currently stored for them: a role change or a
@@ -128,13 +144,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let claims = jsonwebtoken::decode::<Claims>(
-            token.trim(),
-            &state.auth.decoding,
-            &Validation::new(Algorithm::HS256),
-        )
-        .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?
-        .claims;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token.trim(), &state.auth.decoding, &validation())
+                .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?
+                .claims;
         let role = stored_role(state, claims.sub).await?;
         Ok(AuthUser {
             id: claims.sub,
@@ -212,6 +225,8 @@ fn access_token(keys: &AuthKeys, user: &UserRow, now: DateTime<Utc>) -> Result<S
     let claims = Claims {
         sub: user.id,
         role: user.role.clone(),
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
         iat: now.timestamp(),
         exp: now.timestamp() + i64::try_from(keys.access_ttl.as_secs()).unwrap_or(900),
     };

@@ -362,3 +362,28 @@ async fn repeated_wrong_passwords_for_one_user_get_429() {
     assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
     assert!(body.to_string().contains("retry"), "{body}");
 }
+
+/// A token signed with the right key but not issued for this API (no `iss`/`aud`, or others)
+/// is refused.
+#[tokio::test]
+async fn tokens_without_our_issuer_and_audience_are_refused() {
+    let app = spawn_app().await;
+    let (_, me) = app
+        .call(Method::GET, "/users/profile", Some(&app.admin_token), None)
+        .await;
+    let key = jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.expose().as_bytes());
+    let now = chrono::Utc::now().timestamp();
+    for claims in [
+        json!({"sub": me["id"], "role": "ADMIN", "iat": now, "exp": now + 600}),
+        json!({"sub": me["id"], "role": "ADMIN", "iss": "someone-else", "aud": "camrec-api", "iat": now, "exp": now + 600}),
+        json!({"sub": me["id"], "role": "ADMIN", "iss": "camrec-event-api", "aud": "another-api", "iat": now, "exp": now + 600}),
+    ] {
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let (status, _) = app.call(Method::GET, "/cameras", Some(&token), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{claims}");
+    }
+    let (status, _) = app
+        .call(Method::GET, "/cameras", Some(&app.admin_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}
