@@ -317,6 +317,105 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn status(id: PlaybackId, seq: u64, body: StatusBody) -> Outgoing {
+        Outgoing::new(PlaybackStatus {
+            playback_id: id,
+            event_id: EventId::new(),
+            camera_id: CameraId::new(),
+            site: Site::default(),
+            worker_id: "w1".into(),
+            seq,
+            body,
+        })
+    }
+
+    fn change(id: PlaybackId, seq: u64) -> Outgoing {
+        status(
+            id,
+            seq,
+            StatusBody::Recording {
+                started_at: chrono::Utc::now(),
+            },
+        )
+    }
+
+    fn beat(id: PlaybackId, seq: u64) -> Outgoing {
+        status(
+            id,
+            seq,
+            StatusBody::Progress {
+                frames: seq,
+                fps: None,
+                bitrate_kbps: None,
+                bytes: 0,
+                media_time_sec: 0.0,
+            },
+        )
+    }
+
+    /// Sends everything pending as a publisher that always succeeds would; the msg ids in order.
+    fn drain(p: &mut Pending) -> Vec<String> {
+        let mut sent = Vec::new();
+        while let Some(next) = p.next() {
+            sent.push(next.message().msg_id.clone());
+            if let Next::Change(m) = next {
+                p.acknowledged(m.key);
+            }
+        }
+        sent
+    }
+
+    #[test]
+    fn state_changes_go_first_in_order_and_only_the_latest_heartbeat_waits() {
+        let (a, b) = (PlaybackId::new(), PlaybackId::new());
+        let mut p = Pending::default();
+        p.add_heartbeat(beat(b, 10));
+        p.add_heartbeat(beat(b, 11));
+        p.add_change(change(a, 30));
+        p.add_change(change(b, 20));
+        p.add_change(change(a, 40));
+        p.add_heartbeat(beat(a, 41));
+        assert_eq!(
+            drain(&mut p),
+            [
+                format!("{b}:20"),
+                format!("{a}:30"),
+                format!("{a}:40"),
+                format!("{a}:41")
+            ],
+            "b's heartbeats predate its state change: dropped, never sent after it"
+        );
+    }
+
+    #[test]
+    fn a_state_change_stays_until_acknowledged_and_a_failed_heartbeat_yields_to_newer_news() {
+        let id = PlaybackId::new();
+        let mut p = Pending::default();
+        p.add_change(change(id, 1));
+        for _ in 0..2 {
+            assert!(matches!(p.next(), Some(Next::Change(m)) if m.key.seq == 1));
+        }
+        p.acknowledged(SpoolKey {
+            seq: 1,
+            playback_id: id,
+        });
+        p.add_heartbeat(beat(id, 2));
+        let Some(Next::Heartbeat(failed)) = p.next() else {
+            panic!("the heartbeat is next");
+        };
+        // While it was out, a state change came: the failed heartbeat is not put back.
+        p.add_change(change(id, 3));
+        p.add_heartbeat(failed);
+        assert_eq!(drain(&mut p), [format!("{id}:3")]);
+        // A heartbeat that failed alone is tried again.
+        p.add_heartbeat(beat(id, 4));
+        let Some(Next::Heartbeat(failed)) = p.next() else {
+            panic!("the heartbeat is next");
+        };
+        p.add_heartbeat(failed);
+        assert_eq!(drain(&mut p), [format!("{id}:4")]);
+    }
+
     #[test]
     fn seq_follows_the_clock_and_never_repeats() {
         assert_eq!(next_seq(0, 1_000), 1_000);
