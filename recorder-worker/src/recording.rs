@@ -25,7 +25,7 @@
 //! time is up; what was recorded is completed with `partial: true`, and `FAILED no_media` only
 //! when nothing playable was recorded.
 
-use camrec_shared::backoff::nth_delay;
+use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::messages::{EventCreated, FailureCode, StatusBody, StopCause};
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::PlaybackId;
@@ -309,24 +309,6 @@ pub async fn run(
     outcome
 }
 
-/// Polls the stop marker of a running recording every `every` and stops it when the marker is
-/// there: belt and braces for a stop the watch missed (a NATS outage).
-async fn poll_stop_marker(
-    ownership: Ownership,
-    id: PlaybackId,
-    stop: CancellationToken,
-    every: Duration,
-) -> Infallible {
-    let mut tick = tokio::time::interval(every);
-    tick.reset();
-    loop {
-        tick.tick().await;
-        if matches!(ownership.stop_requested(id).await, Ok(true)) {
-            stop.cancel();
-        }
-    }
-}
-
 impl Job {
     fn enter(&mut self, state: State) {
         note_state(self.event.playback_id, state);
@@ -535,10 +517,13 @@ impl Job {
     /// Sleeps `d` unless the worker shuts down first. The event's end does not cut the start
     /// short: a short event still gets its `MIN_CLIP_SEC` clip once the camera answers.
     async fn wait_or_shutdown(&self, d: Duration) -> Result<(), Failure> {
-        tokio::select! {
-            _ = tokio::time::sleep(d) => Ok(()),
-            _ = self.shared.shutdown.cancelled() => Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the recording started")),
+        if sleep_or_cancel(d, &self.shared.shutdown).await {
+            return Ok(());
         }
+        Err(Failure::new(
+            FailureCode::RecordingFailed,
+            "the worker shut down before the recording started",
+        ))
     }
 
     fn max_duration(&self) -> Duration {
@@ -712,6 +697,24 @@ impl Job {
                 _ = self.shared.shutdown.cancelled() => return Some(StopReason::Shutdown),
                 _ = s.tick.tick(), if t0.is_some() => self.reporter.heartbeat(s.totals.body(None)),
             }
+        }
+    }
+}
+
+/// Polls the stop marker of a running recording every `every` and stops it when the marker is
+/// there: belt and braces for a stop the watch missed (a NATS outage).
+async fn poll_stop_marker(
+    ownership: Ownership,
+    id: PlaybackId,
+    stop: CancellationToken,
+    every: Duration,
+) -> Infallible {
+    let mut tick = tokio::time::interval(every);
+    tick.reset();
+    loop {
+        tick.tick().await;
+        if matches!(ownership.stop_requested(id).await, Ok(true)) {
+            stop.cancel();
         }
     }
 }
