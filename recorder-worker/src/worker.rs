@@ -79,7 +79,7 @@ enum SetupError {
     #[error("cannot connect: {0}")]
     Connect(#[from] async_nats::ConnectError),
     #[error("cannot set up the streams: {0}")]
-    Streams(#[source] async_nats::Error),
+    Streams(#[from] camrec_shared::streams::StreamsError),
     #[error(transparent)]
     Ownership(#[from] OwnershipError),
     #[error(transparent)]
