@@ -228,11 +228,19 @@ pub struct Recorder {
     report: Option<ExitReport>,
 }
 
+/// A command for FFmpeg or ffprobe with an empty environment: the children parse bytes from
+/// cameras and must not inherit the worker's secrets (S3 keys, the NATS credentials).
+pub fn media_command(program: &Path) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env_clear();
+    cmd
+}
+
 impl Recorder {
     /// Starts FFmpeg for `plan`. Call it from a runtime worker thread (not `spawn_blocking`): the
     /// parent-death signal follows the thread that spawned the child.
     pub fn spawn(ffmpeg: &Path, plan: &RecordPlan) -> Result<Recorder, MediaError> {
-        let mut cmd = Command::new(ffmpeg);
+        let mut cmd = media_command(ffmpeg);
         cmd.args(record_argv(plan))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -15,7 +15,6 @@ use crate::probe::{
 };
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use tokio::process::Command;
 
 /// How long one concatenation or thumbnail may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
@@ -78,7 +77,7 @@ pub async fn parts_with_fragments(parts: &[PathBuf]) -> Vec<PathBuf> {
 /// Stream copy of `parts` into `out` with `moov` in front: one part is its own input, several
 /// are read through the concat demuxer.
 async fn join(ffmpeg: &Path, parts: &[PathBuf], out: &Path) -> Result<(), MediaError> {
-    let mut cmd = Command::new(ffmpeg);
+    let mut cmd = crate::ffmpeg::media_command(ffmpeg);
     cmd.args(["-hide_banner", "-loglevel", "error", "-nostdin", "-y"]);
     let list = match parts {
         [one] => {
@@ -222,7 +221,7 @@ async fn grab(
     decode: Decode,
 ) -> Result<(), MediaError> {
     let _ = tokio::fs::remove_file(out).await;
-    let mut cmd = Command::new(ffmpeg);
+    let mut cmd = crate::ffmpeg::media_command(ffmpeg);
     cmd.args(grab_args(video, out, at, decode));
     let (ok, _, stderr) = run_with_deadline(cmd, "ffmpeg", STEP_DEADLINE).await?;
     if !ok {

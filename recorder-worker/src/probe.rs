@@ -136,7 +136,7 @@ pub async fn probe_source(
     timeout: Duration,
 ) -> Result<SourceInfo, MediaError> {
     let io_timeout_us = timeout.as_micros().max(1).to_string();
-    let mut cmd = Command::new(ffprobe);
+    let mut cmd = crate::ffmpeg::media_command(ffprobe);
     cmd.args(["-v", "error", "-rtsp_transport", "tcp", "-timeout"])
         .arg(&io_timeout_us)
         .args(["-protocol_whitelist", RTSP_PROTOCOLS])
@@ -162,7 +162,7 @@ pub async fn probe_file(ffprobe: &Path, path: &Path) -> Result<ClipInfo, MediaEr
     if size_bytes == 0 {
         return Err(MediaError::NoMedia("the file is empty".into()));
     }
-    let mut cmd = Command::new(ffprobe);
+    let mut cmd = crate::ffmpeg::media_command(ffprobe);
     cmd.args(["-v", "error", "-print_format", "json"])
         .args(["-show_format", "-show_streams", "-i"])
         .arg(path);

@@ -10,6 +10,7 @@
 pub mod backoff;
 pub mod ids;
 pub mod messages;
+pub mod netpolicy;
 pub mod rtsp;
 pub mod shutdown;
 pub mod storage;
