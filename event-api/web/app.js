@@ -18,6 +18,8 @@ const RANK = { VIEWER: 0, OPERATOR: 1, ADMIN: 2 };
 
 let user = null;
 let stopView = () => {};
+// A message for the view `go` leads to (navigating clears the one shown before).
+let nextNotice = null;
 
 /** What the signed-in user may do; views show only the controls it allows. */
 function context() {
@@ -28,14 +30,21 @@ function context() {
     canOperate: rank >= RANK.OPERATOR,
     // Delete a playback (an ADMIN route).
     canDelete: rank >= RANK.ADMIN,
-    go: (hash) => {
+    // Shows another view; `notice` ([message, kind]) is said once it is there.
+    go: (hash, notice = null) => {
+      nextNotice = notice;
       window.location.hash = hash;
     },
   };
 }
 
+function routePath() {
+  return window.location.hash.replace(/^#/, '').split('?')[0];
+}
+
 function parseRoute() {
-  const [path, query = ''] = window.location.hash.replace(/^#/, '').split('?');
+  const path = routePath();
+  const query = window.location.hash.split('?')[1] ?? '';
   const params = Object.fromEntries(new URLSearchParams(query));
   const playback = path.match(/^\/playbacks\/([0-9a-fA-F-]{36})$/);
   if (playback) return { view: playerView, params: { id: playback[1] } };
@@ -92,9 +101,15 @@ async function boot() {
     signedOut();
     notify('Signed out.');
   });
+  let shownPath = routePath();
   window.addEventListener('hashchange', () => {
+    // Focus goes to the new view's heading only when the view changes, not its query.
+    const focus = routePath() !== shownPath;
+    shownPath = routePath();
     clearNotice();
-    render({ focus: true });
+    render({ focus });
+    if (nextNotice) notify(...nextNotice);
+    nextNotice = null;
   });
   if (hasSession()) {
     try {

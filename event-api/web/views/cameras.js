@@ -111,8 +111,8 @@ function startButton(camera, ctx) {
     button.disabled = true;
     try {
       const event = await api('/events', { method: 'POST', body: { cameraId: camera.id, type: 'MANUAL' } });
-      notify(`Recording started on ${camera.name}.`);
-      if (event.playbackId) ctx.go(`#/playbacks/${event.playbackId}`);
+      if (event.playbackId) ctx.go(`#/playbacks/${event.playbackId}`, [`Recording started on ${camera.name}.`]);
+      else notify(`${camera.name} does not record MANUAL events.`, 'error');
     } catch (e) {
       notify(`Could not start a recording: ${e.message}`, 'error');
       button.disabled = false;

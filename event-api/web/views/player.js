@@ -38,8 +38,10 @@ export function playerView(main, ctx, { id }) {
     const title = [p.camera?.name, p.event?.type?.toLowerCase(), time(p.event?.createdAt ?? p.createdAt)];
     heading.textContent = title.filter(Boolean).join(' · ');
     document.title = `${heading.textContent} · camrec`;
-    status.replaceChildren(badge(statusText(p.recordingStatus), p.recordingStatus), p.partial && badge('partial', 'failed'));
+    status.replaceChildren(...[badge(statusText(p.recordingStatus), p.recordingStatus),
+      p.partial && badge('partial', 'failed')].filter(Boolean));
     if (shown.stage !== p.recordingStatus) {
+      if (ACTIVE.includes(shown.stage) && p.recordingStatus === 'COMPLETED') notify('The clip is ready.');
       shown.stage = p.recordingStatus;
       stage.replaceChildren(...stageFor(p));
     }
@@ -115,8 +117,7 @@ function deleteButton(p, ctx) {
     button.disabled = true;
     try {
       await api(`/playbacks/${p.id}`, { method: 'DELETE' });
-      notify('Recording deleted.');
-      ctx.go('#/timeline');
+      ctx.go('#/timeline', ['Recording deleted.']);
     } catch (e) {
       notify(`Could not delete the recording: ${e.message}`, 'error');
       button.disabled = false;

@@ -7,7 +7,7 @@
 // is set aside (the form says so).
 
 import { api, ApiError, withQuery } from '../api.js';
-import { badge, every, h, keyed, pager, safeUrl } from '../dom.js';
+import { badge, every, h, keyed, notify, pager, safeUrl } from '../dom.js';
 import {
   ACTIVE, bytes, duration, EVENT_TYPES, fromLocalInput, STATUSES, statusText, time, toLocalInput,
 } from '../format.js';
@@ -18,25 +18,23 @@ const FILTERS = ['camera', 'type', 'status', 'from', 'to'];
 
 export function timelineView(main, ctx, params) {
   document.title = 'Timeline · camrec';
-  const filters = Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? '']));
-  const page = Number(params.page) || 1;
-  const go = (changes) => ctx.go(`#/timeline?${new URLSearchParams(
-    Object.entries({ ...filters, page: 1, ...changes }).filter(([, v]) => v !== '' && v !== 1),
-  )}`);
+  const state = {
+    filters: Object.fromEntries(FILTERS.map((f) => [f, params[f] ?? ''])),
+    page: Number(params.page) || 1,
+  };
 
   const summary = h('p', { class: 'muted', 'aria-live': 'polite' }, 'Loading…');
   const list = h('ol', { class: 'timeline', 'aria-label': 'Events, newest first' });
   const nav = h('div');
-  const form = filterForm(filters, go);
-  main.replaceChildren(h('h1', { tabindex: '-1' }, 'Timeline'), form.element, summary, list, nav);
-  loadCameraChoices(form.cameraSelect, filters.camera).catch(() => {});
-
   const rows = new Map();
   // Playbacks that reached COMPLETED or FAILED do not change any more: fetched once.
   const settled = new Map();
 
   async function refresh() {
+    const asked = JSON.stringify(state);
+    const { filters, page } = state;
     const result = filters.status ? await recordings(filters, page) : await events(filters, page, settled);
+    if (JSON.stringify(state) !== asked) return; // the filters changed meanwhile: a newer answer comes
     summary.textContent = result.total === 0
       ? 'Nothing matches these filters.'
       : `${result.total} ${filters.status ? 'recording' : 'event'}${result.total === 1 ? '' : 's'}.`;
@@ -46,15 +44,32 @@ export function timelineView(main, ctx, params) {
         e.playback?.progress?.mediaTimeSec, e.playback?.id, e.missing]),
       render: entry,
     });
-    nav.replaceChildren(pager(result, filters.status ? 'recordings' : 'events', (p) => go({ page: p })));
+    nav.replaceChildren(pager(result, filters.status ? 'recordings' : 'events', (p) => show({ page: p })));
   }
 
+  // New filters or page: into the URL (a history entry, so Back returns to them) and onto the
+  // list at once. The form stays as it is, and so does the keyboard focus.
+  function show(changes) {
+    state.filters = { ...state.filters, ...(changes.filters ?? {}) };
+    state.page = changes.page ?? 1;
+    const query = new URLSearchParams(Object.entries({ ...state.filters, page: state.page })
+      .filter(([k, v]) => v !== '' && !(k === 'page' && v === 1))).toString();
+    window.history.pushState(null, '', `#/timeline${query ? `?${query}` : ''}`);
+    form.update(state.filters);
+    summary.textContent = 'Loading…';
+    refresh().catch((e) => notify(e.message, 'error'));
+  }
+
+  const form = filterForm(state.filters, (filters) => show({ filters }));
+  main.replaceChildren(h('h1', { tabindex: '-1' }, 'Timeline'), form.element, summary, list, nav);
+  loadCameraChoices(form.cameraSelect, state.filters.camera).catch(() => {});
   return every(POLL_MS, refresh);
 }
 
-function filterForm(filters, go) {
+/** The filters; `apply(filters)` is called with all of them when one changes. */
+function filterForm(filters, apply) {
   const field = (id, text, control, hint) => h('div', { class: 'field' },
-    h('label', { for: id }, text), control, hint && h('p', { class: 'hint', id: `${id}-hint` }, hint));
+    h('label', { for: id }, text), control, hint);
   const select = (id, all, options, value) => h('select', { id, name: id },
     h('option', { value: '' }, all),
     options.map(([v, text]) => h('option', { value: v, selected: v === value }, text)));
@@ -64,36 +79,47 @@ function filterForm(filters, go) {
   const statusSelect = select('f-status', 'Any status', STATUSES.map((s) => [s, statusText(s)]), filters.status);
   const from = h('input', { id: 'f-from', name: 'from', type: 'datetime-local', value: toLocalInput(filters.from) });
   const to = h('input', { id: 'f-to', name: 'to', type: 'datetime-local', value: toLocalInput(filters.to) });
-  const typeHint = 'Not combined with a status: the API filters recordings by status only.';
-  if (filters.status) {
-    typeSelect.disabled = true;
-    typeSelect.setAttribute('aria-describedby', 'f-type-hint');
-  }
+  const typeHint = h('p', { class: 'hint', id: 'f-type-hint' },
+    'Not combined with a status: the API filters recordings by status only.');
 
   const element = h('form', { class: 'filters', 'aria-label': 'Filters' },
     field('f-camera', 'Camera', cameraSelect),
-    field('f-type', 'Event type', typeSelect, filters.status ? typeHint : null),
+    field('f-type', 'Event type', typeSelect, typeHint),
     field('f-status', 'Recording status', statusSelect),
     field('f-from', 'From', from),
     field('f-to', 'To', to),
     h('div', { class: 'filter-actions' },
       h('button', { type: 'submit', class: 'primary' }, 'Apply'),
-      h('button', { type: 'button', onclick: () => go({ camera: '', type: '', status: '', from: '', to: '' }) },
+      h('button', { type: 'button', onclick: () => apply({ camera: '', type: '', status: '', from: '', to: '' }) },
         'Clear')));
-  const apply = () => go({
+  const read = () => ({
     camera: cameraSelect.value,
-    type: typeSelect.disabled ? filters.type : typeSelect.value,
+    type: typeSelect.value,
     status: statusSelect.value,
     from: fromLocalInput(from.value),
     to: fromLocalInput(to.value),
   });
   element.addEventListener('submit', (ev) => {
     ev.preventDefault();
-    apply();
+    apply(read());
   });
   // Lists apply at once; times wait for Apply (typing a date fires change on every part).
-  for (const s of [cameraSelect, typeSelect, statusSelect]) s.addEventListener('change', apply);
-  return { element, cameraSelect };
+  for (const s of [cameraSelect, typeSelect, statusSelect]) s.addEventListener('change', () => apply(read()));
+
+  /** Shows `f` (after Clear, or a status that sets the type aside). */
+  function update(f) {
+    cameraSelect.value = f.camera;
+    typeSelect.value = f.type;
+    statusSelect.value = f.status;
+    from.value = toLocalInput(f.from);
+    to.value = toLocalInput(f.to);
+    typeSelect.disabled = Boolean(f.status);
+    typeHint.hidden = !f.status;
+    if (f.status) typeSelect.setAttribute('aria-describedby', 'f-type-hint');
+    else typeSelect.removeAttribute('aria-describedby');
+  }
+  update(filters);
+  return { element, cameraSelect, update };
 }
 
 async function loadCameraChoices(select, current) {
