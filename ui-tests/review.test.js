@@ -191,6 +191,9 @@ test('an admin signs in, records a MANUAL clip, watches it live, ends it, plays 
   await assertLabelled(page);
   await checkView(page, 'login');
   await signIn(page, ADMIN);
+  // scripts/ui-test.sh gives access tokens 20 s: the session must outlive its first one.
+  const tokenRefresh = page.waitForResponse((r) => r.url() === `${BASE}/auth/refresh`, { timeout: 60_000 });
+  tokenRefresh.catch(() => {}); // awaited below; no unhandled rejection if a step fails first
 
   const card = demoCard(page);
   await card.waitFor();
@@ -281,6 +284,9 @@ test('an admin signs in, records a MANUAL clip, watches it live, ends it, plays 
   await entry.waitFor();
   await checkView(page, 'timeline');
 
+  assert.equal((await tokenRefresh).status(), 200, 'the access token was refreshed');
+  const polled = await page.waitForResponse((r) => r.url().startsWith(`${BASE}/events?`));
+  assert.equal(polled.status(), 200, 'the timeline polls on with the new token');
   assertClean(log);
   await context.close();
 });

@@ -61,7 +61,6 @@ export function hasSession() {
 /** Called with a reason when the session ends against the user's will (refresh refused). */
 export function whenSignedOut(callback) {
   onSignedOut = callback;
-  scheduleRefresh();
 }
 
 async function send(path, { method = 'GET', body, token } = {}) {
@@ -148,3 +147,6 @@ export function withQuery(path, params) {
   const s = q.toString();
   return s ? `${path}?${s}` : path;
 }
+
+// A session kept from before a reload is refreshed on the same schedule.
+scheduleRefresh();

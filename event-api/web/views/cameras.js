@@ -8,6 +8,9 @@ import { ACTIVE, statusText, time } from '../format.js';
 
 const POLL_MS = 4000;
 const PAGE_SIZE = 48;
+// A camera's latest clip is looked up again when its recording in progress changes, and at
+// least this often (a clip may have been deleted).
+const CLIP_RECHECK_MS = 60_000;
 
 export function camerasView(main, ctx, params) {
   document.title = 'Cameras · camrec';
@@ -18,12 +21,17 @@ export function camerasView(main, ctx, params) {
   main.replaceChildren(h('h1', { tabindex: '-1' }, 'Cameras'), summary, grid, nav);
 
   const cards = new Map();
-  // Per camera: the id of its latest playback when its latest completed clip was looked up.
-  const thumbs = new Map();
+  const clips = new Map();
 
   async function refresh() {
-    const list = await api(withQuery('/cameras', { sortBy: 'name', sortDir: 'asc', page, pageSize: PAGE_SIZE }));
-    const rows = await Promise.all(list.data.map((camera) => withClips(camera, thumbs)));
+    const [list, active] = await Promise.all([
+      api(withQuery('/cameras', { sortBy: 'name', sortDir: 'asc', page, pageSize: PAGE_SIZE })),
+      activeRecordings(),
+    ]);
+    const rows = await Promise.all(list.data.map(async (camera) => {
+      const recording = active.get(camera.id) ?? null;
+      return { camera, recording, clip: await latestClip(camera.id, recording?.id, clips) };
+    }));
     summary.textContent = list.total === 0
       ? 'No camera yet. An admin adds cameras through the API (POST /cameras).'
       : `${list.total} camera${list.total === 1 ? '' : 's'}.`;
@@ -38,33 +46,41 @@ export function camerasView(main, ctx, params) {
   return every(POLL_MS, refresh);
 }
 
-/** The camera, its latest playback, and its latest completed clip (for the thumbnail). */
-async function withClips(camera, thumbs) {
-  const latest = (await api(withQuery('/playbacks', { cameraId: camera.id, pageSize: 1 }))).data[0] ?? null;
-  let clip = latest?.recordingStatus === 'COMPLETED' ? latest : null;
-  if (!clip && latest) {
-    const known = thumbs.get(camera.id);
-    if (known && known.latestId === latest.id) {
-      clip = known.clip;
-    } else {
-      clip = (await api(withQuery('/playbacks', {
-        cameraId: camera.id, recordingStatus: 'COMPLETED', pageSize: 1,
-      }))).data[0] ?? null;
-    }
+/**
+ * Per camera, its newest recording in progress: one request per active status, whatever the
+ * number of cameras (the first 100 of each status; a site records fewer at once).
+ */
+async function activeRecordings() {
+  const pages = await Promise.all(ACTIVE.map((status) => api(withQuery('/playbacks', {
+    recordingStatus: status, pageSize: 100,
+  }))));
+  const byCamera = new Map();
+  for (const p of pages.flatMap((page) => page.data)) {
+    const id = p.camera?.id;
+    if (id && !(byCamera.get(id)?.createdAt > p.createdAt)) byCamera.set(id, p);
   }
-  thumbs.set(camera.id, { latestId: latest?.id, clip });
-  return { camera, latest, clip };
+  return byCamera;
 }
 
-function signature({ camera, latest, clip }) {
+/** The camera's latest completed clip (for the thumbnail), from `cache` while still fresh. */
+async function latestClip(cameraId, recordingId, cache) {
+  const known = cache.get(cameraId);
+  if (known && known.recordingId === recordingId && Date.now() - known.at < CLIP_RECHECK_MS) return known.clip;
+  const clip = (await api(withQuery('/playbacks', {
+    cameraId, recordingStatus: 'COMPLETED', pageSize: 1,
+  }))).data[0] ?? null;
+  cache.set(cameraId, { recordingId, clip, at: Date.now() });
+  return clip;
+}
+
+function signature({ camera, recording, clip }) {
   return JSON.stringify([
     camera.name, camera.enabled, camera.captureStatus, camera.ipAddress, camera.rtspPort, camera.channel,
-    camera.site, camera.vendor, camera.recordEventTypes, latest?.id, latest?.recordingStatus, clip?.id,
+    camera.site, camera.vendor, camera.recordEventTypes, recording?.id, recording?.recordingStatus, clip?.id,
   ]);
 }
 
-function card({ camera, latest, clip }, ctx) {
-  const active = latest && ACTIVE.includes(latest.recordingStatus) ? latest : null;
+function card({ camera, recording, clip }, ctx) {
   const headingId = `camera-${camera.id}`;
   return h('li', { class: 'card', 'aria-labelledby': headingId },
     thumbnail(camera, clip),
@@ -72,7 +88,7 @@ function card({ camera, latest, clip }, ctx) {
       h('h2', { id: headingId }, camera.name),
       h('p', { class: 'badges' },
         cameraStatus(camera),
-        active && badge(statusText(active.recordingStatus), active.recordingStatus)),
+        recording && badge(statusText(recording.recordingStatus), recording.recordingStatus)),
       facts([
         ['Address', `${camera.ipAddress}:${camera.rtspPort}, channel ${camera.channel}`],
         ['Site', camera.site],
@@ -80,8 +96,8 @@ function card({ camera, latest, clip }, ctx) {
         ['Latest clip', clip ? time(clip.startedAt ?? clip.createdAt) : 'none yet'],
       ]),
       h('div', { class: 'actions' },
-        active && h('a', { class: 'button primary', href: `#/playbacks/${active.id}` }, 'Watch the recording'),
-        ctx.canOperate && !active && startButton(camera, ctx),
+        recording && h('a', { class: 'button primary', href: `#/playbacks/${recording.id}` }, 'Watch the recording'),
+        ctx.canOperate && !recording && startButton(camera, ctx),
         h('a', { class: 'button', href: `#/timeline?camera=${camera.id}` }, 'Timeline'))));
 }
 
