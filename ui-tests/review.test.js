@@ -216,7 +216,7 @@ test('an admin signs in, records a MANUAL clip, watches it live, ends it, plays 
   await watcher.evaluate(() => { window.notReloaded = true; });
 
   // Let the clip grow a few seconds; the figures update live.
-  await page.locator('.facts div').filter({ hasText: 'Recorded so far' }).locator('dd')
+  await page.locator('.facts div').filter({ has: page.locator('dt', { hasText: 'Recorded' }) }).locator('dd')
     .filter({ hasText: /^0:0[4-9]$|^0:[1-5]\d$/ }).waitFor({ timeout: RECORDING_STARTS_MS });
   await checkView(page, 'recording', { desktopOnly: true });
 

@@ -133,7 +133,7 @@ function detailsOf(p) {
     ? (p.gaps.length ? h('ul', {}, p.gaps.map((g) => h('li', {}, gap(g)))) : 'none')
     : null;
   return [
-    ['Recorded so far', live && duration(live.mediaTimeSec)],
+    ['Recorded', live && duration(live.mediaTimeSec)],
     ['Frames', live?.frames],
     ['Bitrate', live && kbps(live.bitrateKbps)],
     ['Camera', p.camera?.name],
