@@ -12,8 +12,6 @@ export function h(tag, attrs = {}, ...children) {
     if (value === false || value === null || value === undefined) continue;
     if (name.startsWith('on') && typeof value === 'function') {
       el.addEventListener(name.slice(2), value);
-    } else if (name === 'dataset') {
-      Object.assign(el.dataset, value);
     } else {
       el.setAttribute(name, value === true ? '' : String(value));
     }
