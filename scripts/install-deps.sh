@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Installs what camrec's tests and its dev command need, and only what is missing:
 #   ffmpeg/ffprobe, the GStreamer RTSP server for /usr/bin/python3 (the fake camera),
-#   PostgreSQL, nats-server (Debian packages) and s3s-fs (crates.io; the S3 test server).
+#   PostgreSQL, nats-server (Debian packages) and s3s-fs (crates.io; the S3 test server);
+#   for the review page's browser test (scripts/ui-test.sh): Chromium and Node.js (Debian
+#   packages) and ui-tests/'s Node packages (`npm ci`, from its package-lock.json).
 # Idempotent: on a machine that has everything it prints one line and changes nothing.
 # Needs root (or sudo) only when something must be installed. cargo-nextest is optional
 # (scripts/test.sh falls back to `cargo test`) and is not installed here.
 set -euo pipefail
 
 export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 S3S_FS_VERSION=0.14.1
 # The GStreamer packages of shared/design/TESTING.md: the RTSP server, its Python bindings and the
@@ -62,6 +65,8 @@ postgres_installed || missing_apt+=(postgresql)
 command -v nats-server >/dev/null || missing_apt+=(nats-server)
 command -v curl >/dev/null || missing_apt+=(curl)
 command -v cc >/dev/null || missing_apt+=(gcc libc6-dev)
+[[ -x /usr/bin/chromium ]] || missing_apt+=(chromium)
+{ command -v node >/dev/null && command -v npm >/dev/null; } || missing_apt+=(nodejs npm)
 
 if ((${#missing_apt[@]})); then
   command -v apt-get >/dev/null || die "missing ${missing_apt[*]} and no apt-get to install them"
@@ -88,8 +93,25 @@ if ! command -v s3s-fs >/dev/null; then
   command -v s3s-fs >/dev/null || die "s3s-fs was installed but is not on PATH (add ~/.cargo/bin)"
 fi
 
+# The browser test's packages, at the versions ui-tests/package.json pins.
+ui_packages_ready() {
+  (cd "$ROOT/ui-tests" && node -e '
+const want = require("./package.json").devDependencies["playwright-core"];
+const have = require("./node_modules/playwright-core/package.json").version;
+process.exit(want === have ? 0 : 1);') >/dev/null 2>&1
+}
+
+if ! ui_packages_ready; then
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  ((node_major >= 20)) || die "ui-tests need Node.js 20 or later (found $(node --version))"
+  say "installing ui-tests' Node packages (npm ci)"
+  installed_any=1
+  (cd "$ROOT/ui-tests" && npm ci --no-audit --no-fund --loglevel=error >/dev/null) ||
+    die "npm ci in ui-tests/ failed"
+fi
+
 if ((installed_any)); then
   say "done"
 else
-  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs)"
+  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs, Chromium, ui-tests' Node packages)"
 fi

@@ -13,6 +13,7 @@ pub mod openapi;
 pub mod ops;
 pub mod passwords;
 pub mod playbacks;
+pub mod ui;
 pub mod users;
 
 use crate::config::Config;
@@ -127,7 +128,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(playbacks::router())
         .merge(ops::router())
-        .merge(openapi::router());
+        .merge(openapi::router())
+        .merge(ui::router());
     if let Some(media) = crate::media::router(&state.storage) {
         app = app.merge(media);
     }
