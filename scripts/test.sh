@@ -32,6 +32,9 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "the review page in headless Chromium (scripts/ui-test.sh)"
+bash scripts/ui-test.sh
+
 threads=()
 if [[ -n ${CAMREC_TEST_THREADS:-} ]]; then
   threads=(--test-threads "$CAMREC_TEST_THREADS")

@@ -1,6 +1,7 @@
 //! The HTTP layer: one module per resource, the error kinds ([`error`]), the extractors that
-//! name bad fields ([`extract`]), authentication ([`auth`], with its [`role_cache`]), the ops
-//! routes ([`ops`]) and the OpenAPI document ([`openapi`]). Handlers validate input and call the
+//! name bad fields ([`extract`]), authentication ([`auth`], with [`login_guard`] and
+//! [`passwords`]), the ops routes ([`ops`]), the OpenAPI document ([`openapi`]) and the review
+//! page ([`ui`]). Handlers validate input and call the
 //! store; they never touch NATS (the outbox relay does).
 
 pub mod auth;
