@@ -165,12 +165,12 @@ start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT"
 wait_for 20 "demo camera" camera grep -q '^READY' "$LOGS/camera.log"
 
 say "starting event-api on $API (log: $LOGS/event-api.log)"
-start_child event-api env CAMREC_DEV=1 "DATABASE_URL=$DATABASE_URL" "NATS_URL=$NATS_URL" \
+start_child event-api env CAMREC_DEV=1 "DATABASE_URL=$DATABASE_URL" "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
   "PORT=$PORT" "ADMIN_USERNAME=$ADMIN_USERNAME" "ADMIN_PASSWORD=$ADMIN_PASSWORD" \
   "${storage_env[@]}" "$BIN/event-api"
 
 say "starting recorder-worker dev-worker-1 (log: $LOGS/recorder-worker.log)"
-start_child recorder-worker env "NATS_URL=$NATS_URL" SITE=default WORKER_ID=dev-worker-1 \
+start_child recorder-worker env "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default WORKER_ID=dev-worker-1 \
   "RECORD_DIR=$LOCAL/recordings" "${storage_env[@]}" "$BIN/recorder-worker"
 
 wait_for 60 "event-api /ready" event-api curl -fsS "$API/ready"

@@ -180,11 +180,11 @@ wait_for 20 "the camera" camera grep -q '^READY' "$LOGS/camera.log"
 
 # A 20 s access token: the page refreshes it after 15 s, and the test checks that it does.
 start_child event-api env CAMREC_DEV=1 \
-  "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=nats://127.0.0.1:$NATS_PORT" \
+  "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=nats://127.0.0.1:$NATS_PORT" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
   HOST=127.0.0.1 "PORT=$PORT" "ADMIN_USERNAME=$ADMIN_USERNAME" "ADMIN_PASSWORD=$ADMIN_PASSWORD" \
   ACCESS_TOKEN_TTL_SEC=20 "${storage_env[@]}" "$BIN/event-api"
 
-start_child recorder-worker env "NATS_URL=nats://127.0.0.1:$NATS_PORT" SITE=default \
+start_child recorder-worker env "NATS_URL=nats://127.0.0.1:$NATS_PORT" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default \
   WORKER_ID=ui-test-worker "RECORD_DIR=$WORK/recordings" PROGRESS_INTERVAL_SEC=1 \
   "${storage_env[@]}" "$BIN/recorder-worker"
 

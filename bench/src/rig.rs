@@ -93,6 +93,7 @@ impl Rig {
         let mut api_env = pairs(&[
             ("DATABASE_URL", pg.url(DATABASE)),
             ("NATS_URL", nats.url()),
+            ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
             ("HOST", "127.0.0.1".into()),
             ("PORT", port.to_string()),
             (
@@ -107,6 +108,7 @@ impl Rig {
         api_env.extend(s3.storage_env());
         let mut worker_env = pairs(&[
             ("NATS_URL", nats.url()),
+            ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
             ("SITE", RECORDING_SITE.into()),
             ("WORKER_ID", "bench-worker".into()),
             ("RECORD_DIR", record_dir.display().to_string()),

@@ -48,6 +48,9 @@ pub struct Config {
     /// `LOGIN_MAX_FAILURES_PER_ADDRESS` (default 20 per client address), `LOGIN_WINDOW_SEC`
     /// (default 300). Over either limit, login answers 429 with `Retry-After`.
     pub login_limits: crate::http::login_guard::LoginLimits,
+    /// `CAMERA_ALLOWED_NETWORKS`, default empty: CIDRs a camera may be in beyond the default
+    /// policy, which refuses loopback, link-local, unspecified and multicast addresses.
+    pub camera_networks: camrec_shared::netpolicy::NetworkPolicy,
     /// `MAX_RECORDING_SEC`, default 3600: the `max_duration_sec` put into `event.created`.
     pub max_recording_sec: u32,
     /// `STALE_PLAYBACK_SEC`, default 120: a RECORDING/PROCESSING playback without a status for
@@ -124,6 +127,10 @@ impl Config {
                 per_address: parse_or(&var, "LOGIN_MAX_FAILURES_PER_ADDRESS", 20)?,
                 window: secs("LOGIN_WINDOW_SEC", 300)?,
             },
+            camera_networks: camrec_shared::netpolicy::NetworkPolicy::parse(
+                &var("CAMERA_ALLOWED_NETWORKS").unwrap_or_default(),
+            )
+            .map_err(|_| ConfigError::Invalid("CAMERA_ALLOWED_NETWORKS"))?,
             max_recording_sec: parse_or(&var, "MAX_RECORDING_SEC", 3600)?,
             stale_playback: secs("STALE_PLAYBACK_SEC", 120)?,
             pending_timeout: secs("PENDING_TIMEOUT_SEC", 900)?,

@@ -391,6 +391,7 @@ fn api_env(
         ("DATABASE_URL", pg.url(DATABASE)),
         ("DB_MAX_CONNECTIONS", "10".into()),
         ("NATS_URL", nats.url()),
+        ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
         ("HOST", "127.0.0.1".into()),
         ("PORT", port.to_string()),
         (
@@ -421,6 +422,7 @@ fn worker_env(
 ) -> Vec<(String, String)> {
     let mut env = pairs(&[
         ("NATS_URL", nats.url()),
+        ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
         ("SITE", "default".into()),
         ("WORKER_ID", worker_id.into()),
         ("RECORD_DIR", record_dir.display().to_string()),

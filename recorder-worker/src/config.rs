@@ -36,6 +36,10 @@ pub struct Config {
     pub ffprobe_path: PathBuf,
     /// `RTSP_TIMEOUT_SEC` (default 10): FFmpeg's and ffprobe's I/O timeout on the camera.
     pub rtsp_timeout: Duration,
+    /// `CAMERA_ALLOWED_NETWORKS` (default empty): CIDRs a camera may be in beyond the default
+    /// policy, which refuses loopback, link-local, unspecified and multicast addresses
+    /// (`camrec_shared::netpolicy`). Checked, with the host resolved, before each recording.
+    pub camera_networks: camrec_shared::netpolicy::NetworkPolicy,
     /// `START_RETRIES` (default 3): attempts to reach the camera at start, with backoff, before
     /// the playback is `FAILED camera_unreachable`.
     pub start_retries: u32,
@@ -130,6 +134,10 @@ impl Config {
             ffmpeg_path: PathBuf::from(var("FFMPEG_PATH").unwrap_or_else(|| "ffmpeg".into())),
             ffprobe_path: PathBuf::from(var("FFPROBE_PATH").unwrap_or_else(|| "ffprobe".into())),
             rtsp_timeout: secs("RTSP_TIMEOUT_SEC", 10, 1)?,
+            camera_networks: camrec_shared::netpolicy::NetworkPolicy::parse(
+                &var("CAMERA_ALLOWED_NETWORKS").unwrap_or_default(),
+            )
+            .map_err(|_| ConfigError::Invalid("CAMERA_ALLOWED_NETWORKS"))?,
             start_retries,
             restart_backoff_max: secs("RESTART_BACKOFF_MAX_SEC", 30, 1)?,
             progress_interval: secs("PROGRESS_INTERVAL_SEC", 5, 1)?,

@@ -484,8 +484,18 @@ impl Job {
         }
     }
 
-    /// The camera's streams: from the cache, else probed with bounded retries.
+    /// The camera's streams: from the cache, else probed with bounded retries. The camera's
+    /// address is checked against the network policy first, resolved now (a name may point
+    /// elsewhere than when the camera was stored).
     async fn source(&mut self) -> Result<SourceInfo, Failure> {
+        let url = &self.event.rtsp_url;
+        let networks = &self.shared.config.camera_networks;
+        if let Err(e) = networks.check_host(url.host(), url.port()).await {
+            return Err(Failure::new(
+                FailureCode::CameraUnreachable,
+                format!("the camera's address {e}"),
+            ));
+        }
         let camera = self.event.camera_id;
         if let Some(info) = self.shared.cached_source(camera) {
             return Ok(info);

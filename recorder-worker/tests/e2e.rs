@@ -67,6 +67,7 @@ impl System {
         for (k, v) in [
             ("DATABASE_URL", db.url().to_owned()),
             ("NATS_URL", nats.url()),
+            ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             (
                 "JWT_SECRET",
                 "e2e-secret-0123456789abcdef-0123456789".to_owned(),
@@ -83,6 +84,7 @@ impl System {
         let mut worker_env = storage;
         for (k, v) in [
             ("NATS_URL", nats.url()),
+            ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             ("WORKER_ID", "e2e-worker".to_owned()),
             ("RECORD_DIR", record_dir.path().display().to_string()),
             ("PROGRESS_INTERVAL_SEC", "1".to_owned()),

@@ -260,6 +260,28 @@ async fn an_unreachable_camera_fails_with_its_reason() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A camera the network policy refuses (here on loopback, with no allowed networks) is not
+/// probed: the recording fails at once, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_camera_on_a_refused_network_is_never_connected_to() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("CAMERA_ALLOWED_NETWORKS", "")]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+    env.publish_created(&event).await?;
+    let done = env.log.wait_terminal(id, Duration::from_secs(30)).await?;
+    match &done.status.body {
+        StatusBody::Failed { code, message } => {
+            assert_eq!(*code, FailureCode::CameraUnreachable);
+            assert!(message.contains("loopback"), "{message}");
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
+    worker.stop().await?;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Result<()> {
     let env = Env::start().await?;

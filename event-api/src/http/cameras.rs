@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use camrec_shared::messages::EventType;
+use camrec_shared::netpolicy::PolicyError;
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::subjects::Site;
 use chrono::{DateTime, Utc};
@@ -316,6 +317,33 @@ fn stream_host(url: &str) -> Option<(String, u16)> {
     Some((url.host().to_ascii_lowercase(), url.port()))
 }
 
+/// Refuses a camera whose address the network policy refuses (a name that does not resolve
+/// here is let through: the worker, at the camera's site, checks again before every recording).
+async fn check_network(
+    state: &AppState,
+    fields: &CameraFields,
+    url_given: bool,
+) -> Result<(), ApiError> {
+    let Ok(url) = RtspUrl::parse(&fields.rtsp_url) else {
+        return Ok(());
+    };
+    match state
+        .config
+        .camera_networks
+        .check_host(url.host(), url.port())
+        .await
+    {
+        Err(e @ PolicyError::Refused { .. }) => {
+            let field = if url_given { "rtspUrl" } else { "ipAddress" };
+            Err(ApiError::invalid(
+                field,
+                format!("{e} (CAMERA_ALLOWED_NETWORKS)"),
+            ))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn new_camera_defaults() -> CameraFields {
     CameraFields {
         name: String::new(),
@@ -341,7 +369,9 @@ pub async fn create(
     _admin: Admin,
     Body(NewCamera(input)): Body<NewCamera>,
 ) -> Result<(StatusCode, Json<CameraJson>), ApiError> {
+    let url_given = input.rtsp_url.is_some();
     let fields = merge(new_camera_defaults(), input, false)?;
+    check_network(&state, &fields, url_given).await?;
     let row = state
         .store
         .create_camera(&fields)
@@ -437,7 +467,9 @@ pub async fn patch(
             row.channel,
             row.vendor.as_deref(),
         );
+    let url_given = input.rtsp_url.is_some();
     let fields = merge(row.into(), input, was_built)?;
+    check_network(&state, &fields, url_given).await?;
     let row = state
         .store
         .update_camera(id, &fields)

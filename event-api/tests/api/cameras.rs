@@ -327,3 +327,54 @@ async fn moving_a_camera_to_another_host_needs_its_password_again() {
     assert_eq!(status, StatusCode::OK, "{moved}");
     assert_eq!(moved["ipAddress"], "10.0.0.7");
 }
+
+/// The network policy: a camera on the cloud metadata address or on event-api's own host is
+/// refused by default, naming the field, and accepted inside `CAMERA_ALLOWED_NETWORKS`.
+#[tokio::test]
+async fn cameras_on_refused_networks_need_an_allowed_network() {
+    let app = spawn_app().await;
+    for (body, field) in [
+        (
+            json!({"name": "meta", "rtspUrl": "rtsp://169.254.169.254/latest"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "pg", "rtspUrl": "rtsp://127.0.0.1:5432/"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "self", "rtspUrl": "rtsp://localhost/live"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "v6", "rtspUrl": "rtsp://[::1]/live"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "parts", "ipAddress": "127.0.0.1"}),
+            "ipAddress",
+        ),
+    ] {
+        let (status, err) = app.post("/cameras", body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["field"], field, "{err}");
+        assert!(
+            err["message"]
+                .as_str()
+                .unwrap()
+                .contains("CAMERA_ALLOWED_NETWORKS"),
+            "{err}"
+        );
+    }
+    let open = crate::support::spawn_app_with(vec![(
+        "CAMERA_ALLOWED_NETWORKS".into(),
+        "127.0.0.0/8, 169.254.169.254/32".into(),
+    )])
+    .await;
+    for url in ["rtsp://127.0.0.1:8554/cam", "rtsp://169.254.169.254/latest"] {
+        let (status, body) = open
+            .post("/cameras", json!({"name": url, "rtspUrl": url}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {body}");
+    }
+}
