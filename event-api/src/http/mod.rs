@@ -3,6 +3,7 @@
 //! routes ([`ops`]) and the OpenAPI document ([`openapi`]). Handlers validate input and call the
 //! store; they never touch NATS (the outbox relay does).
 
+pub mod analytics;
 pub mod auth;
 pub mod cameras;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod ops;
 pub mod passwords;
 pub mod playbacks;
 pub mod users;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::store::{PageRequest, Store};
@@ -127,6 +129,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(playbacks::router())
         .merge(ops::router())
+        .merge(webhooks::router())
+        .merge(analytics::router())
         .merge(openapi::router());
     if let Some(media) = crate::media::router(&state.storage) {
         app = app.merge(media);

@@ -2,7 +2,9 @@
 //! and a docs page (`/docs`) that loads Redoc from a CDN in the browser; nothing is downloaded
 //! at build time.
 
-use super::{auth, cameras, events, ops, playbacks, users, AppState, PageJson};
+use super::{
+    analytics, auth, cameras, events, ops, playbacks, users, webhooks, AppState, PageJson,
+};
 use axum::response::Html;
 use axum::routing::get;
 use axum::{Json, Router};
@@ -36,9 +38,12 @@ impl Modify for BearerAuth {
         events::create, events::list, events::get_one, events::ack, events::end, events::delete,
         playbacks::list, playbacks::get_one, playbacks::stop, playbacks::delete,
         ops::health, ops::ready, ops::metrics, crate::media::media,
+        webhooks::create, webhooks::list, webhooks::get_one, webhooks::patch, webhooks::delete,
+        webhooks::deliveries, analytics::get_analytics,
     ),
     components(schemas(
         PageJson<cameras::CameraJson>, PageJson<events::EventJson>, PageJson<playbacks::PlaybackJson>,
+        PageJson<webhooks::WebhookJson>, PageJson<webhooks::DeliveryJson>,
     )),
     modifiers(&BearerAuth),
 )]
