@@ -114,6 +114,11 @@ pub async fn serve(
     }
     let js = async_nats::jetstream::new(nats.clone());
 
+    let webhook_sender = webhooks::Sender::new(
+        webhooks::NetworkPolicy::new(config.webhook_allowed_networks.clone()),
+        config.webhook_timeout,
+    )?;
+
     let tasks = shutdown.child_token();
     let tracker = TaskTracker::new();
     let replicas = config.nats_stream_replicas;
@@ -133,10 +138,7 @@ pub async fn serve(
         store.clone(),
         js,
         replicas,
-        webhooks::Sender::new(
-            webhooks::NetworkPolicy::new(config.webhook_allowed_networks.clone()),
-            config.webhook_timeout,
-        )?,
+        webhook_sender,
         tasks.clone(),
     ));
     tracker.spawn(retention::run(
