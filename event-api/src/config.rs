@@ -66,6 +66,18 @@ pub struct Config {
     /// `STORAGE_MODE`, `LOCAL_STORAGE_DIR`, `MEDIA_BASE_URL`, `R2_*`/`S3_*`: see
     /// [`StorageConfig`]. Default `local` (served by this process at `/media/<key>`).
     pub storage: StorageConfig,
+    /// `WEBHOOK_ALLOWED_NETWORKS`, default none: comma-separated CIDRs a webhook URL may reach
+    /// even though they are loopback, link-local, unspecified or multicast (refused otherwise).
+    pub webhook_allowed_networks: camrec_shared::netpolicy::NetworkPolicy,
+    /// `WEBHOOK_TIMEOUT_SEC`, default 10: how long one webhook request may take.
+    pub webhook_timeout: Duration,
+    /// `RETENTION_DAYS`, default unset (keep): how long finished playbacks of a camera without
+    /// its own `retentionDays` are kept.
+    pub retention_days: Option<u32>,
+    /// `RETENTION_MAX_DELETES_PER_MIN`, default 600: the retention sweeper never deletes faster.
+    pub retention_max_deletes_per_min: u32,
+    /// `RETENTION_BATCH_SIZE`, default 100: playbacks deleted per retention pass.
+    pub retention_batch_size: u32,
 }
 
 impl Config {
@@ -136,6 +148,25 @@ impl Config {
             pending_timeout: secs("PENDING_TIMEOUT_SEC", 900)?,
             reconcile_interval: secs("RECONCILE_INTERVAL_SEC", 10)?,
             storage: StorageConfig::from_lookup(&get)?,
+            webhook_allowed_networks: camrec_shared::netpolicy::NetworkPolicy::parse(
+                &var("WEBHOOK_ALLOWED_NETWORKS").unwrap_or_default(),
+            )
+            .map_err(|_| {
+                ConfigError::Invalid("WEBHOOK_ALLOWED_NETWORKS (comma-separated CIDRs)")
+            })?,
+            webhook_timeout: secs("WEBHOOK_TIMEOUT_SEC", 10)?,
+            retention_days: match var("RETENTION_DAYS") {
+                None => None,
+                Some(v) => Some(
+                    v.trim()
+                        .parse()
+                        .ok()
+                        .filter(|d| (1..=36_500).contains(d))
+                        .ok_or(ConfigError::Invalid("RETENTION_DAYS (1 to 36500)"))?,
+                ),
+            },
+            retention_max_deletes_per_min: positive(&var, "RETENTION_MAX_DELETES_PER_MIN", 600)?,
+            retention_batch_size: positive(&var, "RETENTION_BATCH_SIZE", 100)?,
         })
     }
 }
@@ -162,6 +193,17 @@ fn parse_or<T: std::str::FromStr>(
     match var(name) {
         None => Ok(default),
         Some(v) => v.trim().parse().map_err(|_| ConfigError::Invalid(name)),
+    }
+}
+
+fn positive(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: u32,
+) -> Result<u32, ConfigError> {
+    match parse_or(var, name, default)? {
+        0 => Err(ConfigError::Invalid(name)),
+        n => Ok(n),
     }
 }
 
@@ -216,6 +258,43 @@ mod tests {
             ])),
             Err(ConfigError::Invalid("PORT"))
         ));
+    }
+
+    #[test]
+    fn webhook_networks_and_retention_are_read() {
+        let base = [("JWT_SECRET", "0123456789abcdef0123456789abcdef")];
+        let with = |extra: &[(&str, &str)]| {
+            let mut pairs = base.to_vec();
+            pairs.extend_from_slice(extra);
+            Config::from_lookup(lookup(&pairs))
+        };
+        let c = with(&[]).unwrap();
+        assert_eq!(
+            c.webhook_allowed_networks,
+            camrec_shared::netpolicy::NetworkPolicy::default()
+        );
+        assert_eq!(c.retention_days, None);
+        assert_eq!(c.retention_max_deletes_per_min, 600);
+        let c = with(&[
+            ("WEBHOOK_ALLOWED_NETWORKS", "127.0.0.0/8, ::1"),
+            ("RETENTION_DAYS", "30"),
+        ])
+        .unwrap();
+        assert!(c
+            .webhook_allowed_networks
+            .check("::1".parse().unwrap())
+            .is_ok());
+        assert_eq!(c.retention_days, Some(30));
+        for (name, bad) in [
+            ("WEBHOOK_ALLOWED_NETWORKS", "10.0.0.0/33"),
+            ("RETENTION_DAYS", "0"),
+            ("RETENTION_MAX_DELETES_PER_MIN", "0"),
+        ] {
+            assert!(
+                matches!(with(&[(name, bad)]), Err(ConfigError::Invalid(m)) if m.starts_with(name)),
+                "{name}={bad}"
+            );
+        }
     }
 
     #[test]

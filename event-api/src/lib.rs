@@ -3,7 +3,8 @@
 //!
 //! [`serve`] is the whole service: it migrates the database, creates the first admin, starts the
 //! outbox relay ([`outbox`]), the status projector ([`projector`]), the reconciler
-//! ([`reconciler`]) and the object-deletion sweeper ([`sweeper`]) under one cancellation token,
+//! ([`reconciler`]), the object-deletion sweeper ([`sweeper`]), the webhook consumer and sender
+//! ([`webhooks`]) and the retention sweeper ([`retention`]) under one cancellation token,
 //! serves HTTP ([`http`], SQL in [`store`]) and returns after a graceful shutdown. Only this
 //! crate touches PostgreSQL; it talks to the workers through JetStream only.
 
@@ -14,8 +15,10 @@ pub mod nats_link;
 pub mod outbox;
 pub mod projector;
 pub mod reconciler;
+pub mod retention;
 pub mod store;
 pub mod sweeper;
+pub mod webhooks;
 
 pub use config::{Config, ConfigError};
 pub use http::AppState;
@@ -45,6 +48,8 @@ pub enum Error {
     Io(#[from] std::io::Error),
     #[error("cannot create the first admin: {0}")]
     Admin(String),
+    #[error("webhook client: {0}")]
+    Webhooks(#[from] reqwest::Error),
 }
 
 /// The process-wide Prometheus recorder (a process has one global recorder; tests that run
@@ -109,6 +114,11 @@ pub async fn serve(
     }
     let js = async_nats::jetstream::new(nats.clone());
 
+    let webhook_sender = webhooks::Sender::new(
+        webhooks::NetworkPolicy::new(config.webhook_allowed_networks.clone()),
+        config.webhook_timeout,
+    )?;
+
     let tasks = shutdown.child_token();
     let tracker = TaskTracker::new();
     let replicas = config.nats_stream_replicas;
@@ -118,7 +128,28 @@ pub async fn serve(
         replicas,
         tasks.clone(),
     ));
-    tracker.spawn(projector::run(store.clone(), js, replicas, tasks.clone()));
+    tracker.spawn(projector::run(
+        store.clone(),
+        js.clone(),
+        replicas,
+        tasks.clone(),
+    ));
+    tracker.spawn(webhooks::run(
+        store.clone(),
+        js,
+        replicas,
+        webhook_sender,
+        tasks.clone(),
+    ));
+    tracker.spawn(retention::run(
+        store.clone(),
+        retention::Retention {
+            default_days: config.retention_days,
+            batch: config.retention_batch_size,
+            max_per_minute: config.retention_max_deletes_per_min,
+        },
+        tasks.clone(),
+    ));
     tracker.spawn(reconciler::run(
         store.clone(),
         link.clone(),

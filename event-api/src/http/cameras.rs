@@ -39,6 +39,8 @@ pub struct CameraJson {
     record_event_types: Vec<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// Days its finished playbacks are kept; `null`: the global `RETENTION_DAYS` (unset: kept).
+    retention_days: Option<i32>,
 }
 
 impl From<&CameraRow> for CameraJson {
@@ -59,6 +61,7 @@ impl From<&CameraRow> for CameraJson {
             record_event_types: c.record_event_types.clone(),
             created_at: c.created_at,
             updated_at: c.updated_at,
+            retention_days: c.retention_days,
         }
     }
 }
@@ -86,6 +89,17 @@ pub struct CameraInput {
     /// MOTION and MANUAL.
     #[schema(value_type = Option<Vec<String>>)]
     record_event_types: Option<Vec<EventType>>,
+    /// 1 to 36500 days; `null`: the global `RETENTION_DAYS`.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<i32>)]
+    retention_days: Option<Option<i32>>,
+}
+
+/// A field that is present (`null` included) is `Some`, so PATCH can tell `null` from absent.
+fn present<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(
+    d: D,
+) -> Result<Option<T>, D::Error> {
+    T::deserialize(d).map(Some)
 }
 
 const CAMERA_FIELDS: &[&str] = &[
@@ -102,6 +116,7 @@ const CAMERA_FIELDS: &[&str] = &[
     "enabled",
     "site",
     "recordEventTypes",
+    "retentionDays",
 ];
 
 /// The body of `POST /cameras`.
@@ -225,6 +240,15 @@ fn merge(
     }
     if let Some(v) = input.enabled {
         base.enabled = v;
+    }
+    if let Some(days) = input.retention_days {
+        if days.is_some_and(|d| !(1..=36_500).contains(&d)) {
+            return Err(ApiError::invalid(
+                "retentionDays",
+                "must be from 1 to 36500, or null",
+            ));
+        }
+        base.retention_days = days;
     }
     let vendor_changed = input.vendor.is_some();
     let codec = check_text("codec", input.codec, 64)?;
@@ -359,6 +383,7 @@ fn new_camera_defaults() -> CameraFields {
         enabled: true,
         site: Site::default().to_string(),
         record_event_types: vec!["MANUAL".to_owned(), "MOTION".to_owned()],
+        retention_days: None,
     }
 }
 

@@ -1,9 +1,10 @@
 //! The HTTP layer: one module per resource, the error kinds ([`error`]), the extractors that
 //! name bad fields ([`extract`]), authentication ([`auth`], with [`login_guard`] and
 //! [`passwords`]), the ops routes ([`ops`]), the OpenAPI document ([`openapi`]) and the review
-//! page ([`ui`]). Handlers validate input and call the
-//! store; they never touch NATS (the outbox relay does).
+//! page ([`ui`]), webhooks ([`webhooks`]) and analytics ([`analytics`]). Handlers validate
+//! input and call the store; they never touch NATS (the outbox relay does).
 
+pub mod analytics;
 pub mod auth;
 pub mod cameras;
 pub mod error;
@@ -16,6 +17,7 @@ pub mod passwords;
 pub mod playbacks;
 pub mod ui;
 pub mod users;
+pub mod webhooks;
 
 use crate::config::Config;
 use crate::store::{PageRequest, Store};
@@ -129,6 +131,8 @@ pub fn router(state: AppState) -> Router {
         .merge(events::router())
         .merge(playbacks::router())
         .merge(ops::router())
+        .merge(webhooks::router())
+        .merge(analytics::router())
         .merge(openapi::router())
         .merge(ui::router());
     if let Some(media) = crate::media::router(&state.storage) {

@@ -3,7 +3,9 @@
 //! vendored (`event-api/web/vendor/redoc/`, see its README) and embedded in the binary, so the
 //! reference works on an air-gapped site: the page loads nothing from outside event-api.
 
-use super::{auth, cameras, events, ops, playbacks, users, AppState, PageJson};
+use super::{
+    analytics, auth, cameras, events, ops, playbacks, users, webhooks, AppState, PageJson,
+};
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
@@ -38,9 +40,12 @@ impl Modify for BearerAuth {
         events::create, events::list, events::get_one, events::ack, events::end, events::delete,
         playbacks::list, playbacks::get_one, playbacks::stop, playbacks::delete,
         ops::health, ops::ready, ops::metrics, crate::media::media,
+        webhooks::create, webhooks::list, webhooks::get_one, webhooks::patch, webhooks::delete,
+        webhooks::deliveries, analytics::get_analytics,
     ),
     components(schemas(
         PageJson<cameras::CameraJson>, PageJson<events::EventJson>, PageJson<playbacks::PlaybackJson>,
+        PageJson<webhooks::WebhookJson>, PageJson<webhooks::DeliveryJson>,
     )),
     modifiers(&BearerAuth),
 )]

@@ -11,7 +11,8 @@ use uuid::Uuid;
 
 pub(super) const COLUMNS: &str =
     "id, name, ip_address, channel, rtsp_port, rtsp_url, username, password, \
-     codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at";
+     codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at, \
+     retention_days";
 
 /// One camera as stored.
 #[derive(Clone, FromRow)]
@@ -32,6 +33,8 @@ pub struct CameraRow {
     pub record_event_types: Vec<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// How many days its finished playbacks are kept; `None`: the global `RETENTION_DAYS`.
+    pub retention_days: Option<i32>,
 }
 
 impl fmt::Debug for CameraRow {
@@ -84,6 +87,7 @@ pub struct CameraFields {
     pub enabled: bool,
     pub site: String,
     pub record_event_types: Vec<String>,
+    pub retention_days: Option<i32>,
 }
 
 impl CameraFields {
@@ -109,6 +113,7 @@ impl From<CameraRow> for CameraFields {
             enabled: r.enabled,
             site: r.site,
             record_event_types: r.record_event_types,
+            retention_days: r.retention_days,
         }
     }
 }
@@ -200,8 +205,9 @@ impl Store {
     pub async fn create_camera(&self, c: &CameraFields) -> Result<CameraRow, StoreError> {
         let sql = format!(
             "INSERT INTO cameras (id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
-             password, codec, resolution, vendor, enabled, site, record_event_types, stream_key) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING {COLUMNS}"
+             password, codec, resolution, vendor, enabled, site, record_event_types, stream_key, \
+             retention_days) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) RETURNING {COLUMNS}"
         );
         sqlx::query_as::<_, CameraRow>(&sql)
             .bind(Uuid::now_v7())
@@ -219,6 +225,7 @@ impl Store {
             .bind(&c.site)
             .bind(&c.record_event_types)
             .bind(c.stream_key())
+            .bind(c.retention_days)
             .fetch_one(&self.pool)
             .await
             .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))
@@ -229,7 +236,7 @@ impl Store {
             "UPDATE cameras SET name = $2, ip_address = $3, channel = $4, rtsp_port = $5, \
              rtsp_url = $6, username = $7, password = $8, codec = $9, resolution = $10, \
              vendor = $11, enabled = $12, site = $13, record_event_types = $14, stream_key = $15, \
-             updated_at = now() \
+             retention_days = $16, updated_at = now() \
              WHERE id = $1 RETURNING {COLUMNS}"
         );
         sqlx::query_as::<_, CameraRow>(&sql)
@@ -248,6 +255,7 @@ impl Store {
             .bind(&c.site)
             .bind(&c.record_event_types)
             .bind(c.stream_key())
+            .bind(c.retention_days)
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))?
@@ -348,6 +356,7 @@ mod tests {
             record_event_types: vec!["MOTION".into()],
             created_at: Utc::now(),
             updated_at: Utc::now(),
+            retention_days: None,
         }
     }
 

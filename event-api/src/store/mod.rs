@@ -2,12 +2,15 @@
 //! submodule owns one table (or one transaction that spans several), and turns constraint
 //! violations into [`StoreError::Conflict`] right next to the query that can cause them.
 
+pub mod analytics;
 pub mod cameras;
 pub mod deletions;
 pub mod events;
 pub mod outbox;
 pub mod playbacks;
+pub mod retention;
 pub mod users;
+pub mod webhooks;
 
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::Connection;

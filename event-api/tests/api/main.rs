@@ -2,6 +2,7 @@
 //! service through `support::spawn_app` against a fresh PostgreSQL database and its own
 //! nats-server, and talks to it over HTTP.
 
+mod analytics;
 mod auth;
 mod cameras;
 mod events;
@@ -9,5 +10,7 @@ mod ops;
 mod outbox;
 mod playbacks;
 mod projector;
+mod retention;
 mod roles;
 mod support;
+mod webhooks;
