@@ -2,7 +2,7 @@
 //! (a public URL, a fresh signed URL, or this service's `/media/` route in local mode), so a
 //! signed URL is never stale in the database.
 
-use super::auth::{Admin, AuthUser, Operator};
+use super::auth::{Admin, AuthUser, Operator, Role};
 use super::cameras::CameraJson;
 use super::error::ApiError;
 use super::events::{EndResponse, NestedEventJson};
@@ -113,6 +113,35 @@ async fn playback_json(
 }
 
 /// Nests events and cameras into playbacks (two queries for the whole page).
+/// What a VIEWER reads of a failure: its code's short reason. The full message (the worker's
+/// words, FFmpeg's among them) can tell an open port from a closed one; operators see it.
+fn short_reason(code: Option<&str>) -> Option<String> {
+    let reason = match code? {
+        "camera_unreachable" => "the camera could not be reached",
+        "recording_failed" => "the recording failed",
+        "no_media" => "nothing playable was recorded",
+        "probe_failed" => "the clip could not be read",
+        "upload_failed" => "the clip could not be stored",
+        "ended_before_start" => "the event ended before the recording started",
+        "worker_lost" => "the recorder stopped reporting",
+        "not_started" => "no recorder started the recording",
+        "deleted" => "the recording was deleted",
+        "undeliverable" => "the recording request could not be delivered",
+        _ => "the recording failed",
+    };
+    Some(reason.to_owned())
+}
+
+/// The playbacks as `user` may read them: below OPERATOR, failures say only their short reason.
+fn for_role(mut json: Vec<PlaybackJson>, user: &AuthUser) -> Vec<PlaybackJson> {
+    if user.role < Role::Operator {
+        for p in &mut json {
+            p.error_message = short_reason(p.error_code.as_deref());
+        }
+    }
+    json
+}
+
 async fn to_json(state: &AppState, rows: &[PlaybackRow]) -> Result<Vec<PlaybackJson>, ApiError> {
     let event_ids: Vec<Uuid> = rows.iter().map(|p| p.event_id).collect();
     let mut camera_ids: Vec<Uuid> = rows.iter().map(|p| p.camera_id).collect();
@@ -151,7 +180,7 @@ async fn to_json(state: &AppState, rows: &[PlaybackRow]) -> Result<Vec<PlaybackJ
     responses((status = 200, body = PageJson<PlaybackJson>), (status = 400)))]
 pub async fn list(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     params: Params,
 ) -> Result<Json<PageJson<PlaybackJson>>, ApiError> {
     let filter = PlaybackFilter {
@@ -172,7 +201,7 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::from_store("playback", e))?;
     Ok(Json(PageJson::new(
-        to_json(&state, &rows.rows).await?,
+        for_role(to_json(&state, &rows.rows).await?, &user),
         rows.total,
         page,
     )))
@@ -182,7 +211,7 @@ pub async fn list(
     params(("id" = Uuid, Path)), responses((status = 200, body = PlaybackJson), (status = 404)))]
 pub async fn get_one(
     State(state): State<AppState>,
-    _user: AuthUser,
+    user: AuthUser,
     PathId(id): PathId,
 ) -> Result<Json<PlaybackJson>, ApiError> {
     let row = state
@@ -190,7 +219,7 @@ pub async fn get_one(
         .playback(id)
         .await
         .map_err(|e| ApiError::from_store("playback", e))?;
-    let mut json = to_json(&state, std::slice::from_ref(&row)).await?;
+    let mut json = for_role(to_json(&state, std::slice::from_ref(&row)).await?, &user);
     json.pop().map(Json).ok_or(ApiError::NotFound("playback"))
 }
 

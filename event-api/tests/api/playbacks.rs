@@ -2,7 +2,7 @@
 //! sweep), filters, and the reconciler's verdicts.
 
 use crate::support::{spawn_app, spawn_app_with};
-use camrec_shared::messages::{CompletedClip, StatusBody};
+use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody};
 use camrec_shared::storage::Storage;
 use chrono::Utc;
 use event_api::reconciler::{reconcile_once, Limits};
@@ -334,4 +334,44 @@ async fn s3_mode_serves_signed_urls_and_deletes_objects_in_the_bucket() {
         .unwrap();
     assert!(s3.keys().is_empty(), "{:?}", s3.keys());
     assert_eq!(store.queued_deletions().await.unwrap(), 0);
+}
+
+/// A failure's full message (the worker's words, which can tell an open port from a closed one)
+/// is for operators; a VIEWER reads the code and a short reason.
+#[tokio::test]
+async fn viewers_read_a_failures_code_and_short_reason_only() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let created = app.motion(cam["id"].as_str().unwrap()).await;
+    let pb = created["playbackId"].as_str().unwrap().to_owned();
+    let detail = "Connection to tcp://10.0.0.5:554 failed: Connection refused";
+    app.publish_status(
+        &created,
+        1,
+        StatusBody::Failed {
+            code: FailureCode::CameraUnreachable,
+            message: detail.into(),
+        },
+    )
+    .await;
+    app.wait_playback(&pb, "failed", |p| p["recordingStatus"] == "FAILED")
+        .await;
+    let viewer = app.token_for("VIEWER").await;
+    let operator = app.token_for("OPERATOR").await;
+    for path in [format!("/playbacks/{pb}"), "/playbacks".to_owned()] {
+        let (_, body) = app.call(Method::GET, &path, Some(&viewer), None).await;
+        let p = if body["data"].is_array() {
+            &body["data"][0]
+        } else {
+            &body
+        };
+        assert_eq!(p["errorCode"], "camera_unreachable", "{body}");
+        assert_eq!(
+            p["errorMessage"], "the camera could not be reached",
+            "{body}"
+        );
+        assert!(!body.to_string().contains("refused"), "{body}");
+        let (_, body) = app.call(Method::GET, &path, Some(&operator), None).await;
+        assert!(body.to_string().contains(detail), "{body}");
+    }
 }
