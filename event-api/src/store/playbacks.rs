@@ -140,6 +140,8 @@ pub fn target_status(kind: StatusKind) -> PlaybackState {
 /// from `PROCESSING`. (A presumed failure is the one exception: see [`Store::apply_status`].)
 pub fn allowed_from(target: PlaybackState) -> &'static [PlaybackState] {
     use PlaybackState::*;
+
+    const NOW: i64 = 1_000_000;
     match target {
         Recording => &[Pending, Recording],
         Processing | Completed | Failed => &[Pending, Recording, Processing],
@@ -315,7 +317,13 @@ impl Store {
             return Ok(Applied::Ignored);
         };
         let target = target_status(status.body.kind());
-        let applied = decide(&current, seq, target, &status.worker_id);
+        let applied = decide(
+            &current,
+            seq,
+            target,
+            &status.worker_id,
+            Utc::now().timestamp_micros(),
+        );
         if applied == Applied::Ignored {
             return Ok(Applied::Ignored);
         }
@@ -507,12 +515,23 @@ pub struct Current {
     pub deleted: bool,
 }
 
+/// How far ahead of this host's clock a `seq` may be (workers derive it from their clocks, in
+/// microseconds): further is refused, or one forged status with a huge `seq` would freeze the
+/// playback against every real one.
+pub const MAX_SEQ_AHEAD_MICROS: i64 = 3_600_000_000;
+
 /// Whether a status with `seq` from `worker_id`, moving the playback to `target`, applies to
-/// `current`: only a newer `seq`, only an allowed transition (ADR 0001); and a report from the
-/// playback's own worker (or, for `not_started`, any worker) replaces a failure the reconciler
-/// only presumed.
-pub fn decide(current: &Current, seq: i64, target: PlaybackState, worker_id: &str) -> Applied {
-    if seq <= current.last_seq {
+/// `current` at `now_micros`: only a newer `seq` that is not far in the future, only an allowed
+/// transition (ADR 0001); and a report from the playback's own worker (or, for `not_started`,
+/// any worker) replaces a failure the reconciler only presumed.
+pub fn decide(
+    current: &Current,
+    seq: i64,
+    target: PlaybackState,
+    worker_id: &str,
+    now_micros: i64,
+) -> Applied {
+    if seq <= current.last_seq || seq > now_micros.saturating_add(MAX_SEQ_AHEAD_MICROS) {
         return Applied::Ignored;
     }
     if allowed_from(target).contains(&current.status) {
@@ -555,6 +574,8 @@ mod tests {
 
     use PlaybackState::*;
 
+    const NOW: i64 = 1_000_000;
+
     fn current(status: PlaybackState, code: Option<FailureCode>, worker: Option<&str>) -> Current {
         Current {
             status,
@@ -587,33 +608,55 @@ mod tests {
     #[test]
     fn only_newer_statuses_apply() {
         let cur = current(Recording, None, Some("w1"));
-        assert_eq!(decide(&cur, 10, Processing, "w1"), Applied::Ignored);
-        assert_eq!(decide(&cur, 11, Processing, "w1"), Applied::Applied);
+        assert_eq!(decide(&cur, 10, Processing, "w1", NOW), Applied::Ignored);
+        assert_eq!(decide(&cur, 11, Processing, "w1", NOW), Applied::Applied);
     }
 
     #[test]
     fn the_owning_workers_report_overrides_a_presumed_failure() {
         let lost = current(Failed, Some(FailureCode::WorkerLost), Some("w1"));
         assert_eq!(
-            decide(&lost, 11, Completed, "w1"),
+            decide(&lost, 11, Completed, "w1", NOW),
             Applied::Overrode(FailureCode::WorkerLost)
         );
         assert_eq!(
-            decide(&lost, 11, Recording, "w1"),
+            decide(&lost, 11, Recording, "w1", NOW),
             Applied::Overrode(FailureCode::WorkerLost),
             "a worker still recording takes the playback back"
         );
         assert_eq!(
-            decide(&lost, 11, Completed, "w2"),
+            decide(&lost, 11, Completed, "w2", NOW),
             Applied::Ignored,
             "not its owner"
         );
-        assert_eq!(decide(&lost, 11, Failed, RECONCILER_ID), Applied::Ignored);
-        assert_eq!(decide(&lost, 9, Completed, "w1"), Applied::Ignored, "older");
+        assert_eq!(
+            decide(&lost, 11, Failed, RECONCILER_ID, NOW),
+            Applied::Ignored
+        );
+        assert_eq!(
+            decide(&lost, 9, Completed, "w1", NOW),
+            Applied::Ignored,
+            "older"
+        );
         let not_started = current(Failed, Some(FailureCode::NotStarted), None);
         assert_eq!(
-            decide(&not_started, 11, Recording, "w7"),
+            decide(&not_started, 11, Recording, "w7", NOW),
             Applied::Overrode(FailureCode::NotStarted)
+        );
+    }
+
+    #[test]
+    fn a_seq_far_in_the_future_is_refused() {
+        let cur = current(Recording, None, Some("w1"));
+        let ahead = NOW + MAX_SEQ_AHEAD_MICROS;
+        assert_eq!(decide(&cur, ahead, Processing, "w1", NOW), Applied::Applied);
+        assert_eq!(
+            decide(&cur, ahead + 1, Processing, "w1", NOW),
+            Applied::Ignored
+        );
+        assert_eq!(
+            decide(&cur, i64::MAX, Completed, "w1", NOW),
+            Applied::Ignored
         );
     }
 
@@ -621,9 +664,9 @@ mod tests {
     fn observed_failures_and_completions_never_move() {
         for code in [FailureCode::CameraUnreachable, FailureCode::Undeliverable] {
             let failed = current(Failed, Some(code), Some("w1"));
-            assert_eq!(decide(&failed, 11, Completed, "w1"), Applied::Ignored);
+            assert_eq!(decide(&failed, 11, Completed, "w1", NOW), Applied::Ignored);
         }
         let done = current(Completed, None, Some("w1"));
-        assert_eq!(decide(&done, 11, Failed, "w1"), Applied::Ignored);
+        assert_eq!(decide(&done, 11, Failed, "w1", NOW), Applied::Ignored);
     }
 }
