@@ -69,6 +69,16 @@ pub struct Config {
     /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner refreshes its lease (and looks for
     /// a stop marker its watch may have missed).
     pub lease_heartbeat: Duration,
+    /// `PORT` (default 3001, beside event-api's 3000): where `/health`, `/ready` and `/metrics`
+    /// are served (all interfaces); 0 picks a free port (tests).
+    pub port: u16,
+    /// `MIN_FREE_DISK_MB` (default 1024): below this much free space in `RECORD_DIR` the worker
+    /// takes no new recording (the message waits in the stream for another worker or for room)
+    /// and `/ready` answers 503. It never deletes a recording not yet uploaded to make room.
+    pub min_free_disk_bytes: u64,
+    /// `FAILED_KEEP_DAYS` (default 7): how long `RECORD_DIR/_failed/` keeps a recording (its
+    /// upload retried meanwhile) before deleting it, uploaded or not.
+    pub failed_keep: Duration,
     /// `STORAGE_MODE` and friends, see `StorageConfig`.
     pub storage: StorageConfig,
 }
@@ -121,6 +131,15 @@ impl Config {
         )?;
         let direct_clip = ranged::<u8>(var("DIRECT_CLIP"), "DIRECT_CLIP", 1, 0..=1)? == 1;
         let start_retries = ranged::<u32>(var("START_RETRIES"), "START_RETRIES", 3, 1..=100)?;
+        let port = ranged::<u16>(var("PORT"), "PORT", 3001, 0..=u16::MAX)?;
+        let min_free_disk_mb = ranged::<u64>(
+            var("MIN_FREE_DISK_MB"),
+            "MIN_FREE_DISK_MB",
+            1024,
+            0..=u64::MAX >> 20,
+        )?;
+        let failed_keep_days =
+            ranged::<u64>(var("FAILED_KEEP_DAYS"), "FAILED_KEEP_DAYS", 7, 1..=36_500)?;
         Ok(Self {
             nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
             nats_stream_replicas,
@@ -147,6 +166,9 @@ impl Config {
             shutdown_grace: secs("SHUTDOWN_GRACE_SEC", 25, 1)?,
             upload_give_up: secs("UPLOAD_GIVE_UP_SEC", 1800, 1)?,
             lease_heartbeat: secs("LEASE_HEARTBEAT_SEC", 5, 1)?,
+            port,
+            min_free_disk_bytes: min_free_disk_mb << 20,
+            failed_keep: Duration::from_secs(failed_keep_days * 24 * 3600),
             storage: StorageConfig::from_lookup(&get)?,
         })
     }
@@ -207,6 +229,9 @@ mod tests {
         assert_eq!(c.nats_stream_replicas, 1);
         assert_eq!(c.min_clip, Duration::from_secs(3));
         assert!(c.direct_clip);
+        assert_eq!(c.port, 3001);
+        assert_eq!(c.min_free_disk_bytes, 1024 << 20);
+        assert_eq!(c.failed_keep, Duration::from_secs(7 * 24 * 3600));
     }
 
     #[test]
@@ -218,8 +243,14 @@ mod tests {
             ("MAX_RECORDING_SEC", "60"),
             ("NATS_STREAM_REPLICAS", "3"),
             ("DIRECT_CLIP", "0"),
+            ("PORT", "0"),
+            ("MIN_FREE_DISK_MB", "1000000000"),
+            ("FAILED_KEEP_DAYS", "2"),
         ])
         .unwrap();
+        assert_eq!(c.port, 0);
+        assert_eq!(c.min_free_disk_bytes, 1_000_000_000 << 20);
+        assert_eq!(c.failed_keep, Duration::from_secs(2 * 24 * 3600));
         assert!(!c.direct_clip);
         assert_eq!(c.nats_stream_replicas, 3);
         assert_eq!(c.site.as_str(), "north");
@@ -234,6 +265,9 @@ mod tests {
             ("NATS_STREAM_REPLICAS", "0"),
             ("MIN_CLIP_SEC", "0"),
             ("DIRECT_CLIP", "yes"),
+            ("PORT", "65536"),
+            ("MIN_FREE_DISK_MB", "-1"),
+            ("FAILED_KEEP_DAYS", "0"),
         ] {
             let err = from(&[(k, v)]).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

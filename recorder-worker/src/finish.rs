@@ -11,7 +11,9 @@
 //!    and only then is the local directory deleted.
 //!
 //! A clip that cannot be made or probed, or whose upload is given up, ends `failed`; its directory
-//! moves to `RECORD_DIR/_failed/` when it holds something worth keeping.
+//! moves to `RECORD_DIR/_failed/` when it holds something worth keeping. There its upload is
+//! tried again from time to time ([`retry_failed`], driven by [`crate::disk`]): a clip that gets
+//! through is reported `completed` after all and its directory removed.
 
 use camrec_shared::backoff::nth_delay;
 use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody, StopCause};
@@ -26,11 +28,11 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::ffmpeg::MediaError;
 use crate::finalize::{direct_clip, finalize, parts_with_fragments, thumbnail};
-use crate::manifest::{self, THUMB, VIDEO};
+use crate::manifest::{self, Manifest, THUMB, VIDEO};
 use crate::ownership::{LeaseKeeper, LeaseState};
 use crate::probe::{probe_file, ClipInfo};
 use crate::recording::{note_state, Failure, Outcome, State};
-use crate::status::Reporter;
+use crate::status::{Reporter, StatusPublisher, Subject};
 use crate::upload::{UploadError, Uploader};
 
 /// Where the thumbnail is taken: this far into the clip, or its first frame when it is shorter.
@@ -252,12 +254,21 @@ async fn upload_both(
             None => Ok(None),
         }
     });
-    let receipt = receipt?;
-    thumb?;
-    Ok(Uploaded {
-        size_bytes: receipt.size_bytes,
-        sha256: receipt.sha256,
-    })
+    let uploaded = match (receipt, thumb) {
+        (Ok(r), Ok(t)) => {
+            let thumb_bytes = t.map_or(0, |t| t.size_bytes);
+            metrics::counter!("upload_bytes_total").increment(r.size_bytes + thumb_bytes);
+            Ok(Uploaded {
+                size_bytes: r.size_bytes,
+                sha256: r.sha256,
+            })
+        }
+        (Err(e), _) | (_, Err(e)) => Err(e),
+    };
+    if uploaded.is_err() {
+        metrics::counter!("upload_failures_total").increment(1);
+    }
+    uploaded
 }
 
 /// The `completed` status of an uploaded clip. A clip much shorter than the wall-clock time it
@@ -365,4 +376,66 @@ async fn fail_finished(
     }
     lease.settle(LeaseState::Failed).await;
     Outcome::Failed(code)
+}
+
+/// What one more try at a `_failed/` entry did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Retry {
+    /// The clip is in the store, verified; `completed` is reported and the directory is gone.
+    Uploaded,
+    /// No manifest, no clip, or a clip ffprobe cannot read: kept as it is for an operator.
+    NothingToUpload,
+    /// The upload failed again (logged); kept for the next try.
+    StillFailing,
+}
+
+/// Tries once more to upload the clip of a recording kept in `RECORD_DIR/_failed/`: probed
+/// again, uploaded and verified, then reported `completed` (with the clip's real figures, as
+/// [`finish`] would have) and the directory removed. One try per call: the caller's interval
+/// is the backoff.
+pub async fn retry_failed(f: &Finisher, status: &StatusPublisher, dir: &Path) -> Retry {
+    let Ok(manifest) = Manifest::read(dir).await else {
+        return Retry::NothingToUpload;
+    };
+    let id = manifest.playback_id;
+    let (video, thumb) = (dir.join(VIDEO), dir.join(THUMB));
+    let info = match probe_file(&f.ffprobe, &video).await {
+        Ok(info) => info,
+        Err(_) => return Retry::NothingToUpload,
+    };
+    let has_thumb = tokio::fs::try_exists(&thumb).await.unwrap_or(false);
+    let receipt = match upload_both(f, id, &video, has_thumb.then_some(thumb.as_path())).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(playback_id = %id, error = %e, "upload of a failed recording failed again");
+            return Retry::StillFailing;
+        }
+    };
+    let recorded = recorded_by(&manifest, info.duration_sec);
+    let completed = completed(f, id, &recorded, Clip { info, has_thumb }, receipt).await;
+    let mut reporter = status.reporter(Subject {
+        playback_id: id,
+        event_id: manifest.event_id,
+        camera_id: manifest.camera_id,
+        site: manifest.site.clone(),
+    });
+    reporter.report(StatusBody::Completed(completed)).await;
+    tracing::info!(playback_id = %id, "failed recording uploaded on a later try; reported completed");
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        tracing::warn!(playback_id = %id, error = %e, "cannot remove the uploaded failed recording");
+    }
+    Retry::Uploaded
+}
+
+/// What the manifest of a kept recording says about it. A recording cut by a crash has no end
+/// in its manifest: its clip's duration gives it, and it is partial.
+fn recorded_by(manifest: &Manifest, duration_sec: f64) -> Recorded {
+    let started_at = manifest.started_at.unwrap_or(manifest.claimed_at);
+    let clip_end = started_at + chrono::Duration::milliseconds((duration_sec * 1000.0) as i64);
+    Recorded {
+        started_at,
+        ended_at: manifest.ended_at.unwrap_or(clip_end),
+        stopped_by: manifest.stopped_by,
+        partial: manifest.partial || manifest.ended_at.is_none(),
+    }
 }

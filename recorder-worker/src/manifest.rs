@@ -18,7 +18,8 @@ pub const MANIFEST: &str = "manifest.json";
 pub const VIDEO: &str = "video.mp4";
 /// The thumbnail inside a recording directory.
 pub const THUMB: &str = "thumb.jpg";
-/// Where recordings whose upload was given up are kept, under `RECORD_DIR`.
+/// Where failed recordings worth keeping are kept, under `RECORD_DIR` (tended by
+/// [`crate::disk`]: uploads retried, entries deleted after `FAILED_KEEP_DAYS`).
 pub const FAILED_DIR: &str = "_failed";
 
 /// A manifest that could not be written or read.
@@ -131,7 +132,7 @@ pub async fn parts_in(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
 }
 
 /// Moves a recording directory to `RECORD_DIR/_failed/<playback_id>`, where it is kept for an
-/// operator (a clip whose upload was given up is never deleted).
+/// operator and its upload retried, for `FAILED_KEEP_DAYS`.
 pub async fn move_to_failed(record_dir: &Path, dir: &Path) -> Result<PathBuf, ManifestError> {
     let failed = record_dir.join(FAILED_DIR);
     tokio::fs::create_dir_all(&failed).await?;

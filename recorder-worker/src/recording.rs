@@ -230,6 +230,7 @@ impl Session {
             self.start_failures - 1
         } else {
             self.restarts += 1;
+            metrics::counter!("ffmpeg_restarts_total").increment(1);
             self.restarts - 1
         };
         Ok(nth_delay(attempt, RETRY_FIRST, self.backoff_max))
@@ -467,6 +468,7 @@ impl Job {
                 }
                 PartEnd::Died(report) => {
                     s.restarts += 1;
+                    metrics::counter!("ffmpeg_restarts_total").increment(1);
                     self.manifest.partial = true;
                     tracing::warn!(
                         playback_id = %self.event.playback_id,

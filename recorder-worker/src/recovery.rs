@@ -7,9 +7,9 @@
 //! was already reported and is only removed; one whose lease says `failed` is moved to
 //! `_failed/`. `processing` says why the recording stopped when its manifest knows (the worker
 //! stopped it, then ran out of shutdown grace), nothing when it was cut by a crash.
-//! `RECORD_DIR/_failed/` itself is left alone: its playbacks were reported `FAILED` (terminal,
-//! ADR 0001) and their files are kept for an operator; so is `RECORD_DIR/_spool/`, the status
-//! spool, which the status publisher sends on its own.
+//! `RECORD_DIR/_failed/` itself is left alone here: its playbacks were reported `FAILED` and
+//! [`crate::disk`] tends it (uploads retried, old entries deleted); so is `RECORD_DIR/_spool/`,
+//! the status spool, which the status publisher sends on its own.
 
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};

@@ -203,6 +203,11 @@ impl StatusPublisher {
         })
     }
 
+    /// How many state changes wait in the spool for NATS.
+    pub fn spooled(&self) -> usize {
+        self.queue.held()
+    }
+
     /// The reporter of one playback.
     pub fn reporter(&self, subject: Subject) -> Reporter {
         Reporter {

@@ -5,7 +5,8 @@
 //! recording stop gracefully and finish within `SHUTDOWN_GRACE_SEC`, then abandons what is left
 //! (it stays in `RECORD_DIR` for the next start); the publisher then sends what it can in the
 //! rest of the grace and leaves the rest in the spool. Every task is tracked; every FFmpeg child
-//! is reaped.
+//! is reaped. The HTTP endpoints serve from the start (alive, not ready, while NATS is awaited)
+//! until the end; `event.created` is pulled only while the disk guard finds room.
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
@@ -24,7 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::consumer::{self, ConsumerError, CreatedOutcome};
+use crate::disk::{self, DiskGuard};
 use crate::finish::Finisher;
+use crate::http::{self, Ops};
 use crate::ownership::{Ownership, OwnershipError, StopRegistry};
 use crate::probe::SourceInfo;
 use crate::status::{self, StatusPublisher};
@@ -50,6 +53,8 @@ pub struct Shared {
     pub stops: StopRegistry,
     pub status: StatusPublisher,
     pub finisher: Finisher,
+    /// Free space in `RECORD_DIR` against `MIN_FREE_DISK_MB`.
+    pub disk: Arc<DiskGuard>,
     /// Cancelled when the worker starts shutting down: recordings stop and finish.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: unfinished work is abandoned to the next start.
@@ -88,6 +93,7 @@ enum SetupError {
 
 /// What the worker needs from NATS.
 struct Messaging {
+    client: async_nats::Client,
     js: jetstream::Context,
     ownership: Ownership,
     created: PullConsumer,
@@ -100,7 +106,7 @@ async fn connect(config: &Config) -> Result<Messaging, SetupError> {
         .name(format!("recorder-worker {}", config.worker_id))
         .connect(config.nats_url.as_str())
         .await?;
-    let js = jetstream::new(client);
+    let js = jetstream::new(client.clone());
     camrec_shared::streams::ensure_streams(&js, config.nats_stream_replicas)
         .await
         .map_err(SetupError::Streams)?;
@@ -109,6 +115,7 @@ async fn connect(config: &Config) -> Result<Messaging, SetupError> {
     let created = consumer::open(&js, EventKind::Created, &config.site).await?;
     let ended = consumer::open(&js, EventKind::Ended, &config.site).await?;
     Ok(Messaging {
+        client,
         js,
         ownership,
         created,
@@ -131,21 +138,36 @@ async fn connect_when_up(config: &Config, shutdown: &CancellationToken) -> Optio
     }
 }
 
-/// Runs the worker until `shutdown` is cancelled and its recordings are finished or abandoned.
-/// A NATS server that is not up yet is waited for (with backoff), so the worker may start first.
-pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
+/// Runs the worker until `shutdown` is cancelled and its recordings are finished or abandoned,
+/// serving its HTTP endpoints on `listener` meanwhile. A NATS server that is not up yet is waited
+/// for (with backoff), so the worker may start first.
+pub async fn run(
+    config: Config,
+    shutdown: CancellationToken,
+    listener: Option<tokio::net::TcpListener>,
+) -> Result<(), Error> {
     let storage = Storage::open(config.storage.clone())?;
     tokio::fs::create_dir_all(&config.record_dir).await?;
     let status = StatusPublisher::open(&config.record_dir, config.worker_id.clone()).await?;
+    let disk = Arc::new(DiskGuard::new(
+        config.record_dir.clone(),
+        config.min_free_disk_bytes,
+        Arc::new(disk::statvfs_free),
+    ));
+    let ops = Ops::new(disk.clone(), status.clone(), shutdown.clone());
+    let endpoints = Endpoints::start(listener, ops.clone());
     let Some(Messaging {
+        client,
         js,
         ownership,
         created,
         ended,
     }) = connect_when_up(&config, &shutdown).await
     else {
+        endpoints.stop().await;
         return Ok(());
     };
+    let _ = ops.nats.set(client);
     let publisher = Publisher::start(status.clone(), js);
     let abort = CancellationToken::new();
     let shared = Arc::new(Shared {
@@ -155,6 +177,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
             storage,
             abort.clone(),
         ),
+        disk,
         ownership,
         stops: StopRegistry::default(),
         status,
@@ -178,6 +201,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         tracker.spawn(async move { ownership.watch_stops(stops, cancel).await });
     }
     tracker.spawn(recovery::recover_all(shared.clone()));
+    tracker.spawn(shared.disk.clone().watch(shutdown.clone()));
+    tracker.spawn(disk::keep_failed(shared.clone()));
     tracker.spawn(pull_ended(shared.clone(), ended));
     pull_created(shared.clone(), created, &tracker).await;
 
@@ -190,8 +215,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
                 .max(FLUSH_GRACE),
         )
         .await;
+    endpoints.stop().await;
     tracing::info!("recorder worker stopped");
     Ok(())
+}
+
+/// The HTTP endpoints' task, when `PORT` was bound.
+struct Endpoints {
+    stop: CancellationToken,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Endpoints {
+    fn start(listener: Option<tokio::net::TcpListener>, ops: Ops) -> Self {
+        let stop = CancellationToken::new();
+        let task = listener.map(|l| tokio::spawn(http::serve(l, ops, stop.clone())));
+        Self { stop, task }
+    }
+
+    async fn stop(self) {
+        self.stop.cancel();
+        if let Some(task) = self.task {
+            let _ = task.await;
+        }
+    }
 }
 
 /// Waits for the recordings to finish within `SHUTDOWN_GRACE_SEC`, then abandons the rest.
@@ -245,6 +292,9 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
                 Err(_) => return,
             },
         };
+        if !shared.disk.wait_for_room(&cancel).await {
+            return;
+        }
         let batch = tokio::select! {
             _ = cancel.cancelled() => return,
             b = created.fetch().max_messages(1).expires(FETCH_EXPIRES).messages() => b,
@@ -284,7 +334,10 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
             CreatedOutcome::Claimed(event, lease) => {
                 tracing::info!(playback_id = %event.playback_id, camera_id = %event.camera_id, camera = %event.rtsp_url.without_credentials(), "recording claimed");
                 let shared = shared.clone();
-                tracker.spawn(recording::run(shared, *event, *lease, permit));
+                tracker.spawn(async move {
+                    let _active = Active::count();
+                    recording::run(shared, *event, *lease, permit).await
+                });
             }
             CreatedOutcome::AlreadyOwned(id) => {
                 tracing::info!(playback_id = %id, "event.created for a recording already taken; ignored");
@@ -296,6 +349,23 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
                 tracing::warn!(subject = %msg.subject, error = %e, "undecodable event.created dropped");
             }
         }
+    }
+}
+
+/// Counts a recording in `recordings_active` from its claim until it has finished (or was left
+/// for the next start).
+struct Active;
+
+impl Active {
+    fn count() -> Self {
+        metrics::gauge!("recordings_active").increment(1.0);
+        Active
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        metrics::gauge!("recordings_active").decrement(1.0);
     }
 }
 

@@ -159,6 +159,8 @@ impl Env {
             ("RTSP_TIMEOUT_SEC", "3".to_owned()),
             ("STOP_GRACE_SEC", "5".to_owned()),
             ("RESTART_BACKOFF_MAX_SEC", "2".to_owned()),
+            // Workers of parallel tests must not compete for the default port.
+            ("PORT", "0".to_owned()),
         ] {
             env.insert(k.to_owned(), v);
         }
