@@ -170,7 +170,7 @@ start_child event-api env CAMREC_DEV=1 "DATABASE_URL=$DATABASE_URL" "NATS_URL=$N
   "${storage_env[@]}" "$BIN/event-api"
 
 say "starting recorder-worker dev-worker-1 (log: $LOGS/recorder-worker.log)"
-start_child recorder-worker env "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default WORKER_ID=dev-worker-1 \
+start_child recorder-worker env "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default WORKER_ID=dev-worker-1 PORT=3001 \
   "RECORD_DIR=$LOCAL/recordings" "${storage_env[@]}" "$BIN/recorder-worker"
 
 wait_for 60 "event-api /ready" event-api curl -fsS "$API/ready"

@@ -185,7 +185,7 @@ start_child event-api env CAMREC_DEV=1 \
   ACCESS_TOKEN_TTL_SEC=20 "${storage_env[@]}" "$BIN/event-api"
 
 start_child recorder-worker env "NATS_URL=nats://127.0.0.1:$NATS_PORT" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default \
-  WORKER_ID=ui-test-worker "RECORD_DIR=$WORK/recordings" PROGRESS_INTERVAL_SEC=1 \
+  WORKER_ID=ui-test-worker PORT=0 "RECORD_DIR=$WORK/recordings" PROGRESS_INTERVAL_SEC=1 \
   "${storage_env[@]}" "$BIN/recorder-worker"
 
 wait_for 60 "event-api /ready" event-api curl -fsS "$BASE/ready"

@@ -111,6 +111,7 @@ impl Rig {
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
             ("SITE", RECORDING_SITE.into()),
             ("WORKER_ID", "bench-worker".into()),
+            ("PORT", "0".into()),
             ("RECORD_DIR", record_dir.display().to_string()),
             ("MAX_CONCURRENT_RECORDINGS", WORKER_SLOTS.to_string()),
             ("RUST_LOG", "info".into()),

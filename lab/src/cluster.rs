@@ -425,6 +425,7 @@ fn worker_env(
         ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
         ("SITE", "default".into()),
         ("WORKER_ID", worker_id.into()),
+        ("PORT", "0".into()),
         ("RECORD_DIR", record_dir.display().to_string()),
         (
             "MAX_CONCURRENT_RECORDINGS",

@@ -522,8 +522,9 @@ pub const MAX_SEQ_AHEAD_MICROS: i64 = 3_600_000_000;
 
 /// Whether a status with `seq` from `worker_id`, moving the playback to `target`, applies to
 /// `current` at `now_micros`: only a newer `seq` that is not far in the future, only an allowed
-/// transition (ADR 0001); and a report from the playback's own worker (or, for `not_started`,
-/// any worker) replaces a failure the reconciler only presumed.
+/// transition (ADR 0001); a report from the playback's own worker (or, for `not_started`, any
+/// worker) replaces a failure the reconciler only presumed; and a clip uploaded on retry
+/// completes a playback whose upload had been given up.
 pub fn decide(
     current: &Current,
     seq: i64,
@@ -541,6 +542,15 @@ pub fn decide(
         .into_iter()
         .find(|code| current.error_code.as_deref() == Some(code.as_str()));
     let owner = current.worker_id.as_deref().is_none_or(|w| w == worker_id);
+    // A clip whose upload was given up is retried from `_failed/` later, by whichever run of a
+    // worker on that host: its `completed` is what the user wants to see.
+    let upload_retried = current.status == PlaybackState::Failed
+        && current.error_code.as_deref() == Some(FailureCode::UploadFailed.as_str())
+        && target == PlaybackState::Completed
+        && worker_id != RECONCILER_ID;
+    if upload_retried {
+        return Applied::Overrode(FailureCode::UploadFailed);
+    }
     match presumed {
         Some(code)
             if current.status == PlaybackState::Failed && owner && worker_id != RECONCILER_ID =>
@@ -658,6 +668,17 @@ mod tests {
             decide(&cur, i64::MAX, Completed, "w1", NOW),
             Applied::Ignored
         );
+    }
+
+    #[test]
+    fn a_clip_uploaded_on_retry_completes_a_failed_upload() {
+        let failed = current(Failed, Some(FailureCode::UploadFailed), Some("w1"));
+        assert_eq!(
+            decide(&failed, 11, Completed, "w1-restarted", NOW),
+            Applied::Overrode(FailureCode::UploadFailed)
+        );
+        assert_eq!(decide(&failed, 11, Recording, "w1", NOW), Applied::Ignored);
+        assert_eq!(decide(&failed, 9, Completed, "w1", NOW), Applied::Ignored);
     }
 
     #[test]
