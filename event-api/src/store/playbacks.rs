@@ -141,7 +141,6 @@ pub fn target_status(kind: StatusKind) -> PlaybackState {
 pub fn allowed_from(target: PlaybackState) -> &'static [PlaybackState] {
     use PlaybackState::*;
 
-    const NOW: i64 = 1_000_000;
     match target {
         Recording => &[Pending, Recording],
         Processing | Completed | Failed => &[Pending, Recording, Processing],
