@@ -13,6 +13,7 @@ pub mod http;
 pub mod media;
 pub mod nats_link;
 pub mod outbox;
+pub mod playbacks_feed;
 pub mod projector;
 pub mod reconciler;
 pub mod retention;
@@ -25,8 +26,7 @@ pub use http::AppState;
 
 use camrec_shared::storage::{Storage, StorageError};
 use http::auth::{hash_password, AuthKeys};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 use store::{Store, StoreError};
 use tokio::net::TcpListener;
@@ -50,19 +50,6 @@ pub enum Error {
     Admin(String),
     #[error("webhook client: {0}")]
     Webhooks(#[from] reqwest::Error),
-}
-
-/// The process-wide Prometheus recorder (a process has one global recorder; tests that run
-/// several services in one process share it).
-fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
-        })
-        .clone()
 }
 
 /// Creates the first admin from `ADMIN_USERNAME`/`ADMIN_PASSWORD` when no user exists.
@@ -179,7 +166,7 @@ pub async fn serve(
         login: Arc::new(http::login_guard::LoginGuard::new(config.login_limits)),
         nats,
         nats_link: link,
-        metrics: prometheus(),
+        metrics: camrec_shared::telemetry::prometheus(),
         config: Arc::new(config),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "event-api listening");

@@ -8,14 +8,13 @@
 //! counted; a status for an unknown playback is acked and ignored; a database error naks the
 //! message for redelivery and backs the loop off.
 
+use crate::playbacks_feed::FeedError;
 use crate::store::playbacks::Applied;
-use crate::store::{Store, StoreError};
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
+use crate::store::Store;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{Context, Message};
 use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use camrec_shared::messages::{Envelope, PlaybackStatus};
-use camrec_shared::subjects::{PLAYBACKS_STREAM, PLAYBACKS_SUBJECTS};
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -23,35 +22,14 @@ use tokio_util::sync::CancellationToken;
 /// The durable consumer name.
 pub const CONSUMER: &str = "event-api-projector";
 
-/// Why the projector loop restarts.
-#[derive(Debug, thiserror::Error)]
-pub enum ProjectorError {
-    #[error("streams: {0}")]
-    Streams(#[from] camrec_shared::streams::StreamsError),
-    #[error("stream: {0}")]
-    Stream(#[from] async_nats::jetstream::context::GetStreamError),
-    #[error("consumer: {0}")]
-    Consumer(#[from] async_nats::jetstream::stream::ConsumerError),
-    #[error("messages: {0}")]
-    Messages(#[from] async_nats::jetstream::consumer::StreamError),
-    #[error("next message: {0}")]
-    Next(#[from] async_nats::jetstream::consumer::pull::MessagesError),
-    #[error("ack: {0}")]
-    Ack(async_nats::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Decides and performs the ack of one message (see the module docs).
-pub async fn handle(store: &Store, msg: &Message) -> Result<(), ProjectorError> {
+pub async fn handle(store: &Store, msg: &Message) -> Result<(), FeedError> {
     let status = match Envelope::<PlaybackStatus>::from_slice(&msg.payload) {
         Ok(env) => env.payload,
         Err(e) => {
             metrics::counter!("projector_ignored_total", "reason" => "undecodable").increment(1);
             tracing::warn!(subject = %msg.subject, error = %e, "undecodable status message terminated");
-            msg.ack_with(AckKind::Term)
-                .await
-                .map_err(ProjectorError::Ack)?;
+            msg.ack_with(AckKind::Term).await.map_err(FeedError::Ack)?;
             return Ok(());
         }
     };
@@ -79,26 +57,11 @@ pub async fn handle(store: &Store, msg: &Message) -> Result<(), ProjectorError> 
             return Err(e.into());
         }
     }
-    msg.ack().await.map_err(ProjectorError::Ack)
+    msg.ack().await.map_err(FeedError::Ack)
 }
 
-async fn run_once(store: &Store, js: &Context, replicas: usize) -> Result<(), ProjectorError> {
-    camrec_shared::streams::ensure_streams(js, replicas).await?;
-    let stream = js.get_stream(PLAYBACKS_STREAM).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                filter_subject: PLAYBACKS_SUBJECTS.to_owned(),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut messages = consumer.messages().await?;
+async fn run_once(store: &Store, js: &Context, replicas: usize) -> Result<(), FeedError> {
+    let mut messages = crate::playbacks_feed::messages(js, replicas, CONSUMER).await?;
     while let Some(msg) = messages.next().await {
         let msg = msg?;
         handle(store, &msg).await?;

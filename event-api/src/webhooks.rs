@@ -14,15 +14,14 @@
 //! to. A failure is retried with a doubling delay until [`GIVE_UP_AFTER`] from the first attempt,
 //! then the delivery is dead ([`retry_at`]).
 
+use crate::playbacks_feed::FeedError;
 use crate::store::webhooks::{DueDelivery, Outcome};
 use crate::store::{Store, StoreError};
-use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{Context, Message};
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel, Backoff};
 use camrec_shared::messages::{Envelope, PlaybackStatus, StatusBody};
 use camrec_shared::netpolicy;
-use camrec_shared::subjects::{PLAYBACKS_STREAM, PLAYBACKS_SUBJECTS};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use hmac::{Hmac, Mac};
@@ -445,36 +444,15 @@ async fn send_loop(store: Store, sender: Sender, wake: Arc<Notify>, shutdown: Ca
 // ---------------------------------------------------------------------------------------------
 // The consumer
 
-/// Why the consumer loop restarts.
-#[derive(Debug, thiserror::Error)]
-pub enum ConsumerError {
-    #[error("streams: {0}")]
-    Streams(#[from] camrec_shared::streams::StreamsError),
-    #[error("stream: {0}")]
-    Stream(#[from] async_nats::jetstream::context::GetStreamError),
-    #[error("consumer: {0}")]
-    Consumer(#[from] async_nats::jetstream::stream::ConsumerError),
-    #[error("messages: {0}")]
-    Messages(#[from] async_nats::jetstream::consumer::StreamError),
-    #[error("next message: {0}")]
-    Next(#[from] async_nats::jetstream::consumer::pull::MessagesError),
-    #[error("ack: {0}")]
-    Ack(async_nats::Error),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-}
-
 /// Decides and performs the ack of one message: an undecodable one is terminated; a kind that is
 /// not notified (progress) is acked; otherwise the deliveries are added and the message acked
 /// after the commit; a database error naks it for redelivery.
-pub async fn handle(store: &Store, msg: &Message, wake: &Notify) -> Result<(), ConsumerError> {
+pub async fn handle(store: &Store, msg: &Message, wake: &Notify) -> Result<(), FeedError> {
     let env = match Envelope::<PlaybackStatus>::from_slice(&msg.payload) {
         Ok(env) => env,
         Err(e) => {
             tracing::warn!(subject = %msg.subject, error = %e, "undecodable status message terminated");
-            msg.ack_with(AckKind::Term)
-                .await
-                .map_err(ConsumerError::Ack)?;
+            msg.ack_with(AckKind::Term).await.map_err(FeedError::Ack)?;
             return Ok(());
         }
     };
@@ -497,7 +475,7 @@ pub async fn handle(store: &Store, msg: &Message, wake: &Notify) -> Result<(), C
             }
         }
     }
-    msg.ack().await.map_err(ConsumerError::Ack)
+    msg.ack().await.map_err(FeedError::Ack)
 }
 
 async fn consume_once(
@@ -505,23 +483,8 @@ async fn consume_once(
     js: &Context,
     replicas: usize,
     wake: &Notify,
-) -> Result<(), ConsumerError> {
-    camrec_shared::streams::ensure_streams(js, replicas).await?;
-    let stream = js.get_stream(PLAYBACKS_STREAM).await?;
-    let consumer = stream
-        .get_or_create_consumer(
-            CONSUMER,
-            pull::Config {
-                durable_name: Some(CONSUMER.to_owned()),
-                filter_subject: PLAYBACKS_SUBJECTS.to_owned(),
-                ack_policy: AckPolicy::Explicit,
-                deliver_policy: DeliverPolicy::All,
-                ack_wait: Duration::from_secs(30),
-                ..Default::default()
-            },
-        )
-        .await?;
-    let mut messages = consumer.messages().await?;
+) -> Result<(), FeedError> {
+    let mut messages = crate::playbacks_feed::messages(js, replicas, CONSUMER).await?;
     while let Some(msg) = messages.next().await {
         handle(store, &msg?, wake).await?;
     }

@@ -16,7 +16,7 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::{Json, Router};
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -45,7 +45,7 @@ impl Ops {
             nats: Arc::new(OnceLock::new()),
             status,
             shutdown,
-            metrics: prometheus(),
+            metrics: camrec_shared::telemetry::prometheus(),
         }
     }
 
@@ -54,19 +54,6 @@ impl Ops {
             .get()
             .is_some_and(|c| c.connection_state() == async_nats::connection::State::Connected)
     }
-}
-
-/// The process-wide Prometheus recorder (a process has one global recorder; tests that run
-/// event-api and a worker in one process share it).
-fn prometheus() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            PrometheusBuilder::new()
-                .install_recorder()
-                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
-        })
-        .clone()
 }
 
 /// The body of `/ready`.

@@ -21,3 +21,17 @@ pub fn init(default_filter: &str) {
         builder.try_init()
     };
 }
+
+/// The process-wide Prometheus recorder behind the `metrics` macros, installed at first use
+/// (a process has one global recorder; tests that run several services in one process share it).
+pub fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+    static HANDLE: std::sync::OnceLock<PrometheusHandle> = std::sync::OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .install_recorder()
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder().handle())
+        })
+        .clone()
+}
