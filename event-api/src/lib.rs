@@ -164,6 +164,10 @@ pub async fn serve(
         store,
         storage,
         login: Arc::new(http::login_guard::LoginGuard::new(config.login_limits)),
+        media_signer: media::MediaSigner::new(
+            config.jwt_secret.expose().as_bytes(),
+            config.storage.signed_url_ttl,
+        ),
         nats,
         nats_link: link,
         metrics: camrec_shared::telemetry::prometheus(),

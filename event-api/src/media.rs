@@ -1,19 +1,93 @@
 //! Serving clips from local storage (`STORAGE_MODE=local`) at `GET /media/<key>`, with HTTP
 //! Range support (tower-http's `ServeFile`) so browsers can seek. Only camrec's object keys are
-//! served (`playbacks/<uuid>/video.mp4|thumb.jpg`); anything else is a 404. The keys are
-//! unguessable v7 UUIDs and work like the signed URLs of the S3 modes: whoever has the URL
-//! from the API may play the clip, without a bearer token (a `<video>` tag cannot send one).
+//! served (`playbacks/<uuid>/video.mp4|thumb.jpg`); anything else is a 404.
+//!
+//! The URLs the API hands out are signed and expire, like the S3 modes' presigned URLs:
+//! `?exp=<unix seconds>&sig=<hex HMAC-SHA256(key, "<object key>\n<exp>")>`, valid for
+//! `SIGNED_URL_TTL_SEC`. Whoever has a URL from the API may play the clip until it expires,
+//! without a bearer token (a `<video>` tag cannot send one). No signature: 401; a wrong or
+//! expired one: 403. The signing key is derived from `JWT_SECRET`.
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
 use axum::body::Body;
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 use camrec_shared::storage::{ObjectKey, Storage, StorageMode};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use std::time::Duration;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
+
+/// The query of a signed media URL.
+#[derive(Debug, Default, serde::Deserialize)]
+pub struct Signature {
+    exp: Option<i64>,
+    sig: Option<String>,
+}
+
+/// Signs and checks local media URLs.
+#[derive(Clone)]
+pub struct MediaSigner {
+    key: Vec<u8>,
+    ttl: Duration,
+}
+
+impl std::fmt::Debug for MediaSigner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "MediaSigner(ttl {:?})", self.ttl)
+    }
+}
+
+impl MediaSigner {
+    /// A signer whose key is derived from `secret` (`JWT_SECRET`), so it needs no setting of
+    /// its own and every replica signs alike.
+    pub fn new(secret: &[u8], ttl: Duration) -> Self {
+        let mut mac = Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+        mac.update(b"camrec media URLs v1");
+        Self {
+            key: mac.finalize().into_bytes().to_vec(),
+            ttl,
+        }
+    }
+
+    fn mac(&self, key: &ObjectKey, exp: i64) -> Hmac<Sha256> {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
+        mac.update(format!("{key}\n{exp}").as_bytes());
+        mac
+    }
+
+    /// The query that makes `key`'s URL valid until `exp` (unix seconds).
+    pub fn query(&self, key: &ObjectKey, exp: i64) -> String {
+        let sig = hex::encode(self.mac(key, exp).finalize().into_bytes());
+        format!("exp={exp}&sig={sig}")
+    }
+
+    /// The signed URL of `key` below `base`, valid for the TTL from `now`.
+    pub fn url(&self, base: &str, key: &ObjectKey, now: i64) -> String {
+        let exp = now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        format!("{base}/media/{key}?{}", self.query(key, exp))
+    }
+
+    /// Whether `signature` opens `key` at `now`.
+    pub fn verify(&self, key: &ObjectKey, signature: &Signature, now: i64) -> Result<(), ApiError> {
+        let (Some(exp), Some(sig)) = (signature.exp, signature.sig.as_deref()) else {
+            return Err(ApiError::Unauthorized(
+                "a media URL needs its signature (exp, sig)",
+            ));
+        };
+        let valid = hex::decode(sig).is_ok_and(|sig| self.mac(key, exp).verify_slice(&sig).is_ok());
+        if !valid || exp < now {
+            return Err(ApiError::Forbidden(
+                "the media URL's signature is wrong or expired",
+            ));
+        }
+        Ok(())
+    }
+}
 
 #[utoipa::path(get, path = "/media/{key}", tag = "ops",
     params(("key" = String, Path, description = "playbacks/<playback_id>/video.mp4 or thumb.jpg")),
@@ -22,11 +96,16 @@ use tower_http::services::ServeFile;
 pub async fn media(
     State(state): State<AppState>,
     Path(key): Path<String>,
+    Query(signature): Query<Signature>,
     req: Request,
 ) -> Response {
     let Some(key) = ObjectKey::parse(&key) else {
         return ApiError::NotFound("object").into_response();
     };
+    let now = chrono::Utc::now().timestamp();
+    if let Err(e) = state.media_signer.verify(&key, &signature, now) {
+        return e.into_response();
+    }
     let path = state.storage.config().local_dir.join(key.to_string());
     // ServeFile derives the content type from the extension: video/mp4, image/jpeg.
     match ServeFile::new(path).oneshot(req).await {

@@ -111,7 +111,7 @@ async fn with_role(parts: &mut Parts, state: &AppState, role: Role) -> Result<Au
     if user.role >= role {
         Ok(user)
     } else {
-        Err(ApiError::Forbidden)
+        Err(ApiError::Forbidden("your role may not do this"))
     }
 }
 

@@ -21,9 +21,9 @@ pub enum ApiError {
     /// 401: no token, a bad or expired token, or wrong credentials.
     #[error("unauthorized: {0}")]
     Unauthorized(&'static str),
-    /// 403: authenticated, but the role may not do this.
+    /// 403: not allowed: the role may not do this, or a media URL's signature is wrong or expired.
     #[error("forbidden")]
-    Forbidden,
+    Forbidden(&'static str),
     /// 404: `what` does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
@@ -96,11 +96,7 @@ impl IntoResponse for ApiError {
                 Some("body".to_owned()),
             ),
             ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, m.to_owned(), None),
-            ApiError::Forbidden => (
-                StatusCode::FORBIDDEN,
-                "your role may not do this".to_owned(),
-                None,
-            ),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, m.to_owned(), None),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found"), None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.to_owned(), None),
             ApiError::TooMany { retry_after: wait } => {

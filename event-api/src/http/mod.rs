@@ -40,6 +40,8 @@ pub struct AppState {
     pub auth: Arc<AuthKeys>,
     /// Failed-login limits.
     pub login: Arc<login_guard::LoginGuard>,
+    /// Signs and checks `/media/` URLs (local storage mode).
+    pub media_signer: crate::media::MediaSigner,
     pub nats: async_nats::Client,
     /// Whether (and since when) the NATS connection is up.
     pub nats_link: crate::nats_link::NatsLink,

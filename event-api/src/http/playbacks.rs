@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use camrec_shared::storage::ObjectKey;
+use camrec_shared::storage::{ObjectKey, StorageMode};
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -66,6 +66,15 @@ async fn url_of(state: &AppState, key: Option<&str>) -> Result<Option<String>, A
     let Some(key) = key.and_then(ObjectKey::parse) else {
         return Ok(None);
     };
+    let config = state.storage.config();
+    if config.mode == StorageMode::Local && config.public_url.is_none() {
+        let now = chrono::Utc::now().timestamp();
+        return Ok(Some(state.media_signer.url(
+            &config.media_base_url,
+            &key,
+            now,
+        )));
+    }
     state
         .storage
         .url_for(&key)

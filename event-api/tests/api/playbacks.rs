@@ -57,6 +57,31 @@ async fn local_media_is_served_with_range_and_deleted_with_its_playback() {
     let whole = app.http.get(&url).send().await.unwrap();
     assert_eq!(whole.status(), StatusCode::OK);
     assert_eq!(whole.bytes().await.unwrap().len(), 1000);
+    // The URL is signed and expires: without its signature 401; tampered or expired 403.
+    let unsigned = url.split('?').next().unwrap().to_owned();
+    let status = |u: String| {
+        let app = &app;
+        async move { app.http.get(u).send().await.unwrap().status() }
+    };
+    assert_eq!(status(unsigned.clone()).await, StatusCode::UNAUTHORIZED);
+    let tampered = url.replace("sig=", "sig=00");
+    assert_eq!(status(tampered).await, StatusCode::FORBIDDEN);
+    let signer = event_api::media::MediaSigner::new(
+        app.config.jwt_secret.expose().as_bytes(),
+        Duration::from_secs(60),
+    );
+    let key =
+        camrec_shared::storage::ObjectKey::parse(&format!("playbacks/{pb}/video.mp4")).unwrap();
+    let expired = Utc::now().timestamp() - 1;
+    assert_eq!(
+        status(format!("{unsigned}?{}", signer.query(&key, expired))).await,
+        StatusCode::FORBIDDEN
+    );
+    let fresh = Utc::now().timestamp() + 60;
+    assert_eq!(
+        status(format!("{unsigned}?{}", signer.query(&key, fresh))).await,
+        StatusCode::OK
+    );
     for bad in [
         "/media/etc/passwd",
         "/media/playbacks/../../x",
