@@ -33,6 +33,7 @@ fn created_payload(ctx: &Ctx) -> anyhow::Result<(String, Vec<u8>)> {
             site: site.clone(),
             event_type: EventType::Motion,
             rtsp_url: ctx.idle_camera.url.clone(),
+            password_sealed: None,
             limits: RecordingLimits {
                 max_duration_sec: 3600,
                 pre_roll_sec: 0,

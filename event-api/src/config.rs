@@ -48,6 +48,10 @@ pub struct Config {
     /// `LOGIN_MAX_FAILURES_PER_ADDRESS` (default 20 per client address), `LOGIN_WINDOW_SEC`
     /// (default 300). Over either limit, login answers 429 with `Retry-After`.
     pub login_limits: crate::http::login_guard::LoginLimits,
+    /// `CAMERA_SECRET_KEY` (required: `<id>:<base64 of 32 random bytes>`) seals camera
+    /// passwords; `CAMERA_SECRET_KEYS_OLD` (comma-separated, same form) opens what retired keys
+    /// sealed. Workers get the same variables (`camrec_shared::sealed`).
+    pub camera_keys: camrec_shared::sealed::CameraKeys,
     /// `CAMERA_ALLOWED_NETWORKS`, default empty: CIDRs a camera may be in beyond the default
     /// policy, which refuses loopback, link-local, unspecified and multicast addresses.
     pub camera_networks: camrec_shared::netpolicy::NetworkPolicy,
@@ -139,6 +143,17 @@ impl Config {
                 per_address: parse_or(&var, "LOGIN_MAX_FAILURES_PER_ADDRESS", 20)?,
                 window: secs("LOGIN_WINDOW_SEC", 300)?,
             },
+            camera_keys: camrec_shared::sealed::CameraKeys::parse(
+                &var("CAMERA_SECRET_KEY").ok_or(ConfigError::Invalid(
+                    "CAMERA_SECRET_KEY (required: <id>:<base64 of 32 random bytes>)",
+                ))?,
+                &var("CAMERA_SECRET_KEYS_OLD").unwrap_or_default(),
+            )
+            .map_err(|_| {
+                ConfigError::Invalid(
+                    "CAMERA_SECRET_KEY or CAMERA_SECRET_KEYS_OLD (<id>:<base64 of 32 bytes>)",
+                )
+            })?,
             camera_networks: camrec_shared::netpolicy::NetworkPolicy::parse(
                 &var("CAMERA_ALLOWED_NETWORKS").unwrap_or_default(),
             )
@@ -219,12 +234,30 @@ mod tests {
     use super::*;
     use std::collections::HashMap;
 
+    /// A camera key for the tests (32 bytes of 7).
+    const TEST_KEY: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+    /// `pairs` over a valid `CAMERA_SECRET_KEY`.
     fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let mut map: HashMap<String, String> =
+            HashMap::from([("CAMERA_SECRET_KEY".to_owned(), TEST_KEY.to_owned())]);
+        map.extend(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         move |k| map.get(k).cloned()
+    }
+
+    #[test]
+    fn the_camera_key_is_required_valid_and_never_printed() {
+        let jwt = ("JWT_SECRET", "0123456789abcdef0123456789abcdef");
+        for bad in ["", "no-colon", "k:c2hvcnQ="] {
+            let c = Config::from_lookup(lookup(&[jwt, ("CAMERA_SECRET_KEY", bad)]));
+            assert!(
+                matches!(c, Err(ConfigError::Invalid(m)) if m.starts_with("CAMERA_SECRET_KEY")),
+                "{bad:?}"
+            );
+        }
+        let c = Config::from_lookup(lookup(&[jwt])).unwrap();
+        assert_eq!(c.camera_keys.current_id(), "test");
+        assert!(!format!("{c:?}").contains("BwcH"));
     }
 
     #[test]

@@ -88,6 +88,14 @@ pub async fn serve(
     let store = Store::connect(config.database_url.expose(), config.db_max_connections).await?;
     store.migrate().await?;
     ensure_admin(&store, &config).await?;
+    let resealed = store.reseal_camera_passwords(&config.camera_keys).await?;
+    if resealed > 0 {
+        tracing::info!(
+            cameras = resealed,
+            key_id = config.camera_keys.current_id(),
+            "camera passwords sealed with the current key"
+        );
+    }
     let storage = Storage::open(config.storage.clone())?;
     let link = nats_link::NatsLink::default();
     let nats = link

@@ -36,6 +36,10 @@ pub struct Config {
     pub ffprobe_path: PathBuf,
     /// `RTSP_TIMEOUT_SEC` (default 10): FFmpeg's and ffprobe's I/O timeout on the camera.
     pub rtsp_timeout: Duration,
+    /// `CAMERA_SECRET_KEY` and `CAMERA_SECRET_KEYS_OLD` (as event-api's): open the camera
+    /// passwords `event.created` carries sealed. Without them, a recording whose camera has a
+    /// password fails, saying so.
+    pub camera_keys: Option<camrec_shared::sealed::CameraKeys>,
     /// `CAMERA_ALLOWED_NETWORKS` (default empty): CIDRs a camera may be in beyond the default
     /// policy, which refuses loopback, link-local, unspecified and multicast addresses
     /// (`camrec_shared::netpolicy`). Checked, with the host resolved, before each recording.
@@ -153,6 +157,18 @@ impl Config {
             ffmpeg_path: PathBuf::from(var("FFMPEG_PATH").unwrap_or_else(|| "ffmpeg".into())),
             ffprobe_path: PathBuf::from(var("FFPROBE_PATH").unwrap_or_else(|| "ffprobe".into())),
             rtsp_timeout: secs("RTSP_TIMEOUT_SEC", 10, 1)?,
+            camera_keys: match var("CAMERA_SECRET_KEY") {
+                None => None,
+                Some(current) => Some(
+                    camrec_shared::sealed::CameraKeys::parse(
+                        &current,
+                        &var("CAMERA_SECRET_KEYS_OLD").unwrap_or_default(),
+                    )
+                    .map_err(|_| {
+                        ConfigError::Invalid("CAMERA_SECRET_KEY or CAMERA_SECRET_KEYS_OLD")
+                    })?,
+                ),
+            },
             camera_networks: camrec_shared::netpolicy::NetworkPolicy::parse(
                 &var("CAMERA_ALLOWED_NETWORKS").unwrap_or_default(),
             )

@@ -159,6 +159,7 @@ mod tests {
             site: Site::default(),
             event_type: EventType::Motion,
             rtsp_url: RtspUrl::parse("rtsp://admin:s3cret@10.0.0.1:554/live").unwrap(),
+            password_sealed: None,
             limits: RecordingLimits {
                 max_duration_sec: 60,
                 pre_roll_sec: 0,

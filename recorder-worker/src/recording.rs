@@ -490,6 +490,7 @@ impl Job {
     /// address is checked against the network policy first, resolved now (a name may point
     /// elsewhere than when the camera was stored).
     async fn source(&mut self) -> Result<SourceInfo, Failure> {
+        self.open_password()?;
         let url = &self.event.rtsp_url;
         let networks = &self.shared.config.camera_networks;
         if let Err(e) = networks.check_host(url.host(), url.port()).await {
@@ -524,6 +525,29 @@ impl Job {
             }
         }
         Err(Failure::new(FailureCode::CameraUnreachable, last))
+    }
+
+    /// Puts the camera's sealed password (if `event.created` carried one) into the URL FFmpeg
+    /// gets: the cleartext lives in this process's memory and FFmpeg's arguments only.
+    fn open_password(&mut self) -> Result<(), Failure> {
+        let Some(sealed) = self.event.password_sealed.take() else {
+            return Ok(());
+        };
+        let keys = self.shared.config.camera_keys.as_ref().ok_or_else(|| {
+            Failure::new(
+                FailureCode::RecordingFailed,
+                "the camera's password is sealed and this worker has no CAMERA_SECRET_KEY",
+            )
+        })?;
+        let password = keys.open(self.event.camera_id.0, &sealed).map_err(|e| {
+            Failure::new(
+                FailureCode::RecordingFailed,
+                format!("the camera's password {e}"),
+            )
+        })?;
+        let url = &self.event.rtsp_url;
+        self.event.rtsp_url = url.with_credentials(url.username().as_deref(), Some(&password));
+        Ok(())
     }
 
     /// Sleeps `d` unless the worker shuts down first. The event's end does not cut the start

@@ -12,6 +12,7 @@ pub mod ids;
 pub mod messages;
 pub mod netpolicy;
 pub mod rtsp;
+pub mod sealed;
 pub mod shutdown;
 pub mod storage;
 pub mod streams;

@@ -107,8 +107,9 @@ pub struct RecordingLimits {
     pub post_roll_sec: u32,
 }
 
-/// `event.created`: a recording should start. The only message that carries a credential
-/// (inside `rtsp_url`).
+/// `event.created`: a recording should start. The only message that carries a credential: the
+/// camera's username inside `rtsp_url`, its password sealed (`password_sealed`, opened by the
+/// worker with `crate::sealed::CameraKeys`). Older writers put the password in `rtsp_url`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventCreated {
     pub event_id: EventId,
@@ -118,6 +119,10 @@ pub struct EventCreated {
     pub site: Site,
     pub event_type: EventType,
     pub rtsp_url: RtspUrl,
+    /// The camera's password, sealed for this camera (`v1.<key id>.<...>`); absent when the
+    /// camera has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_sealed: Option<String>,
     pub limits: RecordingLimits,
 }
 
@@ -379,6 +384,7 @@ mod tests {
             site: Site::default(),
             event_type: EventType::Motion,
             rtsp_url: RtspUrl::parse("rtsp://u:p@127.0.0.1:8554/cam").unwrap(),
+            password_sealed: None,
             limits: RecordingLimits {
                 max_duration_sec: 600,
                 pre_roll_sec: 0,

@@ -368,6 +368,16 @@ async fn check_network(
     }
 }
 
+/// Seals the password of `fields` for camera `id` when it is a new one (not the `stored`,
+/// already sealed, value): the cleartext goes no further than this request.
+fn seal_new_password(state: &AppState, id: Uuid, fields: &mut CameraFields, stored: Option<&str>) {
+    if let Some(password) = fields.password.as_deref() {
+        if Some(password) != stored {
+            fields.password = Some(state.config.camera_keys.seal(id, password));
+        }
+    }
+}
+
 fn new_camera_defaults() -> CameraFields {
     CameraFields {
         name: String::new(),
@@ -395,11 +405,13 @@ pub async fn create(
     Body(NewCamera(input)): Body<NewCamera>,
 ) -> Result<(StatusCode, Json<CameraJson>), ApiError> {
     let url_given = input.rtsp_url.is_some();
-    let fields = merge(new_camera_defaults(), input, false)?;
+    let mut fields = merge(new_camera_defaults(), input, false)?;
     check_network(&state, &fields, url_given).await?;
+    let id = Uuid::now_v7();
+    seal_new_password(&state, id, &mut fields, None);
     let row = state
         .store
-        .create_camera(&fields)
+        .create_camera(id, &fields)
         .await
         .map_err(|e| ApiError::from_store("camera", e))?;
     Ok((StatusCode::CREATED, Json((&row).into())))
@@ -493,8 +505,10 @@ pub async fn patch(
             row.vendor.as_deref(),
         );
     let url_given = input.rtsp_url.is_some();
-    let fields = merge(row.into(), input, was_built)?;
+    let stored_password = row.password.clone();
+    let mut fields = merge(row.into(), input, was_built)?;
     check_network(&state, &fields, url_given).await?;
+    seal_new_password(&state, id, &mut fields, stored_password.as_deref());
     let row = state
         .store
         .update_camera(id, &fields)

@@ -1,9 +1,11 @@
 //! The `cameras` table. The stored `rtsp_url` never holds a credential; `username` and
-//! `password` are columns of their own and the password leaves this module only inside
-//! [`CameraRow::rtsp_url_with_credentials`], which builds the URL of `event.created`.
+//! `password` are columns of their own, and `password` holds the password sealed for its camera
+//! (`camrec_shared::sealed`): event-api never needs it in clear, it hands the sealed value to
+//! the worker in `event.created`.
 
 use super::{on_unique, Page, PageRequest, Store, StoreError};
 use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::sealed::CameraKeys;
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, Postgres, QueryBuilder};
 use std::fmt;
@@ -24,6 +26,8 @@ pub struct CameraRow {
     pub rtsp_port: i32,
     pub rtsp_url: String,
     pub username: Option<String>,
+    /// Sealed (`v1.<key id>.<...>`); cleartext only in a row written before sealing, until the
+    /// next start of event-api seals it.
     pub password: Option<String>,
     pub codec: Option<String>,
     pub resolution: Option<String>,
@@ -49,18 +53,22 @@ impl fmt::Debug for CameraRow {
 }
 
 impl CameraRow {
-    /// The full URL with the stored credential: only for `event.created`.
-    pub fn rtsp_url_with_credentials(&self) -> Option<RtspUrl> {
+    /// The URL with the username and no password: the one `event.created` carries (beside the
+    /// sealed password).
+    pub fn rtsp_url_with_username(&self) -> Option<RtspUrl> {
         RtspUrl::parse(&self.rtsp_url)
             .ok()
-            .map(|u| u.with_credentials(self.username.as_deref(), self.password.as_deref()))
+            .map(|u| u.with_credentials(self.username.as_deref(), None))
     }
 
-    /// The URL as clients see it: `rtsp://user:***@host/...`.
+    /// The URL as clients see it: `rtsp://user:***@host/...` when a password is stored.
     pub fn masked_rtsp_url(&self) -> String {
-        match self.rtsp_url_with_credentials() {
-            Some(u) => u.masked(),
-            None => self.rtsp_url.clone(),
+        let marker = self.password.as_ref().map(|_| "***");
+        match RtspUrl::parse(&self.rtsp_url) {
+            Ok(u) => u
+                .with_credentials(self.username.as_deref(), marker)
+                .masked(),
+            Err(_) => self.rtsp_url.clone(),
         }
     }
 
@@ -202,7 +210,42 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &CameraFilter) {
 }
 
 impl Store {
-    pub async fn create_camera(&self, c: &CameraFields) -> Result<CameraRow, StoreError> {
+    /// Seals with `keys`' current key every stored password that is not sealed with it: a
+    /// cleartext one from before sealing, or one sealed with a retired key (key rotation).
+    /// Returns how many were sealed again. A value that does not open is left as it is, counted
+    /// in the log (its camera needs its password given again).
+    pub async fn reseal_camera_passwords(&self, keys: &CameraKeys) -> Result<u64, StoreError> {
+        let current = format!("v1.{}.%", keys.current_id());
+        let rows: Vec<(Uuid, String)> = sqlx::query_as(
+            "SELECT id, password FROM cameras WHERE password IS NOT NULL AND password NOT LIKE $1",
+        )
+        .bind(&current)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut sealed = 0;
+        for (id, stored) in rows {
+            let plain = match CameraKeys::key_id(&stored) {
+                None => stored,
+                Some(_) => match keys.open(id, &stored) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        tracing::error!(camera_id = %id, error = %e, "a camera's password does not open; give it again");
+                        continue;
+                    }
+                },
+            };
+            sqlx::query("UPDATE cameras SET password = $2 WHERE id = $1")
+                .bind(id)
+                .bind(keys.seal(id, &plain))
+                .execute(&self.pool)
+                .await?;
+            sealed += 1;
+        }
+        Ok(sealed)
+    }
+
+    /// Stores camera `id` (the id is chosen by the caller: a password is sealed for it).
+    pub async fn create_camera(&self, id: Uuid, c: &CameraFields) -> Result<CameraRow, StoreError> {
         let sql = format!(
             "INSERT INTO cameras (id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
              password, codec, resolution, vendor, enabled, site, record_event_types, stream_key, \
@@ -210,7 +253,7 @@ impl Store {
              VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) RETURNING {COLUMNS}"
         );
         sqlx::query_as::<_, CameraRow>(&sql)
-            .bind(Uuid::now_v7())
+            .bind(id)
             .bind(&c.name)
             .bind(&c.ip_address)
             .bind(c.channel)
@@ -361,12 +404,17 @@ mod tests {
     }
 
     #[test]
-    fn the_password_is_masked_for_clients_and_kept_for_the_worker() {
-        let r = row("rtsp://10.0.0.5:554/live", Some("admin"), Some("p@ss:w/rd"));
+    fn the_password_is_masked_for_clients_and_never_in_the_url() {
+        let r = row(
+            "rtsp://10.0.0.5:554/live",
+            Some("admin"),
+            Some("v1.k1.c2VhbGVk"),
+        );
         assert_eq!(r.masked_rtsp_url(), "rtsp://admin:***@10.0.0.5:554/live");
-        let full = r.rtsp_url_with_credentials().unwrap();
-        assert_eq!(full.password().as_deref(), Some("p@ss:w/rd"));
-        assert!(!format!("{r:?}").contains("p@ss"));
+        let url = r.rtsp_url_with_username().unwrap();
+        assert_eq!(url.username().as_deref(), Some("admin"));
+        assert_eq!(url.password(), None);
+        assert!(!format!("{r:?}").contains("v1.k1"));
         let none = row("rtsp://10.0.0.5:554/live", None, None);
         assert_eq!(none.masked_rtsp_url(), "rtsp://10.0.0.5:554/live");
         assert!(none.records("MOTION") && !none.records("ALERT"));

@@ -260,7 +260,7 @@ fn created_message(
     max_recording_sec: u32,
 ) -> Result<OutboxMessage, StoreError> {
     let rtsp_url = camera
-        .rtsp_url_with_credentials()
+        .rtsp_url_with_username()
         .ok_or(StoreError::Conflict("the camera's RTSP URL is not valid"))?;
     let site = site_of(&camera.site)?;
     let camera_id = CameraId(camera.id);
@@ -274,6 +274,7 @@ fn created_message(
             site: site.clone(),
             event_type,
             rtsp_url,
+            password_sealed: camera.password.clone(),
             limits: RecordingLimits {
                 max_duration_sec: max_recording_sec,
                 pre_roll_sec: 0,

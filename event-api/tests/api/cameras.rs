@@ -1,6 +1,6 @@
 //! `/cameras`: create, read, filter, patch, delete; credentials never come back; validation.
 
-use crate::support::{spawn_app, CAMERA_PASSWORD};
+use crate::support::{open_password, spawn_app, CAMERA_PASSWORD};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -28,7 +28,11 @@ async fn camera_credentials_are_split_masked_and_never_returned() {
             .await
             .unwrap();
     assert_eq!(stored.0, "rtsp://10.0.0.5:554/live");
-    assert_eq!(stored.1.as_deref(), Some(CAMERA_PASSWORD));
+    // Stored sealed: ciphertext that differs from the password and opens with the key.
+    let sealed = stored.1.unwrap();
+    assert!(sealed.starts_with("v1.test."), "{sealed}");
+    assert!(!sealed.contains(CAMERA_PASSWORD));
+    assert_eq!(open_password(id, &sealed), CAMERA_PASSWORD);
 }
 
 #[tokio::test]

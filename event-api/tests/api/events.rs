@@ -1,7 +1,7 @@
 //! `/events`: creating a recording event writes a PENDING playback and publishes
 //! `event.created`; ending is idempotent, also under a race.
 
-use crate::support::{spawn_app, CAMERA_PASSWORD};
+use crate::support::{open_password, spawn_app, CAMERA_PASSWORD};
 use camrec_shared::messages::{Envelope, EventCreated, EventEnded};
 use reqwest::{Method, StatusCode};
 use serde_json::json;
@@ -47,10 +47,19 @@ async fn motion_event_creates_a_pending_playback_and_publishes_event_created() {
         Envelope::from_slice(&serde_json::to_vec(payload).unwrap()).unwrap();
     assert_eq!(env.payload.event_id.to_string(), event_id);
     assert_eq!(env.payload.playback_id.to_string(), playback_id);
+    // The stream holds the username in the URL and the password sealed, never in clear.
     assert_eq!(
         env.payload.rtsp_url.expose(),
-        format!("rtsp://admin:{CAMERA_PASSWORD}@10.0.0.5:554/live/ch7")
+        "rtsp://admin@10.0.0.5:554/live/ch7"
     );
+    let sealed = env.payload.password_sealed.as_deref().unwrap();
+    assert_eq!(open_password(cam_id, sealed), CAMERA_PASSWORD);
+    assert!(!payload.to_string().contains(CAMERA_PASSWORD), "{payload}");
+    let outbox: Vec<u8> = sqlx::query_scalar("SELECT payload FROM outbox LIMIT 1")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(!String::from_utf8_lossy(&outbox).contains(CAMERA_PASSWORD));
     assert_eq!(env.payload.limits.max_duration_sec, 3600);
 }
 

@@ -19,6 +19,17 @@ pub const ADMIN: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-1";
 pub const CAMERA_PASSWORD: &str = "Sup3rS3cretCamPw";
 
+/// The key camera passwords are sealed with in these tests.
+pub const CAMERA_KEY: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
+/// Opens a sealed camera password as a worker would.
+pub fn open_password(camera_id: &str, sealed: &str) -> String {
+    camrec_shared::sealed::CameraKeys::parse(CAMERA_KEY, "")
+        .unwrap()
+        .open(camera_id.parse().unwrap(), sealed)
+        .unwrap()
+}
+
 pub struct TestApp {
     pub base: String,
     pub http: reqwest::Client,
@@ -57,6 +68,7 @@ async fn try_spawn_app(env: Vec<(String, String)>) -> anyhow::Result<TestApp> {
             "JWT_SECRET",
             "test-secret-0123456789abcdef-0123456789".to_owned(),
         ),
+        ("CAMERA_SECRET_KEY", CAMERA_KEY.to_owned()),
         ("ADMIN_USERNAME", ADMIN.to_owned()),
         ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         ("STORAGE_MODE", "local".to_owned()),

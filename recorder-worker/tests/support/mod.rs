@@ -275,6 +275,7 @@ pub fn event_for(url: RtspUrl, max_duration_sec: u32) -> EventCreated {
         site: Site::default(),
         event_type: EventType::Motion,
         rtsp_url: url,
+        password_sealed: None,
         limits: RecordingLimits {
             max_duration_sec,
             pre_roll_sec: 0,
