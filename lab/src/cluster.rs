@@ -131,6 +131,10 @@ fn is_crate_env(key: &str) -> bool {
         || key.starts_with("CARGO_BIN_EXE_")
 }
 
+/// The lab's event-api `STALE_PLAYBACK_SEC` unless a run sets its own (shorter than the
+/// service's 120 s default, so a worker that never comes back is failed sooner).
+pub const STALE_PLAYBACK_SEC: u64 = 60;
+
 /// The shape of the cluster and the service settings of the run.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -156,7 +160,7 @@ impl ClusterConfig {
             cameras,
             max_concurrent_recordings: 4,
             max_recording_sec: 40,
-            stale_playback_sec: 60,
+            stale_playback_sec: STALE_PLAYBACK_SEC,
             pending_timeout_sec: 240,
             reconcile_interval_sec: 2,
             log_dir,
