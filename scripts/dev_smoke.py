@@ -70,7 +70,7 @@ def main():
 
     created = api.call("POST", "/events", {"cameraId": a.camera, "type": "MOTION",
                                            "description": "scripts/dev.sh --smoke"})
-    event_id, playback_id = created["event"]["id"], created["playbackId"]
+    event_id, playback_id = created["id"], created["playbackId"]
     print(f"smoke: event {event_id}, playback {playback_id}", flush=True)
     wait_for_status(api, playback_id, ["RECORDING"], 60)
     time.sleep(a.seconds)  # the length of the clip, not a synchronisation

@@ -44,14 +44,11 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_TTL_SEC`, default 2592000 (30 days): lifetime of a refresh token.
     pub refresh_token_ttl: Duration,
-    /// `AUTH_CACHE_SEC`, default 5; 0 disables: how long a user's role, once read, is trusted
-    /// without a query. A role change or deletion made through this instance takes effect at
-    /// once; one made through another replica takes effect here within this bound.
-    pub auth_cache: Duration,
     /// `MAX_RECORDING_SEC`, default 3600: the `max_duration_sec` put into `event.created`.
     pub max_recording_sec: u32,
     /// `STALE_PLAYBACK_SEC`, default 120: a RECORDING/PROCESSING playback without a status for
-    /// this long becomes `FAILED worker_lost`.
+    /// this long, while the NATS connection was up, is presumed `FAILED worker_lost` (its
+    /// worker's later report overrides that).
     pub stale_playback: Duration,
     /// `PENDING_TIMEOUT_SEC`, default 900: a PENDING playback this old becomes
     /// `FAILED not_started`.
@@ -108,7 +105,6 @@ impl Config {
             admin_password: var("ADMIN_PASSWORD").map(Secret::new),
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SEC", 900)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SEC", 2_592_000)?,
-            auth_cache: Duration::from_secs(parse_or(&var, "AUTH_CACHE_SEC", 5)?),
             max_recording_sec: parse_or(&var, "MAX_RECORDING_SEC", 3600)?,
             stale_playback: secs("STALE_PLAYBACK_SEC", 120)?,
             pending_timeout: secs("PENDING_TIMEOUT_SEC", 900)?,

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod http;
 pub mod media;
+pub mod nats_link;
 pub mod outbox;
 pub mod projector;
 pub mod reconciler;
@@ -21,7 +22,6 @@ pub use http::AppState;
 
 use camrec_shared::storage::{Storage, StorageError};
 use http::auth::{hash_password, AuthKeys};
-use http::role_cache::RoleCache;
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -97,11 +97,16 @@ pub async fn serve(
     store.migrate().await?;
     ensure_admin(&store, &config).await?;
     let storage = Storage::open(config.storage.clone())?;
-    let nats = async_nats::ConnectOptions::new()
+    let link = nats_link::NatsLink::default();
+    let nats = link
+        .watch(async_nats::ConnectOptions::new())
         .name("camrec-event-api")
         .retry_on_initial_connect()
         .connect(config.nats_url.as_str())
         .await?;
+    if nats.connection_state() == async_nats::connection::State::Connected {
+        link.connected(chrono::Utc::now());
+    }
     let js = async_nats::jetstream::new(nats.clone());
 
     let tasks = shutdown.child_token();
@@ -109,13 +114,14 @@ pub async fn serve(
     let replicas = config.nats_stream_replicas;
     tracker.spawn(outbox::run(
         store.clone(),
-        js.clone(),
+        nats.clone(),
         replicas,
         tasks.clone(),
     ));
     tracker.spawn(projector::run(store.clone(), js, replicas, tasks.clone()));
     tracker.spawn(reconciler::run(
         store.clone(),
+        link.clone(),
         reconciler::Limits {
             stale_playback: config.stale_playback,
             pending_timeout: config.pending_timeout,
@@ -137,10 +143,10 @@ pub async fn serve(
             config.access_token_ttl,
             config.refresh_token_ttl,
         )),
-        roles: Arc::new(RoleCache::new(config.auth_cache)),
         store,
         storage,
         nats,
+        nats_link: link,
         metrics: prometheus(),
         config: Arc::new(config),
     };

@@ -8,12 +8,12 @@
 //! counted; a status for an unknown playback is acked and ignored; a database error naks the
 //! message for redelivery and backs the loop off.
 
-use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use crate::store::playbacks::Applied;
 use crate::store::{Store, StoreError};
 use async_nats::jetstream::consumer::{pull, AckPolicy, DeliverPolicy};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{Context, Message};
+use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use camrec_shared::messages::{Envelope, PlaybackStatus};
 use camrec_shared::subjects::{PLAYBACKS_STREAM, PLAYBACKS_SUBJECTS};
 use futures::StreamExt;
@@ -26,14 +26,20 @@ pub const CONSUMER: &str = "event-api-projector";
 /// Why the projector loop restarts.
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectorError {
-    #[error("nats: {0}")]
-    Nats(String),
+    #[error("streams: {0}")]
+    Streams(#[from] camrec_shared::streams::StreamsError),
+    #[error("stream: {0}")]
+    Stream(#[from] async_nats::jetstream::context::GetStreamError),
+    #[error("consumer: {0}")]
+    Consumer(#[from] async_nats::jetstream::stream::ConsumerError),
+    #[error("messages: {0}")]
+    Messages(#[from] async_nats::jetstream::consumer::StreamError),
+    #[error("next message: {0}")]
+    Next(#[from] async_nats::jetstream::consumer::pull::MessagesError),
+    #[error("ack: {0}")]
+    Ack(async_nats::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
-}
-
-fn nats_err(e: impl std::fmt::Display) -> ProjectorError {
-    ProjectorError::Nats(e.to_string())
 }
 
 /// Decides and performs the ack of one message (see the module docs).
@@ -43,7 +49,9 @@ pub async fn handle(store: &Store, msg: &Message) -> Result<(), ProjectorError> 
         Err(e) => {
             metrics::counter!("projector_ignored_total", "reason" => "undecodable").increment(1);
             tracing::warn!(subject = %msg.subject, error = %e, "undecodable status message terminated");
-            msg.ack_with(AckKind::Term).await.map_err(nats_err)?;
+            msg.ack_with(AckKind::Term)
+                .await
+                .map_err(ProjectorError::Ack)?;
             return Ok(());
         }
     };
@@ -51,6 +59,13 @@ pub async fn handle(store: &Store, msg: &Message) -> Result<(), ProjectorError> 
         Ok(Applied::Applied) => {
             metrics::counter!("projector_applied_total").increment(1);
             tracing::debug!(playback_id = %status.playback_id, seq = status.seq, status = ?status.body.kind(), "status applied");
+        }
+        Ok(Applied::Overrode(presumed)) => {
+            metrics::counter!("projector_presumption_overridden_total", "code" => presumed.as_str())
+                .increment(1);
+            tracing::info!(playback_id = %status.playback_id, presumed = presumed.as_str(),
+                worker_id = %status.worker_id, status = ?status.body.kind(),
+                "the worker reported after the reconciler presumed the playback failed; its report wins");
         }
         Ok(Applied::Ignored) => {
             metrics::counter!("projector_ignored_total", "reason" => "stale_or_not_allowed")
@@ -64,14 +79,12 @@ pub async fn handle(store: &Store, msg: &Message) -> Result<(), ProjectorError> 
             return Err(e.into());
         }
     }
-    msg.ack().await.map_err(nats_err)
+    msg.ack().await.map_err(ProjectorError::Ack)
 }
 
 async fn run_once(store: &Store, js: &Context, replicas: usize) -> Result<(), ProjectorError> {
-    camrec_shared::streams::ensure_streams(js, replicas)
-        .await
-        .map_err(nats_err)?;
-    let stream = js.get_stream(PLAYBACKS_STREAM).await.map_err(nats_err)?;
+    camrec_shared::streams::ensure_streams(js, replicas).await?;
+    let stream = js.get_stream(PLAYBACKS_STREAM).await?;
     let consumer = stream
         .get_or_create_consumer(
             CONSUMER,
@@ -84,11 +97,10 @@ async fn run_once(store: &Store, js: &Context, replicas: usize) -> Result<(), Pr
                 ..Default::default()
             },
         )
-        .await
-        .map_err(nats_err)?;
-    let mut messages = consumer.messages().await.map_err(nats_err)?;
+        .await?;
+    let mut messages = consumer.messages().await?;
     while let Some(msg) = messages.next().await {
-        let msg = msg.map_err(nats_err)?;
+        let msg = msg?;
         handle(store, &msg).await?;
     }
     Ok(())

@@ -3,8 +3,8 @@
 //! backoff (an object that is already gone counts as deleted); and published outbox rows older
 //! than [`OUTBOX_RETENTION`] (the streams' own retention) are purged.
 
-use camrec_shared::backoff::sleep_or_cancel;
 use crate::store::{Store, StoreError};
+use camrec_shared::backoff::sleep_or_cancel;
 use camrec_shared::storage::Storage;
 use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjectPath;

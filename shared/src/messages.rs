@@ -139,6 +139,19 @@ pub enum EndReason {
     Other,
 }
 
+impl EndReason {
+    /// The wire name, also stored in `events.end_reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndReason::Ended => "ended",
+            EndReason::PlaybackStopped => "playback_stopped",
+            EndReason::Deleted => "deleted",
+            EndReason::MaxDuration => "max_duration",
+            EndReason::Other => "other",
+        }
+    }
+}
+
 /// `event.ended`: the recording of this event should stop.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventEnded {
@@ -224,6 +237,8 @@ pub enum FailureCode {
     NotStarted,
     /// The recording was deleted before it finished.
     Deleted,
+    /// Its `event.created` could never be published (event-api's relay set it aside).
+    Undeliverable,
     /// A code added by a newer writer.
     #[serde(other)]
     Other,
@@ -241,8 +256,15 @@ impl FailureCode {
             FailureCode::WorkerLost => "worker_lost",
             FailureCode::NotStarted => "not_started",
             FailureCode::Deleted => "deleted",
+            FailureCode::Undeliverable => "undeliverable",
             FailureCode::Other => "other",
         }
+    }
+
+    /// The code of `s` (its wire name); unknown names are [`FailureCode::Other`].
+    pub fn parse(s: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(s.to_owned()))
+            .unwrap_or(FailureCode::Other)
     }
 }
 
@@ -417,13 +439,40 @@ mod tests {
         assert_eq!(r, EndReason::Other);
         let s: StopCause = serde_json::from_str("\"eclipse\"").unwrap();
         assert_eq!(s, StopCause::Other);
+        assert_eq!(FailureCode::parse("meteor"), FailureCode::Other);
+    }
+
+    #[test]
+    fn names_match_the_wire() {
+        for code in [
+            FailureCode::WorkerLost,
+            FailureCode::Undeliverable,
+            FailureCode::Other,
+        ] {
+            assert_eq!(FailureCode::parse(code.as_str()), code);
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+        for r in [
+            EndReason::Ended,
+            EndReason::PlaybackStopped,
+            EndReason::Deleted,
+            EndReason::MaxDuration,
+        ] {
+            assert_eq!(serde_json::to_value(r).unwrap(), r.as_str());
+        }
     }
 
     #[test]
     fn processing_carries_its_stop_cause_and_reads_old_messages() {
         let v = serde_json::json!({"status": "processing", "ended_at": "2026-01-01T00:00:00Z"});
         let old: StatusBody = serde_json::from_value(v).unwrap();
-        assert!(matches!(old, StatusBody::Processing { stopped_by: None, .. }));
+        assert!(matches!(
+            old,
+            StatusBody::Processing {
+                stopped_by: None,
+                ..
+            }
+        ));
         let new = StatusBody::Processing {
             ended_at: Utc::now(),
             stopped_by: Some(StopCause::MaxDuration),

@@ -19,7 +19,14 @@ pub enum RtspUrlError {
     Scheme,
     #[error("must name a host")]
     NoHost,
+    #[error("must not contain whitespace or control characters")]
+    Whitespace,
+    #[error("must be at most {MAX_LEN} bytes")]
+    TooLong,
 }
+
+/// The longest URL accepted, in bytes.
+pub const MAX_LEN: usize = 2048;
 
 /// A validated `rtsp://` / `rtsps://` URL, possibly with a username and password.
 #[derive(Clone, PartialEq, Eq)]
@@ -27,8 +34,16 @@ pub struct RtspUrl(Url);
 
 impl RtspUrl {
     /// Parses and validates `s`; on error the message does not contain `s`.
+    /// The URL must be exactly what was typed: whitespace or a control character anywhere is
+    /// refused, not trimmed or encoded away.
     pub fn parse(s: &str) -> Result<Self, RtspUrlError> {
-        let url = Url::parse(s.trim()).map_err(|_| RtspUrlError::Malformed)?;
+        if s.len() > MAX_LEN {
+            return Err(RtspUrlError::TooLong);
+        }
+        if s.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(RtspUrlError::Whitespace);
+        }
+        let url = Url::parse(s).map_err(|_| RtspUrlError::Malformed)?;
         match url.scheme() {
             "rtsp" | "rtsps" => {}
             _ => return Err(RtspUrlError::Scheme),
@@ -66,6 +81,19 @@ impl RtspUrl {
         self.0
             .port()
             .unwrap_or(if self.0.scheme() == "rtsps" { 322 } else { 554 })
+    }
+
+    /// What identifies the camera's stream: lower-case host, port (the default made explicit),
+    /// path and query. Two cameras with the same key are the same stream, whatever their
+    /// credentials; two behind one address on other ports or paths are not.
+    pub fn stream_key(&self) -> String {
+        let query = self.0.query().map(|q| format!("?{q}")).unwrap_or_default();
+        format!(
+            "{}:{}{}{query}",
+            self.host().to_ascii_lowercase(),
+            self.port(),
+            self.0.path()
+        )
     }
 
     /// The same URL with no username or password.
@@ -148,6 +176,43 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn whitespace_control_characters_and_overlong_urls_are_refused() {
+        for bad in [
+            "rtsp://host/a b",
+            "rtsp://host/a\nb",
+            "rtsp://host/a\tb",
+            " rtsp://host/a",
+            "rtsp://host/a\r",
+            "rtsp://host/a\u{7f}",
+        ] {
+            assert_eq!(
+                RtspUrl::parse(bad),
+                Err(RtspUrlError::Whitespace),
+                "{bad:?}"
+            );
+        }
+        let long = format!("rtsp://host/{}", "a".repeat(MAX_LEN));
+        assert_eq!(RtspUrl::parse(&long), Err(RtspUrlError::TooLong));
+        assert!(RtspUrl::parse(&long[..MAX_LEN]).is_ok());
+    }
+
+    #[test]
+    fn the_stream_key_is_host_port_and_path_without_credentials() {
+        let key = |s: &str| RtspUrl::parse(s).unwrap().stream_key();
+        assert_eq!(
+            key("rtsp://u:p@Cam.Local/live?ch=1"),
+            "cam.local:554/live?ch=1"
+        );
+        assert_eq!(
+            key("rtsp://cam.local:554/live?ch=1"),
+            key("rtsp://x:y@CAM.local/live?ch=1")
+        );
+        assert_ne!(key("rtsp://10.0.0.1:554/a"), key("rtsp://10.0.0.1:8554/a"));
+        assert_ne!(key("rtsp://10.0.0.1/a"), key("rtsp://10.0.0.1/b"));
+        assert_eq!(key("rtsps://[::1]/s"), "[::1]:322/s");
+    }
+
+    #[test]
     fn only_rtsp_schemes_with_a_host() {
         assert!(RtspUrl::parse("rtsp://10.0.0.5:554/stream").is_ok());
         assert!(RtspUrl::parse("rtsps://cam.example/stream").is_ok());
@@ -160,7 +225,7 @@ mod tests {
             Err(RtspUrlError::Scheme)
         );
         assert_eq!(RtspUrl::parse("rtsp://"), Err(RtspUrlError::NoHost));
-        assert_eq!(RtspUrl::parse("not a url"), Err(RtspUrlError::Malformed));
+        assert_eq!(RtspUrl::parse("not-a-url"), Err(RtspUrlError::Malformed));
     }
 
     #[test]

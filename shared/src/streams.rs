@@ -40,18 +40,24 @@ pub fn playbacks_config(replicas: usize) -> stream::Config {
     config(PLAYBACKS_STREAM, PLAYBACKS_SUBJECTS, replicas)
 }
 
+/// Why the streams could not be made ready (NATS down, or a configuration the server refuses).
+#[derive(Debug, thiserror::Error)]
+pub enum StreamsError {
+    #[error("create stream: {0}")]
+    Create(jetstream::context::CreateStreamError),
+    #[error("update stream: {0}")]
+    Update(jetstream::context::UpdateStreamError),
+}
+
 /// Creates both streams, or updates them to this configuration when they exist.
-pub async fn ensure_streams(
-    js: &jetstream::Context,
-    replicas: usize,
-) -> Result<(), async_nats::Error> {
+pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), StreamsError> {
     for cfg in [events_config(replicas), playbacks_config(replicas)] {
         match js.get_stream(&cfg.name).await {
             Ok(_) => {
-                js.update_stream(cfg).await?;
+                js.update_stream(cfg).await.map_err(StreamsError::Update)?;
             }
             Err(_) => {
-                js.create_stream(cfg).await?;
+                js.create_stream(cfg).await.map_err(StreamsError::Create)?;
             }
         }
     }

@@ -167,11 +167,17 @@ fn check_ip(ip: &str) -> Result<String, ApiError> {
     }
 }
 
+/// A text field as stored: surrounding spaces trimmed, empty as absent, at most `max`
+/// characters, and no control characters (a line break or a tab is refused, not rewritten).
 fn check_text(field: &str, v: Option<String>, max: usize) -> Result<Option<String>, ApiError> {
-    match v.map(|s| s.trim().to_owned()) {
+    match v.map(|s| s.trim_matches(' ').to_owned()) {
         Some(s) if s.chars().count() > max => Err(ApiError::invalid(
             field,
             format!("must be at most {max} characters"),
+        )),
+        Some(s) if s.chars().any(char::is_control) => Err(ApiError::invalid(
+            field,
+            "must not contain control characters (line breaks, tabs)",
         )),
         Some(s) if s.is_empty() => Ok(None),
         other => Ok(other),
@@ -235,6 +241,15 @@ fn merge(
         return Err(ApiError::invalid(
             "password",
             "must be at most 256 characters",
+        ));
+    }
+    if password
+        .as_ref()
+        .is_some_and(|p| p.chars().any(char::is_control))
+    {
+        return Err(ApiError::invalid(
+            "password",
+            "must not contain control characters",
         ));
     }
     match input.rtsp_url {

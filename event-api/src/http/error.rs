@@ -1,6 +1,7 @@
 //! The closed set of HTTP error kinds, mapped to status codes in one `match`. Every error body is
-//! `{statusCode, error, message, field?}`; 5xx bodies say nothing about the cause (it is logged
-//! once, here, with the request's route unknown to the client).
+//! `{statusCode, error, message, field?}`; 5xx bodies say nothing about the cause: it travels in
+//! the response's extensions as an [`ErrorCause`], and the request middleware (`http::track`)
+//! logs it once, with the route and method.
 
 use crate::store::StoreError;
 use axum::http::StatusCode;
@@ -29,9 +30,12 @@ pub enum ApiError {
     /// 409: the change conflicts with existing state.
     #[error("conflict: {0}")]
     Conflict(&'static str),
-    /// 503: a dependency is unavailable.
-    #[error("service unavailable: {0}")]
-    Unavailable(&'static str),
+    /// 503: a dependency is unavailable; `cause` is logged, never returned.
+    #[error("service unavailable: {message}")]
+    Unavailable {
+        message: &'static str,
+        cause: String,
+    },
     /// 500: a bug or an infrastructure failure; details are logged, never returned.
     #[error("internal error: {0}")]
     Internal(String),
@@ -50,14 +54,18 @@ impl ApiError {
         match e {
             StoreError::NotFound => Self::NotFound(what),
             StoreError::Conflict(m) => Self::Conflict(m),
-            StoreError::Unavailable(e) => {
-                tracing::warn!(error = %e, "database unavailable");
-                Self::Unavailable("the database is unavailable; retry later")
-            }
+            StoreError::Unavailable(e) => Self::Unavailable {
+                message: "the database is unavailable; retry later",
+                cause: e.to_string(),
+            },
             StoreError::Db(e) => Self::Internal(e.to_string()),
         }
     }
 }
+
+/// Why a request failed with a 5xx, for the log only.
+#[derive(Clone, Debug)]
+pub struct ErrorCause(pub String);
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -71,6 +79,7 @@ struct ErrorBody {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let mut cause = None;
         let (status, message, field) = match self {
             ApiError::Invalid { field, message } => (
                 StatusCode::BAD_REQUEST,
@@ -90,9 +99,12 @@ impl IntoResponse for ApiError {
             ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found"), None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.to_owned(), None),
-            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, m.to_owned(), None),
+            ApiError::Unavailable { message, cause: c } => {
+                cause = Some(c);
+                (StatusCode::SERVICE_UNAVAILABLE, message.to_owned(), None)
+            }
             ApiError::Internal(detail) => {
-                tracing::error!(error = %detail, "request failed");
+                cause = Some(detail);
                 (
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal error".to_owned(),
@@ -107,6 +119,9 @@ impl IntoResponse for ApiError {
             field,
         };
         let mut resp = (status, Json(body)).into_response();
+        if let Some(cause) = cause {
+            resp.extensions_mut().insert(ErrorCause(cause));
+        }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,

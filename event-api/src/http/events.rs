@@ -9,6 +9,7 @@ use super::extract::{Body, Params, PathId, RequestBody};
 use super::{AppState, PageJson};
 use crate::store::cameras::CameraRow;
 use crate::store::events::{EndState, EventFilter, EventRow, NewEvent};
+use crate::store::playbacks::PlaybackState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
@@ -34,6 +35,9 @@ pub struct EventJson {
     ack: bool,
     created_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
+    /// Why it ended: `ended`, `playback_stopped`, `deleted`, or `max_duration` (the recording
+    /// reached the camera's maximum duration).
+    end_reason: Option<String>,
     playback_id: Option<Uuid>,
 }
 
@@ -48,6 +52,7 @@ impl EventJson {
             ack: e.ack,
             created_at: e.created_at,
             ended_at: e.ended_at,
+            end_reason: e.end_reason.clone(),
             playback_id: e.playback_id,
         }
     }
@@ -127,14 +132,16 @@ impl RequestBody for CreateEvent {
     const REQUIRED: &'static [&'static str] = &["cameraId", "type"];
 }
 
-/// The answer of `POST /events`.
+/// The answer of `POST /events`: the event itself at the top level, as the old Camera API
+/// answered (its `playbackId` is null when the camera does not record this event type), and
+/// beside its fields the status of the recording it started.
 #[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedEvent {
+    #[serde(flatten)]
     event: EventJson,
-    /// Null when the camera does not record this event type.
-    playback_id: Option<Uuid>,
-    recording_status: Option<String>,
+    /// `PENDING` when a recording was requested; null otherwise.
+    recording_status: Option<PlaybackState>,
 }
 
 /// The answer of `POST /events/:id/end` and `POST /playbacks/:id/stop`.
@@ -144,7 +151,7 @@ pub struct EndResponse {
     ok: bool,
     event_id: Uuid,
     playback_id: Option<Uuid>,
-    recording_status: Option<String>,
+    recording_status: Option<PlaybackState>,
 }
 
 impl From<EndState> for EndResponse {
@@ -192,8 +199,7 @@ pub async fn create(
     Ok((
         StatusCode::CREATED,
         Json(CreatedEvent {
-            playback_id: event.playback_id,
-            recording_status: event.recording_status.clone(),
+            recording_status: event.recording_status,
             event: EventJson::new(&event, &camera),
         }),
     ))

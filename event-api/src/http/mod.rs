@@ -11,7 +11,6 @@ pub mod extract;
 pub mod openapi;
 pub mod ops;
 pub mod playbacks;
-pub mod role_cache;
 pub mod users;
 
 use crate::config::Config;
@@ -23,7 +22,6 @@ use axum::response::Response;
 use axum::Router;
 use camrec_shared::storage::Storage;
 use metrics_exporter_prometheus::PrometheusHandle;
-use role_cache::RoleCache;
 use serde::Serialize;
 use std::sync::Arc;
 
@@ -33,9 +31,9 @@ pub struct AppState {
     pub store: Store,
     pub storage: Storage,
     pub auth: Arc<AuthKeys>,
-    /// Users' roles as recently read, so most requests authenticate without a query.
-    pub roles: Arc<RoleCache>,
     pub nats: async_nats::Client,
+    /// Whether (and since when) the NATS connection is up.
+    pub nats_link: crate::nats_link::NatsLink,
     pub metrics: PrometheusHandle,
     pub config: Arc<Config>,
 }
@@ -64,7 +62,8 @@ impl<T> PageJson<T> {
     }
 }
 
-/// Counts requests by route template, method and status.
+/// Counts requests by route template, method and status, and logs the cause of every 5xx
+/// answer (the one place request errors are logged).
 async fn track(req: Request, next: Next) -> Response {
     let route = req
         .extensions()
@@ -73,6 +72,14 @@ async fn track(req: Request, next: Next) -> Response {
         .unwrap_or_else(|| "unmatched".to_owned());
     let method = req.method().to_string();
     let resp = next.run(req).await;
+    let status = resp.status();
+    if let Some(error::ErrorCause(cause)) = resp.extensions().get() {
+        if status == axum::http::StatusCode::SERVICE_UNAVAILABLE {
+            tracing::warn!(%route, %method, status = status.as_u16(), error = %cause, "request failed");
+        } else {
+            tracing::error!(%route, %method, status = status.as_u16(), error = %cause, "request failed");
+        }
+    }
     metrics::counter!(
         "http_requests_total",
         "route" => route,

@@ -1,5 +1,5 @@
-//! Operations routes: liveness (`/health`), readiness (`/ready`: the database answers and the
-//! NATS connection is up) and Prometheus metrics (`/metrics`).
+//! Operations routes: liveness (`/health`), readiness (`/ready`: the database answers; NATS and
+//! the outbox backlog are reported in the body) and Prometheus metrics (`/metrics`).
 
 use super::AppState;
 use axum::extract::State;
@@ -14,11 +14,19 @@ pub struct Health {
     status: &'static str,
 }
 
+/// Readiness: the status code says whether event-api can take requests (its database answers);
+/// NATS and the outbox are reported, not required: while NATS is down, requests still succeed
+/// and the outbox carries their messages through the outage.
 #[derive(Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Readiness {
     status: &'static str,
     database: &'static str,
     nats: &'static str,
+    /// Outbox rows waiting to be published (absent when the database does not answer).
+    outbox_backlog: Option<i64>,
+    /// Outbox rows set aside because they can never be published.
+    outbox_dead: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/health", tag = "ops", responses((status = 200, body = Health)))]
@@ -27,20 +35,24 @@ pub async fn health() -> Json<Health> {
 }
 
 #[utoipa::path(get, path = "/ready", tag = "ops",
-    responses((status = 200, body = Readiness), (status = 503, body = Readiness)))]
+    responses((status = 200, body = Readiness, description = "the database answers (NATS may be down)"),
+        (status = 503, body = Readiness, description = "the database does not answer")))]
 pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let db_ok = state.store.ping().await.is_ok();
-    let nats_ok = state.nats.connection_state() == async_nats::connection::State::Connected;
+    let backlog = state.store.outbox_backlog().await.ok();
+    let dead = state.store.outbox_dead().await.ok();
+    let db_ok = backlog.is_some();
     let body = Readiness {
-        status: if db_ok && nats_ok {
-            "ready"
-        } else {
-            "not ready"
-        },
+        status: if db_ok { "ready" } else { "not ready" },
         database: if db_ok { "ok" } else { "unavailable" },
-        nats: if nats_ok { "connected" } else { "disconnected" },
+        nats: if state.nats_link.up_since().is_some() {
+            "connected"
+        } else {
+            "disconnected"
+        },
+        outbox_backlog: backlog,
+        outbox_dead: dead,
     };
-    let code = if db_ok && nats_ok {
+    let code = if db_ok {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -53,6 +65,9 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     if let Ok(backlog) = state.store.outbox_backlog().await {
         metrics::gauge!("outbox_backlog").set(backlog as f64);
+    }
+    if let Ok(dead) = state.store.outbox_dead().await {
+        metrics::gauge!("outbox_dead").set(dead as f64);
     }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],

@@ -10,7 +10,7 @@ use super::extract::{Params, PathId};
 use super::{AppState, PageJson};
 use crate::store::cameras::CameraRow;
 use crate::store::events::EventRow;
-use crate::store::playbacks::{PlaybackFilter, PlaybackRow};
+use crate::store::playbacks::{PlaybackFilter, PlaybackRow, PlaybackState};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -36,8 +36,7 @@ pub struct ProgressJson {
 #[serde(rename_all = "camelCase")]
 pub struct PlaybackJson {
     id: Uuid,
-    /// PENDING, RECORDING, PROCESSING, COMPLETED or FAILED.
-    recording_status: String,
+    recording_status: PlaybackState,
     video_url: Option<String>,
     thumbnail_url: Option<String>,
     /// A number (the old API sent a string).
@@ -87,7 +86,7 @@ async fn playback_json(
         .map(|_| ObjectKey::Video(PlaybackId(p.id)).to_string());
     Ok(PlaybackJson {
         id: p.id,
-        recording_status: p.status.clone(),
+        recording_status: p.status,
         video_url: url_of(state, video_key.as_deref()).await?,
         thumbnail_url: url_of(state, p.thumb_key.as_deref()).await?,
         file_size_bytes: p.file_size_bytes,
@@ -103,7 +102,7 @@ async fn playback_json(
         updated_at: p.updated_at,
         error_code: p.error_code.clone(),
         error_message: p.error_message.clone(),
-        progress: (p.status == "RECORDING").then_some(ProgressJson {
+        progress: (p.status == PlaybackState::Recording).then_some(ProgressJson {
             frames: p.frames,
             bitrate_kbps: p.bitrate_kbps,
             media_time_sec: p.media_time_sec,
@@ -144,8 +143,6 @@ async fn to_json(state: &AppState, rows: &[PlaybackRow]) -> Result<Vec<PlaybackJ
     Ok(out)
 }
 
-const STATUSES: [&str; 5] = ["PENDING", "RECORDING", "PROCESSING", "COMPLETED", "FAILED"];
-
 #[utoipa::path(get, path = "/playbacks", tag = "playbacks", security(("bearer" = [])),
     params(("eventId" = Option<Uuid>, Query), ("cameraId" = Option<Uuid>, Query),
         ("recordingStatus" = Option<String>, Query, description = "PENDING, RECORDING, PROCESSING, COMPLETED, FAILED"),
@@ -160,10 +157,11 @@ pub async fn list(
     let filter = PlaybackFilter {
         event_id: params.uuid("eventId")?,
         camera_id: params.uuid("cameraId")?,
-        status: params.one_of("recordingStatus", &STATUSES.join(", "), |s| {
-            let upper = s.to_ascii_uppercase();
-            STATUSES.contains(&upper.as_str()).then_some(upper)
-        })?,
+        status: params.one_of(
+            "recordingStatus",
+            "PENDING, RECORDING, PROCESSING, COMPLETED, FAILED",
+            |s| PlaybackState::parse(&s.to_ascii_uppercase()),
+        )?,
         started_from: params.time("startedFrom")?,
         started_to: params.time("startedTo")?,
     };

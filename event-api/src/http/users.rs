@@ -44,6 +44,12 @@ fn check_username(u: &str) -> Result<String, ApiError> {
     if u.is_empty() || u.len() > 64 {
         return Err(ApiError::invalid("username", "must be 1 to 64 characters"));
     }
+    if u.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err(ApiError::invalid(
+            "username",
+            "must not contain whitespace or control characters",
+        ));
+    }
     Ok(u.to_owned())
 }
 
@@ -119,7 +125,6 @@ pub async fn update(
         )
         .await
         .map_err(|e| ApiError::from_store("user", e))?;
-    state.roles.invalidate(id);
     Ok(Json(row.into()))
 }
 
@@ -139,7 +144,6 @@ pub async fn delete(
         .delete_user(id)
         .await
         .map_err(|e| ApiError::from_store("user", e))?;
-    state.roles.invalidate(id);
     Ok(StatusCode::NO_CONTENT)
 }
 

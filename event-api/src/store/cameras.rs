@@ -86,6 +86,13 @@ pub struct CameraFields {
     pub record_event_types: Vec<String>,
 }
 
+impl CameraFields {
+    /// What makes the camera unique: its stream ([`RtspUrl::stream_key`]).
+    pub fn stream_key(&self) -> Option<String> {
+        RtspUrl::parse(&self.rtsp_url).ok().map(|u| u.stream_key())
+    }
+}
+
 impl From<CameraRow> for CameraFields {
     fn from(r: CameraRow) -> Self {
         Self {
@@ -155,8 +162,8 @@ impl CameraSort {
     }
 }
 
-const DUPLICATE: &str = "a camera with this ipAddress and channel already exists";
-const UNIQUE: &str = "cameras_ip_address_channel_key";
+const DUPLICATE: &str = "a camera with this stream (host, port and path of rtspUrl) already exists";
+const UNIQUE: &str = "cameras_stream_key_key";
 
 fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &CameraFilter) {
     qb.push(" WHERE true");
@@ -193,8 +200,8 @@ impl Store {
     pub async fn create_camera(&self, c: &CameraFields) -> Result<CameraRow, StoreError> {
         let sql = format!(
             "INSERT INTO cameras (id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
-             password, codec, resolution, vendor, enabled, site, record_event_types) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14) RETURNING {COLUMNS}"
+             password, codec, resolution, vendor, enabled, site, record_event_types, stream_key) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) RETURNING {COLUMNS}"
         );
         sqlx::query_as::<_, CameraRow>(&sql)
             .bind(Uuid::now_v7())
@@ -211,6 +218,7 @@ impl Store {
             .bind(c.enabled)
             .bind(&c.site)
             .bind(&c.record_event_types)
+            .bind(c.stream_key())
             .fetch_one(&self.pool)
             .await
             .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))
@@ -220,7 +228,8 @@ impl Store {
         let sql = format!(
             "UPDATE cameras SET name = $2, ip_address = $3, channel = $4, rtsp_port = $5, \
              rtsp_url = $6, username = $7, password = $8, codec = $9, resolution = $10, \
-             vendor = $11, enabled = $12, site = $13, record_event_types = $14, updated_at = now() \
+             vendor = $11, enabled = $12, site = $13, record_event_types = $14, stream_key = $15, \
+             updated_at = now() \
              WHERE id = $1 RETURNING {COLUMNS}"
         );
         sqlx::query_as::<_, CameraRow>(&sql)
@@ -238,6 +247,7 @@ impl Store {
             .bind(c.enabled)
             .bind(&c.site)
             .bind(&c.record_event_types)
+            .bind(c.stream_key())
             .fetch_optional(&self.pool)
             .await
             .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))?

@@ -1,9 +1,10 @@
 //! The `events` table and the transactions that start and end recordings: creating a recording
 //! event writes the event, its `PENDING` playback and the `event.created` outbox row together
-//! (in one statement); ending one writes `ended_at` and the `event.ended` outbox row together.
+//! (in one transaction); ending one writes `ended_at` and the `event.ended` outbox row together.
 
 use super::cameras::{CameraRow, COLUMNS as CAMERA_COLUMNS};
-use super::outbox::{enqueue, OutboxMessage, NOTIFY_CHANNEL};
+use super::outbox::{enqueue, OutboxMessage};
+use super::playbacks::PlaybackState;
 use super::{deletions, Page, PageRequest, Store, StoreError};
 use camrec_shared::messages::{
     EndReason, Envelope, EventCreated, EventEnded, EventType, RecordingLimits,
@@ -31,7 +32,7 @@ pub struct EventRow {
     pub ended_at: Option<DateTime<Utc>>,
     pub end_reason: Option<String>,
     pub playback_id: Option<Uuid>,
-    pub recording_status: Option<String>,
+    pub recording_status: Option<PlaybackState>,
 }
 
 /// A new event.
@@ -47,7 +48,7 @@ pub struct NewEvent {
 pub struct EndState {
     pub event_id: Uuid,
     pub playback_id: Option<Uuid>,
-    pub recording_status: Option<String>,
+    pub recording_status: Option<PlaybackState>,
 }
 
 /// `GET /events` filters.
@@ -87,14 +88,6 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &EventFilter) {
 
 fn site_of(camera_site: &str) -> Result<Site, StoreError> {
     Site::new(camera_site).map_err(|_| StoreError::Conflict("the camera's site is not valid"))
-}
-
-/// The text stored in `events.end_reason` for `reason` (its wire name).
-fn reason_text(reason: EndReason) -> String {
-    serde_json::to_value(reason)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "other".to_owned())
 }
 
 /// The `event.ended` outbox message of an event that has a playback.
@@ -140,7 +133,7 @@ async fn end_in_tx(
          (SELECT p.id FROM playbacks p WHERE p.event_id = e.id)",
     )
     .bind(event_id)
-    .bind(reason_text(reason))
+    .bind(reason.as_str())
     .fetch_optional(&mut *conn)
     .await?;
     let Some((camera_id, site, playback_id)) = ended else {
@@ -153,45 +146,23 @@ async fn end_in_tx(
     Ok(true)
 }
 
-/// How often [`Store::end_event`] reads the event again when its write lost a race.
-const END_ATTEMPTS: usize = 3;
-
-/// An event as [`Store::end_event`] reads it before writing: what its `event.ended` message
-/// carries, whether it has ended, and the state the call answers with.
-#[derive(FromRow)]
-struct EventToEnd {
-    camera_id: Uuid,
-    site: String,
-    /// The playback the message names (deleted or not, as [`end_in_tx`] names it).
-    message_playback: Option<Uuid>,
-    ended: bool,
-    /// The non-deleted playback and its status: the answer.
-    playback_id: Option<Uuid>,
-    recording_status: Option<String>,
+/// The state `end` answers with: the event's (non-deleted) playback and its status.
+async fn end_state(conn: &mut PgConnection, event_id: Uuid) -> Result<EndState, StoreError> {
+    let (playback_id, recording_status): (Option<Uuid>, Option<PlaybackState>) = sqlx::query_as(
+        "SELECT p.id, p.status FROM events e \
+         LEFT JOIN playbacks p ON p.event_id = e.id AND p.deleted_at IS NULL \
+         WHERE e.id = $1 AND e.deleted_at IS NULL",
+    )
+    .bind(event_id)
+    .fetch_optional(conn)
+    .await?
+    .ok_or(StoreError::NotFound)?;
+    Ok(EndState {
+        event_id,
+        playback_id,
+        recording_status,
+    })
 }
-
-const READ_EVENT_TO_END: &str = "SELECT e.camera_id, c.site, \
-     (SELECT p.id FROM playbacks p WHERE p.event_id = e.id) AS message_playback, \
-     e.ended_at IS NOT NULL AS ended, p.id AS playback_id, p.status AS recording_status \
-     FROM events e JOIN cameras c ON c.id = e.camera_id \
-     LEFT JOIN playbacks p ON p.event_id = e.id AND p.deleted_at IS NULL \
-     WHERE e.id = $1 AND e.deleted_at IS NULL";
-
-/// Ends event `$1` with reason `$2` if it is open, not deleted, and its camera's site is still
-/// `$3` (the site its message names, as read); with it, when `$4` is not null, the
-/// `event.ended` outbox row (`$4` subject, `$5` msg id, `$6` payload) and a `NOTIFY` of the
-/// relay on `$7`. One statement, atomic without an explicit transaction. Returns one row:
-/// whether this statement ended the event, and how many notifications it sent (selecting them
-/// is what makes PostgreSQL evaluate the `notified` CTE).
-const END_EVENT: &str = "WITH ended AS (\
-     UPDATE events e SET ended_at = now(), end_reason = $2 \
-     WHERE e.id = $1 AND e.ended_at IS NULL AND e.deleted_at IS NULL \
-     AND (SELECT site FROM cameras c WHERE c.id = e.camera_id) = $3 RETURNING e.id), \
-     queued AS (INSERT INTO outbox (subject, msg_id, payload) \
-     SELECT $4, $5, $6 FROM ended WHERE $4::text IS NOT NULL \
-     ON CONFLICT (msg_id) DO NOTHING RETURNING id), \
-     notified AS (SELECT pg_notify($7, '') FROM queued) \
-     SELECT (SELECT count(*) FROM ended) > 0 AS ended, (SELECT count(*) FROM notified) AS notified";
 
 /// Marks the playback of `event_id` deleted; queues its objects when it is already finished
 /// (a running one is queued by the projector when its terminal status arrives).
@@ -199,60 +170,28 @@ pub(super) async fn mark_playback_deleted(
     conn: &mut PgConnection,
     playback_id: Uuid,
 ) -> Result<(), StoreError> {
-    let status: Option<String> = sqlx::query_scalar(
+    let status: Option<PlaybackState> = sqlx::query_scalar(
         "UPDATE playbacks SET deleted_at = now(), updated_at = now() \
          WHERE id = $1 AND deleted_at IS NULL RETURNING status",
     )
     .bind(playback_id)
     .fetch_optional(&mut *conn)
     .await?;
-    if matches!(status.as_deref(), Some("COMPLETED" | "FAILED")) {
+    if status.is_some_and(PlaybackState::is_terminal) {
         deletions::queue_playback_objects(conn, PlaybackId(playback_id)).await?;
     }
     Ok(())
 }
 
-/// How often [`Store::create_event`] reads the camera again when it changed under it.
-const CREATE_ATTEMPTS: usize = 3;
-
-/// Writes the event of a type the camera does not record, if the camera row is still the
-/// version read (`$2`, its `xmin`) and enabled. `FOR SHARE` holds off a concurrent update or
-/// delete of the camera until this statement commits (a delete then finds the event and
-/// refuses, ADR 0007); one that committed first makes the statement write nothing. One
-/// statement, so no explicit transaction: it is atomic on its own. Returns the event's id when
-/// it was written. bench/src/pgbench.rs runs the same SQL.
-pub const INSERT_EVENT: &str = "WITH camera AS (\
-     SELECT id FROM cameras WHERE id = $1 AND xmin::text = $2 AND enabled FOR SHARE), \
-     event AS (INSERT INTO events (id, camera_id, type, description, created_at) \
-     SELECT $3, id, $4, $5, $6 FROM camera RETURNING id) \
-     SELECT id FROM event";
-
-/// [`INSERT_EVENT`] for a type the camera records: also the `PENDING` playback (`$7`) and the
-/// `event.created` outbox row (`$8` subject, `$9` msg id, `$10` payload), and a `NOTIFY` of the
-/// relay on channel `$11` (delivered at commit).
-pub const INSERT_RECORDING_EVENT: &str = "WITH camera AS (\
-     SELECT id FROM cameras WHERE id = $1 AND xmin::text = $2 AND enabled FOR SHARE), \
-     event AS (INSERT INTO events (id, camera_id, type, description, created_at) \
-     SELECT $3, id, $4, $5, $6 FROM camera RETURNING id), \
-     playback AS (INSERT INTO playbacks (id, event_id, camera_id) SELECT $7, id, $1 FROM event), \
-     queued AS (INSERT INTO outbox (subject, msg_id, payload) SELECT $8, $9, $10 FROM event \
-     ON CONFLICT (msg_id) DO NOTHING) \
-     SELECT id, pg_notify($11, '') FROM event";
-
-/// A camera row with its row version (`xmin`, as text), which changes with every update.
-#[derive(FromRow)]
-struct VersionedCamera {
-    #[sqlx(flatten)]
-    row: CameraRow,
-    version: String,
-}
-
-async fn camera_version(
+/// The camera of a new event, locked `FOR SHARE` until the transaction ends, so that a
+/// concurrent update or delete of the camera waits for the event (a delete then finds the event
+/// and refuses, ADR 0007).
+async fn camera_for_event(
     conn: &mut PgConnection,
     camera_id: Uuid,
-) -> Result<VersionedCamera, StoreError> {
-    sqlx::query_as::<_, VersionedCamera>(&format!(
-        "SELECT {CAMERA_COLUMNS}, xmin::text AS version FROM cameras WHERE id = $1"
+) -> Result<CameraRow, StoreError> {
+    sqlx::query_as::<_, CameraRow>(&format!(
+        "SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = $1 FOR SHARE"
     ))
     .bind(camera_id)
     .fetch_optional(&mut *conn)
@@ -306,7 +245,7 @@ impl PlannedEvent {
             ended_at: None,
             end_reason: None,
             playback_id,
-            recording_status: playback_id.map(|_| "PENDING".to_owned()),
+            recording_status: playback_id.map(|_| PlaybackState::Pending),
         }
     }
 }
@@ -349,116 +288,63 @@ fn created_message(
     })
 }
 
-/// Runs [`INSERT_EVENT`] or [`INSERT_RECORDING_EVENT`]; false when the camera is no longer the
-/// version read (or was disabled or deleted meanwhile): then nothing was written.
+/// Writes the planned event and, for a recording, its `PENDING` playback and outbox row.
 async fn insert_event(
     conn: &mut PgConnection,
     new: &NewEvent,
     planned: &PlannedEvent,
-    camera: &VersionedCamera,
-) -> Result<bool, StoreError> {
-    let sql = match planned.recording {
-        Some(_) => INSERT_RECORDING_EVENT,
-        None => INSERT_EVENT,
-    };
-    let mut query = sqlx::query_scalar::<_, Uuid>(sql)
-        .bind(camera.row.id)
-        .bind(&camera.version)
-        .bind(planned.id.0)
-        .bind(new.event_type.as_str())
-        .bind(&new.description)
-        .bind(planned.created_at);
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (id, camera_id, type, description, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(planned.id.0)
+    .bind(new.camera_id)
+    .bind(new.event_type.as_str())
+    .bind(&new.description)
+    .bind(planned.created_at)
+    .execute(&mut *conn)
+    .await?;
     if let Some((playback_id, msg)) = &planned.recording {
-        query = query
+        sqlx::query("INSERT INTO playbacks (id, event_id, camera_id) VALUES ($1, $2, $3)")
             .bind(playback_id.0)
-            .bind(&msg.subject)
-            .bind(&msg.msg_id)
-            .bind(&msg.payload)
-            .bind(NOTIFY_CHANNEL);
+            .bind(planned.id.0)
+            .bind(new.camera_id)
+            .execute(&mut *conn)
+            .await?;
+        enqueue(conn, msg).await?;
     }
-    Ok(query.fetch_optional(&mut *conn).await?.is_some())
+    Ok(())
 }
 
 impl Store {
     /// Creates an event; for a type the camera records, also its `PENDING` playback and the
-    /// `event.created` outbox row, atomically, in two round trips: the camera is read, then one
-    /// statement ([`INSERT_EVENT`] or [`INSERT_RECORDING_EVENT`]) writes every row if the camera
-    /// is still that version and enabled. A camera changed in between is read again.
+    /// `event.created` outbox row, in one transaction.
     pub async fn create_event(
         &self,
         new: &NewEvent,
         max_recording_sec: u32,
     ) -> Result<(EventRow, CameraRow), StoreError> {
-        let mut conn = self.hot().await?;
-        for _ in 0..CREATE_ATTEMPTS {
-            let camera = camera_version(&mut conn, new.camera_id).await?;
-            if !camera.row.enabled {
-                conn.keep();
-                return Err(StoreError::Conflict("the camera is disabled"));
-            }
-            let planned = PlannedEvent::new(new, &camera.row, max_recording_sec)?;
-            if insert_event(&mut conn, new, &planned, &camera).await? {
-                conn.keep();
-                return Ok((planned.into_row(new), camera.row));
-            }
+        let mut tx = self.pool.begin().await?;
+        let camera = camera_for_event(&mut tx, new.camera_id).await?;
+        if !camera.enabled {
+            return Err(StoreError::Conflict("the camera is disabled"));
         }
-        conn.keep();
-        Err(StoreError::Conflict(
-            "the camera changed while the event was created; try again",
-        ))
+        let planned = PlannedEvent::new(new, &camera, max_recording_sec)?;
+        insert_event(&mut tx, new, &planned).await?;
+        tx.commit().await?;
+        Ok((planned.into_row(new), camera))
     }
 
     /// Ends an event (idempotent): the first call writes `ended_at` and the `event.ended`
-    /// outbox row; later calls write nothing and return the current state. Two round trips and
-    /// no explicit transaction: the event is read ([`READ_EVENT_TO_END`]), then one statement
-    /// ([`END_EVENT`]) ends it and queues its message, unless it ended meanwhile or its camera
-    /// moved to another site (then it is read again). An event already ended costs one.
+    /// outbox row in one transaction; later calls write nothing. Either way it answers the
+    /// event's current state.
     pub async fn end_event(&self, id: Uuid, reason: EndReason) -> Result<EndState, StoreError> {
-        let mut conn = self.hot().await?;
-        for _ in 0..END_ATTEMPTS {
-            let read: EventToEnd = sqlx::query_as(READ_EVENT_TO_END)
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?
-                .ok_or(StoreError::NotFound)?;
-            let state = EndState {
-                event_id: id,
-                playback_id: read.playback_id,
-                recording_status: read.recording_status.clone(),
-            };
-            if read.ended {
-                conn.keep();
-                return Ok(state);
-            }
-            let msg = match read.message_playback {
-                Some(playback) => Some(ended_message(
-                    id,
-                    read.camera_id,
-                    &read.site,
-                    playback,
-                    reason,
-                )?),
-                None => None,
-            };
-            let (ended, _notified): (bool, i64) = sqlx::query_as(END_EVENT)
-                .bind(id)
-                .bind(reason_text(reason))
-                .bind(&read.site)
-                .bind(msg.as_ref().map(|m| m.subject.as_str()))
-                .bind(msg.as_ref().map(|m| m.msg_id.as_str()))
-                .bind(msg.as_ref().map(|m| m.payload.as_slice()))
-                .bind(NOTIFY_CHANNEL)
-                .fetch_one(&mut *conn)
-                .await?;
-            if ended {
-                conn.keep();
-                return Ok(state);
-            }
-        }
-        conn.keep();
-        Err(StoreError::Conflict(
-            "the event changed while it was ended; try again",
-        ))
+        let mut tx = self.pool.begin().await?;
+        end_in_tx(&mut tx, id, reason).await?;
+        let state = end_state(&mut tx, id).await?;
+        tx.commit().await?;
+        Ok(state)
     }
 
     pub async fn event(&self, id: Uuid) -> Result<EventRow, StoreError> {

@@ -9,18 +9,12 @@ pub mod outbox;
 pub mod playbacks;
 pub mod users;
 
-use sqlx::pool::PoolConnection;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
-use sqlx::{Connection, Postgres};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::Connection;
+use std::time::Duration;
 
 /// A pooled connection idle at least this long is pinged before it is handed out.
 const PING_IF_IDLE_FOR: Duration = Duration::from_secs(10);
-/// At most this many connections are kept hot for `POST /events` and the end (see [`HotConn`]),
-/// and never more than a quarter of the pool, so that other queries always find connections.
-const HOT_MAX: usize = 4;
-
 /// What a store call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -79,83 +73,6 @@ fn on_unique(err: sqlx::Error, constraint: &str, message: &'static str) -> Store
 #[derive(Clone, Debug)]
 pub struct Store {
     pool: PgPool,
-    hot: Arc<HotConns>,
-}
-
-/// The most recently used connections of the hot path, newest last. sqlx's pool hands idle
-/// connections out oldest first, so at low concurrency every request lands on another backend
-/// whose caches have gone cold (ADR 0013); a stack keeps reusing the same few.
-struct HotConns {
-    stack: Mutex<Vec<(PoolConnection<Postgres>, Instant)>>,
-    cap: usize,
-}
-
-impl std::fmt::Debug for HotConns {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "HotConns({} of {})", self.lock().len(), self.cap)
-    }
-}
-
-impl HotConns {
-    fn new(max_connections: u32) -> Self {
-        Self {
-            stack: Mutex::new(Vec::new()),
-            cap: HOT_MAX.min(max_connections as usize / 4),
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<(PoolConnection<Postgres>, Instant)>> {
-        // The stack holds no invariant a panicking holder could break halfway.
-        self.stack.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn take(&self) -> Option<(PoolConnection<Postgres>, Instant)> {
-        self.lock().pop()
-    }
-
-    /// Keeps `conn` on top; beyond the cap it goes back to the pool.
-    fn put(&self, conn: PoolConnection<Postgres>) {
-        let mut stack = self.lock();
-        if stack.len() < self.cap {
-            stack.push((conn, Instant::now()));
-            return;
-        }
-        drop(stack);
-        drop(conn);
-    }
-}
-
-/// A connection of the hot path: [`HotConn::keep`] after a successful call puts it back on the
-/// hot stack; dropped without it (an error, which may have broken it), it goes back to the
-/// pool, which checks it as it does any other.
-pub struct HotConn {
-    conn: Option<PoolConnection<Postgres>>,
-    hot: Arc<HotConns>,
-}
-
-impl HotConn {
-    pub fn keep(mut self) {
-        if let Some(conn) = self.conn.take() {
-            self.hot.put(conn);
-        }
-    }
-}
-
-impl std::ops::Deref for HotConn {
-    type Target = PgConnection;
-    fn deref(&self) -> &PgConnection {
-        self.conn
-            .as_ref()
-            .expect("a HotConn holds its connection until kept")
-    }
-}
-
-impl std::ops::DerefMut for HotConn {
-    fn deref_mut(&mut self) -> &mut PgConnection {
-        self.conn
-            .as_mut()
-            .expect("a HotConn holds its connection until kept")
-    }
 }
 
 /// A page request: 1-based page number and page size.
@@ -209,28 +126,7 @@ impl Store {
             })
             .connect(url)
             .await?;
-        Ok(Self {
-            pool,
-            hot: Arc::new(HotConns::new(max_connections)),
-        })
-    }
-
-    /// The most recently used connection of the hot path (pinged first when it sat idle
-    /// [`PING_IF_IDLE_FOR`], dropped when that fails), else one from the pool.
-    pub async fn hot(&self) -> Result<HotConn, StoreError> {
-        while let Some((mut conn, since)) = self.hot.take() {
-            if since.elapsed() < PING_IF_IDLE_FOR || conn.ping().await.is_ok() {
-                return Ok(HotConn {
-                    conn: Some(conn),
-                    hot: self.hot.clone(),
-                });
-            }
-            conn.close_on_drop();
-        }
-        Ok(HotConn {
-            conn: Some(self.pool.acquire().await?),
-            hot: self.hot.clone(),
-        })
+        Ok(Self { pool })
     }
 
     /// Runs the forward-only migrations in `migrations/`.

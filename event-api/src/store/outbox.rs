@@ -1,5 +1,6 @@
-//! The `outbox` table: rows written inside the transaction of the state change they announce,
-//! claimed and marked published by the relay (`crate::outbox`).
+//! The `outbox` table: rows written inside the transaction of the state change they announce
+//! ([`enqueue`], the one way a row is added), claimed and marked published (or dead) by the
+//! relay (`crate::outbox`).
 
 use super::{Store, StoreError};
 use sqlx::{FromRow, PgConnection};
@@ -46,7 +47,8 @@ pub async fn enqueue(conn: &mut PgConnection, msg: &OutboxMessage) -> Result<(),
 /// skipping rows another relay holds.
 pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, StoreError> {
     Ok(sqlx::query_as::<_, OutboxRow>(
-        "SELECT id, subject, msg_id, payload FROM outbox WHERE published_at IS NULL \
+        "SELECT id, subject, msg_id, payload FROM outbox \
+         WHERE published_at IS NULL AND dead_at IS NULL \
          ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
     )
     .bind(limit)
@@ -56,11 +58,27 @@ pub async fn claim(conn: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>
 
 /// Marks rows published.
 pub async fn mark_published(conn: &mut PgConnection, ids: &[i64]) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     sqlx::query("UPDATE outbox SET published_at = now() WHERE id = ANY($1)")
         .bind(ids)
         .execute(conn)
         .await?;
     Ok(())
+}
+
+/// Sets row `id` aside as dead (it can never be published) with `reason`; when it announced a
+/// recording (`event.created`), that playback fails `undeliverable`, announced through the outbox
+/// like a reconciler verdict.
+pub async fn dead_letter(conn: &mut PgConnection, id: i64, reason: &str) -> Result<(), StoreError> {
+    sqlx::query("UPDATE outbox SET dead_at = now(), dead_reason = $2 WHERE id = $1")
+        .bind(id)
+        .bind(reason)
+        .execute(&mut *conn)
+        .await?;
+    let message = format!("the recording request could not be delivered to the workers: {reason}");
+    super::playbacks::fail_undeliverable(conn, id, &message).await
 }
 
 impl Store {
@@ -77,10 +95,19 @@ impl Store {
         Ok(done.rows_affected())
     }
 
-    /// How many rows wait to be published.
+    /// How many rows wait to be published (dead rows do not wait).
     pub async fn outbox_backlog(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar(
+            "SELECT count(*) FROM outbox WHERE published_at IS NULL AND dead_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?)
+    }
+
+    /// How many rows were set aside as dead.
+    pub async fn outbox_dead(&self) -> Result<i64, StoreError> {
         Ok(
-            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            sqlx::query_scalar("SELECT count(*) FROM outbox WHERE dead_at IS NOT NULL")
                 .fetch_one(&self.pool)
                 .await?,
         )

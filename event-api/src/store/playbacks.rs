@@ -3,7 +3,9 @@
 
 use super::outbox::{enqueue, OutboxMessage};
 use super::{deletions, Page, PageRequest, Store, StoreError};
-use camrec_shared::messages::{Envelope, FailureCode, PlaybackStatus, StatusBody, StatusKind};
+use camrec_shared::messages::{
+    EndReason, Envelope, FailureCode, PlaybackStatus, StatusBody, StatusKind, StopCause,
+};
 use camrec_shared::subjects::{playback_subject, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
 use chrono::{DateTime, Utc};
@@ -21,7 +23,7 @@ pub struct PlaybackRow {
     pub id: Uuid,
     pub event_id: Uuid,
     pub camera_id: Uuid,
-    pub status: String,
+    pub status: PlaybackState,
     pub last_seq: i64,
     pub last_status_at: DateTime<Utc>,
     pub worker_id: Option<String>,
@@ -52,37 +54,111 @@ pub struct PlaybackRow {
 pub struct PlaybackFilter {
     pub event_id: Option<Uuid>,
     pub camera_id: Option<Uuid>,
-    pub status: Option<String>,
+    pub status: Option<PlaybackState>,
     pub started_from: Option<DateTime<Utc>>,
     pub started_to: Option<DateTime<Utc>>,
 }
 
+/// A playback's status, stored as its name (`playbacks.status`, text with a CHECK).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum PlaybackState {
+    Pending,
+    Recording,
+    Processing,
+    Completed,
+    Failed,
+}
+
+impl PlaybackState {
+    pub const ALL: [PlaybackState; 5] = [
+        PlaybackState::Pending,
+        PlaybackState::Recording,
+        PlaybackState::Processing,
+        PlaybackState::Completed,
+        PlaybackState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlaybackState::Pending => "PENDING",
+            PlaybackState::Recording => "RECORDING",
+            PlaybackState::Processing => "PROCESSING",
+            PlaybackState::Completed => "COMPLETED",
+            PlaybackState::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+
+    /// `COMPLETED` or `FAILED`: nothing moves a playback out of these, except a report of its
+    /// worker overriding a presumed failure ([`PRESUMED_FAILURES`]).
+    pub fn is_terminal(self) -> bool {
+        matches!(self, PlaybackState::Completed | PlaybackState::Failed)
+    }
+}
+
+impl sqlx::Type<Postgres> for PlaybackState {
+    fn type_info() -> sqlx::postgres::PgTypeInfo {
+        <&str as sqlx::Type<Postgres>>::type_info()
+    }
+    fn compatible(ty: &sqlx::postgres::PgTypeInfo) -> bool {
+        <&str as sqlx::Type<Postgres>>::compatible(ty)
+    }
+}
+
+impl<'q> sqlx::Encode<'q, Postgres> for PlaybackState {
+    fn encode_by_ref(
+        &self,
+        buf: &mut sqlx::postgres::PgArgumentBuffer,
+    ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+        <&str as sqlx::Encode<Postgres>>::encode_by_ref(&self.as_str(), buf)
+    }
+}
+
+impl<'r> sqlx::Decode<'r, Postgres> for PlaybackState {
+    fn decode(value: sqlx::postgres::PgValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+        let s = <&str as sqlx::Decode<Postgres>>::decode(value)?;
+        Self::parse(s).ok_or_else(|| format!("unknown playback status {s:?}").into())
+    }
+}
+
 /// The stored status a message moves a playback to.
-pub fn target_status(kind: StatusKind) -> &'static str {
+pub fn target_status(kind: StatusKind) -> PlaybackState {
     match kind {
-        StatusKind::Recording | StatusKind::Progress => "RECORDING",
-        StatusKind::Processing => "PROCESSING",
-        StatusKind::Completed => "COMPLETED",
-        StatusKind::Failed => "FAILED",
+        StatusKind::Recording | StatusKind::Progress => PlaybackState::Recording,
+        StatusKind::Processing => PlaybackState::Processing,
+        StatusKind::Completed => PlaybackState::Completed,
+        StatusKind::Failed => PlaybackState::Failed,
     }
 }
 
 /// The states a playback may be in for a message that moves it to `target` to apply
 /// (ADR 0001): nothing leaves `COMPLETED` or `FAILED`, and nothing goes back to `RECORDING`
-/// from `PROCESSING`.
-pub fn allowed_from(target: &str) -> &'static [&'static str] {
+/// from `PROCESSING`. (A presumed failure is the one exception: see [`Store::apply_status`].)
+pub fn allowed_from(target: PlaybackState) -> &'static [PlaybackState] {
+    use PlaybackState::*;
     match target {
-        "RECORDING" => &["PENDING", "RECORDING"],
-        "PROCESSING" | "COMPLETED" | "FAILED" => &["PENDING", "RECORDING", "PROCESSING"],
-        _ => &[],
+        Recording => &[Pending, Recording],
+        Processing | Completed | Failed => &[Pending, Recording, Processing],
+        Pending => &[],
     }
 }
+
+/// The failure codes the reconciler presumes when nobody reported (it observed nothing): a later
+/// report from the playback's own worker overrides them.
+pub const PRESUMED_FAILURES: [FailureCode; 2] = [FailureCode::WorkerLost, FailureCode::NotStarted];
 
 /// What the projector did with a status message.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Applied {
     /// The row moved (or its figures were updated).
     Applied,
+    /// The playback's worker reported after the reconciler had presumed it failed (the code
+    /// given): its report replaced the presumption.
+    Overrode(FailureCode),
     /// Older than the last applied message, a transition that is not allowed, or an unknown
     /// playback.
     Ignored,
@@ -103,8 +179,8 @@ fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &PlaybackFilter) {
     if let Some(v) = f.camera_id {
         qb.push(" AND camera_id = ").push_bind(v);
     }
-    if let Some(v) = &f.status {
-        qb.push(" AND status = ").push_bind(v.clone());
+    if let Some(v) = f.status {
+        qb.push(" AND status = ").push_bind(v);
     }
     if let Some(v) = f.started_from {
         qb.push(" AND started_at >= ").push_bind(v);
@@ -221,18 +297,30 @@ impl Store {
         Ok(Page { rows, total })
     }
 
-    /// Applies one status message in one statement, only when its `seq` is newer than the last
-    /// applied one and the transition is allowed. A terminal status of a deleted playback queues
-    /// its objects for deletion in the same transaction.
+    /// Applies one status message when [`decide`] says so, in one transaction that locks the
+    /// row. A terminal status of a deleted playback queues its objects for deletion.
     pub async fn apply_status(&self, status: &PlaybackStatus) -> Result<Applied, StoreError> {
         let Ok(seq) = i64::try_from(status.seq) else {
             return Ok(Applied::Ignored);
         };
-        let target = target_status(status.body.kind());
-        let from: Vec<&str> = allowed_from(target).to_vec();
-        let c = columns_of(&status.body);
         let mut tx = self.pool.begin().await?;
-        let deleted: Option<bool> = sqlx::query_scalar(
+        let current: Option<Current> = sqlx::query_as(
+            "SELECT status, last_seq, worker_id, error_code, deleted_at IS NOT NULL AS deleted \
+             FROM playbacks WHERE id = $1 FOR UPDATE",
+        )
+        .bind(status.playback_id.0)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(current) = current else {
+            return Ok(Applied::Ignored);
+        };
+        let target = target_status(status.body.kind());
+        let applied = decide(&current, seq, target, &status.worker_id);
+        if applied == Applied::Ignored {
+            return Ok(Applied::Ignored);
+        }
+        let c = columns_of(&status.body);
+        sqlx::query(
             "UPDATE playbacks SET status = $3, last_seq = $2, last_status_at = now(), \
              updated_at = now(), worker_id = $4, \
              started_at = COALESCE($5, started_at), ended_at = COALESCE($6, ended_at), \
@@ -243,10 +331,10 @@ impl Store {
              duration_sec = COALESCE($13, duration_sec), codec = COALESCE($14, codec), \
              audio_codec = COALESCE($15, audio_codec), width = COALESCE($16, width), \
              height = COALESCE($17, height), sha256 = COALESCE($18, sha256), \
-             partial = COALESCE($19, partial), error_code = COALESCE($20, error_code), \
-             error_message = COALESCE($21, error_message) \
-             WHERE id = $1 AND last_seq < $2 AND status = ANY($22) \
-             RETURNING deleted_at IS NOT NULL",
+             partial = COALESCE($19, partial), \
+             error_code = CASE WHEN $22 THEN $20 ELSE COALESCE($20, error_code) END, \
+             error_message = CASE WHEN $22 THEN $21 ELSE COALESCE($21, error_message) END \
+             WHERE id = $1",
         )
         .bind(status.playback_id.0)
         .bind(seq)
@@ -269,24 +357,29 @@ impl Store {
         .bind(c.partial)
         .bind(c.error_code)
         .bind(c.error_message)
-        .bind(&from)
-        .fetch_optional(&mut *tx)
+        .bind(matches!(applied, Applied::Overrode(_)))
+        .execute(&mut *tx)
         .await?;
-        let Some(deleted) = deleted else {
-            return Ok(Applied::Ignored);
-        };
-        if deleted && matches!(target, "COMPLETED" | "FAILED") {
+        if current.deleted && target.is_terminal() {
             deletions::queue_playback_objects(&mut tx, status.playback_id).await?;
         }
+        if let StatusBody::Processing {
+            stopped_by: Some(StopCause::MaxDuration),
+            ..
+        } = status.body
+        {
+            end_at_max_duration(&mut tx, status.playback_id).await?;
+        }
         tx.commit().await?;
-        Ok(Applied::Applied)
+        Ok(applied)
     }
 
-    /// Fails every playback whose worker went quiet (`RECORDING`/`PROCESSING` with no status
-    /// since `stale_before`: `worker_lost`) or that no worker took (`PENDING` created, and its
-    /// `event.created` published, before `pending_before`: `not_started`; a recording delayed
-    /// by a NATS outage is not failed while its message waits in the outbox), writing a `playback.failed` outbox row for each in the
-    /// same transaction. `now` stamps the messages and their sequence numbers.
+    /// Presumes failed every playback whose worker went quiet (`RECORDING`/`PROCESSING` with
+    /// no status since `stale_before`: `worker_lost`) or that no worker took (`PENDING` created,
+    /// and its `event.created` published, before `pending_before`: `not_started`; a recording
+    /// delayed by a NATS outage is not failed while its message waits in the outbox), announcing
+    /// each verdict with a `playback.failed` outbox row in the same transaction. `last_seq` is
+    /// left alone, so the worker's own later reports still apply ([`decide`]).
     pub async fn reconcile(
         &self,
         now: DateTime<Utc>,
@@ -294,14 +387,14 @@ impl Store {
         pending_before: DateTime<Utc>,
     ) -> Result<Vec<Verdict>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let rows: Vec<(Uuid, Uuid, Uuid, String, String, String, i64)> = sqlx::query_as(
+        let failed: Vec<FailedRow> = sqlx::query_as(&format!(
             "WITH due AS ( \
                SELECT id FROM playbacks \
-               WHERE (status IN ('RECORDING', 'PROCESSING') AND last_status_at < $2) \
-                  OR (status = 'PENDING' AND created_at < $3 AND NOT EXISTS ( \
+               WHERE (status IN ('RECORDING', 'PROCESSING') AND last_status_at < $1) \
+                  OR (status = 'PENDING' AND created_at < $2 AND NOT EXISTS ( \
                         SELECT 1 FROM outbox o \
                         WHERE o.msg_id = playbacks.event_id::text || ':created' \
-                          AND (o.published_at IS NULL OR o.published_at >= $3))) \
+                          AND (o.published_at IS NULL OR o.published_at >= $2))) \
                FOR UPDATE SKIP LOCKED) \
              UPDATE playbacks p SET \
                status = 'FAILED', \
@@ -309,72 +402,228 @@ impl Store {
                error_message = CASE WHEN p.status = 'PENDING' \
                  THEN 'no worker started the recording in time' \
                  ELSE 'the recording worker stopped reporting' END, \
-               last_seq = GREATEST(p.last_seq + 1, $1), last_status_at = now(), updated_at = now() \
-             FROM due WHERE p.id = due.id \
-             RETURNING p.id, p.event_id, p.camera_id, \
-               (SELECT site FROM cameras c WHERE c.id = p.camera_id), p.error_code, \
-               p.error_message, p.last_seq",
-        )
-        .bind(now.timestamp_micros())
+               last_status_at = now(), updated_at = now() \
+             FROM due WHERE p.id = due.id RETURNING {FAILED_COLUMNS}"
+        ))
         .bind(stale_before)
         .bind(pending_before)
         .fetch_all(&mut *tx)
         .await?;
-        let mut verdicts = Vec::with_capacity(rows.len());
-        for (id, event_id, camera_id, site, code, message, seq) in rows {
-            let code = if code == "not_started" {
-                FailureCode::NotStarted
-            } else {
-                FailureCode::WorkerLost
-            };
-            let status = PlaybackStatus {
-                playback_id: PlaybackId(id),
-                event_id: EventId(event_id),
-                camera_id: CameraId(camera_id),
-                site: Site::new(site).unwrap_or_default(),
-                worker_id: "event-api".to_owned(),
-                seq: u64::try_from(seq).unwrap_or_default(),
-                body: StatusBody::Failed { code, message },
-            };
-            enqueue(
-                &mut tx,
-                &OutboxMessage {
-                    subject: playback_subject(StatusKind::Failed, &status.site, status.camera_id),
-                    msg_id: status.msg_id(),
-                    payload: Envelope::new(now, status).to_bytes(),
-                },
-            )
-            .await?;
-            verdicts.push(Verdict {
-                playback_id: id,
-                code,
-            });
-        }
+        let verdicts = announce_failures(&mut tx, failed, now).await?;
         tx.commit().await?;
         Ok(verdicts)
     }
+}
+
+/// The `worker_id` of the statuses event-api itself announces (reconciler, relay).
+pub const RECONCILER_ID: &str = "event-api";
+
+/// What `RETURNING` gives of a playback just failed, for its `playback.failed` message.
+const FAILED_COLUMNS: &str = "p.id, p.event_id, p.camera_id, \
+     (SELECT site FROM cameras c WHERE c.id = p.camera_id) AS site, p.error_code, \
+     p.error_message, p.last_seq";
+
+#[derive(FromRow)]
+struct FailedRow {
+    id: Uuid,
+    event_id: Uuid,
+    camera_id: Uuid,
+    site: String,
+    error_code: String,
+    error_message: String,
+    last_seq: i64,
+}
+
+/// Queues the `playback.failed` message of each playback event-api failed itself, with
+/// `worker_id` [`RECONCILER_ID`], the next `seq`, and a message id of its own (a worker's
+/// `<playback_id>:<seq>` could otherwise collide with it).
+async fn announce_failures(
+    conn: &mut sqlx::PgConnection,
+    failed: Vec<FailedRow>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Verdict>, StoreError> {
+    let mut verdicts = Vec::with_capacity(failed.len());
+    for row in failed {
+        let code = FailureCode::parse(&row.error_code);
+        let seq = u64::try_from(row.last_seq).unwrap_or_default() + 1;
+        let status = PlaybackStatus {
+            playback_id: PlaybackId(row.id),
+            event_id: EventId(row.event_id),
+            camera_id: CameraId(row.camera_id),
+            site: Site::new(row.site).unwrap_or_default(),
+            worker_id: RECONCILER_ID.to_owned(),
+            seq,
+            body: StatusBody::Failed {
+                code,
+                message: row.error_message,
+            },
+        };
+        let msg = OutboxMessage {
+            subject: playback_subject(StatusKind::Failed, &status.site, status.camera_id),
+            msg_id: format!("{}:{}:{seq}", row.id, code.as_str()),
+            payload: Envelope::new(now, status).to_bytes(),
+        };
+        enqueue(conn, &msg).await?;
+        verdicts.push(Verdict {
+            playback_id: row.id,
+            code,
+        });
+    }
+    Ok(verdicts)
+}
+
+/// Fails the playback announced by outbox row `outbox_id` (an `event.created` that can never be
+/// published), unless it already ended, and announces it. Other rows fail nothing.
+pub(super) async fn fail_undeliverable(
+    conn: &mut sqlx::PgConnection,
+    outbox_id: i64,
+    message: &str,
+) -> Result<(), StoreError> {
+    let failed: Vec<FailedRow> = sqlx::query_as(&format!(
+        "UPDATE playbacks p SET status = 'FAILED', error_code = $2, error_message = $3, \
+           last_status_at = now(), updated_at = now() \
+         FROM outbox o WHERE o.id = $1 AND o.msg_id = p.event_id::text || ':created' \
+           AND p.status NOT IN ('COMPLETED', 'FAILED') \
+         RETURNING {FAILED_COLUMNS}"
+    ))
+    .bind(outbox_id)
+    .bind(FailureCode::Undeliverable.as_str())
+    .bind(message)
+    .fetch_all(&mut *conn)
+    .await?;
+    for v in announce_failures(conn, failed, Utc::now()).await? {
+        tracing::warn!(playback_id = %v.playback_id, "playback failed: its recording request is undeliverable");
+    }
+    Ok(())
+}
+
+/// A playback's row as [`decide`] needs it.
+#[derive(Clone, Debug, FromRow)]
+pub struct Current {
+    pub status: PlaybackState,
+    pub last_seq: i64,
+    pub worker_id: Option<String>,
+    pub error_code: Option<String>,
+    pub deleted: bool,
+}
+
+/// Whether a status with `seq` from `worker_id`, moving the playback to `target`, applies to
+/// `current`: only a newer `seq`, only an allowed transition (ADR 0001); and a report from the
+/// playback's own worker (or, for `not_started`, any worker) replaces a failure the reconciler
+/// only presumed.
+pub fn decide(current: &Current, seq: i64, target: PlaybackState, worker_id: &str) -> Applied {
+    if seq <= current.last_seq {
+        return Applied::Ignored;
+    }
+    if allowed_from(target).contains(&current.status) {
+        return Applied::Applied;
+    }
+    let presumed = PRESUMED_FAILURES
+        .into_iter()
+        .find(|code| current.error_code.as_deref() == Some(code.as_str()));
+    let owner = current.worker_id.as_deref().is_none_or(|w| w == worker_id);
+    match presumed {
+        Some(code)
+            if current.status == PlaybackState::Failed && owner && worker_id != RECONCILER_ID =>
+        {
+            Applied::Overrode(code)
+        }
+        _ => Applied::Ignored,
+    }
+}
+
+/// Ends the event of a playback whose worker stopped at the event's maximum duration, with that
+/// reason (no `event.ended` is written: the recording has already stopped).
+async fn end_at_max_duration(
+    conn: &mut sqlx::PgConnection,
+    playback_id: PlaybackId,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "UPDATE events SET ended_at = now(), end_reason = $2 \
+         WHERE id = (SELECT event_id FROM playbacks WHERE id = $1) AND ended_at IS NULL",
+    )
+    .bind(playback_id.0)
+    .bind(EndReason::MaxDuration.as_str())
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    use PlaybackState::*;
+
+    fn current(status: PlaybackState, code: Option<FailureCode>, worker: Option<&str>) -> Current {
+        Current {
+            status,
+            last_seq: 10,
+            worker_id: worker.map(str::to_owned),
+            error_code: code.map(|c| c.as_str().to_owned()),
+            deleted: false,
+        }
+    }
+
     #[test]
     fn terminal_states_never_move() {
         for kind in StatusKind::ALL {
             let from = allowed_from(target_status(kind));
-            assert!(!from.contains(&"COMPLETED"), "{kind:?}");
-            assert!(!from.contains(&"FAILED"), "{kind:?}");
+            assert!(!from.contains(&Completed), "{kind:?}");
+            assert!(!from.contains(&Failed), "{kind:?}");
         }
     }
 
     #[test]
     fn transition_table_matches_adr_0001() {
-        assert_eq!(allowed_from("RECORDING"), ["PENDING", "RECORDING"]);
-        assert_eq!(target_status(StatusKind::Progress), "RECORDING");
-        assert!(allowed_from("PROCESSING").contains(&"PROCESSING"));
-        assert!(!allowed_from("RECORDING").contains(&"PROCESSING"));
-        assert!(allowed_from("COMPLETED").contains(&"PENDING"));
-        assert!(allowed_from("PENDING").is_empty());
+        assert_eq!(allowed_from(Recording), [Pending, Recording]);
+        assert_eq!(target_status(StatusKind::Progress), Recording);
+        assert!(allowed_from(Processing).contains(&Processing));
+        assert!(!allowed_from(Recording).contains(&Processing));
+        assert!(allowed_from(Completed).contains(&Pending));
+        assert!(allowed_from(Pending).is_empty());
+    }
+
+    #[test]
+    fn only_newer_statuses_apply() {
+        let cur = current(Recording, None, Some("w1"));
+        assert_eq!(decide(&cur, 10, Processing, "w1"), Applied::Ignored);
+        assert_eq!(decide(&cur, 11, Processing, "w1"), Applied::Applied);
+    }
+
+    #[test]
+    fn the_owning_workers_report_overrides_a_presumed_failure() {
+        let lost = current(Failed, Some(FailureCode::WorkerLost), Some("w1"));
+        assert_eq!(
+            decide(&lost, 11, Completed, "w1"),
+            Applied::Overrode(FailureCode::WorkerLost)
+        );
+        assert_eq!(
+            decide(&lost, 11, Recording, "w1"),
+            Applied::Overrode(FailureCode::WorkerLost),
+            "a worker still recording takes the playback back"
+        );
+        assert_eq!(
+            decide(&lost, 11, Completed, "w2"),
+            Applied::Ignored,
+            "not its owner"
+        );
+        assert_eq!(decide(&lost, 11, Failed, RECONCILER_ID), Applied::Ignored);
+        assert_eq!(decide(&lost, 9, Completed, "w1"), Applied::Ignored, "older");
+        let not_started = current(Failed, Some(FailureCode::NotStarted), None);
+        assert_eq!(
+            decide(&not_started, 11, Recording, "w7"),
+            Applied::Overrode(FailureCode::NotStarted)
+        );
+    }
+
+    #[test]
+    fn observed_failures_and_completions_never_move() {
+        for code in [FailureCode::CameraUnreachable, FailureCode::Undeliverable] {
+            let failed = current(Failed, Some(code), Some("w1"));
+            assert_eq!(decide(&failed, 11, Completed, "w1"), Applied::Ignored);
+        }
+        let done = current(Completed, None, Some("w1"));
+        assert_eq!(decide(&done, 11, Failed, "w1"), Applied::Ignored);
     }
 }

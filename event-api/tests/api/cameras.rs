@@ -64,28 +64,102 @@ async fn urls_are_built_from_parts_when_not_given() {
     assert_eq!(cam["channel"], 4);
 }
 
+/// A camera is unique by its stream (host, port and path of its URL), not by its address:
+/// cameras behind one address on other ports or paths are welcome, the same stream twice is 409.
 #[tokio::test]
-async fn duplicate_address_and_channel_is_409() {
+async fn the_same_stream_twice_is_409_and_cameras_behind_one_address_are_not() {
     let app = spawn_app().await;
     app.camera("10.0.0.5", 1).await;
-    let (status, body) = app
-        .post(
-            "/cameras",
-            json!({"name": "again", "ipAddress": "10.0.0.5", "channel": 1}),
-        )
-        .await;
-    assert_eq!(status, StatusCode::CONFLICT, "{body}");
-    assert_eq!(body["statusCode"], 409);
-    let other = app.camera("10.0.0.5", 2).await;
+    for url in [
+        "rtsp://other:secret@10.0.0.5:554/live",
+        "rtsp://10.0.0.5/live",
+        "rtsp://10.0.0.5:554/live",
+    ] {
+        let (status, body) = app
+            .post("/cameras", json!({"name": "again", "rtspUrl": url}))
+            .await;
+        assert_eq!(status, StatusCode::CONFLICT, "{url}: {body}");
+        assert_eq!(body["statusCode"], 409);
+    }
+    let mut ids = Vec::new();
+    for (name, url) in [
+        ("port forward", "rtsp://admin:x@10.0.0.5:8554/live"),
+        ("encoder input 2", "rtsp://10.0.0.5:554/live2"),
+    ] {
+        let (status, body) = app
+            .post("/cameras", json!({"name": name, "rtspUrl": url}))
+            .await;
+        assert_eq!(status, StatusCode::CREATED, "{url}: {body}");
+        assert_eq!(body["ipAddress"], "10.0.0.5");
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
     let (status, _) = app
         .call(
             Method::PATCH,
-            &format!("/cameras/{}", other["id"].as_str().unwrap()),
+            &format!("/cameras/{}", ids[0]),
             Some(&app.admin_token),
-            Some(json!({"channel": 1})),
+            Some(json!({"rtspUrl": "rtsp://10.0.0.5:554/live"})),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
+}
+
+/// A URL or a name is stored as typed or refused: whitespace or a control character in a URL,
+/// a control character in a name, and overlong values are a 400 naming the field, never
+/// silently rewritten.
+#[tokio::test]
+async fn whitespace_control_characters_and_overlong_values_are_refused() {
+    let app = spawn_app().await;
+    let huge = format!("rtsp://10.0.0.5/{}", "a".repeat(1_100_000));
+    let long = format!("rtsp://10.0.0.5/{}", "a".repeat(2_040));
+    let cases = [
+        (
+            json!({"name": "a", "rtspUrl": "rtsp://10.0.0.5/a b"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "a", "rtspUrl": "rtsp://10.0.0.5/a\nb"}),
+            "rtspUrl",
+        ),
+        (
+            json!({"name": "a", "rtspUrl": "rtsp://10.0.0.5/a\tb"}),
+            "rtspUrl",
+        ),
+        (json!({"name": "a", "rtspUrl": huge}), "rtspUrl"),
+        (json!({"name": "a", "rtspUrl": long}), "rtspUrl"),
+        (
+            json!({"name": "front\ndoor", "ipAddress": "10.0.0.5"}),
+            "name",
+        ),
+        (
+            json!({"name": "a", "ipAddress": "10.0.0.5", "vendor": "x\u{0}"}),
+            "vendor",
+        ),
+        (
+            json!({"name": "n".repeat(201), "ipAddress": "10.0.0.5"}),
+            "name",
+        ),
+        (
+            json!({"name": "a", "ipAddress": "10.0.0.5", "password": "p".repeat(257)}),
+            "password",
+        ),
+    ];
+    for (body, field) in cases {
+        let (status, err) = app.post("/cameras", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{field}: {err}");
+        assert_eq!(err["field"], field, "{err}");
+    }
+    let (_, page) = app.get("/cameras").await;
+    assert_eq!(page["total"], 0, "nothing was stored");
+    let (status, cam) = app
+        .post(
+            "/cameras",
+            json!({"name": "Front door", "rtspUrl": "rtsp://10.0.0.5/a%20b"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{cam}");
+    assert_eq!(cam["name"], "Front door", "a space inside a name is fine");
+    assert_eq!(cam["rtspUrl"], "rtsp://10.0.0.5/a%20b", "stored as typed");
 }
 
 #[tokio::test]

@@ -3,7 +3,6 @@
 
 use crate::support::{spawn_app, CAMERA_PASSWORD};
 use camrec_shared::messages::{Envelope, EventCreated, EventEnded};
-use event_api::store::Store;
 use reqwest::{Method, StatusCode};
 use serde_json::json;
 
@@ -13,14 +12,18 @@ async fn motion_event_creates_a_pending_playback_and_publishes_event_created() {
     let cam = app.camera("10.0.0.5", 7).await;
     let cam_id = cam["id"].as_str().unwrap();
     let created = app.motion(cam_id).await;
-    let event_id = created["event"]["id"].as_str().unwrap();
+    let event_id = created["id"].as_str().unwrap();
     let playback_id = created["playbackId"].as_str().unwrap();
     assert_eq!(created["recordingStatus"], "PENDING");
-    assert_eq!(created["event"]["nChannelID"], 7);
-    assert_eq!(created["event"]["type"], "MOTION");
+    assert_eq!(created["nChannelID"], 7);
+    assert_eq!(created["type"], "MOTION");
     assert_eq!(
-        created["event"]["camera"]["rtspUrl"],
-        "rtsp://admin:***@10.0.0.5:554/live"
+        created["camera"]["rtspUrl"],
+        "rtsp://admin:***@10.0.0.5:554/live/ch7"
+    );
+    assert!(
+        created.get("event").is_none(),
+        "the event is the body itself"
     );
     assert!(!created.to_string().contains(CAMERA_PASSWORD));
 
@@ -46,7 +49,7 @@ async fn motion_event_creates_a_pending_playback_and_publishes_event_created() {
     assert_eq!(env.payload.playback_id.to_string(), playback_id);
     assert_eq!(
         env.payload.rtsp_url.expose(),
-        format!("rtsp://admin:{CAMERA_PASSWORD}@10.0.0.5:554/live")
+        format!("rtsp://admin:{CAMERA_PASSWORD}@10.0.0.5:554/live/ch7")
     );
     assert_eq!(env.payload.limits.max_duration_sec, 3600);
 }
@@ -65,7 +68,7 @@ async fn non_recording_types_and_disabled_or_unknown_cameras() {
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert!(body["playbackId"].is_null());
     assert!(body["recordingStatus"].is_null());
-    assert_eq!(body["event"]["description"], "door");
+    assert_eq!(body["description"], "door");
 
     let (status, _) = app
         .post(
@@ -105,7 +108,7 @@ async fn ending_is_idempotent_even_when_two_calls_race() {
     let app = spawn_app().await;
     let cam = app.camera("10.0.0.5", 1).await;
     let created = app.motion(cam["id"].as_str().unwrap()).await;
-    let event_id = created["event"]["id"].as_str().unwrap();
+    let event_id = created["id"].as_str().unwrap();
     let path = format!("/events/{event_id}/end");
     let (a, b) = tokio::join!(app.post(&path, json!({})), app.post(&path, json!({})));
     for (status, body) in [&a, &b] {
@@ -146,7 +149,7 @@ async fn an_end_names_the_cameras_current_site_and_only_a_playback_gets_a_messag
     let cam = app.camera("10.0.0.7", 1).await;
     let cam_id = cam["id"].as_str().unwrap();
     let created = app.motion(cam_id).await;
-    let event_id = created["event"]["id"].as_str().unwrap();
+    let event_id = created["id"].as_str().unwrap();
     let (status, moved) = app
         .call(
             Method::PATCH,
@@ -166,7 +169,7 @@ async fn an_end_names_the_cameras_current_site_and_only_a_playback_gets_a_messag
         .post("/events", json!({"cameraId": cam_id, "type": "ERROR"}))
         .await;
     assert_eq!(status, StatusCode::CREATED, "{error}");
-    let error_id = error["event"]["id"].as_str().unwrap();
+    let error_id = error["id"].as_str().unwrap();
     let (status, body) = app
         .post(&format!("/events/{error_id}/end"), json!({}))
         .await;
@@ -180,7 +183,7 @@ async fn an_end_names_the_cameras_current_site_and_only_a_playback_gets_a_messag
         .await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let third = app.motion(cam_id).await;
-    let third_id = third["event"]["id"].as_str().unwrap();
+    let third_id = third["id"].as_str().unwrap();
     let (status, _) = app
         .call(
             Method::DELETE,
@@ -233,13 +236,13 @@ async fn list_filters_ack_and_delete() {
     assert!(page["data"][0]["playbackId"].is_null());
     assert_eq!(
         page["data"][0]["camera"]["rtspUrl"],
-        "rtsp://admin:***@10.0.0.6:554/live"
+        "rtsp://admin:***@10.0.0.6:554/live/ch2"
     );
     let (status, err) = app.get("/events?type=nope").await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
     assert_eq!(err["field"], "type");
 
-    let id = first["event"]["id"].as_str().unwrap();
+    let id = first["id"].as_str().unwrap();
     let (status, acked) = app
         .call(
             Method::PUT,
@@ -274,70 +277,4 @@ async fn list_filters_ack_and_delete() {
     app.outbox_drained().await;
     let ended = app.stream_messages("EVENTS", "event.ended.").await;
     assert_eq!(ended.len(), 1, "deleting an open event ends it first");
-}
-
-async fn backend_pid(conn: &mut event_api::store::HotConn) -> i32 {
-    sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut **conn)
-        .await
-        .unwrap()
-}
-
-/// The hot path reuses the connection it used last (a stack, not the pool's oldest-first
-/// queue); a connection dropped without `keep` (after an error) goes back to the pool instead.
-#[tokio::test]
-async fn the_hot_path_reuses_its_last_connection_first() {
-    let app = spawn_app().await;
-    // A pool of 8 keeps at most 2 hot (a quarter).
-    let store = Store::connect(app.config.database_url.expose(), 8)
-        .await
-        .unwrap();
-    let (mut a, mut b) = (store.hot().await.unwrap(), store.hot().await.unwrap());
-    let (pa, pb) = (backend_pid(&mut a).await, backend_pid(&mut b).await);
-    assert_ne!(pa, pb);
-    a.keep();
-    b.keep();
-    // Newest first: b, then a.
-    let mut c = store.hot().await.unwrap();
-    assert_eq!(backend_pid(&mut c).await, pb);
-    let mut d = store.hot().await.unwrap();
-    assert_eq!(backend_pid(&mut d).await, pa);
-    d.keep();
-    drop(c);
-    // A third kept connection is beyond the cap: it goes back to the pool.
-    let (mut f, mut g, mut h) = (
-        store.hot().await.unwrap(),
-        store.hot().await.unwrap(),
-        store.hot().await.unwrap(),
-    );
-    assert_eq!(backend_pid(&mut f).await, pa);
-    let (pg, ph) = (backend_pid(&mut g).await, backend_pid(&mut h).await);
-    h.keep();
-    g.keep();
-    f.keep();
-    let mut top = store.hot().await.unwrap();
-    assert_eq!(backend_pid(&mut top).await, pg);
-    let mut next = store.hot().await.unwrap();
-    assert_eq!(
-        backend_pid(&mut next).await,
-        ph,
-        "f was beyond the cap, not kept"
-    );
-    next.keep();
-    top.keep();
-    for _ in 0..5 {
-        let mut e = store.hot().await.unwrap();
-        assert_eq!(backend_pid(&mut e).await, pg);
-        e.keep();
-    }
-    // Through the API too: events created one after another keep working on the hot path.
-    let cam = app.camera("10.0.0.9", 1).await;
-    for _ in 0..3 {
-        let created = app.motion(cam["id"].as_str().unwrap()).await;
-        let id = created["event"]["id"].as_str().unwrap();
-        let (status, body) = app
-            .post(&format!("/events/{id}/end"), serde_json::json!({}))
-            .await;
-        assert_eq!(status, StatusCode::OK, "{body}");
-    }
 }

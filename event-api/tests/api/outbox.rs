@@ -44,10 +44,13 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
             .post("/events", json!({"cameraId": cam_id, "type": "MOTION"}))
             .await;
         assert_eq!(status, StatusCode::CREATED, "{body}");
-        event_ids.insert(body["event"]["id"].as_str().unwrap().to_owned());
+        event_ids.insert(body["id"].as_str().unwrap().to_owned());
     }
-    let (status, _) = app.get("/ready").await;
-    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    // Still ready: requests succeed and the outbox carries them through the outage.
+    let (status, ready) = app.get("/ready").await;
+    assert_eq!(status, StatusCode::OK, "{ready}");
+    assert_eq!(ready["nats"], "disconnected");
+    assert_eq!(ready["outboxBacklog"], 20);
     // Recordings held up by the outage are not "not started": their message has not gone out.
     let store = Store::connect(app.config.database_url.expose(), 2)
         .await
@@ -57,7 +60,8 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
         pending_timeout: Duration::from_secs(900),
     };
     let later = Utc::now() + chrono::Duration::seconds(1000);
-    assert!(reconcile_once(&store, later, limits)
+    let nats_up_since = Some(Utc::now() - chrono::Duration::days(1));
+    assert!(reconcile_once(&store, later, nats_up_since, limits)
         .await
         .unwrap()
         .is_empty());
@@ -75,8 +79,8 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
     assert_eq!(ids.len(), 20);
     let expected: HashSet<String> = event_ids.iter().map(|e| format!("{e}:created")).collect();
     assert_eq!(ids, expected);
-    testkit::wait_until(Duration::from_secs(20), "ready again", || async {
-        (app.get("/ready").await.0 == StatusCode::OK).then_some(())
+    testkit::wait_until(Duration::from_secs(20), "NATS connected again", || async {
+        (app.get("/ready").await.1["nats"] == "connected").then_some(())
     })
     .await
     .unwrap();
@@ -85,7 +89,8 @@ async fn events_created_during_a_nats_outage_are_published_exactly_once() {
     let (_, page) = app.get("/playbacks?pageSize=1").await;
     let created = json!({
         "playbackId": page["data"][0]["id"],
-        "event": {"id": page["data"][0]["event"]["id"], "camera": {"id": cam_id}},
+        "id": page["data"][0]["event"]["id"],
+        "camera": {"id": cam_id},
     });
     app.publish_status(
         &created,
@@ -141,114 +146,6 @@ async fn published_rows_are_purged_after_the_retention_and_unpublished_never() {
     assert_eq!(left, 1, "the unpublished row stays");
 }
 
-/// The relay takes every notification already received with one wake-up, so a burst of
-/// committed rows costs one round instead of one round per row; and taking them never waits
-/// for notifications that have not come.
-#[tokio::test]
-async fn one_wake_up_takes_every_notification_already_received() {
-    let app = spawn_app().await;
-    let url = app.config.database_url.expose().to_owned();
-    let mut listener = Some(sqlx::postgres::PgListener::connect(&url).await.unwrap());
-    let channel = "camrec_drain_test";
-    listener.as_mut().unwrap().listen(channel).await.unwrap();
-    let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url)
-        .await
-        .unwrap();
-    const SENT: usize = 50;
-    for i in 0..SENT {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(channel)
-            .bind(i.to_string())
-            .execute(&mut conn)
-            .await
-            .unwrap();
-    }
-    // The first one is waited for, as the relay's wait does.
-    tokio::time::timeout(Duration::from_secs(10), listener.as_mut().unwrap().recv())
-        .await
-        .expect("the first notification arrives")
-        .unwrap();
-    // The server delivers the rest asynchronously: drain until all 49 are taken.
-    let mut taken = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        taken += event_api::outbox::drain(&mut listener).await;
-        if taken >= SENT - 1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {taken} of {} notifications drained in 10 s",
-            SENT - 1
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    assert_eq!(taken, SENT - 1, "no notification is taken twice");
-    assert!(listener.is_some(), "a healthy listener is kept");
-    // Nothing left: draining answers at once with 0 instead of waiting.
-    let empty = tokio::time::timeout(
-        Duration::from_secs(1),
-        event_api::outbox::drain(&mut listener),
-    )
-    .await
-    .expect("draining an empty listener does not wait");
-    assert_eq!(empty, 0);
-}
-
-/// While rows keep coming the relay polls instead of listening (`outbox_polling_total`); once
-/// they stop it listens again, and a later row is still published. Every row goes out once.
-#[tokio::test]
-async fn a_stream_of_rows_is_polled_then_the_relay_listens_again() {
-    let app = spawn_app().await;
-    let cam = app.camera("10.0.0.5", 1).await;
-    let cam_id = cam["id"].as_str().unwrap().to_owned();
-    app.outbox_drained().await;
-    const CLIENTS: usize = 8;
-    const EACH: usize = 60;
-    let clients = (0..CLIENTS).map(|_| {
-        let (app, cam_id) = (&app, cam_id.clone());
-        async move {
-            for _ in 0..EACH {
-                app.motion(&cam_id).await;
-            }
-        }
-    });
-    futures::future::join_all(clients).await;
-    app.outbox_drained().await;
-    let text = app.metrics_text().await;
-    let polled = counter(&text, "outbox_polling_total");
-    assert!(polled >= 1.0, "the relay never polled:\n{text}");
-
-    // Listening again: the listener's connection last ran LISTEN, none is left at UNLISTEN.
-    let db = &app.pool;
-    testkit::wait_until(
-        Duration::from_secs(20),
-        "the relay listening again",
-        || async {
-            let last: Vec<String> = sqlx::query_scalar(
-                "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
-             AND query LIKE '%LISTEN \"camrec_outbox\"' AND query NOT LIKE 'SELECT%'",
-            )
-            .fetch_all(db)
-            .await
-            .unwrap();
-            (!last.is_empty() && last.iter().all(|q| q.starts_with("LISTEN"))).then_some(())
-        },
-    )
-    .await
-    .unwrap();
-    let late = app.motion(&cam_id).await;
-    app.outbox_drained().await;
-    let msgs = app.stream_messages("EVENTS", "event.created.").await;
-    let ids: HashSet<String> = msgs.iter().map(|m| m.1.clone()).collect();
-    assert_eq!(msgs.len(), CLIENTS * EACH + 1, "one message per event");
-    assert_eq!(ids.len(), msgs.len());
-    assert!(ids.contains(&format!(
-        "{}:created",
-        late["event"]["id"].as_str().unwrap()
-    )));
-}
-
 /// Writes `rows` outbox rows in one transaction: subjects `event.created.<name>.<n>`, msg ids
 /// `<name>-<n>` with n zero-padded, so that they sort in commit order.
 async fn insert_backlog(app: &TestApp, name: &str, rows: usize) {
@@ -281,17 +178,11 @@ async fn a_backlog_of_several_rounds_goes_out_once_and_in_order() {
     let ids: Vec<String> = msgs.iter().map(|m| m.1.clone()).collect();
     let expected: Vec<String> = (1..=rows).map(|g| format!("backlog-{g:05}")).collect();
     assert_eq!(ids, expected, "every row once, in commit order");
-    let text = app.metrics_text().await;
-    let rounds = counter(&text, "outbox_rounds_total");
-    assert!(
-        rounds >= 3.0,
-        "{rows} rows need three rounds at least:\n{text}"
-    );
 }
 
-/// NATS stopping while a backlog drains two rounds at a time: the round in flight fails, the
-/// round claimed after it is rolled back unsent, and once NATS is back every row goes out exactly
-/// once (rows acked before the stop are marked; a resent copy is dropped by `Nats-Msg-Id`).
+/// NATS stopping while a backlog drains: the round in flight fails, and once NATS is back every
+/// row goes out exactly once (rows acked before the stop are marked; a resent copy is dropped by
+/// `Nats-Msg-Id`).
 #[tokio::test]
 async fn nats_stopping_mid_drain_loses_and_duplicates_nothing() {
     let mut app = spawn_app().await;
@@ -325,4 +216,75 @@ async fn nats_stopping_mid_drain_loses_and_duplicates_nothing() {
     assert_eq!(unique.len(), ids.len(), "no row twice in the stream");
     assert_eq!(ids.len(), rows, "every row in the stream");
     eprintln!("{unpublished_at_stop} of {rows} rows were unpublished when NATS stopped");
+}
+
+/// A row NATS can never take (here, larger than the server's `max_payload`, as a 1.1 MB camera
+/// URL once made) is set aside as dead with its reason, its recording fails `undeliverable`, and
+/// the rows behind it, another camera's event among them, go out.
+#[tokio::test]
+async fn a_row_that_can_never_be_published_does_not_block_the_others() {
+    let mut app = spawn_app().await;
+    let bad_cam = app.camera("10.0.0.5", 1).await;
+    let good_cam = app.camera("10.0.0.6", 1).await;
+    streams_ready(&app).await;
+    app.nats.stop();
+    // What an event on a camera with a 1.1 MB URL wrote before URLs were capped.
+    let (bad_event, bad_playback) = (uuid::Uuid::now_v7(), uuid::Uuid::now_v7());
+    let bad_cam_id: uuid::Uuid = bad_cam["id"].as_str().unwrap().parse().unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("INSERT INTO events (id, camera_id, type) VALUES ($1, $2, 'MOTION')")
+        .bind(bad_event)
+        .bind(bad_cam_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO playbacks (id, event_id, camera_id) VALUES ($1, $2, $3)")
+        .bind(bad_playback)
+        .bind(bad_event)
+        .bind(bad_cam_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO outbox (subject, msg_id, payload) VALUES ($1, $2, $3)")
+        .bind(format!("event.created.default.{bad_cam_id}"))
+        .bind(format!("{bad_event}:created"))
+        .bind(vec![b' '; 1_100_000])
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let good = app.motion(good_cam["id"].as_str().unwrap()).await;
+    app.nats.restart().await.unwrap();
+
+    app.outbox_drained().await;
+    let msgs = app.stream_messages("EVENTS", "event.created.").await;
+    let ids: Vec<&str> = msgs.iter().map(|m| m.1.as_str()).collect();
+    let good_id = format!("{}:created", good["id"].as_str().unwrap());
+    assert_eq!(
+        ids,
+        [good_id.as_str()],
+        "the good event went out, the bad one never"
+    );
+    let (reason,): (String,) =
+        sqlx::query_as("SELECT dead_reason FROM outbox WHERE msg_id = $1 AND dead_at IS NOT NULL")
+            .bind(format!("{bad_event}:created"))
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(reason.contains("max_payload"), "{reason}");
+    let pb = app
+        .wait_playback(
+            &bad_playback.to_string(),
+            "the undeliverable recording failed",
+            |p| p["recordingStatus"] == "FAILED",
+        )
+        .await;
+    assert_eq!(pb["errorCode"], "undeliverable", "{pb}");
+    let failed = app.stream_messages("PLAYBACKS", "playback.failed.").await;
+    assert_eq!(failed.len(), 1, "the failure is announced");
+    let (_, ready) = app.get("/ready").await;
+    assert_eq!(ready["outboxDead"], 1, "{ready}");
+    assert_eq!(ready["outboxBacklog"], 0, "{ready}");
+    let text = app.metrics_text().await;
+    assert!(counter(&text, "outbox_dead_total") >= 1.0, "{text}");
 }

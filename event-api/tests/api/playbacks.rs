@@ -224,17 +224,23 @@ async fn reconciler_fails_stale_and_unstarted_playbacks_and_announces_it() {
     };
     app.outbox_drained().await;
     let now = Utc::now();
-    assert!(reconcile_once(&store, now, limits)
+    let at = |s: i64| now + chrono::Duration::seconds(s);
+    let up = Some(at(-3600));
+    assert!(reconcile_once(&store, now, up, limits)
         .await
         .unwrap()
         .is_empty());
-    let verdicts = reconcile_once(&store, now + chrono::Duration::seconds(121), limits)
-        .await
-        .unwrap();
+    // Silence does not count while event-api could not have heard a report: NATS down, or back
+    // for less than the stale window.
+    for nats_up_since in [None, Some(at(100))] {
+        assert!(reconcile_once(&store, at(121), nats_up_since, limits)
+            .await
+            .unwrap()
+            .is_empty());
+    }
+    let verdicts = reconcile_once(&store, at(121), up, limits).await.unwrap();
     assert_eq!(verdicts.len(), 1);
-    let verdicts = reconcile_once(&store, now + chrono::Duration::seconds(901), limits)
-        .await
-        .unwrap();
+    let verdicts = reconcile_once(&store, at(901), up, limits).await.unwrap();
     assert_eq!(verdicts.len(), 1);
 
     let (_, p) = app.get(&format!("/playbacks/{stale_id}")).await;
@@ -250,30 +256,26 @@ async fn reconciler_fails_stale_and_unstarted_playbacks_and_announces_it() {
     assert!(failed
         .iter()
         .all(|m| m.2["payload"]["worker_id"] == "event-api"));
-    // A late status from the lost worker does not revive the playback.
-    app.publish_status(
-        &stale,
-        2,
-        StatusBody::Recording {
-            started_at: Utc::now(),
-        },
-    )
-    .await;
-    app.publish_status(&stale, u64::MAX / 2, clip(&stale_id, 1))
+    // The verdict was a presumption. Another worker's report does not touch it; the lost
+    // worker's own later report (its seq older than the verdict: it was spooled during an
+    // outage) wins, and the failure is gone.
+    app.publish_status_from(&stale, "another-worker", 3, clip(&stale_id, 1))
         .await;
-    testkit::wait_until(Duration::from_secs(20), "projector caught up", || async {
-        let js = app.js().await;
-        let mut c: async_nats::jetstream::consumer::PullConsumer = js
-            .get_consumer_from_stream("event-api-projector", "PLAYBACKS")
-            .await
-            .ok()?;
-        let info = c.info().await.ok()?;
-        (info.num_pending == 0 && info.num_ack_pending == 0).then_some(())
-    })
-    .await
-    .unwrap();
-    let (_, p) = app.get(&format!("/playbacks/{stale_id}")).await;
+    app.publish_status(&stale, 2, clip(&stale_id, 1)).await;
+    let p = app
+        .wait_playback(&stale_id, "the owner's report wins", |p| {
+            p["recordingStatus"] == "COMPLETED"
+        })
+        .await;
+    assert!(p["errorCode"].is_null(), "{p}");
+    assert!(p["errorMessage"].is_null(), "{p}");
+    let (_, p) = app.get(&format!("/playbacks/{pending_id}")).await;
     assert_eq!(p["recordingStatus"], "FAILED");
+    let text = app.metrics_text().await;
+    assert!(
+        text.contains("projector_presumption_overridden_total{code=\"worker_lost\"} 1"),
+        "{text}"
+    );
 }
 
 #[tokio::test]

@@ -2,8 +2,9 @@
 //! terminal states stick.
 
 use crate::support::spawn_app;
-use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody};
+use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody, StopCause};
 use chrono::Utc;
+use event_api::store::playbacks::PlaybackState;
 use std::time::Duration;
 
 fn completed(playback_id: &str) -> StatusBody {
@@ -204,8 +205,20 @@ async fn replaying_statuses_in_any_order_gives_the_same_row() {
                     media_time_sec: 0.4,
                 },
             ),
-            (3, StatusBody::Processing { ended_at: t0, stopped_by: None }),
-            (4, StatusBody::Processing { ended_at: t0, stopped_by: None }),
+            (
+                3,
+                StatusBody::Processing {
+                    ended_at: t0,
+                    stopped_by: None,
+                },
+            ),
+            (
+                4,
+                StatusBody::Processing {
+                    ended_at: t0,
+                    stopped_by: None,
+                },
+            ),
             (5, completed(pb)),
         ]
     };
@@ -216,7 +229,7 @@ async fn replaying_statuses_in_any_order_gives_the_same_row() {
         let all = bodies(&pb);
         let status = |i: usize| PlaybackStatus {
             playback_id: pb.parse().unwrap(),
-            event_id: created["event"]["id"].as_str().unwrap().parse().unwrap(),
+            event_id: created["id"].as_str().unwrap().parse().unwrap(),
             camera_id: cam["id"].as_str().unwrap().parse().unwrap(),
             site: Site::default(),
             worker_id: "w".into(),
@@ -244,10 +257,58 @@ async fn replaying_statuses_in_any_order_gives_the_same_row() {
         ));
     }
     assert!(
-        finals.iter().all(|f| f.0 == "COMPLETED" && f.1 == 5),
+        finals
+            .iter()
+            .all(|f| f.0 == PlaybackState::Completed && f.1 == 5),
         "{finals:?}"
     );
     assert!(finals
         .iter()
         .all(|f| f.2 == Some(5_000_000_000) && f.3.is_some()));
+}
+
+/// A recording the worker stopped at the maximum duration ends its event, with that reason; a
+/// stop for any other cause leaves the event to whoever ends it.
+#[tokio::test]
+async fn a_stop_at_the_maximum_duration_ends_the_event() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let capped = app.motion(cam["id"].as_str().unwrap()).await;
+    let other = app.motion(cam["id"].as_str().unwrap()).await;
+    for (created, cause) in [
+        (&capped, StopCause::MaxDuration),
+        (&other, StopCause::CameraLost),
+    ] {
+        app.publish_status(
+            created,
+            1,
+            StatusBody::Processing {
+                ended_at: Utc::now(),
+                stopped_by: Some(cause),
+            },
+        )
+        .await;
+        app.wait_playback(created["playbackId"].as_str().unwrap(), "processing", |p| {
+            p["recordingStatus"] == "PROCESSING"
+        })
+        .await;
+    }
+    let (_, event) = app
+        .get(&format!("/events/{}", capped["id"].as_str().unwrap()))
+        .await;
+    assert!(event["endedAt"].is_string(), "{event}");
+    assert_eq!(event["endReason"], "max_duration");
+    let (_, event) = app
+        .get(&format!("/events/{}", other["id"].as_str().unwrap()))
+        .await;
+    assert!(event["endedAt"].is_null(), "{event}");
+    // Ending it later still works once, and answers the current state.
+    let (status, end) = app
+        .post(
+            &format!("/events/{}/end", capped["id"].as_str().unwrap()),
+            serde_json::json!({}),
+        )
+        .await;
+    assert_eq!(status, reqwest::StatusCode::OK, "{end}");
+    assert_eq!(end["recordingStatus"], "PROCESSING");
 }

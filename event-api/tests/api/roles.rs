@@ -17,7 +17,7 @@ async fn every_route_enforces_its_role() {
     let cam = app.camera("10.0.0.5", 1).await;
     let cam_id = cam["id"].as_str().unwrap().to_owned();
     let created = app.motion(&cam_id).await;
-    let ev = created["event"]["id"].as_str().unwrap().to_owned();
+    let ev = created["id"].as_str().unwrap().to_owned();
     let pb = created["playbackId"].as_str().unwrap().to_owned();
     let missing = "00000000-0000-7000-8000-000000000000";
     let tokens = [

@@ -170,14 +170,20 @@ impl TestApp {
         (status, resp.json().await.unwrap_or(Value::Null))
     }
 
-    /// Creates a camera with a credential in its URL; returns its JSON.
+    /// Creates a camera with a credential in its URL; returns its JSON. Its stream is
+    /// `/live` for channel 1, `/live/ch<N>` for another channel (a camera is unique by its
+    /// stream).
     pub async fn camera(&self, ip: &str, channel: i32) -> Value {
+        let path = match channel {
+            1 => "/live".to_owned(),
+            n => format!("/live/ch{n}"),
+        };
         let (status, body) = self
             .post(
                 "/cameras",
                 json!({
                     "name": format!("cam {ip}/{channel}"),
-                    "rtspUrl": format!("rtsp://admin:{CAMERA_PASSWORD}@{ip}:554/live"),
+                    "rtspUrl": format!("rtsp://admin:{CAMERA_PASSWORD}@{ip}:554{path}"),
                     "channel": channel,
                 }),
             )
@@ -237,11 +243,12 @@ impl TestApp {
     /// Waits until the outbox has no unpublished row.
     pub async fn outbox_drained(&self) {
         testkit::wait_until(Duration::from_secs(30), "outbox drained", || async {
-            let n: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-                    .fetch_one(&self.pool)
-                    .await
-                    .ok()?;
+            let n: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM outbox WHERE published_at IS NULL AND dead_at IS NULL",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .ok()?;
             (n == 0).then_some(())
         })
         .await
@@ -282,7 +289,19 @@ impl TestApp {
 
     /// Publishes a status message for the playback of `event` (a `POST /events` body).
     pub async fn publish_status(&self, created: &Value, seq: u64, body: StatusBody) {
-        let event = &created["event"];
+        self.publish_status_from(created, "test-worker", seq, body)
+            .await
+    }
+
+    /// [`TestApp::publish_status`] as worker `worker_id`.
+    pub async fn publish_status_from(
+        &self,
+        created: &Value,
+        worker_id: &str,
+        seq: u64,
+        body: StatusBody,
+    ) {
+        let event = created;
         let camera_id: CameraId = event["camera"]["id"].as_str().unwrap().parse().unwrap();
         let status = PlaybackStatus {
             playback_id: created["playbackId"]
@@ -293,7 +312,7 @@ impl TestApp {
             event_id: event["id"].as_str().unwrap().parse::<EventId>().unwrap(),
             camera_id,
             site: Site::default(),
-            worker_id: "test-worker".into(),
+            worker_id: worker_id.into(),
             seq,
             body,
         };
