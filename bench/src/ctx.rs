@@ -229,13 +229,13 @@ impl Ctx {
     }
 }
 
-/// How many outbox rows wait to be published.
+/// How many outbox rows wait to be published (not yet published, not dead-lettered).
 pub async fn unpublished(db: &sqlx::PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(db)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND dead_at IS NULL",
     )
+    .fetch_one(db)
+    .await?)
 }
 
 /// A status message: the envelope of the messaging contract, or a bare status.

@@ -40,17 +40,34 @@ const POLL: Duration = Duration::from_millis(5);
 /// How long a drain, or the relay catching up after the steady load, may take.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// Commits `backlog` to the outbox in one transaction; returns the id of its last row.
-async fn commit_backlog(db: &sqlx::PgPool, backlog: &[OutboxMessage]) -> anyhow::Result<i64> {
+/// The outbox ids a backlog was written under: after `before`, up to `last`.
+struct Ids {
+    before: i64,
+    last: i64,
+}
+
+/// Commits `backlog` to the outbox in one transaction.
+async fn commit_backlog(db: &sqlx::PgPool, backlog: &[OutboxMessage]) -> anyhow::Result<Ids> {
+    let max_id = "SELECT coalesce(max(id), 0) FROM outbox";
     let mut tx = db.begin().await?;
+    let before: i64 = sqlx::query_scalar(max_id).fetch_one(&mut *tx).await?;
     for msg in backlog {
         enqueue(&mut tx, msg).await?;
     }
-    let last: i64 = sqlx::query_scalar("SELECT max(id) FROM outbox")
-        .fetch_one(&mut *tx)
-        .await?;
+    let last: i64 = sqlx::query_scalar(max_id).fetch_one(&mut *tx).await?;
     tx.commit().await?;
-    Ok(last)
+    Ok(Ids { before, last })
+}
+
+/// How many rows of `ids` the relay set aside as dead letters instead of publishing them.
+async fn dead_letters(db: &sqlx::PgPool, ids: &Ids) -> anyhow::Result<i64> {
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE id > $1 AND id <= $2 AND dead_at IS NOT NULL",
+    )
+    .bind(ids.before)
+    .bind(ids.last)
+    .fetch_one(db)
+    .await?)
 }
 
 /// Whether outbox row `id` is published: a primary-key lookup, cheap enough to poll every few
@@ -65,19 +82,22 @@ async fn published(db: &sqlx::PgPool, id: i64) -> anyhow::Result<bool> {
     )
 }
 
-/// Commits a backlog of `n` messages and times the relay from the commit until no outbox row is
-/// unpublished. The relay claims in id order, so the last row goes out in the last round; only
-/// then is the (dearer) count of what is left worth running. Returns the backlog and the time.
+/// Commits a backlog of `n` messages and times the relay from the commit until no outbox row
+/// waits. The relay claims in id order, so the last row goes out in the last round; only then is
+/// the (dearer) count of what is left worth running. Returns the backlog and the time.
 async fn drain(ctx: &Ctx, n: usize) -> anyhow::Result<(Vec<OutboxMessage>, Duration)> {
     ctx.outbox_drained(DRAIN_TIMEOUT).await?;
     let backlog = (0..n)
         .map(|_| ctx.created_message())
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let last = commit_backlog(&ctx.db, &backlog).await?;
+    let ids = commit_backlog(&ctx.db, &backlog).await?;
     let committed = Instant::now();
     loop {
-        if published(&ctx.db, last).await? && unpublished(&ctx.db).await? == 0 {
-            return Ok((backlog, committed.elapsed()));
+        if published(&ctx.db, ids.last).await? && unpublished(&ctx.db).await? == 0 {
+            let took = committed.elapsed();
+            let dead = dead_letters(&ctx.db, &ids).await?;
+            anyhow::ensure!(dead == 0, "{dead} rows of the backlog were dead-lettered");
+            return Ok((backlog, took));
         }
         anyhow::ensure!(
             committed.elapsed() < DRAIN_TIMEOUT,
