@@ -252,6 +252,18 @@ pub fn markdown(run: &RunInfo, machine: &Machine, rows: &[Row]) -> String {
     out
 }
 
+/// The heading of BENCHMARKS.md's hand-kept section of earlier measurements.
+const HISTORY: &str = "\n## History\n";
+
+/// `markdown` followed by the `## History` section of `previous` (the report it replaces), if
+/// that has one.
+pub fn keep_history(markdown: &str, previous: Option<&str>) -> String {
+    match previous.and_then(|p| p.find(HISTORY).map(|at| &p[at..])) {
+        Some(history) => format!("{}\n{history}", markdown.trim_end()),
+        None => markdown.to_owned(),
+    }
+}
+
 const METHOD: &str = "\
 - **P1** `POST /events` through event-api (release build, C concurrent closed-loop clients, \
 each with its own keep-alive HTTP/1.1 connection and the request's bytes built once, as `wrk` \
@@ -363,6 +375,18 @@ mod tests {
         let t = table(&[r]);
         assert_eq!(t.lines().count(), 3);
         assert!(t.contains("60 s clip: failed: a   b c"), "{t}");
+    }
+
+    #[test]
+    fn a_new_report_keeps_the_history_of_the_old() {
+        let old = "# Benchmarks\n\n## Results\nold\n\n## History\n\n### day 1\nfigures\n";
+        let new = "# Benchmarks\n\n## Results\nnew\n";
+        assert_eq!(
+            keep_history(new, Some(old)),
+            "# Benchmarks\n\n## Results\nnew\n\n## History\n\n### day 1\nfigures\n"
+        );
+        assert_eq!(keep_history(new, Some("# Benchmarks\nno history\n")), new);
+        assert_eq!(keep_history(new, None), new);
     }
 
     #[test]

@@ -3,8 +3,9 @@
 //! crashes (or stops) one part of the [`Cluster`] and brings it back after its down time.
 //!
 //! One kind is long on purpose: [`FaultKind::NatsOutage`] keeps NATS stopped for longer than
-//! event-api's `STALE_PLAYBACK_SEC` while recordings run, so the statuses of those recordings
-//! are late by more than the reconciler's patience and the worker's old publish retry.
+//! event-api's `STALE_PLAYBACK_SEC` while recordings run, so their statuses arrive long after
+//! the reconciler could call them stale; the promise is that those recordings still end
+//! `COMPLETED`.
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::plant::{Plant, PlantError, Planted};
