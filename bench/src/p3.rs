@@ -56,7 +56,7 @@ async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration
     ctx.nats.flush().await?;
     let mut seen = tokio::spawn(async move { published.next().await.map(|_| Instant::now()) });
     let ended = Instant::now();
-    ctx.api.end_event(created.event.id).await?;
+    ctx.api.end_event(created.id).await?;
     let answered = ended.elapsed();
     let (done, at) = wait_status(
         &mut sub,

@@ -37,7 +37,7 @@ async fn camrec_sample(ctx: &Ctx) -> anyhow::Result<f64> {
         Duration::from_secs(60),
     )
     .await?;
-    ctx.api.end_event(created.event.id).await?;
+    ctx.api.end_event(created.id).await?;
     wait_status(&mut sub, playback, StatusKind::Completed, COMPLETE_TIMEOUT).await?;
     Ok((at - posted).as_secs_f64())
 }

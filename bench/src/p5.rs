@@ -67,7 +67,7 @@ async fn camrec(ctx: &Ctx) -> anyhow::Result<Measured> {
             .api
             .create_event(cameras[i % cameras.len()].id, "MOTION")
             .await?;
-        events.push(created.event.id);
+        events.push(created.id);
         playbacks.push(
             created
                 .playback_id

@@ -82,7 +82,7 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Latencies> {
         .ok_or_else(|| anyhow::anyhow!("MOTION did not create a playback"))?;
     let mut player = Player {
         playback: PlaybackId(playback),
-        event: EventId(created.event.id),
+        event: EventId(created.id),
         camera: CameraId(ctx.idle_camera.id),
         site: Site::new(IDLE_SITE)?,
         seq: 0,
@@ -113,7 +113,7 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Latencies> {
         .await?;
         lags.push(seen - sent);
     }
-    ctx.api.end_event(created.event.id).await?;
+    ctx.api.end_event(created.id).await?;
     Ok(Latencies::new(lags))
 }
 

@@ -44,6 +44,10 @@ pub struct Config {
     pub access_token_ttl: Duration,
     /// `REFRESH_TOKEN_TTL_SEC`, default 2592000 (30 days): lifetime of a refresh token.
     pub refresh_token_ttl: Duration,
+    /// Failed-login limits: `LOGIN_MAX_FAILURES` (default 5 per username),
+    /// `LOGIN_MAX_FAILURES_PER_ADDRESS` (default 20 per client address), `LOGIN_WINDOW_SEC`
+    /// (default 300). Over either limit, login answers 429 with `Retry-After`.
+    pub login_limits: crate::http::login_guard::LoginLimits,
     /// `MAX_RECORDING_SEC`, default 3600: the `max_duration_sec` put into `event.created`.
     pub max_recording_sec: u32,
     /// `STALE_PLAYBACK_SEC`, default 120: a RECORDING/PROCESSING playback without a status for
@@ -72,8 +76,11 @@ impl Config {
         let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
         let dev = var("CAMREC_DEV").is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
         let jwt_secret = match var("JWT_SECRET") {
-            Some(s) if s.len() >= 16 => Secret::new(s),
-            Some(_) => return Err(ConfigError::Invalid("JWT_SECRET (at least 16 characters)")),
+            Some(s) if is_placeholder(&s) => return Err(ConfigError::Invalid(
+                "JWT_SECRET (a placeholder from the examples; generate one: openssl rand -hex 32)",
+            )),
+            Some(s) if s.len() >= MIN_JWT_SECRET => Secret::new(s),
+            Some(_) => return Err(ConfigError::Invalid("JWT_SECRET (at least 32 bytes)")),
             None if dev => {
                 tracing::warn!(
                     "JWT_SECRET is not set: using a random per-process secret (CAMREC_DEV=1)"
@@ -102,9 +109,21 @@ impl Config {
             listen: SocketAddr::new(host, port),
             jwt_secret,
             admin_username: var("ADMIN_USERNAME"),
-            admin_password: var("ADMIN_PASSWORD").map(Secret::new),
+            admin_password: match var("ADMIN_PASSWORD") {
+                Some(p) if is_placeholder(&p) => {
+                    return Err(ConfigError::Invalid(
+                        "ADMIN_PASSWORD (a placeholder from the examples)",
+                    ))
+                }
+                other => other.map(Secret::new),
+            },
             access_token_ttl: secs("ACCESS_TOKEN_TTL_SEC", 900)?,
             refresh_token_ttl: secs("REFRESH_TOKEN_TTL_SEC", 2_592_000)?,
+            login_limits: crate::http::login_guard::LoginLimits {
+                per_username: parse_or(&var, "LOGIN_MAX_FAILURES", 5)?,
+                per_address: parse_or(&var, "LOGIN_MAX_FAILURES_PER_ADDRESS", 20)?,
+                window: secs("LOGIN_WINDOW_SEC", 300)?,
+            },
             max_recording_sec: parse_or(&var, "MAX_RECORDING_SEC", 3600)?,
             stale_playback: secs("STALE_PLAYBACK_SEC", 120)?,
             pending_timeout: secs("PENDING_TIMEOUT_SEC", 900)?,
@@ -112,6 +131,20 @@ impl Config {
             storage: StorageConfig::from_lookup(&get)?,
         })
     }
+}
+
+/// The shortest `JWT_SECRET` accepted, in bytes (HS256's key is 256 bits).
+pub const MIN_JWT_SECRET: usize = 32;
+
+/// Whether `value` is one of the placeholders the examples in `deploy/` ship (`CHANGE_ME...`,
+/// `change-me`): a deployment that kept one must not start.
+pub fn is_placeholder(value: &str) -> bool {
+    let v: String = value
+        .to_ascii_lowercase()
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    v.contains("changeme")
 }
 
 fn parse_or<T: std::str::FromStr>(
@@ -159,7 +192,7 @@ mod tests {
     #[test]
     fn defaults_and_secrets_do_not_print() {
         let c = Config::from_lookup(lookup(&[
-            ("JWT_SECRET", "0123456789abcdef-very-secret"),
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret"),
             ("ADMIN_PASSWORD", "hunter2-admin"),
         ]))
         .unwrap();
@@ -170,8 +203,34 @@ mod tests {
         assert!(!dbg.contains("very-secret"));
         assert!(!dbg.contains("hunter2"));
         assert!(matches!(
-            Config::from_lookup(lookup(&[("JWT_SECRET", "0123456789abcdef"), ("PORT", "x")])),
+            Config::from_lookup(lookup(&[
+                ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+                ("PORT", "x")
+            ])),
             Err(ConfigError::Invalid("PORT"))
         ));
+    }
+
+    #[test]
+    fn short_secrets_and_the_examples_placeholders_are_refused() {
+        let secret = |s: &str| Config::from_lookup(lookup(&[("JWT_SECRET", s)]));
+        assert!(matches!(
+            secret("0123456789abcdef"),
+            Err(ConfigError::Invalid(m)) if m.contains("32 bytes")
+        ));
+        for placeholder in [
+            "CHANGE_ME_TO_32_RANDOM_BYTES_OF_HEX",
+            "change-me-change-me-change-me-change-me",
+        ] {
+            assert!(
+                matches!(secret(placeholder), Err(ConfigError::Invalid(m)) if m.contains("placeholder")),
+                "{placeholder}"
+            );
+        }
+        let admin = Config::from_lookup(lookup(&[
+            ("JWT_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("ADMIN_PASSWORD", "CHANGE_ME"),
+        ]));
+        assert!(matches!(admin, Err(ConfigError::Invalid(m)) if m.starts_with("ADMIN_PASSWORD")));
     }
 }

@@ -145,13 +145,15 @@ pub async fn serve(
         )),
         store,
         storage,
+        login: Arc::new(http::login_guard::LoginGuard::new(config.login_limits)),
         nats,
         nats_link: link,
         metrics: prometheus(),
         config: Arc::new(config),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "event-api listening");
-    let served = axum::serve(listener, router(state))
+    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await;
     tasks.cancel();

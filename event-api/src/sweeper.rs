@@ -4,7 +4,7 @@
 //! than [`OUTBOX_RETENTION`] (the streams' own retention) are purged.
 
 use crate::store::{Store, StoreError};
-use camrec_shared::backoff::sleep_or_cancel;
+use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::storage::Storage;
 use chrono::{DateTime, Utc};
 use object_store::path::Path as ObjectPath;
@@ -18,8 +18,8 @@ const MAX_RETRY: Duration = Duration::from_secs(3600);
 
 /// The delay before retry number `attempts + 1`: 10 s doubling, at most an hour.
 pub fn retry_delay(attempts: i32) -> Duration {
-    let exp = u32::try_from(attempts.clamp(0, 20)).unwrap_or(0);
-    Duration::from_secs(10u64.saturating_mul(1u64 << exp)).min(MAX_RETRY)
+    let attempt = u32::try_from(attempts).unwrap_or(0);
+    nth_delay(attempt, Duration::from_secs(10), MAX_RETRY)
 }
 
 /// Deletes what is due at `now`; returns how many objects were deleted (or already gone).
@@ -57,6 +57,7 @@ pub async fn sweep_once(
 pub async fn run(store: Store, storage: Storage, interval: Duration, shutdown: CancellationToken) {
     let retention =
         chrono::Duration::from_std(OUTBOX_RETENTION).unwrap_or(chrono::Duration::days(7));
+    gauge_outbox(&store).await;
     while sleep_or_cancel(interval, &shutdown).await {
         let now = Utc::now();
         if let Err(e) = sweep_once(&store, &storage, now).await {
@@ -65,8 +66,20 @@ pub async fn run(store: Store, storage: Storage, interval: Duration, shutdown: C
         if let Err(e) = store.purge_published_outbox(now - retention).await {
             tracing::warn!(error = %e, "outbox purge failed");
         }
+        gauge_outbox(&store).await;
     }
     tracing::info!("object deletion sweeper stopped");
+}
+
+/// Sets the `outbox_backlog` and `outbox_dead` gauges (here, once a pass, rather than at every
+/// `/metrics` scrape).
+async fn gauge_outbox(store: &Store) {
+    if let Ok(backlog) = store.outbox_backlog().await {
+        metrics::gauge!("outbox_backlog").set(backlog as f64);
+    }
+    if let Ok(dead) = store.outbox_dead().await {
+        metrics::gauge!("outbox_dead").set(dead as f64);
+    }
 }
 
 #[cfg(test)]

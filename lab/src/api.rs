@@ -31,11 +31,11 @@ pub struct Api {
     token: String,
 }
 
-/// The answer to `POST /events`.
+/// The answer to `POST /events`: the event at the top level, with its playback.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct CreatedEvent {
-    pub event: IdOnly,
+    pub id: Uuid,
     pub playback_id: Option<Uuid>,
 }
 

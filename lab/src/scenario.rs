@@ -196,23 +196,23 @@ async fn one_event(
         }
     };
     let acked_at = Instant::now();
-    record.event_id = Some(created.event.id);
+    record.event_id = Some(created.id);
     record.playback_id = created.playback_id;
     tokio::time::sleep(planned).await;
     let deadline = Instant::now() + retry_for;
     loop {
-        match api.end_event(created.event.id).await {
+        match api.end_event(created.id).await {
             Ok(()) => {
                 record.end_acknowledged = true;
                 record.requested = Some(acked_at.elapsed());
                 return record;
             }
             Err(e) if Instant::now() < deadline => {
-                tracing::debug!(event_id = %created.event.id, error = %e, "end not acknowledged yet");
+                tracing::debug!(event_id = %created.id, error = %e, "end not acknowledged yet");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
             Err(e) => {
-                tracing::warn!(event_id = %created.event.id, error = %e, "end never acknowledged");
+                tracing::warn!(event_id = %created.id, error = %e, "end never acknowledged");
                 return record;
             }
         }

@@ -21,7 +21,8 @@ pub struct Config {
     /// `WORKER_ID` (default `<hostname>-<pid>`): names this worker in leases and status messages.
     pub worker_id: String,
     /// `RECORD_DIR` (default `./data/recordings`): one directory per recording in progress or not
-    /// yet uploaded; `_failed/` keeps clips whose upload was given up.
+    /// yet uploaded; `_failed/` keeps clips whose upload was given up; `_spool/` holds the status
+    /// messages the stream has not acknowledged yet (sent first at the next start).
     pub record_dir: PathBuf,
     /// `MAX_CONCURRENT_RECORDINGS` (default 4): recordings (FFmpeg reading a camera) this worker
     /// runs at once; further `event.created` messages wait in the stream. A recording gives its
@@ -61,7 +62,8 @@ pub struct Config {
     /// `UPLOAD_GIVE_UP_SEC` (default 1800): how long uploads are retried before the playback is
     /// `FAILED upload_failed` (the file is kept).
     pub upload_give_up: Duration,
-    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner refreshes its lease.
+    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner refreshes its lease (and looks for
+    /// a stop marker its watch may have missed).
     pub lease_heartbeat: Duration,
     /// `STORAGE_MODE` and friends, see `StorageConfig`.
     pub storage: StorageConfig,

@@ -14,7 +14,7 @@ use camrec_shared::subjects::{
 use camrec_shared::PlaybackId;
 use std::time::Duration;
 
-use crate::ownership::{Lease, Ownership, StopRegistry};
+use crate::ownership::{Lease, Ownership, OwnershipError, StopRegistry};
 
 /// How long the server waits for an ack before redelivering. Claiming a recording takes one KV
 /// write, so this is generous.
@@ -22,12 +22,17 @@ pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// The delay before a nak'ed message is redelivered.
 pub const NAK_DELAY: Duration = Duration::from_secs(2);
 
-/// A consumer that could not be set up.
+/// A consumer that could not be set up, by kind.
 #[derive(Debug, thiserror::Error)]
-#[error("consumer {name}: {reason}")]
-pub struct ConsumerError {
-    pub name: String,
-    pub reason: String,
+pub enum ConsumerError {
+    #[error("stream {EVENTS_STREAM}: {0}")]
+    Stream(#[from] jetstream::context::GetStreamError),
+    #[error("consumer {name}: {source}")]
+    Consumer {
+        name: String,
+        #[source]
+        source: jetstream::stream::ConsumerError,
+    },
 }
 
 /// Gets or creates the site's durable consumer for one kind of event message.
@@ -37,11 +42,7 @@ pub async fn open(
     site: &Site,
 ) -> Result<PullConsumer, ConsumerError> {
     let name = site_consumer_name(kind, site);
-    let fail = |e: &dyn std::fmt::Display| ConsumerError {
-        name: name.clone(),
-        reason: e.to_string(),
-    };
-    let stream = js.get_stream(EVENTS_STREAM).await.map_err(|e| fail(&e))?;
+    let stream = js.get_stream(EVENTS_STREAM).await?;
     stream
         .get_or_create_consumer(
             &name,
@@ -55,7 +56,7 @@ pub async fn open(
             },
         )
         .await
-        .map_err(|e| fail(&e))
+        .map_err(|source| ConsumerError::Consumer { name, source })
 }
 
 /// What settling a message means for the server.
@@ -79,7 +80,7 @@ pub enum CreatedOutcome {
     /// Another claim exists: a duplicate or a redelivery.
     AlreadyOwned(PlaybackId),
     /// The claim could not be written (NATS trouble): try again later.
-    ClaimFailed(PlaybackId, String),
+    ClaimFailed(PlaybackId, OwnershipError),
 }
 
 /// The ack rule of `recorder-<site>-created`:
@@ -96,7 +97,7 @@ pub fn created_disposition(outcome: &CreatedOutcome) -> Disposition {
 }
 
 /// What happened with an `event.ended` message.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum EndedOutcome {
     Undecodable(String),
     /// The event's type does not record: nothing to stop.
@@ -104,7 +105,7 @@ pub enum EndedOutcome {
     /// The stop marker is written; the owner will see it.
     StopWritten(PlaybackId),
     /// The stop marker could not be written: try again later.
-    StopFailed(PlaybackId, String),
+    StopFailed(PlaybackId, OwnershipError),
 }
 
 /// The ack rule of `recorder-<site>-ended`:
@@ -131,7 +132,7 @@ pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) 
     match ownership.claim(event.playback_id).await {
         Ok(Some(lease)) => CreatedOutcome::Claimed(Box::new(event), Box::new(lease)),
         Ok(None) => CreatedOutcome::AlreadyOwned(event.playback_id),
-        Err(e) => CreatedOutcome::ClaimFailed(event.playback_id, e.to_string()),
+        Err(e) => CreatedOutcome::ClaimFailed(event.playback_id, e),
     }
 }
 
@@ -154,7 +155,7 @@ pub async fn handle_ended(
     let local = stops.signal(id);
     let outcome = match ownership.request_stop(id).await {
         Ok(()) => EndedOutcome::StopWritten(id),
-        Err(e) => EndedOutcome::StopFailed(id, e.to_string()),
+        Err(e) => EndedOutcome::StopFailed(id, e),
     };
     (outcome, local)
 }
@@ -175,6 +176,11 @@ pub async fn settle(msg: &Message, disposition: Disposition) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use async_nats::jetstream::kv::PutErrorKind;
+
+    fn nats_down() -> OwnershipError {
+        OwnershipError::Put(PutErrorKind::Publish.into())
+    }
 
     #[test]
     fn ended_rules() {
@@ -192,7 +198,7 @@ mod tests {
             Disposition::Ack
         );
         assert_eq!(
-            ended_disposition(&EndedOutcome::StopFailed(id, "down".into())),
+            ended_disposition(&EndedOutcome::StopFailed(id, nats_down())),
             Disposition::Nak(NAK_DELAY)
         );
     }
@@ -209,7 +215,7 @@ mod tests {
             Disposition::Ack
         );
         assert_eq!(
-            created_disposition(&CreatedOutcome::ClaimFailed(id, "down".into())),
+            created_disposition(&CreatedOutcome::ClaimFailed(id, nats_down())),
             Disposition::Nak(NAK_DELAY)
         );
     }

@@ -5,9 +5,9 @@
 //! costs no process) with stream copy into one MP4 whose `moov` atom is at the front, so the
 //! clip plays while it downloads: a single part is remuxed as it is, several go through the
 //! concat demuxer. Only when that join fails is each part probed with ffprobe, the empty or
-//! unreadable ones skipped and the rest joined again. [`thumbnail`] grabs one JPEG frame from a
-//! part or from the clip, so it can run while the part is still recorded or beside the join.
-//! [`direct_clip`] finds the clip FFmpeg finished itself, which makes the join unnecessary.
+//! unreadable ones skipped and the rest joined again. [`direct_clip`] finds the clip FFmpeg
+//! finished itself, which makes the join unnecessary. [`thumbnail`] grabs one JPEG frame from the
+//! finished clip.
 
 use crate::ffmpeg::MediaError;
 use crate::probe::{
@@ -20,19 +20,15 @@ use tokio::process::Command;
 /// How long one concatenation or thumbnail may take.
 const STEP_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Joins the usable `parts` (in order) into `out`: stream copy, `+faststart`. Returns the parts
-/// it joined. Fails with [`MediaError::NoMedia`] when no part holds playable video.
-pub async fn finalize(
-    ffmpeg: &Path,
-    parts: &[PathBuf],
-    out: &Path,
-) -> Result<Vec<PathBuf>, MediaError> {
+/// Joins the usable `parts` (in order) into `out`: stream copy, `+faststart`. Fails with
+/// [`MediaError::NoMedia`] when no part holds playable video.
+pub async fn finalize(ffmpeg: &Path, parts: &[PathBuf], out: &Path) -> Result<(), MediaError> {
     let candidates = parts_with_fragments(parts).await;
     let failed = if candidates.is_empty() {
         None
     } else {
         match join(ffmpeg, &candidates, out).await {
-            Ok(()) => return Ok(candidates),
+            Ok(()) => return Ok(()),
             Err(error) => {
                 tracing::warn!(%error, parts = candidates.len(), "joining the parts failed, probing each");
                 Some(error)
@@ -48,7 +44,7 @@ pub async fn finalize(
     }
     match failed {
         Some(error) if usable == candidates => Err(error),
-        _ => join(ffmpeg, &usable, out).await.map(|()| usable),
+        _ => join(ffmpeg, &usable, out).await,
     }
 }
 
@@ -171,13 +167,13 @@ pub async fn thumbnail(
 }
 
 /// Writes a JPEG frame of `video` at `at` seconds to `out`; [`MediaError::NoMedia`] when the
-/// video is shorter. Reads a part that FFmpeg is still writing as well as a finished file.
+/// video is shorter.
 ///
 /// The frame is the keyframe at or before `at`, decoded alone on one thread: most of a
 /// thumbnail's CPU is FFmpeg's start, and decoding every frame up to `at` on a thread per core
 /// added a third to it. A stream without keyframes the decoder marks as such (intra refresh)
 /// gives no frame that way; the frame at `at` is then decoded the full way.
-pub async fn frame_at(ffmpeg: &Path, video: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
+async fn frame_at(ffmpeg: &Path, video: &Path, out: &Path, at: f64) -> Result<(), MediaError> {
     match grab(ffmpeg, video, out, at, Decode::KeyframeOnly).await {
         Err(MediaError::NoMedia(_)) => grab(ffmpeg, video, out, at, Decode::Every).await,
         other => other,

@@ -2,20 +2,23 @@
 //! with FFmpeg, finalizes and uploads the clip, and reports every state change as a status message.
 //!
 //! Orchestration: [`worker`] (run loop, slots, shutdown), [`consumer`] (ack rules), [`ownership`]
-//! (KV leases and stop markers), [`recording`] (one recording's state machine), [`recovery`]
-//! (leftovers at start), [`status`] (status publisher), [`manifest`] (the local directory).
-//! Media: [`ffmpeg`], [`progress`], [`probe`], [`finalize`], [`upload`].
+//! (KV leases and stop markers), [`recording`] (one recording's state machine), [`finish`] (its
+//! end: clip, probe, thumbnail, upload), [`recovery`] (leftovers at start), [`status`] (the status
+//! publisher, off the recording's path) and its disk [`spool`], [`manifest`] (the local
+//! directory). Media: [`ffmpeg`], [`progress`], [`probe`], [`finalize`], [`upload`].
 
 pub mod config;
 pub mod consumer;
 pub mod ffmpeg;
 pub mod finalize;
+pub mod finish;
 pub mod manifest;
 pub mod ownership;
 pub mod probe;
 pub mod progress;
 pub mod recording;
 pub mod recovery;
+pub mod spool;
 pub mod status;
 pub mod upload;
 pub mod worker;

@@ -5,7 +5,7 @@
 //! never holds the camera's credential: the URL is stored without user and password, and
 //! recovery does not need it (a crash cuts the clip; it does not resume recording).
 
-use camrec_shared::messages::{EventCreated, EventType, RecordingLimits};
+use camrec_shared::messages::{EventCreated, EventType, RecordingLimits, StopCause};
 use camrec_shared::subjects::Site;
 use camrec_shared::{CameraId, EventId, PlaybackId};
 use chrono::{DateTime, Utc};
@@ -48,6 +48,9 @@ pub struct Manifest {
     pub started_at: Option<DateTime<Utc>>,
     /// When the recording stopped.
     pub ended_at: Option<DateTime<Utc>>,
+    /// Why it stopped, for the `processing` a recovery reports (absent in older manifests).
+    #[serde(default)]
+    pub stopped_by: Option<StopCause>,
     /// The part files, in order (file names inside the directory).
     pub parts: Vec<String>,
     /// Whether a gap is known (FFmpeg restarted mid-recording).
@@ -68,6 +71,7 @@ impl Manifest {
             claimed_at,
             started_at: None,
             ended_at: None,
+            stopped_by: None,
             parts: Vec::new(),
             partial: false,
         }

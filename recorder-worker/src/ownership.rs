@@ -5,27 +5,39 @@
 //!   FFmpeg. The owner refreshes it (compare-and-set) and sets `state=done` at the end.
 //! - `stop.<playback_id>`: written by whichever worker receives `event.ended`. Every worker
 //!   watches `stop.>` and signals the matching local recording through [`StopRegistry`].
+//!
+//! A [`LeaseKeeper`] refreshes a lease beside the work it guards, never inside a recording's
+//! loops: a KV round trip that hangs in a NATS outage delays no stop.
 
 use async_nats::jetstream::{
     self,
     kv::{self, CreateErrorKind, Operation},
 };
+use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// A KV operation that failed.
+/// A KV operation on the recordings bucket that failed, by kind.
 #[derive(Debug, thiserror::Error)]
-#[error("recordings bucket: {0}")]
-pub struct OwnershipError(String);
-
-fn err(e: impl std::fmt::Display) -> OwnershipError {
-    OwnershipError(e.to_string())
+pub enum OwnershipError {
+    #[error("cannot open the recordings bucket: {0}")]
+    Open(#[source] async_nats::Error),
+    #[error("recordings bucket create: {0}")]
+    Create(#[from] kv::CreateError),
+    #[error("recordings bucket put: {0}")]
+    Put(#[from] kv::PutError),
+    #[error("recordings bucket get: {0}")]
+    Get(#[from] kv::EntryError),
+    #[error("recordings bucket update: {0}")]
+    Update(#[from] kv::UpdateError),
 }
 
 /// Where a recording is, as its lease says.
@@ -82,7 +94,7 @@ impl Ownership {
     ) -> Result<Self, OwnershipError> {
         let kv = camrec_shared::streams::ensure_recordings_bucket(js, replicas)
             .await
-            .map_err(err)?;
+            .map_err(OwnershipError::Open)?;
         Ok(Self { kv, worker_id })
     }
 
@@ -109,7 +121,7 @@ impl Ownership {
         {
             Ok(revision) => Ok(Some(self.lease(id, revision, LeaseState::Recording))),
             Err(e) if e.kind() == CreateErrorKind::AlreadyExists => Ok(None),
-            Err(e) => Err(err(e)),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -118,8 +130,7 @@ impl Ownership {
         let revision = self
             .kv
             .put(lease_key(id), self.lease_value(LeaseState::Processing))
-            .await
-            .map_err(err)?;
+            .await?;
         Ok(self.lease(id, revision, LeaseState::Processing))
     }
 
@@ -134,13 +145,13 @@ impl Ownership {
 
     /// The current lease of a playback, if any.
     pub async fn lease_of(&self, id: PlaybackId) -> Result<Option<LeaseValue>, OwnershipError> {
-        let bytes = self.kv.get(lease_key(id)).await.map_err(err)?;
+        let bytes = self.kv.get(lease_key(id)).await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
     }
 
     /// Whether a stop was requested for the playback.
     pub async fn stop_requested(&self, id: PlaybackId) -> Result<bool, OwnershipError> {
-        Ok(self.kv.get(stop_key(id)).await.map_err(err)?.is_some())
+        Ok(self.kv.get(stop_key(id)).await?.is_some())
     }
 
     /// Writes the stop marker; the owner, wherever it runs, sees it through its watch.
@@ -154,8 +165,7 @@ impl Ownership {
                 stop_key(id),
                 serde_json::to_vec(&v).unwrap_or_default().into(),
             )
-            .await
-            .map_err(err)?;
+            .await?;
         Ok(())
     }
 
@@ -163,11 +173,11 @@ impl Ownership {
     /// is re-established after a NATS outage; after each (re)start every registered recording
     /// checks its key once, so a stop written while the watch was down is not missed.
     pub async fn watch_stops(&self, registry: StopRegistry, cancel: CancellationToken) {
-        let mut backoff = Duration::from_millis(200);
-        while !cancel.is_cancelled() {
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+        loop {
             match self.kv.watch("stop.>").await {
                 Ok(mut watch) => {
-                    backoff = Duration::from_millis(200);
+                    backoff.reset();
                     for id in registry.ids() {
                         if matches!(self.stop_requested(id).await, Ok(true)) {
                             registry.signal(id);
@@ -195,11 +205,9 @@ impl Ownership {
                 }
                 Err(e) => tracing::warn!(error = %e, "cannot watch stop requests, retrying"),
             }
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
         }
     }
 }
@@ -248,10 +256,62 @@ impl Lease {
             }
         }
     }
+}
 
-    /// Refreshes the heartbeat in the current state.
-    pub async fn heartbeat(&mut self) {
-        self.refresh(self.state).await;
+/// How long [`LeaseKeeper::settle`] waits for the final state to be written.
+pub const SETTLE_WITHIN: Duration = Duration::from_secs(2);
+
+/// Keeps one lease fresh in the background: [`LeaseKeeper::keep`] runs beside the work the lease
+/// guards (in the same task, so it ends with it) and refreshes the lease every
+/// `LEASE_HEARTBEAT_SEC` and at once when [`LeaseKeeper::set`] changes its state; the work itself
+/// never waits for the bucket, except for the final state ([`LeaseKeeper::settle`]), briefly.
+pub struct LeaseKeeper {
+    lease: tokio::sync::Mutex<Lease>,
+    state: watch::Sender<LeaseState>,
+}
+
+impl LeaseKeeper {
+    pub fn new(lease: Lease) -> Self {
+        let (state, _) = watch::channel(lease.state);
+        Self {
+            lease: tokio::sync::Mutex::new(lease),
+            state,
+        }
+    }
+
+    /// Refreshes the lease until dropped.
+    pub async fn keep(&self, every: Duration) -> Infallible {
+        let mut changed = self.state.subscribe();
+        let mut tick = tokio::time::interval(every);
+        tick.reset();
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = changed.changed() => {}
+            }
+            let state = *changed.borrow_and_update();
+            self.lease.lock().await.refresh(state).await;
+        }
+    }
+
+    /// The lease's new state; written by [`LeaseKeeper::keep`] right away. Returns at once.
+    pub fn set(&self, state: LeaseState) {
+        self.state.send_replace(state);
+    }
+
+    /// Writes the final state itself, waiting at most [`SETTLE_WITHIN`] (a NATS outage must not
+    /// hold up the end of a recording whose last status is safe in the status spool; a lease left
+    /// in an older state only keeps saying who took the recording).
+    pub async fn settle(&self, state: LeaseState) {
+        // A later refresh by the ticker writes this state too; it need not be woken for it.
+        self.state.send_if_modified(|s| {
+            *s = state;
+            false
+        });
+        let write = async { self.lease.lock().await.refresh(state).await };
+        if tokio::time::timeout(SETTLE_WITHIN, write).await.is_err() {
+            tracing::warn!(?state, "the lease's final state is not written");
+        }
     }
 }
 

@@ -10,9 +10,8 @@
 use crate::ffmpeg::{sanitize, MediaError, RTSP_PROTOCOLS};
 use camrec_shared::rtsp::RtspUrl;
 use serde::Deserialize;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::process::Command;
@@ -168,21 +167,10 @@ pub async fn probe_file(ffprobe: &Path, path: &Path) -> Result<ClipInfo, MediaEr
         .args(["-show_format", "-show_streams", "-i"])
         .arg(path);
     let (ok, stdout, stderr) = run_with_deadline(cmd, "ffprobe", FILE_PROBE_DEADLINE).await?;
-    clip_info(path, size_bytes, ok, &stdout, &stderr).await
-}
-
-/// The clip's figures from ffprobe's answer about `path`.
-async fn clip_info(
-    path: &Path,
-    size_bytes: u64,
-    ok: bool,
-    stdout: &[u8],
-    stderr: &str,
-) -> Result<ClipInfo, MediaError> {
     if !ok {
-        return Err(MediaError::Probe(last_line(stderr)));
+        return Err(MediaError::Probe(last_line(&stderr)));
     }
-    let streams = parse_ffprobe_json(stdout)?;
+    let streams = parse_ffprobe_json(&stdout)?;
     let duration_sec = streams
         .duration_sec
         .ok_or_else(|| MediaError::Probe("ffprobe reports no duration".into()))?;
@@ -199,121 +187,6 @@ async fn clip_info(
 
 /// How long ffprobe may take to read a local file.
 const FILE_PROBE_DEADLINE: Duration = Duration::from_secs(60);
-
-/// An ffprobe started before the clip is finished, waiting for it on its stdin: the process's
-/// start-up, most of what a probe of a faststart clip costs, overlaps with FFmpeg finishing the
-/// clip. [`StandbyProbe::probe`] then streams the file into it; ffprobe stops reading once it
-/// has the `moov` and the first packets. The answer is the same `ffprobe -print_format json` as
-/// [`probe_file`]'s (the duration comes from the `moov`, which precedes the media).
-#[derive(Debug)]
-pub struct StandbyProbe {
-    child: tokio::process::Child,
-}
-
-impl StandbyProbe {
-    /// Starts ffprobe on `pipe:0`. Call it from a runtime worker thread (see
-    /// [`crate::ffmpeg::Recorder::spawn`]): it dies with the worker.
-    pub fn spawn(ffprobe: &Path) -> Result<Self, MediaError> {
-        let mut cmd = Command::new(ffprobe);
-        cmd.args(["-v", "error", "-print_format", "json"])
-            .args(["-show_format", "-show_streams", "-i", "pipe:0"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true);
-        // It may wait for long: it must not outlive a killed worker.
-        crate::ffmpeg::die_with_parent(&mut cmd);
-        let child = cmd.spawn().map_err(|source| MediaError::Spawn {
-            program: ffprobe.display().to_string(),
-            source,
-        })?;
-        Ok(Self { child })
-    }
-
-    /// True while the ffprobe still waits for its input.
-    fn is_waiting(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Probes the finished file at `path` (see [`probe_file`]).
-    pub async fn probe(mut self, path: &Path) -> Result<ClipInfo, MediaError> {
-        let size_bytes = tokio::fs::metadata(path).await?.len();
-        if size_bytes == 0 {
-            return Err(MediaError::NoMedia("the file is empty".into()));
-        }
-        let mut file = tokio::fs::File::open(path).await?;
-        let mut stdin = self
-            .child
-            .stdin
-            .take()
-            .ok_or_else(|| MediaError::Probe("ffprobe has no stdin".into()))?;
-        let feed = async move {
-            // ffprobe closes the pipe once it has read enough: a broken pipe is the normal end.
-            let _ = tokio::io::copy(&mut file, &mut stdin).await;
-        };
-        let answer = async {
-            let (_, out) = tokio::join!(feed, self.child.wait_with_output());
-            out
-        };
-        let out = tokio::time::timeout(FILE_PROBE_DEADLINE, answer)
-            .await
-            .map_err(|_| MediaError::Timeout {
-                what: "ffprobe",
-                after: FILE_PROBE_DEADLINE,
-            })??;
-        let stderr = sanitize(&String::from_utf8_lossy(&out.stderr));
-        clip_info(path, size_bytes, out.status.success(), &out.stdout, &stderr).await
-    }
-}
-
-/// One [`StandbyProbe`] kept waiting between clips, so that probing a finished clip costs no
-/// process start-up at all (ffprobe links some 200 libraries: about 50 ms of a 60 ms probe). The
-/// worker keeps one; a clip that finds none waiting (several stopping at once) starts its own.
-/// When the worker dies, the waiting ffprobe reads the end of its input and exits.
-#[derive(Debug)]
-pub struct WarmProbe {
-    ffprobe: PathBuf,
-    waiting: Mutex<Option<StandbyProbe>>,
-}
-
-impl WarmProbe {
-    /// Nothing waits until [`WarmProbe::refill`].
-    pub fn new(ffprobe: &Path) -> Self {
-        Self {
-            ffprobe: ffprobe.to_owned(),
-            waiting: Mutex::new(None),
-        }
-    }
-
-    /// The waiting ffprobe, or a new one when none waits (`None`, logged, when ffprobe cannot
-    /// be started: the clip is then probed the plain way).
-    pub fn take(&self) -> Option<StandbyProbe> {
-        let waiting = self
-            .waiting
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        if let Some(mut probe) = waiting {
-            if probe.is_waiting() {
-                return Some(probe);
-            }
-        }
-        StandbyProbe::spawn(&self.ffprobe)
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot start ffprobe ahead"))
-            .ok()
-    }
-
-    /// Starts an ffprobe to wait for the next clip, unless one waits already.
-    pub fn refill(&self) {
-        let mut waiting = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-        if waiting.as_mut().is_some_and(StandbyProbe::is_waiting) {
-            return;
-        }
-        *waiting = StandbyProbe::spawn(&self.ffprobe)
-            .inspect_err(|e| tracing::warn!(error = %e, "cannot start a waiting ffprobe"))
-            .ok();
-    }
-}
 
 /// Runs a short-lived tool with piped output, killing it at the deadline.
 /// Returns (exited with 0, stdout, stderr).

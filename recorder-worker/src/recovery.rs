@@ -5,18 +5,22 @@
 //! no_media` when nothing playable was recorded. A directory whose clip was already finalized
 //! (the upload was interrupted) goes straight to the upload. A directory whose lease says `done`
 //! was already reported and is only removed; one whose lease says `failed` is moved to
-//! `_failed/`. `RECORD_DIR/_failed/` itself is left alone: its playbacks were reported `FAILED`
-//! (terminal, ADR 0001) and their files are kept for an operator.
+//! `_failed/`. `processing` says why the recording stopped when its manifest knows (the worker
+//! stopped it, then ran out of shutdown grace), nothing when it was cut by a crash.
+//! `RECORD_DIR/_failed/` itself is left alone: its playbacks were reported `FAILED` (terminal,
+//! ADR 0001) and their files are kept for an operator; so is `RECORD_DIR/_spool/`, the status
+//! spool, which the status publisher sends on its own.
 
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::finish::{finish, Recorded};
 use crate::manifest::{self, Manifest};
-use crate::ownership::LeaseState;
-use crate::recording::{self, Outcome};
-use crate::status::{Reporter, Subject};
+use crate::ownership::{LeaseKeeper, LeaseState};
+use crate::recording::Outcome;
+use crate::status::Subject;
 use crate::worker::Shared;
 
 /// Finishes every recording directory found at start, until the worker aborts.
@@ -37,7 +41,8 @@ pub async fn recover_all(shared: Arc<Shared>) {
     }
 }
 
-/// The `RECORD_DIR/<playback_id>/` directories that hold a manifest.
+/// The `RECORD_DIR/<playback_id>/` directories that hold a manifest (`_failed/` and `_spool/`
+/// are no playback id).
 async fn leftover_dirs(record_dir: &Path) -> std::io::Result<Vec<(PlaybackId, PathBuf)>> {
     let mut found = Vec::new();
     let mut entries = match tokio::fs::read_dir(record_dir).await {
@@ -100,16 +105,12 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
             return None;
         }
     };
-    let mut reporter = Reporter::new(
-        shared.js.clone(),
-        shared.config.worker_id.clone(),
-        Subject {
-            playback_id: id,
-            event_id: manifest.event_id,
-            camera_id: manifest.camera_id,
-            site: manifest.site.clone(),
-        },
-    );
+    let mut reporter = shared.status.reporter(Subject {
+        playback_id: id,
+        event_id: manifest.event_id,
+        camera_id: manifest.camera_id,
+        site: manifest.site.clone(),
+    });
     let ended_at = match manifest.ended_at {
         Some(t) => t,
         None => last_write(dir).await.unwrap_or_else(Utc::now),
@@ -118,19 +119,17 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
     if manifest.started_at.is_none() {
         tracing::info!(playback_id = %id, "leftover recording never reported frames");
     }
-    let outcome = recording::finish(
-        shared,
-        &mut reporter,
-        lease,
-        dir,
-        recording::Recorded {
-            started_at,
-            ended_at,
-            partial: manifest.ended_at.is_none() || manifest.partial,
-        },
-        recording::Ahead::default(),
-    )
-    .await;
+    let recorded = Recorded {
+        started_at,
+        ended_at,
+        stopped_by: manifest.stopped_by,
+        partial: manifest.ended_at.is_none() || manifest.partial,
+    };
+    let lease = LeaseKeeper::new(lease);
+    let outcome = tokio::select! {
+        outcome = finish(&shared.finisher, &mut reporter, &lease, dir, recorded) => outcome,
+        never = lease.keep(shared.config.lease_heartbeat) => match never {},
+    };
     Some(outcome)
 }
 
@@ -145,4 +144,37 @@ async fn last_write(dir: &Path) -> Option<DateTime<Utc>> {
         }
     }
     newest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn only_playback_directories_with_a_manifest_are_leftovers() {
+        let root = tempfile::tempdir().unwrap();
+        let id = PlaybackId::new();
+        let with_manifest = manifest::recording_dir(root.path(), id);
+        let without = manifest::recording_dir(root.path(), PlaybackId::new());
+        for dir in [
+            &with_manifest,
+            &without,
+            &root.path().join(crate::spool::SPOOL_DIR),
+            &root.path().join(manifest::FAILED_DIR),
+        ] {
+            std::fs::create_dir_all(dir).unwrap();
+        }
+        std::fs::write(with_manifest.join(manifest::MANIFEST), b"{}").unwrap();
+        std::fs::write(
+            root.path()
+                .join(crate::spool::SPOOL_DIR)
+                .join(manifest::MANIFEST),
+            b"{}",
+        )
+        .unwrap();
+        assert_eq!(
+            leftover_dirs(root.path()).await.unwrap(),
+            vec![(id, with_manifest)]
+        );
+    }
 }

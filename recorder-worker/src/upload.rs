@@ -8,6 +8,7 @@
 //! file: only a verified upload may let the caller delete the local copy.
 
 use bytes::{Bytes, BytesMut};
+use camrec_shared::backoff::Backoff;
 use camrec_shared::storage::{ObjectKey, Storage, StorageMode};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path as ObjectPath;
@@ -338,7 +339,7 @@ impl Uploader {
         F: FnMut() -> Fut,
         Fut: Future<Output = object_store::Result<T>>,
     {
-        let mut backoff = self.options.retry_backoff;
+        let mut backoff = Backoff::new(self.options.retry_backoff, MAX_BACKOFF);
         let mut retries_left = self.options.part_retries;
         loop {
             let error = match tokio::time::timeout(self.options.request_timeout, request()).await {
@@ -354,8 +355,7 @@ impl Uploader {
             }
             tracing::warn!(request = what, %error, retries_left, "object store request failed, retrying");
             retries_left -= 1;
-            tokio::time::sleep(backoff).await;
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 }

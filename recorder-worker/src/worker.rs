@@ -1,10 +1,14 @@
-//! The worker's run loop: connects, opens the consumers and the recordings bucket, recovers what
-//! a previous run left in `RECORD_DIR`, then pulls `event.created` only while a recording slot
-//! is free and `event.ended` always. On shutdown it stops pulling, lets every recording stop
-//! gracefully and finish within `SHUTDOWN_GRACE_SEC`, then abandons what is left (it stays in
-//! `RECORD_DIR` for the next start). Every task is tracked; every FFmpeg child is reaped.
+//! The worker's run loop: opens the status spool, connects, opens the consumers and the
+//! recordings bucket, starts the status publisher (which first sends what the spool holds),
+//! recovers what a previous run left in `RECORD_DIR`, then pulls `event.created` only while a
+//! recording slot is free and `event.ended` always. On shutdown it stops pulling, lets every
+//! recording stop gracefully and finish within `SHUTDOWN_GRACE_SEC`, then abandons what is left
+//! (it stays in `RECORD_DIR` for the next start); the publisher then sends what it can in the
+//! rest of the grace and leaves the rest in the spool. Every task is tracked; every FFmpeg child
+//! is reaped.
 
 use async_nats::jetstream::{self, consumer::PullConsumer};
+use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::storage::Storage;
 use camrec_shared::subjects::EventKind;
 use camrec_shared::CameraId;
@@ -13,13 +17,17 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::consumer::{self, CreatedOutcome};
-use crate::ownership::{Ownership, StopRegistry};
-use crate::probe::{SourceInfo, WarmProbe};
+use crate::consumer::{self, ConsumerError, CreatedOutcome};
+use crate::finish::Finisher;
+use crate::ownership::{Ownership, OwnershipError, StopRegistry};
+use crate::probe::SourceInfo;
+use crate::status::{self, StatusPublisher};
 use crate::upload::{UploadOptions, Uploader};
 use crate::{recording, recovery, Error};
 
@@ -27,24 +35,26 @@ use crate::{recording, recovery, Error};
 const FETCH_EXPIRES: Duration = Duration::from_secs(5);
 /// How long abandoned tasks get to drop their children after the grace period.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
+/// How long the publisher gets at least, after the recordings, to send what the spool holds.
+const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// How long a probed camera's streams are reused.
 const SOURCE_CACHE_TTL: Duration = Duration::from_secs(600);
+/// The first wait before retrying NATS (connecting, pulling); it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(5);
 
 /// What every recording of this worker shares.
 pub struct Shared {
     pub config: Config,
-    pub js: jetstream::Context,
     pub ownership: Ownership,
-    pub storage: Storage,
-    pub uploader: Uploader,
     pub stops: StopRegistry,
+    pub status: StatusPublisher,
+    pub finisher: Finisher,
     /// Cancelled when the worker starts shutting down: recordings stop and finish.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: unfinished work is abandoned to the next start.
     pub abort: CancellationToken,
-    /// The ffprobe that waits for the next finished clip.
-    pub probes: WarmProbe,
-    sources: Mutex<HashMap<CameraId, (tokio::time::Instant, SourceInfo)>>,
+    sources: Mutex<HashMap<CameraId, (Instant, SourceInfo)>>,
 }
 
 impl Shared {
@@ -59,8 +69,21 @@ impl Shared {
 
     pub fn cache_source(&self, camera: CameraId, info: SourceInfo) {
         let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(camera, (tokio::time::Instant::now(), info));
+        cache.insert(camera, (Instant::now(), info));
     }
+}
+
+/// Why setting up NATS failed, by kind.
+#[derive(Debug, thiserror::Error)]
+enum SetupError {
+    #[error("cannot connect: {0}")]
+    Connect(#[from] async_nats::ConnectError),
+    #[error("cannot set up the streams: {0}")]
+    Streams(#[from] camrec_shared::streams::StreamsError),
+    #[error(transparent)]
+    Ownership(#[from] OwnershipError),
+    #[error(transparent)]
+    Consumer(#[from] ConsumerError),
 }
 
 /// What the worker needs from NATS.
@@ -72,25 +95,19 @@ struct Messaging {
 }
 
 /// Connects and opens the streams, the recordings bucket and the site's two consumers.
-async fn connect(config: &Config) -> Result<Messaging, String> {
+async fn connect(config: &Config) -> Result<Messaging, SetupError> {
     let client = async_nats::ConnectOptions::new()
         .name(format!("recorder-worker {}", config.worker_id))
         .connect(config.nats_url.as_str())
-        .await
-        .map_err(|e| e.to_string())?;
+        .await?;
     let js = jetstream::new(client);
     camrec_shared::streams::ensure_streams(&js, config.nats_stream_replicas)
         .await
-        .map_err(|e| e.to_string())?;
-    let ownership = Ownership::open(&js, config.worker_id.clone(), config.nats_stream_replicas)
-        .await
-        .map_err(|e| e.to_string())?;
-    let created = consumer::open(&js, EventKind::Created, &config.site)
-        .await
-        .map_err(|e| e.to_string())?;
-    let ended = consumer::open(&js, EventKind::Ended, &config.site)
-        .await
-        .map_err(|e| e.to_string())?;
+        .map_err(SetupError::Streams)?;
+    let ownership =
+        Ownership::open(&js, config.worker_id.clone(), config.nats_stream_replicas).await?;
+    let created = consumer::open(&js, EventKind::Created, &config.site).await?;
+    let ended = consumer::open(&js, EventKind::Ended, &config.site).await?;
     Ok(Messaging {
         js,
         ownership,
@@ -99,47 +116,53 @@ async fn connect(config: &Config) -> Result<Messaging, String> {
     })
 }
 
+/// [`connect`], retried with backoff until NATS is up; `None` when the worker shuts down first.
+async fn connect_when_up(config: &Config, shutdown: &CancellationToken) -> Option<Messaging> {
+    let mut attempt = 0;
+    loop {
+        match connect(config).await {
+            Ok(m) => return Some(m),
+            Err(e) => tracing::warn!(attempt, error = %e, "cannot set up NATS, retrying"),
+        }
+        if !sleep_or_cancel(nth_delay(attempt, RETRY_FIRST, RETRY_MAX), shutdown).await {
+            return None;
+        }
+        attempt += 1;
+    }
+}
+
 /// Runs the worker until `shutdown` is cancelled and its recordings are finished or abandoned.
 /// A NATS server that is not up yet is waited for (with backoff), so the worker may start first.
 pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Error> {
     let storage = Storage::open(config.storage.clone())?;
     tokio::fs::create_dir_all(&config.record_dir).await?;
-    let mut attempt = 0;
-    let Messaging {
+    let status = StatusPublisher::open(&config.record_dir, config.worker_id.clone()).await?;
+    let Some(Messaging {
         js,
         ownership,
         created,
         ended,
-    } = loop {
-        match connect(&config).await {
-            Ok(m) => break m,
-            Err(e) => {
-                tracing::warn!(attempt, error = %e, "cannot set up NATS, retrying");
-                if pause(
-                    &shutdown,
-                    recording::backoff(attempt, Duration::from_secs(5)),
-                )
-                .await
-                {
-                    return Ok(());
-                }
-                attempt += 1;
-            }
-        }
+    }) = connect_when_up(&config, &shutdown).await
+    else {
+        return Ok(());
     };
+    let publisher = Publisher::start(status.clone(), js);
+    let abort = CancellationToken::new();
     let shared = Arc::new(Shared {
-        uploader: Uploader::new(storage.clone(), UploadOptions::default()),
-        storage,
-        js,
+        finisher: Finisher::new(
+            &config,
+            Uploader::new(storage.clone(), UploadOptions::default()),
+            storage,
+            abort.clone(),
+        ),
         ownership,
         stops: StopRegistry::default(),
-        probes: WarmProbe::new(&config.ffprobe_path),
+        status,
         shutdown: shutdown.clone(),
-        abort: CancellationToken::new(),
+        abort,
         sources: Mutex::new(HashMap::new()),
         config,
     });
-    shared.probes.refill();
     tracing::info!(
         worker_id = %shared.config.worker_id,
         site = %shared.config.site,
@@ -158,6 +181,21 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
     tracker.spawn(pull_ended(shared.clone(), ended));
     pull_created(shared.clone(), created, &tracker).await;
 
+    let grace_ends = Instant::now() + shared.config.shutdown_grace;
+    finish_or_abandon(&shared, tracker).await;
+    publisher
+        .close(
+            grace_ends
+                .saturating_duration_since(Instant::now())
+                .max(FLUSH_GRACE),
+        )
+        .await;
+    tracing::info!("recorder worker stopped");
+    Ok(())
+}
+
+/// Waits for the recordings to finish within `SHUTDOWN_GRACE_SEC`, then abandons the rest.
+async fn finish_or_abandon(shared: &Shared, tracker: TaskTracker) {
     tracker.close();
     let grace = shared.config.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
@@ -168,8 +206,30 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> Result<(), Erro
         shared.abort.cancel();
         let _ = tokio::time::timeout(ABANDON_GRACE, tracker.wait()).await;
     }
-    tracing::info!("recorder worker stopped");
-    Ok(())
+}
+
+/// The status publisher's task.
+struct Publisher {
+    closing: CancellationToken,
+    task: JoinHandle<()>,
+}
+
+impl Publisher {
+    fn start(status: StatusPublisher, js: jetstream::Context) -> Self {
+        let closing = CancellationToken::new();
+        let task = tokio::spawn(status::run_publisher(status, js, closing.clone()));
+        Self { closing, task }
+    }
+
+    /// Sends what is left for at most `within`; the rest stays in the spool for the next start.
+    async fn close(mut self, within: Duration) {
+        self.closing.cancel();
+        if tokio::time::timeout(within, &mut self.task).await.is_err() {
+            tracing::warn!("statuses left in the spool for the next start");
+            self.task.abort();
+            let _ = self.task.await;
+        }
+    }
 }
 
 /// Pulls one `event.created` at a time, only while a recording slot is free, until shutdown.
@@ -194,12 +254,7 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, "cannot pull event.created");
-                if pause(
-                    &cancel,
-                    recording::backoff(failures, Duration::from_secs(5)),
-                )
-                .await
-                {
+                if !sleep_or_cancel(nth_delay(failures, RETRY_FIRST, RETRY_MAX), &cancel).await {
                     return;
                 }
                 continue;
@@ -214,12 +269,7 @@ async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &Task
             Some(Err(e)) => {
                 failures += 1;
                 tracing::warn!(error = %e, "cannot pull event.created");
-                if pause(
-                    &cancel,
-                    recording::backoff(failures, Duration::from_secs(5)),
-                )
-                .await
-                {
+                if !sleep_or_cancel(nth_delay(failures, RETRY_FIRST, RETRY_MAX), &cancel).await {
                     return;
                 }
                 continue;
@@ -263,12 +313,7 @@ async fn pull_ended(shared: Arc<Shared>, ended: PullConsumer) {
             Err(e) => {
                 failures += 1;
                 tracing::warn!(error = %e, "cannot pull event.ended");
-                if pause(
-                    &cancel,
-                    recording::backoff(failures, Duration::from_secs(5)),
-                )
-                .await
-                {
+                if !sleep_or_cancel(nth_delay(failures, RETRY_FIRST, RETRY_MAX), &cancel).await {
                     return;
                 }
                 continue;
@@ -304,13 +349,5 @@ async fn pull_ended(shared: Arc<Shared>, ended: PullConsumer) {
                 }
             }
         }
-    }
-}
-
-/// Sleeps `d`; true when cancelled first.
-async fn pause(cancel: &CancellationToken, d: Duration) -> bool {
-    tokio::select! {
-        _ = cancel.cancelled() => true,
-        _ = tokio::time::sleep(d) => false,
     }
 }

@@ -67,7 +67,10 @@ impl System {
         for (k, v) in [
             ("DATABASE_URL", db.url().to_owned()),
             ("NATS_URL", nats.url()),
-            ("JWT_SECRET", "e2e-secret-0123456789abcdef".to_owned()),
+            (
+                "JWT_SECRET",
+                "e2e-secret-0123456789abcdef-0123456789".to_owned(),
+            ),
             ("ADMIN_USERNAME", ADMIN.to_owned()),
             ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         ] {
@@ -202,7 +205,7 @@ async fn record_one(sys: &System, camera: &FakeCamera) -> anyhow::Result<Value> 
         .post("/events", json!({"cameraId": cam_id, "type": "MOTION"}))
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{ev}");
-    let event_id = ev["event"]["id"].as_str().context("event id")?.to_owned();
+    let event_id = ev["id"].as_str().context("event id")?.to_owned();
     let playback_id = ev["playbackId"].as_str().context("playback id")?.to_owned();
 
     let recording = sys

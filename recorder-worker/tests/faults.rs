@@ -1,17 +1,20 @@
 //! Faults on real parts: the worker as a real process SIGKILLed mid-recording, the S3 server
-//! down during an upload, the camera lost mid-recording, and a graceful shutdown. Each ends in
-//! its documented state (ADR 0001; the camera-loss rule in `recording.rs`), with nothing lost
-//! and nothing stuck.
+//! down during an upload, the camera lost mid-recording, NATS down while recordings run and stop,
+//! and a graceful shutdown. Each ends in its documented state (ADR 0001; the camera-loss rule in
+//! `recording.rs`), with nothing lost and nothing stuck.
 
 mod support;
 
 use anyhow::Context as _;
-use camrec_shared::messages::{CompletedClip, StatusBody, StatusKind};
+use camrec_shared::messages::{CompletedClip, PlaybackStatus, StatusBody, StatusKind, StopCause};
 use camrec_shared::storage::ObjectKey;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
-use support::{children_named, event_for, probe, process_alive, wait_removed, Env};
+use support::{
+    children_named, event_for, manifest_ended, probe, process_alive, spooled, stopped_by,
+    stored_statuses, wait_removed, Env,
+};
 use testkit::{CameraProfile, FakeCamera};
 
 const START: Duration = Duration::from_secs(40);
@@ -244,6 +247,8 @@ async fn shutdown_finishes_the_recordings_in_flight() -> anyhow::Result<()> {
     let clip = completed(&done.status.body);
     assert!(clip.partial);
     assert!(!env.record_dir("w1").join(id.to_string()).exists());
+    let processing = env.log.wait(id, StatusKind::Processing, FINISH).await?;
+    assert_eq!(stopped_by(&processing.status), Some(StopCause::Shutdown));
     Ok(())
 }
 
@@ -388,5 +393,132 @@ async fn sigterm_finishes_the_recording_and_exits_cleanly() -> anyhow::Result<()
     let clip = completed(&done.status.body);
     assert!(clip.partial);
     assert!(env.s3.keys().contains(&clip.object_key));
+    Ok(())
+}
+
+/// The statuses of `id` in the `PLAYBACKS` stream once its terminal status is there.
+async fn stored_until_terminal(
+    env: &Env,
+    id: camrec_shared::PlaybackId,
+) -> anyhow::Result<Vec<PlaybackStatus>> {
+    testkit::wait_until(FINISH, "a terminal status in PLAYBACKS", || async {
+        stored_statuses(&env.js, id).await.ok().filter(|all| {
+            all.iter()
+                .any(|s| matches!(s.body.kind(), StatusKind::Completed | StatusKind::Failed))
+        })
+    })
+    .await
+}
+
+/// Issue 15: with NATS down, a status could block the recording's loop for two minutes. Here a
+/// shutdown (what SIGTERM does) is acted on within 2 s although the progress of the last seconds
+/// cannot be sent; the clip is finished and uploaded, its `processing` and `completed` wait in the
+/// spool while the worker is down too, and the next start sends them, in order, once NATS is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_down_a_shutdown_stops_at_once_and_the_spool_outlives_the_worker(
+) -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("SHUTDOWN_GRACE_SEC", "8")]);
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+    let dir = env.record_dir("w1").join(id.to_string());
+
+    env.publish_created(&event).await?;
+    env.log.wait(id, StatusKind::Recording, START).await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    env.nats.stop();
+    let nats_down = tokio::time::Instant::now();
+    // Progress ticks every second: let some meet the outage.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    worker.token.cancel();
+    let stopped = testkit::wait_until(
+        Duration::from_secs(2),
+        "the recording stopped within 2 s of the shutdown",
+        || manifest_ended(&dir),
+    )
+    .await?;
+    assert_eq!(stopped.stopped_by, Some(StopCause::Shutdown));
+    worker.stop().await?;
+    assert!(!dir.exists(), "the clip was finished and uploaded");
+    let held: Vec<StatusKind> = spooled(&env.record_dir("w1"))?
+        .iter()
+        .filter(|s| s.playback_id == id)
+        .map(|s| s.body.kind())
+        .collect();
+    assert_eq!(held, [StatusKind::Processing, StatusKind::Completed]);
+
+    tokio::time::sleep_until(nats_down + Duration::from_secs(10)).await;
+    env.nats.restart().await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let stored = stored_until_terminal(&env, id).await?;
+    let kinds: Vec<StatusKind> = stored.iter().map(|s| s.body.kind()).collect();
+    assert_eq!(kinds.first(), Some(&StatusKind::Recording), "{kinds:?}");
+    assert_eq!(
+        kinds[kinds.len() - 2..],
+        [StatusKind::Processing, StatusKind::Completed],
+        "{kinds:?}"
+    );
+    assert_eq!(
+        stopped_by(&stored[kinds.len() - 2]),
+        Some(StopCause::Shutdown)
+    );
+    let seqs: Vec<u64> = stored.iter().map(|s| s.seq).collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(env
+        .s3
+        .keys()
+        .contains(&completed(&stored[kinds.len() - 1].body).object_key));
+    testkit::wait_until(Duration::from_secs(10), "the spool emptied", || async {
+        spooled(&env.record_dir("w1")).ok().filter(|s| s.is_empty())
+    })
+    .await?;
+    worker.stop().await?;
+    Ok(())
+}
+
+/// Issue 15: with NATS down, the max duration still ends the recording on time (FFmpeg's `-t`
+/// and the watchdog are not held up by a status that cannot be sent), and `processing` says the
+/// max duration stopped it, so event-api ends the event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_nats_down_the_max_duration_ends_the_recording_on_time() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let max = 6;
+    let event = event_for(camera.url(), max);
+    let id = event.playback_id;
+    let dir = env.record_dir("w1").join(id.to_string());
+
+    env.publish_created(&event).await?;
+    let recording = env.log.wait(id, StatusKind::Recording, START).await?;
+    env.nats.stop();
+    let StatusBody::Recording { started_at } = recording.status.body else {
+        panic!("not recording: {:?}", recording.status.body);
+    };
+    let recorded = (chrono::Utc::now() - started_at)
+        .to_std()
+        .unwrap_or_default();
+    let due = Duration::from_secs(u64::from(max) + 3).saturating_sub(recorded);
+    let stopped = testkit::wait_until(due, "the recording stopped at its max duration", || {
+        manifest_ended(&dir)
+    })
+    .await?;
+    assert_eq!(stopped.stopped_by, Some(StopCause::MaxDuration));
+
+    env.nats.restart().await?;
+    let stored = stored_until_terminal(&env, id).await?;
+    let processing = stored
+        .iter()
+        .find(|s| s.body.kind() == StatusKind::Processing)
+        .expect("a processing status");
+    assert_eq!(stopped_by(processing), Some(StopCause::MaxDuration));
+    let clip = completed(&stored.last().expect("a terminal status").body);
+    assert!(
+        (clip.duration_sec - f64::from(max)).abs() <= 1.5,
+        "duration {}",
+        clip.duration_sec
+    );
+    worker.stop().await?;
     Ok(())
 }

@@ -10,7 +10,7 @@ use recorder_worker::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
 use recorder_worker::finalize::{direct_clip, finalize, thumbnail};
 use recorder_worker::manifest::direct_for;
 use recorder_worker::probe::{
-    is_finished_faststart, probe_file, probe_source, ClipInfo, SourceInfo, WarmProbe,
+    is_finished_faststart, probe_file, probe_source, ClipInfo, SourceInfo,
 };
 use recorder_worker::upload::{UploadOptions, Uploader};
 use sha2::{Digest, Sha256};
@@ -164,31 +164,6 @@ async fn two_parts_of_one_recording_finalize_into_one_clip() {
     assert!(clip.moov_before_mdat);
 }
 
-#[tokio::test]
-async fn a_waiting_ffprobe_reads_a_clip_from_a_pipe_and_without_ffprobe_there_is_none() {
-    let missing = WarmProbe::new(Path::new("/nonexistent/ffprobe"));
-    missing.refill();
-    assert!(
-        missing.take().is_none(),
-        "the clip is then probed the plain way"
-    );
-
-    let dir = tempfile::tempdir().unwrap();
-    let clip = dir.path().join("clip.mp4");
-    testkit::make_test_clip(&clip, 2).unwrap();
-    let warm = WarmProbe::new(Path::new(FFPROBE));
-    warm.refill();
-    // Garbage fails the probe (the worker then probes the file the plain way); the next take
-    // starts a new ffprobe, as none waits any more.
-    let garbage = dir.path().join("garbage.mp4");
-    std::fs::write(&garbage, b"not a video at all").unwrap();
-    assert!(warm.take().unwrap().probe(&garbage).await.is_err());
-    let info = warm.take().unwrap().probe(&clip).await.unwrap();
-    assert!((info.duration_sec - 2.0).abs() < 0.2, "{info:?}");
-    assert_eq!((info.width, info.height), (160, 90));
-    assert!(info.moov_before_mdat);
-}
-
 /// ADR 0010: FFmpeg writes the final faststart clip beside the part and finishes it when SIGINT
 /// stops it, so the clip needs no join; it holds what the joined part would.
 #[tokio::test]
@@ -201,10 +176,6 @@ async fn a_recorder_stopped_by_sigint_leaves_a_finished_direct_clip() {
     with_direct.direct = Some(direct_for(&part));
     let rec = Recorder::spawn(Path::new(FFMPEG), &with_direct).unwrap();
     wait_for_media(&rec, 3.0).await;
-    // As the worker does: an ffprobe waits for the clip while FFmpeg finishes it.
-    let warm = WarmProbe::new(Path::new(FFPROBE));
-    warm.refill();
-    let standby = warm.take().expect("ffprobe starts");
     let report = rec.stop(Duration::from_secs(1)).await;
     assert_eq!(report.code, Some(255), "{report:?}");
     assert!(report.clean && report.stopped_by_us, "{report:?}");
@@ -214,11 +185,6 @@ async fn a_recorder_stopped_by_sigint_leaves_a_finished_direct_clip() {
         .expect("the direct clip is finished");
     assert_eq!(direct, dir.path().join("direct-000.mp4"));
     let clip = probe_file(Path::new(FFPROBE), &direct).await.unwrap();
-    let piped = standby.probe(&direct).await.unwrap();
-    assert_eq!(
-        piped, clip,
-        "the waiting ffprobe reads the clip from a pipe alike"
-    );
     assert!(clip.moov_before_mdat, "faststart: {clip:?}");
     assert_eq!(clip.audio_codec.as_deref(), Some("aac"), "G.711 transcoded");
     let joined = finalize_and_probe(dir.path(), &[part]).await;

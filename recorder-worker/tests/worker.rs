@@ -3,12 +3,12 @@
 
 mod support;
 
-use camrec_shared::messages::{FailureCode, StatusBody, StatusKind};
+use camrec_shared::messages::{FailureCode, StatusBody, StatusKind, StopCause};
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::storage::ObjectKey;
 use recorder_worker::ownership::Ownership;
 use std::time::Duration;
-use support::{assert_clean_sequence, event_for, probe, wait_removed, Env};
+use support::{assert_clean_sequence, event_for, probe, stopped_by, wait_removed, Env};
 use testkit::{CameraProfile, FakeCamera};
 
 const START: Duration = Duration::from_secs(40);
@@ -50,6 +50,8 @@ async fn an_event_becomes_a_verified_clip_in_s3() -> anyhow::Result<()> {
     let clip = completed(&done.status.body).clone();
 
     assert_clean_sequence(&env.log, id, &camera.password);
+    let processing = env.log.wait(id, StatusKind::Processing, FINISH).await?;
+    assert_eq!(stopped_by(&processing.status), Some(StopCause::EventEnded));
     assert_eq!(clip.object_key, ObjectKey::Video(id).to_string());
     assert_eq!(clip.thumb_key, Some(ObjectKey::Thumbnail(id).to_string()));
     assert!(!clip.partial);
@@ -191,6 +193,8 @@ async fn max_recording_sec_completes_an_event_that_never_ends() -> anyhow::Resul
         clip.duration_sec
     );
     assert_clean_sequence(&env.log, id, &camera.password);
+    let processing = env.log.wait(id, StatusKind::Processing, FINISH).await?;
+    assert_eq!(stopped_by(&processing.status), Some(StopCause::MaxDuration));
     worker.stop().await?;
     Ok(())
 }

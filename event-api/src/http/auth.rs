@@ -7,8 +7,6 @@ use super::extract::{Body, RequestBody};
 use super::AppState;
 use crate::store::users::{Rotation, UserRow};
 use crate::store::StoreError;
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::routing::{get, post};
@@ -17,7 +15,6 @@ use chrono::{DateTime, Utc};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use std::sync::OnceLock;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -70,12 +67,28 @@ impl AuthKeys {
     }
 }
 
+/// `iss` of every access token, checked on the way in.
+pub const ISSUER: &str = "camrec-event-api";
+/// `aud` of every access token: the API it opens, checked on the way in.
+pub const AUDIENCE: &str = "camrec-api";
+
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
     sub: Uuid,
     role: String,
+    iss: String,
+    aud: String,
     iat: i64,
     exp: i64,
+}
+
+/// HS256 only, with `exp`, `iss` and `aud` required and checked.
+fn validation() -> Validation {
+    let mut v = Validation::new(Algorithm::HS256);
+    v.set_issuer(&[ISSUER]);
+    v.set_audience(&[AUDIENCE]);
+    v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
+    v
 }
 
 /// The authenticated caller, with the role currently stored for them: a role change or a
@@ -131,13 +144,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .strip_prefix("Bearer ")
             .or_else(|| header.strip_prefix("bearer "))
             .ok_or(ApiError::Unauthorized("missing bearer token"))?;
-        let claims = jsonwebtoken::decode::<Claims>(
-            token.trim(),
-            &state.auth.decoding,
-            &Validation::new(Algorithm::HS256),
-        )
-        .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?
-        .claims;
+        let claims =
+            jsonwebtoken::decode::<Claims>(token.trim(), &state.auth.decoding, &validation())
+                .map_err(|_| ApiError::Unauthorized("invalid or expired token"))?
+                .claims;
         let role = stored_role(state, claims.sub).await?;
         Ok(AuthUser {
             id: claims.sub,
@@ -159,48 +169,33 @@ async fn stored_role(state: &AppState, user: Uuid) -> Result<Role, ApiError> {
     Role::parse(&row.role).ok_or(ApiError::Unauthorized("invalid role"))
 }
 
-/// Hashes a password with argon2 (on a blocking thread: it is deliberately slow).
+/// Hashes a password (Argon2id, on the hashing threads: it is deliberately slow).
 pub async fn hash_password(password: String) -> Result<String, ApiError> {
-    tokio::task::spawn_blocking(move || {
-        use rand::RngCore;
-        let mut salt = [0u8; 16];
-        rand::thread_rng().fill_bytes(&mut salt);
-        let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::Internal(e.to_string()))?;
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| ApiError::Internal(e.to_string()))
-    })
-    .await
-    .map_err(|e| ApiError::Internal(e.to_string()))?
+    match super::passwords::hash(password).await {
+        Some(Ok(phc)) => Ok(phc),
+        Some(Err(e)) => Err(ApiError::Internal(e.to_string())),
+        None => Err(ApiError::Internal(
+            "the password hashing thread failed".into(),
+        )),
+    }
 }
 
 /// Checks `password` against `hash`; with no user, against a dummy hash so that unknown
 /// usernames take as long as wrong passwords.
 async fn verify_password(password: String, hash: Option<String>) -> bool {
-    static DUMMY: OnceLock<String> = OnceLock::new();
-    tokio::task::spawn_blocking(move || {
-        let hash = hash.unwrap_or_else(|| {
-            DUMMY
-                .get_or_init(|| {
-                    let salt = SaltString::encode_b64(&[7u8; 16]).expect("16 bytes encode");
-                    Argon2::default()
-                        .hash_password(b"camrec-dummy-password", &salt)
-                        .map(|h| h.to_string())
-                        .unwrap_or_default()
-                })
-                .clone()
-        });
-        PasswordHash::new(&hash)
-            .map(|parsed| {
-                Argon2::default()
-                    .verify_password(password.as_bytes(), &parsed)
-                    .is_ok()
+    static DUMMY: tokio::sync::OnceCell<String> = tokio::sync::OnceCell::const_new();
+    let hash = match hash {
+        Some(h) => h,
+        None => DUMMY
+            .get_or_init(|| async {
+                hash_password("camrec-dummy-password".into())
+                    .await
+                    .unwrap_or_default()
             })
-            .unwrap_or(false)
-    })
-    .await
-    .unwrap_or(false)
+            .await
+            .clone(),
+    };
+    super::passwords::verify(password, hash).await
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -230,6 +225,8 @@ fn access_token(keys: &AuthKeys, user: &UserRow, now: DateTime<Utc>) -> Result<S
     let claims = Claims {
         sub: user.id,
         role: user.role.clone(),
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
         iat: now.timestamp(),
         exp: now.timestamp() + i64::try_from(keys.access_ttl.as_secs()).unwrap_or(900),
     };
@@ -239,6 +236,21 @@ fn access_token(keys: &AuthKeys, user: &UserRow, now: DateTime<Utc>) -> Result<S
 
 fn refresh_expiry(keys: &AuthKeys, now: DateTime<Utc>) -> DateTime<Utc> {
     now + chrono::Duration::seconds(i64::try_from(keys.refresh_ttl.as_secs()).unwrap_or(0))
+}
+
+/// The client's address (the TCP peer), when the server was started with it; behind a proxy
+/// that is the proxy.
+pub struct ClientAddr(pub Option<std::net::IpAddr>);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let peer = parts
+            .extensions
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>();
+        Ok(Self(peer.map(|c| c.0.ip())))
+    }
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -293,9 +305,11 @@ impl From<UserRow> for UserJson {
 }
 
 #[utoipa::path(post, path = "/auth/login", tag = "auth", request_body = LoginRequest,
-    responses((status = 200, body = TokenPair), (status = 401, description = "wrong username or password")))]
+    responses((status = 200, body = TokenPair), (status = 401, description = "wrong username or password"),
+        (status = 429, description = "too many failed logins for this username or address; see Retry-After")))]
 pub async fn login(
     State(state): State<AppState>,
+    ClientAddr(address): ClientAddr,
     Body(req): Body<LoginRequest>,
 ) -> Result<Json<TokenPair>, ApiError> {
     // Nobody has a longer name or password (POST /users refuses them); hashing megabytes of
@@ -312,6 +326,11 @@ pub async fn login(
             "must be at most 256 characters",
         ));
     }
+    let now = std::time::Instant::now();
+    if let Err(retry_after) = state.login.attempt(&req.username, address, now) {
+        tracing::warn!(username = ?req.username, client = ?address, "login refused: too many failures");
+        return Err(ApiError::TooMany { retry_after });
+    }
     let user = match state.store.user_by_name(&req.username).await {
         Ok(u) => Some(u),
         Err(StoreError::NotFound) => None,
@@ -320,8 +339,12 @@ pub async fn login(
     let ok = verify_password(req.password, user.as_ref().map(|u| u.password_hash.clone())).await;
     let user = match (ok, user) {
         (true, Some(u)) => u,
-        _ => return Err(ApiError::Unauthorized("wrong username or password")),
+        _ => {
+            tracing::warn!(username = ?req.username, client = ?address, "login failed");
+            return Err(ApiError::Unauthorized("wrong username or password"));
+        }
     };
+    state.login.succeeded(&req.username, address);
     issue(&state, &user, uuid::Uuid::now_v7()).await.map(Json)
 }
 

@@ -192,6 +192,7 @@ fn merge(
     input: CameraInput,
     had_built_url: bool,
 ) -> Result<CameraFields, ApiError> {
+    let old_host = stream_host(&base.rtsp_url);
     if let Some(name) = check_text("name", input.name, 200)? {
         base.name = name;
     }
@@ -291,6 +292,15 @@ fn merge(
             }
         }
     }
+    // The stored password opens the stored host only: whoever points the camera at another
+    // host must give the password again, or could read it from their own server.
+    let moved = old_host.is_some() && stream_host(&base.rtsp_url) != old_host;
+    if moved && base.password.is_some() && password.is_none() {
+        return Err(ApiError::invalid(
+            "password",
+            "is required when the camera moves to another host",
+        ));
+    }
     if username.is_some() {
         base.username = username;
     }
@@ -298,6 +308,12 @@ fn merge(
         base.password = password;
     }
     Ok(base)
+}
+
+/// The host and port a stored URL connects to.
+fn stream_host(url: &str) -> Option<(String, u16)> {
+    let url = RtspUrl::parse(url).ok()?;
+    Some((url.host().to_ascii_lowercase(), url.port()))
 }
 
 fn new_camera_defaults() -> CameraFields {

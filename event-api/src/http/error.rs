@@ -27,6 +27,9 @@ pub enum ApiError {
     /// 404: `what` does not exist.
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// 429: too many attempts; try again after `retry_after`.
+    #[error("too many requests")]
+    TooMany { retry_after: std::time::Duration },
     /// 409: the change conflicts with existing state.
     #[error("conflict: {0}")]
     Conflict(&'static str),
@@ -80,6 +83,7 @@ struct ErrorBody {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut cause = None;
+        let mut retry_after = None;
         let (status, message, field) = match self {
             ApiError::Invalid { field, message } => (
                 StatusCode::BAD_REQUEST,
@@ -99,6 +103,17 @@ impl IntoResponse for ApiError {
             ),
             ApiError::NotFound(what) => (StatusCode::NOT_FOUND, format!("{what} not found"), None),
             ApiError::Conflict(m) => (StatusCode::CONFLICT, m.to_owned(), None),
+            ApiError::TooMany { retry_after: wait } => {
+                retry_after = Some(wait.as_secs().max(1));
+                (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    format!(
+                        "too many failed attempts; retry in {} s",
+                        wait.as_secs().max(1)
+                    ),
+                    None,
+                )
+            }
             ApiError::Unavailable { message, cause: c } => {
                 cause = Some(c);
                 (StatusCode::SERVICE_UNAVAILABLE, message.to_owned(), None)
@@ -121,6 +136,10 @@ impl IntoResponse for ApiError {
         let mut resp = (status, Json(body)).into_response();
         if let Some(cause) = cause {
             resp.extensions_mut().insert(ErrorCause(cause));
+        }
+        if let Some(secs) = retry_after {
+            resp.headers_mut()
+                .insert(axum::http::header::RETRY_AFTER, secs.into());
         }
         if status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(

@@ -8,8 +8,10 @@ pub mod cameras;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod login_guard;
 pub mod openapi;
 pub mod ops;
+pub mod passwords;
 pub mod playbacks;
 pub mod users;
 
@@ -17,6 +19,7 @@ use crate::config::Config;
 use crate::store::{PageRequest, Store};
 use auth::AuthKeys;
 use axum::extract::{MatchedPath, Request};
+use axum::http::HeaderValue;
 use axum::middleware::Next;
 use axum::response::Response;
 use axum::Router;
@@ -31,6 +34,8 @@ pub struct AppState {
     pub store: Store,
     pub storage: Storage,
     pub auth: Arc<AuthKeys>,
+    /// Failed-login limits.
+    pub login: Arc<login_guard::LoginGuard>,
     pub nats: async_nats::Client,
     /// Whether (and since when) the NATS connection is up.
     pub nats_link: crate::nats_link::NatsLink,
@@ -90,6 +95,29 @@ async fn track(req: Request, next: Next) -> Response {
     resp
 }
 
+/// How long a request may take to be answered (its body may stream for longer: `/media`).
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Requests handled at once; more wait for a place (the database pool bounds the real work).
+const MAX_CONCURRENT_REQUESTS: usize = 512;
+
+/// The page and the API reference load everything from this origin (camera sites are often
+/// offline); clips and thumbnails may come from object storage's URLs.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; img-src 'self' data: blob: https: http:; \
+     media-src 'self' blob: https: http:; style-src 'self' 'unsafe-inline'; \
+     worker-src 'self' blob:; object-src 'none'; frame-ancestors 'none'; base-uri 'none'";
+
+/// Headers every answer carries unless its handler set them.
+const SECURITY_HEADERS: [(axum::http::HeaderName, &str); 4] = [
+    (axum::http::header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+    (axum::http::header::X_FRAME_OPTIONS, "DENY"),
+    (axum::http::header::REFERRER_POLICY, "no-referrer"),
+    (
+        axum::http::header::CONTENT_SECURITY_POLICY,
+        CONTENT_SECURITY_POLICY,
+    ),
+];
+
 /// Every route, with request metrics and JSON 404s.
 pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
@@ -103,10 +131,26 @@ pub fn router(state: AppState) -> Router {
     if let Some(media) = crate::media::router(&state.storage) {
         app = app.merge(media);
     }
-    app.fallback(error::not_found)
+    app = app
+        .fallback(error::not_found)
         .layer(axum::middleware::from_fn(track))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ))
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            MAX_CONCURRENT_REQUESTS,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    for (name, value) in SECURITY_HEADERS {
+        app = app.layer(
+            tower_http::set_header::SetResponseHeaderLayer::if_not_present(
+                name,
+                HeaderValue::from_static(value),
+            ),
+        );
+    }
+    app.with_state(state)
 }
 
 #[cfg(test)]

@@ -63,12 +63,6 @@ pub async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Readiness
 #[utoipa::path(get, path = "/metrics", tag = "ops",
     responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    if let Ok(backlog) = state.store.outbox_backlog().await {
-        metrics::gauge!("outbox_backlog").set(backlog as f64);
-    }
-    if let Ok(dead) = state.store.outbox_dead().await {
-        metrics::gauge!("outbox_dead").set(dead as f64);
-    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

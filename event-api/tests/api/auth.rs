@@ -262,3 +262,128 @@ async fn a_role_changed_elsewhere_applies_at_the_next_request() {
         StatusCode::FORBIDDEN
     );
 }
+
+/// This process's resident memory in MiB (the API under test runs in it).
+fn resident_mib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap();
+    kib / 1024
+}
+
+/// 300 wrong logins, 100 at a time, from one address under many usernames: the address is
+/// refused with 429 and `Retry-After` once it has used up its failures, before any hashing;
+/// hashes never pile up (memory stays bounded) and `/health` keeps answering.
+#[tokio::test]
+async fn a_login_flood_gets_429s_and_the_server_stays_up() {
+    let app = spawn_app().await;
+    let before = resident_mib();
+    let mut codes = Vec::new();
+    let mut slowest_health = std::time::Duration::ZERO;
+    for wave in 0..3 {
+        let logins = (0..100).map(|i| {
+            let app = &app;
+            async move {
+                let name = format!("intruder-{wave}-{i}");
+                let resp = app
+                    .http
+                    .post(format!("{}/auth/login", app.base))
+                    .json(&json!({"username": name, "password": "guess-guess-guess"}))
+                    .send()
+                    .await
+                    .unwrap();
+                let retry_after = resp.headers().get("retry-after").cloned();
+                (resp.status(), retry_after)
+            }
+        });
+        let health = async {
+            let started = std::time::Instant::now();
+            let (status, _) = app.call(Method::GET, "/health", None, None).await;
+            assert_eq!(status, StatusCode::OK);
+            started.elapsed()
+        };
+        let (results, took) = tokio::join!(futures::future::join_all(logins), health);
+        slowest_health = slowest_health.max(took);
+        codes.extend(results);
+    }
+    let limited = codes
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .count();
+    let refused = codes
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(limited + refused, 300, "only 401s and 429s");
+    assert!(
+        refused <= 20,
+        "{refused} hashed before the address was limited"
+    );
+    assert!(codes
+        .iter()
+        .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+        .all(|(_, r)| r
+            .as_ref()
+            .is_some_and(|v| v.to_str().unwrap().parse::<u64>().unwrap() > 0)));
+    let after = resident_mib();
+    eprintln!("resident memory: {before} MiB before the flood, {after} MiB after");
+    assert!(after < 300, "resident memory {after} MiB");
+    assert!(
+        slowest_health < std::time::Duration::from_secs(1),
+        "{slowest_health:?}"
+    );
+    // The limit is per username and address: the admin elsewhere still logs in.
+    let (status, _) = login(&app, ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(
+        status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "same address: still limited"
+    );
+}
+
+/// A username is limited whatever address it is tried from; a success clears it.
+#[tokio::test]
+async fn repeated_wrong_passwords_for_one_user_get_429() {
+    let app = crate::support::spawn_app_with(vec![
+        ("LOGIN_MAX_FAILURES".into(), "3".into()),
+        ("LOGIN_WINDOW_SEC".into(), "600".into()),
+    ])
+    .await;
+    for _ in 0..3 {
+        assert_eq!(
+            login(&app, ADMIN, "wrong-password").await.0,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let (status, body) = login(&app, ADMIN, ADMIN_PASSWORD).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    assert!(body.to_string().contains("retry"), "{body}");
+}
+
+/// A token signed with the right key but not issued for this API (no `iss`/`aud`, or others)
+/// is refused.
+#[tokio::test]
+async fn tokens_without_our_issuer_and_audience_are_refused() {
+    let app = spawn_app().await;
+    let (_, me) = app
+        .call(Method::GET, "/users/profile", Some(&app.admin_token), None)
+        .await;
+    let key = jsonwebtoken::EncodingKey::from_secret(app.config.jwt_secret.expose().as_bytes());
+    let now = chrono::Utc::now().timestamp();
+    for claims in [
+        json!({"sub": me["id"], "role": "ADMIN", "iat": now, "exp": now + 600}),
+        json!({"sub": me["id"], "role": "ADMIN", "iss": "someone-else", "aud": "camrec-api", "iat": now, "exp": now + 600}),
+        json!({"sub": me["id"], "role": "ADMIN", "iss": "camrec-event-api", "aud": "another-api", "iat": now, "exp": now + 600}),
+    ] {
+        let token = jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap();
+        let (status, _) = app.call(Method::GET, "/cameras", Some(&token), None).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{claims}");
+    }
+    let (status, _) = app
+        .call(Method::GET, "/cameras", Some(&app.admin_token), None)
+        .await;
+    assert_eq!(status, StatusCode::OK);
+}

@@ -98,7 +98,7 @@ async fn the_same_stream_twice_is_409_and_cameras_behind_one_address_are_not() {
             Method::PATCH,
             &format!("/cameras/{}", ids[0]),
             Some(&app.admin_token),
-            Some(json!({"rtspUrl": "rtsp://10.0.0.5:554/live"})),
+            Some(json!({"rtspUrl": "rtsp://admin:x@10.0.0.5:554/live"})),
         )
         .await;
     assert_eq!(status, StatusCode::CONFLICT);
@@ -296,4 +296,34 @@ async fn cameras_with_events_cannot_be_deleted() {
         del(unused["id"].as_str().unwrap().to_owned()).await,
         StatusCode::NOT_FOUND
     );
+}
+
+/// The stored password only ever goes to the host it was given for: pointing a camera at
+/// another host (or port) without giving its password again is refused.
+#[tokio::test]
+async fn moving_a_camera_to_another_host_needs_its_password_again() {
+    let app = spawn_app().await;
+    let cam = app.camera("10.0.0.5", 1).await;
+    let path = format!("/cameras/{}", cam["id"].as_str().unwrap());
+    let patch = |body: serde_json::Value| {
+        let (app, path) = (&app, &path);
+        async move {
+            app.call(Method::PATCH, path, Some(&app.admin_token), Some(body))
+                .await
+        }
+    };
+    for body in [
+        json!({"rtspUrl": "rtsp://attacker.example/live"}),
+        json!({"rtspUrl": "rtsp://10.0.0.5:9554/live"}),
+    ] {
+        let (status, err) = patch(body.clone()).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}: {err}");
+        assert_eq!(err["field"], "password");
+    }
+    let (status, moved) = patch(json!({"rtspUrl": "rtsp://10.0.0.5:554/other"})).await;
+    assert_eq!(status, StatusCode::OK, "same host, another path: {moved}");
+    let (status, moved) =
+        patch(json!({"rtspUrl": "rtsp://10.0.0.7/live", "password": "new-pass"})).await;
+    assert_eq!(status, StatusCode::OK, "{moved}");
+    assert_eq!(moved["ipAddress"], "10.0.0.7");
 }

@@ -103,3 +103,24 @@ async fn nul_characters_are_refused_not_500() {
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST);
 }
+
+/// Every answer carries the security headers; the page's policy keeps scripts on this origin.
+#[tokio::test]
+async fn answers_carry_security_headers() {
+    let app = spawn_app().await;
+    for path in ["/health", "/cameras", "/no-such-route"] {
+        let resp = app
+            .http
+            .get(format!("{}{path}", app.base))
+            .send()
+            .await
+            .unwrap();
+        let h = resp.headers();
+        assert_eq!(h["x-content-type-options"], "nosniff", "{path}");
+        assert_eq!(h["x-frame-options"], "DENY", "{path}");
+        assert_eq!(h["referrer-policy"], "no-referrer", "{path}");
+        let csp = h["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'self'"), "{path}: {csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+}

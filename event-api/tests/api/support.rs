@@ -53,7 +53,10 @@ async fn try_spawn_app(env: Vec<(String, String)>) -> anyhow::Result<TestApp> {
         ("DATABASE_URL", db.url().to_owned()),
         ("DB_MAX_CONNECTIONS", "10".to_owned()),
         ("NATS_URL", nats.url()),
-        ("JWT_SECRET", "test-secret-0123456789abcdef".to_owned()),
+        (
+            "JWT_SECRET",
+            "test-secret-0123456789abcdef-0123456789".to_owned(),
+        ),
         ("ADMIN_USERNAME", ADMIN.to_owned()),
         ("ADMIN_PASSWORD", ADMIN_PASSWORD.to_owned()),
         ("STORAGE_MODE", "local".to_owned()),

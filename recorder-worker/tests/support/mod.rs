@@ -9,7 +9,7 @@ use anyhow::Context as _;
 use async_nats::jetstream::{self, context::Publish};
 use camrec_shared::messages::{
     EndReason, Envelope, EventCreated, EventEnded, EventType, PlaybackStatus, RecordingLimits,
-    StatusKind,
+    StatusBody, StatusKind, StopCause,
 };
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::subjects::{event_subject, EventKind, Site};
@@ -376,4 +376,54 @@ pub fn children_named(parent: u32, name: &str) -> Vec<u32> {
         }
     }
     out
+}
+
+/// Every status of `id` stored in the `PLAYBACKS` stream, in stream order.
+pub async fn stored_statuses(
+    js: &jetstream::Context,
+    id: PlaybackId,
+) -> anyhow::Result<Vec<PlaybackStatus>> {
+    let mut stream = js
+        .get_stream(camrec_shared::subjects::PLAYBACKS_STREAM)
+        .await?;
+    let last = stream.info().await?.state.last_sequence;
+    let mut found = Vec::new();
+    for seq in 1..=last {
+        let msg = stream.get_raw_message(seq).await?;
+        let status = Envelope::<PlaybackStatus>::from_slice(&msg.payload)?.payload;
+        if status.playback_id == id {
+            found.push(status);
+        }
+    }
+    Ok(found)
+}
+
+/// The statuses waiting in a worker's status spool (`RECORD_DIR/_spool/`), in spool order.
+pub fn spooled(record_dir: &Path) -> anyhow::Result<Vec<PlaybackStatus>> {
+    let dir = record_dir.join(recorder_worker::spool::SPOOL_DIR);
+    let mut names: Vec<PathBuf> = std::fs::read_dir(&dir)?
+        .map(|e| e.map(|e| e.path()))
+        .collect::<Result<_, _>>()?;
+    names.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    names.sort();
+    names
+        .iter()
+        .map(|p| Ok(Envelope::<PlaybackStatus>::from_slice(&std::fs::read(p)?)?.payload))
+        .collect()
+}
+
+/// Why the recording stopped, as its `processing` says.
+pub fn stopped_by(status: &PlaybackStatus) -> Option<StopCause> {
+    match &status.body {
+        StatusBody::Processing { stopped_by, .. } => *stopped_by,
+        other => panic!("not processing: {other:?}"),
+    }
+}
+
+/// When the recording in `dir` stopped, once the worker has written it to its manifest.
+pub async fn manifest_ended(dir: &Path) -> Option<recorder_worker::manifest::Manifest> {
+    recorder_worker::manifest::Manifest::read(dir)
+        .await
+        .ok()
+        .filter(|m| m.ended_at.is_some())
 }

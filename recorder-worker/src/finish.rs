@@ -1,0 +1,368 @@
+//! Finalizing and Uploading, the end of a live recording and of one recovered after a crash:
+//!
+//! 1. `processing` is reported (with why the recording stopped) and repeated as a heartbeat until
+//!    the end.
+//! 2. The clip: the faststart MP4 FFmpeg finished itself when one part holds frames (ADR 0010),
+//!    else the parts joined; an earlier run may have made it already. It is probed (what
+//!    `completed` reports) while its thumbnail is taken; a clip without a thumbnail is still a clip.
+//! 3. Clip and thumbnail are uploaded and verified, retried with backoff for up to
+//!    `UPLOAD_GIVE_UP_SEC`.
+//! 4. `completed` is reported (it is in the status spool from then on), the lease says `done`,
+//!    and only then is the local directory deleted.
+//!
+//! A clip that cannot be made or probed, or whose upload is given up, ends `failed`; its directory
+//! moves to `RECORD_DIR/_failed/` when it holds something worth keeping.
+
+use camrec_shared::backoff::nth_delay;
+use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody, StopCause};
+use camrec_shared::storage::{ObjectKey, Storage};
+use camrec_shared::PlaybackId;
+use chrono::{DateTime, Utc};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ffmpeg::MediaError;
+use crate::finalize::{direct_clip, finalize, parts_with_fragments, thumbnail};
+use crate::manifest::{self, THUMB, VIDEO};
+use crate::ownership::{LeaseKeeper, LeaseState};
+use crate::probe::{probe_file, ClipInfo};
+use crate::recording::{note_state, Failure, Outcome, State};
+use crate::status::Reporter;
+use crate::upload::{UploadError, Uploader};
+
+/// Where the thumbnail is taken: this far into the clip, or its first frame when it is shorter.
+const THUMB_AT_SEC: f64 = 1.0;
+/// The first wait before retrying an upload; it doubles up to [`UPLOAD_RETRY_MAX`].
+const UPLOAD_RETRY_FIRST: Duration = Duration::from_secs(1);
+const UPLOAD_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// What finishing needs from the worker.
+#[derive(Clone, Debug)]
+pub struct Finisher {
+    ffmpeg: PathBuf,
+    ffprobe: PathBuf,
+    record_dir: PathBuf,
+    /// `PROGRESS_INTERVAL_SEC`: how often `processing` is repeated.
+    heartbeat: Duration,
+    upload_give_up: Duration,
+    uploader: Uploader,
+    storage: Storage,
+    /// Cancelled when the shutdown grace is over: the directory stays for the next start.
+    abort: CancellationToken,
+}
+
+impl Finisher {
+    pub fn new(
+        config: &Config,
+        uploader: Uploader,
+        storage: Storage,
+        abort: CancellationToken,
+    ) -> Self {
+        Self {
+            ffmpeg: config.ffmpeg_path.clone(),
+            ffprobe: config.ffprobe_path.clone(),
+            record_dir: config.record_dir.clone(),
+            heartbeat: config.progress_interval,
+            upload_give_up: config.upload_give_up,
+            uploader,
+            storage,
+            abort,
+        }
+    }
+}
+
+/// What the recording phase (or, after a crash, the manifest) tells [`finish`].
+pub struct Recorded {
+    /// When the clip's first frame was taken.
+    pub started_at: DateTime<Utc>,
+    /// When the recording stopped.
+    pub ended_at: DateTime<Utc>,
+    /// Why it stopped, when that is known (a crash leaves it unknown).
+    pub stopped_by: Option<StopCause>,
+    /// The clip has gaps or was cut short (FFmpeg restarted, the worker shut down or crashed).
+    pub partial: bool,
+}
+
+/// The clip in the recording directory, probed, and whether it has a thumbnail.
+struct Clip {
+    info: ClipInfo,
+    has_thumb: bool,
+}
+
+/// What the store confirmed for the clip.
+struct Uploaded {
+    size_bytes: u64,
+    sha256: String,
+}
+
+/// Finishes the recording in `dir`: see the module documentation.
+pub async fn finish(
+    f: &Finisher,
+    reporter: &mut Reporter,
+    lease: &LeaseKeeper,
+    dir: &Path,
+    recorded: Recorded,
+) -> Outcome {
+    let id = reporter.playback_id();
+    let processing = StatusBody::Processing {
+        ended_at: recorded.ended_at,
+        stopped_by: recorded.stopped_by,
+    };
+    reporter.report(processing.clone()).await;
+    let mut beat = Beat::new(f, processing);
+    let timer = std::time::Instant::now();
+
+    let Some(made) = beat.during(reporter, make_clip(f, dir)).await else {
+        return Outcome::Abandoned;
+    };
+    let clip = match made {
+        Ok(c) => c,
+        Err(failure) => {
+            let keep = failure.code != FailureCode::NoMedia;
+            return fail_finished(f, reporter, lease, dir, failure, keep).await;
+        }
+    };
+    let prepared_ms = timer.elapsed().as_millis() as u64;
+
+    note_state(id, State::Uploading);
+    let (video, thumb) = (dir.join(VIDEO), dir.join(THUMB));
+    let thumb = clip.has_thumb.then_some(thumb.as_path());
+    let uploading = upload_retrying(f, id, &video, thumb);
+    let Some(uploaded) = beat.during(reporter, uploading).await else {
+        return Outcome::Abandoned;
+    };
+    let receipt = match uploaded {
+        Ok(r) => r,
+        Err(e) => {
+            let failure = Failure::new(FailureCode::UploadFailed, format!("upload given up: {e}"));
+            return fail_finished(f, reporter, lease, dir, failure, true).await;
+        }
+    };
+
+    let completed = completed(f, id, &recorded, clip, receipt).await;
+    let partial = completed.partial;
+    reporter.report(StatusBody::Completed(completed)).await;
+    tracing::info!(
+        playback_id = %id,
+        prepared_ms,
+        completed_ms = timer.elapsed().as_millis() as u64,
+        "clip completed"
+    );
+    // The lease says done before the directory goes: a crash in between leaves a directory the
+    // next start only removes.
+    lease.settle(LeaseState::Done).await;
+    if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+        tracing::warn!(playback_id = %id, error = %e, "cannot remove the uploaded recording directory");
+    }
+    note_state(id, State::Done);
+    Outcome::Completed { partial }
+}
+
+/// Finalizing: the clip made (unless an earlier run did), then probed while its thumbnail is
+/// taken.
+async fn make_clip(f: &Finisher, dir: &Path) -> Result<Clip, Failure> {
+    let (video, thumb) = (dir.join(VIDEO), dir.join(THUMB));
+    if !tokio::fs::try_exists(&video).await.unwrap_or(false) {
+        join_parts(f, dir, &video).await?;
+    }
+    let (info, has_thumb) = tokio::join!(
+        probe_file(&f.ffprobe, &video),
+        make_thumbnail(f, &video, &thumb)
+    );
+    let info = info.map_err(|e| match e {
+        MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
+        other => Failure::new(FailureCode::ProbeFailed, other.to_string()),
+    })?;
+    Ok(Clip { info, has_thumb })
+}
+
+/// The direct clip when FFmpeg finished one for the only part with frames, else the parts
+/// joined; it becomes `video` by a rename, so a crash never leaves half a clip under that name.
+async fn join_parts(f: &Finisher, dir: &Path, video: &Path) -> Result<(), Failure> {
+    let parts = manifest::parts_in(dir)
+        .await
+        .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
+    let joined = match direct_clip(&parts_with_fragments(&parts).await).await {
+        Some(direct) => tokio::fs::rename(&direct, video)
+            .await
+            .map_err(MediaError::Io),
+        None => {
+            let tmp = dir.join("video.tmp.mp4");
+            match finalize(&f.ffmpeg, &parts, &tmp).await {
+                Ok(()) => tokio::fs::rename(&tmp, video).await.map_err(MediaError::Io),
+                Err(e) => Err(e),
+            }
+        }
+    };
+    joined.map_err(|e| match e {
+        MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
+        other => Failure::new(FailureCode::RecordingFailed, other.to_string()),
+    })
+}
+
+/// Writes the thumbnail of `video` to `thumb`; false (logged) when there is none.
+async fn make_thumbnail(f: &Finisher, video: &Path, thumb: &Path) -> bool {
+    match thumbnail(&f.ffmpeg, video, thumb, THUMB_AT_SEC).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::warn!(error = %e, "no thumbnail");
+            let _ = tokio::fs::remove_file(thumb).await;
+            false
+        }
+    }
+}
+
+/// Uploads clip and thumbnail, retrying the pair with backoff after a transient failure until
+/// `UPLOAD_GIVE_UP_SEC`.
+async fn upload_retrying(
+    f: &Finisher,
+    id: PlaybackId,
+    video: &Path,
+    thumb: Option<&Path>,
+) -> Result<Uploaded, UploadError> {
+    let deadline = Instant::now() + f.upload_give_up;
+    let mut attempt = 0u32;
+    loop {
+        match upload_both(f, id, video, thumb).await {
+            Err(e) if e.is_transient() && Instant::now() < deadline => {
+                let wait = nth_delay(attempt, UPLOAD_RETRY_FIRST, UPLOAD_RETRY_MAX);
+                attempt += 1;
+                tracing::warn!(playback_id = %id, attempt, error = %e, "upload failed, retrying");
+                tokio::time::sleep_until((Instant::now() + wait).min(deadline)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Clip and thumbnail go up side by side.
+async fn upload_both(
+    f: &Finisher,
+    id: PlaybackId,
+    video: &Path,
+    thumb: Option<&Path>,
+) -> Result<Uploaded, UploadError> {
+    let (video_key, thumb_key) = (ObjectKey::Video(id), ObjectKey::Thumbnail(id));
+    let (receipt, thumb) = tokio::join!(f.uploader.upload_file(&video_key, video), async {
+        match thumb {
+            Some(t) => f.uploader.upload_file(&thumb_key, t).await.map(Some),
+            None => Ok(None),
+        }
+    });
+    let receipt = receipt?;
+    thumb?;
+    Ok(Uploaded {
+        size_bytes: receipt.size_bytes,
+        sha256: receipt.sha256,
+    })
+}
+
+/// The `completed` status of an uploaded clip. A clip much shorter than the wall-clock time it
+/// was recorded for is partial.
+async fn completed(
+    f: &Finisher,
+    id: PlaybackId,
+    recorded: &Recorded,
+    clip: Clip,
+    receipt: Uploaded,
+) -> CompletedClip {
+    let wall = (recorded.ended_at - recorded.started_at).num_milliseconds() as f64 / 1000.0;
+    let video_key = ObjectKey::Video(id);
+    let url = match f.storage.url_for(&video_key).await {
+        Ok(u) => Some(u),
+        Err(e) => {
+            tracing::warn!(playback_id = %id, error = %e, "no url for the clip");
+            None
+        }
+    };
+    CompletedClip {
+        object_key: video_key.to_string(),
+        url,
+        thumb_key: clip.has_thumb.then(|| ObjectKey::Thumbnail(id).to_string()),
+        size_bytes: receipt.size_bytes,
+        duration_sec: clip.info.duration_sec,
+        video_codec: clip.info.video_codec,
+        width: clip.info.width,
+        height: clip.info.height,
+        audio_codec: clip.info.audio_codec,
+        sha256: receipt.sha256,
+        started_at: recorded.started_at,
+        ended_at: recorded.ended_at,
+        partial: recorded.partial || clip.info.duration_sec + 3.0 < wall,
+    }
+}
+
+/// The `processing` heartbeat: repeated every `PROGRESS_INTERVAL_SEC` while a step runs.
+struct Beat {
+    body: StatusBody,
+    tick: tokio::time::Interval,
+    abort: CancellationToken,
+}
+
+impl Beat {
+    fn new(f: &Finisher, body: StatusBody) -> Self {
+        let mut tick = tokio::time::interval(f.heartbeat);
+        tick.reset();
+        Self {
+            body,
+            tick,
+            abort: f.abort.clone(),
+        }
+    }
+
+    /// Runs `step` with heartbeats; `None` when the worker aborts first.
+    async fn during<T>(
+        &mut self,
+        reporter: &mut Reporter,
+        step: impl std::future::Future<Output = T>,
+    ) -> Option<T> {
+        tokio::pin!(step);
+        loop {
+            tokio::select! {
+                r = &mut step => return Some(r),
+                _ = self.tick.tick() => reporter.heartbeat(self.body.clone()),
+                _ = self.abort.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// Reports `failed` for a recording that reached finalizing. The directory is kept in
+/// `RECORD_DIR/_failed/` when it holds something worth keeping, else removed.
+async fn fail_finished(
+    f: &Finisher,
+    reporter: &mut Reporter,
+    lease: &LeaseKeeper,
+    dir: &Path,
+    failure: Failure,
+    keep: bool,
+) -> Outcome {
+    let id = reporter.playback_id();
+    note_state(id, State::Failed);
+    tracing::warn!(playback_id = %id, code = failure.code.as_str(), message = %failure.message, "recording failed");
+    let code = failure.code;
+    reporter
+        .report(StatusBody::Failed {
+            code,
+            message: failure.message,
+        })
+        .await;
+    let cleaned = if keep {
+        manifest::move_to_failed(&f.record_dir, dir)
+            .await
+            .map(|kept| tracing::warn!(playback_id = %id, kept = %kept.display(), "recording kept for an operator"))
+            .map_err(|e| e.to_string())
+    } else {
+        tokio::fs::remove_dir_all(dir)
+            .await
+            .map_err(|e| e.to_string())
+    };
+    if let Err(e) = cleaned {
+        tracing::warn!(playback_id = %id, error = %e, "cannot clean up the recording directory");
+    }
+    lease.settle(LeaseState::Failed).await;
+    Outcome::Failed(code)
+}
