@@ -161,7 +161,7 @@ async fn post_steadily(ctx: &Ctx, rate: f64, length: Duration) -> anyhow::Result
             let sent = Utc::now();
             let created = api.create_event(camera, "MOTION").await?;
             Ok::<_, anyhow::Error>(Posted {
-                event_id: created.event.id,
+                event_id: created.id,
                 sent,
                 answered: Utc::now(),
             })
