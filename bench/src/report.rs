@@ -278,7 +278,7 @@ request (p50 / p99 by nearest rank; pgbench's from its per-transaction log). Eac
 with an empty outbox.\n\
 - **P2** The outbox relay, two goals. Drain: N `event.created` rows (20,000; 200 in the \
 smoke) written with event-api's `outbox::enqueue` in one transaction while the relay runs; \
-from the commit until no outbox row is unpublished, as messages per second; goal at least \
+from the commit until every row is marked published (none dead-lettered), as messages per second; goal at least \
 5,000/s. Info baseline: the same payloads published with async-nats to the same stream (async \
 publishes, 256 in flight, every ack awaited), and the ratio. Lag: `POST /events` (MOTION) at a \
 steady 200 per second for 20 s (2 s in the smoke), each request sent at its due time whatever \
@@ -289,21 +289,21 @@ and the answer, so the figure is an upper bound of the lag from commit, by at mo
 request's own time, which the row prints.\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
 after FFmpeg's stop, finalize, probe, upload of clip and thumbnail and verification; ADR 0010: \
-FFmpeg finishes the faststart clip itself, the thumbnail is taken while recording and a waiting \
-ffprobe reads the clip from a pipe), for a clip of 10 s (median of 3) and of 60 s; \
+FFmpeg finishes the faststart clip itself; the clip is then probed while its thumbnail is \
+taken), for a clip of 10 s (median of 3) and of 60 s; \
 baseline: `ffprobe -print_format json` of the same final file plus an object_store upload of it \
 to the same S3 server.\n\
 - **P4** From `POST /events` to the `playback.recording` message (sent at FFmpeg's first progress \
 block with frames > 0), median of several events; baseline: a bare FFmpeg with the worker's argv \
 on the same camera, from spawn to its first `-progress` block with `frame=` > 0.\n\
-- **P5** CPU and resident memory (VmRSS) of recorder-worker and all its children (FFmpegs, \
-thumbnails and the ffprobe waiting for the next clip) while it records 10 streams, sampled from \
+- **P5** CPU and resident memory (VmRSS) of recorder-worker and all its children (FFmpegs; \
+ffprobe and the thumbnail's FFmpeg while a clip finishes) while it records 10 streams, sampled from \
 /proc every 250 ms and divided by 10; CPU is `utime + stime` plus `cutime + cstime`, so a child \
 that starts and exits between two samples counts in full through its parent. Baseline: 10 bare \
 FFmpeg processes with the worker's argv (part and direct clip, as `DIRECT_CLIP=1`) on the same \
 streams. The goal rows are the steady state, what limits how many cameras one host records at \
-once: both sides are sampled for 20 s from 2 s after every recording has its first frame and, \
-for camrec, its thumbnail (taken 2 s into the recording). The one-off work of a clip is in the \
+once: both sides are sampled for 20 s from 2 s after every recording has its first frame. The \
+one-off work of a clip is in the \
 info row: CPU per clip over its whole life, from `POST /events` to `playback.completed` \
 (start, thumbnail, finish, probe, upload) against a bare FFmpeg from spawn to exit, with what \
 the steady rate does not explain.\n\
