@@ -157,6 +157,13 @@ export RUST_LOG="${RUST_LOG:-info}"
 # The services log to files: no terminal colour codes in them.
 export NO_COLOR=1
 storage_env=(STORAGE_MODE=local "LOCAL_STORAGE_DIR=$LOCAL/objects" "MEDIA_BASE_URL=$API")
+# The key camera passwords are sealed with (event-api) and opened with (the worker); kept so
+# that the cameras of a previous run still open.
+KEY_FILE="$LOCAL/camera-secret-key"
+if [[ ! -s $KEY_FILE ]]; then
+  (umask 077 && printf 'dev:%s\n' "$(head -c 32 /dev/urandom | base64 -w0)" >"$KEY_FILE")
+fi
+key_env=("CAMERA_SECRET_KEY=$(cat "$KEY_FILE")")
 
 say "starting the demo camera on rtsp://127.0.0.1:$CAMERA_PORT/cam (log: $LOGS/camera.log)"
 start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT" --path /cam \
@@ -167,11 +174,11 @@ wait_for 20 "demo camera" camera grep -q '^READY' "$LOGS/camera.log"
 say "starting event-api on $API (log: $LOGS/event-api.log)"
 start_child event-api env CAMREC_DEV=1 "DATABASE_URL=$DATABASE_URL" "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
   "PORT=$PORT" "ADMIN_USERNAME=$ADMIN_USERNAME" "ADMIN_PASSWORD=$ADMIN_PASSWORD" \
-  "${storage_env[@]}" "$BIN/event-api"
+  "${key_env[@]}" "${storage_env[@]}" "$BIN/event-api"
 
 say "starting recorder-worker dev-worker-1 (log: $LOGS/recorder-worker.log)"
 start_child recorder-worker env "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default WORKER_ID=dev-worker-1 PORT=3001 \
-  "RECORD_DIR=$LOCAL/recordings" "${storage_env[@]}" "$BIN/recorder-worker"
+  "RECORD_DIR=$LOCAL/recordings" "${key_env[@]}" "${storage_env[@]}" "$BIN/recorder-worker"
 
 wait_for 60 "event-api /ready" event-api curl -fsS "$API/ready"
 child_alive recorder-worker || fail_with_log recorder-worker

@@ -178,6 +178,10 @@ start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT"
   --width 640 --height 360 --fps 25 --kbps 800
 wait_for 20 "the camera" camera grep -q '^READY' "$LOGS/camera.log"
 
+# The key camera passwords are sealed with (event-api) and opened with (the worker), this run's.
+CAMERA_SECRET_KEY="ui:$(head -c 32 /dev/urandom | base64 -w0)"
+export CAMERA_SECRET_KEY
+
 # A 20 s access token: the page refreshes it after 15 s, and the test checks that it does.
 start_child event-api env CAMREC_DEV=1 \
   "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=nats://127.0.0.1:$NATS_PORT" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \

@@ -3,10 +3,16 @@
 //! helpers that wait for a playback's status messages.
 
 use crate::api::Api;
+use crate::p1::GOAL_CLIENTS;
 use crate::rig::{Rig, ADMIN_USERNAME, IDLE_SITE, RECORDING_SITE};
 use anyhow::Context as _;
-use camrec_shared::messages::{Envelope, PlaybackStatus, StatusBody, StatusKind};
+use camrec_shared::messages::{
+    Envelope, EventCreated, EventType, PlaybackStatus, RecordingLimits, StatusBody, StatusKind,
+};
 use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::subjects::{event_msg_id, event_subject, EventKind, Site};
+use camrec_shared::{CameraId, EventId, PlaybackId};
+use event_api::store::outbox::OutboxMessage;
 use futures::StreamExt;
 use recorder_worker::ffmpeg::RecordPlan;
 use recorder_worker::probe::{probe_source, SourceInfo};
@@ -21,9 +27,8 @@ pub struct Plan {
     pub p1_concurrency: Vec<usize>,
     pub p1_duration: Duration,
     pub p2_backlog: usize,
-    /// Drains of the relay, each followed by the baseline's publish: each side's figure is the
-    /// median of its rates.
-    pub p2_rounds: usize,
+    /// How long P2 posts its steady 200 events/s.
+    pub p2_steady: Duration,
     /// (clip length in seconds, samples): the figure is the median of the samples.
     pub p3_clips_sec: Vec<(u64, usize)>,
     /// Warm samples (the first, cold one comes on top).
@@ -38,10 +43,10 @@ impl Plan {
     pub fn full() -> Self {
         Self {
             quick: false,
-            p1_concurrency: vec![1, 16, 64],
+            p1_concurrency: vec![1, GOAL_CLIENTS, 64],
             p1_duration: Duration::from_secs(10),
             p2_backlog: 20_000,
-            p2_rounds: 3,
+            p2_steady: Duration::from_secs(20),
             p3_clips_sec: vec![(10, 3), (60, 1)],
             p4_samples: 5,
             p5_recordings: 10,
@@ -55,10 +60,10 @@ impl Plan {
     pub fn quick() -> Self {
         Self {
             quick: true,
-            p1_concurrency: vec![1, 16, 64],
+            p1_concurrency: vec![1, GOAL_CLIENTS, 64],
             p1_duration: Duration::from_secs(1),
             p2_backlog: 200,
-            p2_rounds: 1,
+            p2_steady: Duration::from_secs(2),
             p3_clips_sec: vec![(2, 1)],
             p4_samples: 1,
             p5_recordings: 2,
@@ -172,6 +177,37 @@ impl Ctx {
         })
     }
 
+    /// A fresh `event.created` message for the idle camera, as event-api queues it for a MOTION
+    /// event (new event and playback ids; the message id `<event_id>:created`).
+    pub fn created_message(&self) -> anyhow::Result<OutboxMessage> {
+        let site = Site::new(IDLE_SITE)?;
+        let camera_id = CameraId(self.idle_camera.id);
+        let event_id = EventId::new();
+        let env = Envelope::new(
+            chrono::Utc::now(),
+            EventCreated {
+                event_id,
+                playback_id: PlaybackId::new(),
+                camera_id,
+                camera_name: "bench-idle".into(),
+                site: site.clone(),
+                event_type: EventType::Motion,
+                rtsp_url: self.idle_camera.url.clone(),
+                password_sealed: None,
+                limits: RecordingLimits {
+                    max_duration_sec: 3600,
+                    pre_roll_sec: 0,
+                    post_roll_sec: 0,
+                },
+            },
+        );
+        Ok(OutboxMessage {
+            subject: event_subject(EventKind::Created, &site, camera_id),
+            msg_id: event_msg_id(event_id, EventKind::Created),
+            payload: env.to_bytes(),
+        })
+    }
+
     /// Waits until the outbox relay has published every row (earlier work must not run under
     /// the next measurement).
     pub async fn outbox_drained(&self, timeout: Duration) -> anyhow::Result<()> {
@@ -194,13 +230,13 @@ impl Ctx {
     }
 }
 
-/// How many outbox rows wait to be published.
+/// How many outbox rows wait to be published (not yet published, not dead-lettered).
 pub async fn unpublished(db: &sqlx::PgPool) -> anyhow::Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            .fetch_one(db)
-            .await?,
+    Ok(sqlx::query_scalar(
+        "SELECT count(*) FROM outbox WHERE published_at IS NULL AND dead_at IS NULL",
     )
+    .fetch_one(db)
+    .await?)
 }
 
 /// A status message: the envelope of the messaging contract, or a bare status.

@@ -1,12 +1,13 @@
 //! camrec's benchmark harness: starts the whole system on loopback ([`rig`]), measures the six
-//! figures of issue 5 each beside a baseline measured in the same run ([`p1`] .. [`p6`], with
-//! the baselines in [`baseline`] and [`pgbench`]), and renders one table ([`report`]) with the
-//! machine's description ([`machine`]).
+//! figures ([`p1`] .. [`p6`]): P1 and P2 against absolute capacity goals, P3 .. P5 against a
+//! baseline measured in the same run (the baselines in [`baseline`] and [`pgbench`], which P1
+//! and P2 print as info), and renders one table ([`report`]) with the machine's description
+//! ([`machine`]).
 //!
 //! Run it with `cargo run --release --bin bench -- [--quick] [--out FILE] [--only P1,P4]`.
-//! Figures run in the order P4, P3, P5 (recordings, cameras idle before P4), P6, P1, P2 (P2
-//! restarts NATS and event-api, so it runs last). A figure whose measurement fails becomes an
-//! `ERROR` row; the others still run.
+//! Figures run in the order P4, P3, P5 (recordings, cameras idle before P4), P6, P1, P2 (the
+//! load figures last, so their outbox rows and events do not weigh on the recordings'). A figure
+//! whose measurement fails becomes an `ERROR` row; the others still run.
 
 pub mod api;
 pub mod baseline;
@@ -146,7 +147,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     };
     let rig = rig::Rig::start(plan.p5_cameras.max(1), &opts.log_dir).await?;
     tracing::info!(logs = %opts.log_dir.display(), "the system is up");
-    let mut ctx = Ctx::new(plan, rig).await?;
+    let ctx = Ctx::new(plan, rig).await?;
     let postgres: String = sqlx::query_scalar("SELECT version()")
         .fetch_one(&ctx.db)
         .await?;
@@ -155,7 +156,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     for figure in FIGURES.into_iter().filter(|f| opts.runs(f)) {
         rows.extend(match figure {
             "P1" => p1::run(&ctx).await,
-            "P2" => p2::run(&mut ctx).await,
+            "P2" => p2::run(&ctx).await,
             "P3" => p3::run(&ctx).await,
             "P4" => p4::run(&ctx).await,
             "P5" => p5::run(&ctx).await,

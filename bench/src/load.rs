@@ -39,17 +39,6 @@ pub struct LoadRun {
 }
 
 impl LoadRun {
-    /// Two runs of the same target as one: counts and time added, latencies merged.
-    pub fn merged(self, other: LoadRun) -> LoadRun {
-        LoadRun {
-            ok: self.ok + other.ok,
-            failed: self.failed + other.failed,
-            elapsed: self.elapsed + other.elapsed,
-            latencies: self.latencies.merged(&other.latencies),
-            first_error: self.first_error.or(other.first_error),
-        }
-    }
-
     /// A run that could not start: one failure, with why.
     fn failed_before_start(why: String) -> LoadRun {
         LoadRun {

@@ -16,8 +16,10 @@ async fn main() -> anyhow::Result<()> {
     let outcome = bench::run(&opts).await?;
     println!("{}", bench::report::table(&outcome.rows));
     if let Some(out) = &opts.out {
-        std::fs::write(out, &outcome.markdown)
-            .with_context(|| format!("writing {}", out.display()))?;
+        // The report's `## History` (measurements of earlier runs, kept by hand) survives a run.
+        let previous = std::fs::read_to_string(out).ok();
+        let text = bench::report::keep_history(&outcome.markdown, previous.as_deref());
+        std::fs::write(out, text).with_context(|| format!("writing {}", out.display()))?;
         println!("written to {}", out.display());
     }
     println!("service logs: {}", opts.log_dir.display());

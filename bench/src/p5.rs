@@ -3,25 +3,23 @@
 //! processes with the worker's argv recording the same streams.
 //!
 //! The goal rows are the steady state, what limits how many cameras one host records at once:
-//! both sides are sampled once every recording has its first frame (camrec's also its thumbnail,
-//! taken while recording), after a short settling pause. What a clip costs once (FFmpeg's start,
-//! the thumbnail, the finish) is not hidden: an info row gives each side's CPU over the whole life
-//! of a clip, from the request (the spawn) to the finished clip (FFmpeg's exit).
+//! both sides are sampled once every recording has its first frame, after a short settling
+//! pause. What a clip costs once (FFmpeg's start, the finish with its probe and thumbnail) is not
+//! hidden: an info row gives each side's CPU over the whole life of a clip, from the request (the
+//! spawn) to the finished clip (FFmpeg's exit).
 
 use crate::baseline::{BareFfmpeg, DrainedFfmpeg};
 use crate::ctx::{wait_all, Ctx};
 use crate::procstat::{self, Usage};
 use crate::report::{Cell, Goal, Row, Unit};
 use camrec_shared::messages::StatusKind;
-use recorder_worker::manifest::{direct_for, recording_dir, THUMB};
+use recorder_worker::manifest::direct_for;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// Start-up work (connections, probes, first fragments) is not steady-state cost.
 const SETTLE: Duration = Duration::from_secs(2);
 const INTERVAL: Duration = Duration::from_millis(250);
-/// How long the thumbnails, taken 2 s into each recording, may take to appear.
-const THUMBS_WITHIN: Duration = Duration::from_secs(30);
 
 /// One side's figures: the steady-state window, and the whole life of its clips.
 struct Measured {
@@ -30,25 +28,8 @@ struct Measured {
     life_cpu: f64,
     /// The clips' lives, summed, in seconds (they run side by side).
     life_secs: f64,
-    /// How many thumbnails were taken before the window (camrec only).
-    thumbs: Option<usize>,
-}
-
-/// Waits until every recording's thumbnail (taken while recording) is on disk, or
-/// [`THUMBS_WITHIN`]; returns how many are.
-async fn thumbnails(ctx: &Ctx, playbacks: &[Uuid]) -> usize {
-    let paths: Vec<_> = playbacks
-        .iter()
-        .map(|p| recording_dir(&ctx.rig.record_dir, (*p).into()).join(THUMB))
-        .collect();
-    let deadline = Instant::now() + THUMBS_WITHIN;
-    loop {
-        let taken = paths.iter().filter(|p| p.exists()).count();
-        if taken == paths.len() || Instant::now() >= deadline {
-            return taken;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    /// Whether the sampled roots are recorder-worker (camrec) rather than bare FFmpegs.
+    worker: bool,
 }
 
 async fn camrec(ctx: &Ctx) -> anyhow::Result<Measured> {
@@ -82,17 +63,8 @@ async fn camrec(ctx: &Ctx) -> anyhow::Result<Measured> {
             Duration::from_secs(120),
         )
         .await?;
-        let thumbs = thumbnails(ctx, &playbacks).await;
-        if thumbs < n {
-            tracing::warn!(
-                thumbs,
-                n,
-                "P5: not every thumbnail was taken while recording"
-            );
-        }
         tokio::time::sleep(SETTLE).await;
-        let steady = procstat::sample(&[worker], ctx.plan.p5_window, INTERVAL).await?;
-        Ok::<_, anyhow::Error>((steady, thumbs))
+        Ok::<_, anyhow::Error>(procstat::sample(&[worker], ctx.plan.p5_window, INTERVAL).await?)
     }
     .await;
     for e in &events {
@@ -106,13 +78,12 @@ async fn camrec(ctx: &Ctx) -> anyhow::Result<Measured> {
     )
     .await?;
     let life_cpu = procstat::cpu_seconds(&[worker])? - cpu_before;
-    let (steady, thumbs) = measured?;
     Ok(Measured {
-        steady,
+        steady: measured?,
         life_cpu,
         // Requested together, completed together: each life is about the whole span.
         life_secs: born.elapsed().as_secs_f64() * n as f64,
-        thumbs: Some(thumbs),
+        worker: true,
     })
 }
 
@@ -172,7 +143,7 @@ async fn bare(ctx: &Ctx) -> anyhow::Result<Measured> {
         steady: measured?,
         life_cpu,
         life_secs,
-        thumbs: None,
+        worker: false,
     })
 }
 
@@ -189,11 +160,8 @@ pub async fn run(ctx: &Ctx) -> Vec<Row> {
     let detail = |m: &Measured| {
         let u = &m.steady;
         let mut d = format!("total {:.1}%, {} processes", u.cpu_percent, u.max_processes);
-        if let Some(t) = m.thumbs {
-            d.push_str(&format!(
-                ", worker itself {:.2}%, window after {t}/{n} thumbnails",
-                u.roots_cpu_percent
-            ));
+        if m.worker {
+            d.push_str(&format!(", worker itself {:.2}%", u.roots_cpu_percent));
         }
         d
     };

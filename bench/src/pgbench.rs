@@ -1,16 +1,14 @@
-//! P1's baseline: `pgbench` running the statements event-api's `POST /events` runs (see
-//! event-api/src/store/events.rs `create_event`, `INSERT_EVENT` and `INSERT_RECORDING_EVENT`),
+//! P1's info baseline: `pgbench` running the transaction event-api's `POST /events` runs,
 //! prepared, against the same database, with a per-transaction latency log for p50/p99.
 //!
-//! The recording transaction queues its message in [`SHADOW_OUTBOX`], a copy of `outbox` (same
-//! columns, defaults, indexes and constraints), and notifies [`SHADOW_CHANNEL`]: the same
-//! inserts and the same `NOTIFY` work in PostgreSQL, but rows camrec's relay does not see. In
-//! `outbox` the relay would publish pgbench's rows during pgbench's turn, and the baseline would
-//! be pgbench plus camrec's relay: on a 2-core VM that made it up to 70% faster at C=1 (the
-//! relay keeps the CPUs out of idle, so pgbench's wake-ups are quicker) and 20% slower at C=16
-//! and 64 (it competes for them). See docs/adr/0014-p1-baseline-is-the-sql-alone.md.
+//! The script is SQL, so it states its own copy of that transaction, mirroring
+//! `event_api::store::events` `create_event` (the camera `SELECT ... FOR SHARE`, the `events`
+//! insert and, for a type that records, the `playbacks` insert) and
+//! `event_api::store::outbox::enqueue` (the outbox insert with its `pg_notify`, one statement).
+//! Its outbox rows go to the real `outbox` and are published by the relay, as camrec's are.
 
 use crate::stats::Latencies;
+use event_api::store::outbox::NOTIFY_CHANNEL;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -25,51 +23,36 @@ pub enum PgbenchError {
     NoTps,
 }
 
-/// The table pgbench's recording transaction queues its message in: created by
-/// [`shadow_outbox_ddl`] as a copy of `outbox`, never read by the relay.
-pub const SHADOW_OUTBOX: &str = "bench_outbox";
-
-/// The channel pgbench's transaction notifies: nobody listens to it.
-pub const SHADOW_CHANNEL: &str = "bench_outbox";
-
-/// Creates [`SHADOW_OUTBOX`] as a copy of `outbox`: columns, defaults, indexes, constraints.
-pub fn shadow_outbox_ddl() -> String {
-    format!("CREATE TABLE IF NOT EXISTS {SHADOW_OUTBOX} (LIKE outbox INCLUDING ALL)")
-}
-
 /// The columns `create_event` selects from `cameras` (store/cameras.rs `COLUMNS`).
 const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
      password, codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at";
 
-/// The statements of `POST /events` for a camera (store/events.rs `create_event`): the camera
-/// with its row version, then `INSERT_EVENT` (ERROR) or `INSERT_RECORDING_EVENT` (`payload`
-/// given: the `event.created` envelope bytes), which writes the event, and for a recording type
-/// the playback, the outbox row and the notify, in one statement (no explicit transaction, as
-/// there); the outbox row goes to [`SHADOW_OUTBOX`] and the notify to [`SHADOW_CHANNEL`]. The
-/// camera id is pgbench's `:camera` variable. What event-api binds is computed by the server
-/// here: `gen_random_uuid()` for the ids, `now()` for `created_at`,
-/// the msg id from the event id. (A `:` inside a literal confuses pgbench's variable parser,
-/// hence `chr(58)` for the msg id's `:created`.)
+/// The transaction of `POST /events` for a camera, one statement a line: the camera, locked
+/// `FOR SHARE`; the event; for a recording type (`recording` given: the `event.created`
+/// subject and envelope bytes) the playback and the outbox row with its notify, as `enqueue`
+/// writes them. The camera id is pgbench's `:camera` variable. What event-api binds is computed
+/// by the server here: `gen_random_uuid()` for the ids, `now()` for `created_at`, the msg id
+/// from the event id. (A `:` inside a literal confuses pgbench's variable parser, hence
+/// `chr(58)` for the msg id's `:created`.)
 pub fn script(event_type: &str, recording: Option<(&str, &[u8])>) -> String {
     let mut s = format!(
-        "SELECT {CAMERA_COLUMNS}, xmin::text AS version FROM cameras WHERE id = :camera \\gset camera_\n\
-         WITH camera AS (SELECT id FROM cameras WHERE id = :camera AND xmin::text = \
-         :camera_version AND enabled FOR SHARE), \
-         event AS (INSERT INTO events (id, camera_id, type, description, created_at) \
-         SELECT gen_random_uuid(), id, '{event_type}', NULL, now() FROM camera RETURNING id)"
+        "BEGIN;\n\
+         SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = :camera FOR SHARE;\n\
+         INSERT INTO events (id, camera_id, type, description, created_at) \
+         VALUES (gen_random_uuid(), :camera, '{event_type}', NULL, now()) RETURNING id \\gset event_\n"
     );
-    match recording {
-        None => s.push_str(" SELECT id FROM event;\n"),
-        Some((subject, payload)) => s.push_str(&format!(
-            ", playback AS (INSERT INTO playbacks (id, event_id, camera_id) \
-             SELECT gen_random_uuid(), id, :camera FROM event), \
-             queued AS (INSERT INTO {SHADOW_OUTBOX} (subject, msg_id, payload) \
-             SELECT '{subject}', CAST(id AS text) || chr(58) || 'created', '\\x{}'::bytea \
-             FROM event ON CONFLICT (msg_id) DO NOTHING) \
-             SELECT id, pg_notify('{SHADOW_CHANNEL}', '') FROM event;\n",
+    if let Some((subject, payload)) = recording {
+        s.push_str(&format!(
+            "INSERT INTO playbacks (id, event_id, camera_id) \
+             VALUES (gen_random_uuid(), :event_id, :camera);\n\
+             WITH queued AS (INSERT INTO outbox (subject, msg_id, payload) \
+             VALUES ('{subject}', CAST(:event_id AS text) || chr(58) || 'created', \
+             '\\x{}'::bytea) ON CONFLICT (msg_id) DO NOTHING) \
+             SELECT pg_notify('{NOTIFY_CHANNEL}', '');\n",
             hex::encode(payload)
-        )),
+        ));
     }
+    s.push_str("COMMIT;\n");
     s
 }
 
@@ -190,33 +173,31 @@ mod tests {
     fn scripts_hold_the_same_statements_as_post_events() {
         let error = script("ERROR", None);
         assert!(error.contains("FOR SHARE") && error.contains("INSERT INTO events"));
-        assert!(error.contains("xmin::text AS version") && error.contains("\\gset camera_"));
-        assert!(!error.contains("outbox"));
-        assert_eq!(error.lines().count(), 2, "two statements, no BEGIN/COMMIT");
+        assert!(error.contains("RETURNING id \\gset event_"));
+        assert!(!error.contains("outbox") && !error.contains("playbacks"));
+        assert_eq!(error.lines().count(), 4, "BEGIN, camera, event, COMMIT");
         let motion = script("MOTION", Some(("event.created.s.c", b"{}")));
         assert!(motion.contains("INSERT INTO playbacks") && motion.contains("'\\x7b7d'::bytea"));
-        assert!(motion.contains("INSERT INTO bench_outbox (subject, msg_id, payload)"));
-        assert!(motion.contains("pg_notify('bench_outbox'") && !motion.contains("camrec_outbox"));
-        assert_eq!(motion.lines().count(), 2, "two statements, no BEGIN/COMMIT");
+        assert!(motion.contains("INSERT INTO outbox (subject, msg_id, payload)"));
+        assert!(motion.contains("pg_notify('camrec_outbox', '')"));
+        assert_eq!(
+            motion.lines().count(),
+            6,
+            "BEGIN, camera, event, playback, outbox, COMMIT"
+        );
     }
 
-    /// Runs both scripts against a fresh database with camrec's schema.
+    /// Runs both scripts against a fresh database migrated by event-api.
     #[tokio::test]
     async fn runs_against_the_real_schema() {
         let db = testkit::TestDb::create().await.unwrap();
-        let pool = sqlx::PgPool::connect(db.url()).await.unwrap();
-        let schema =
-            std::fs::read_to_string(testkit::workspace_root().join("migrations/0001_init.sql"))
-                .unwrap();
-        sqlx::raw_sql(&schema).execute(&pool).await.unwrap();
-        sqlx::query(&shadow_outbox_ddl())
-            .execute(&pool)
-            .await
-            .unwrap();
+        let store = event_api::store::Store::connect(db.url(), 2).await.unwrap();
+        store.migrate().await.unwrap();
+        let pool = store.pool();
         let camera = uuid::Uuid::new_v4();
         sqlx::query("INSERT INTO cameras (id, name, ip_address, rtsp_url) VALUES ($1, 'c', '10.0.0.1', 'rtsp://10.0.0.1/')")
             .bind(camera)
-            .execute(&pool)
+            .execute(pool)
             .await
             .unwrap();
         let url = url::Url::parse(db.url()).unwrap();
@@ -236,28 +217,24 @@ mod tests {
         assert!(motion.tps > 0.0 && !motion.latencies.is_empty());
         let error = run(&r, &script("ERROR", None)).await.unwrap();
         assert!(error.tps > 0.0);
-        let (shadow, outbox, playbacks): (i64, i64, i64) = sqlx::query_as(
-            "SELECT (SELECT count(*) FROM bench_outbox), (SELECT count(*) FROM outbox), \
-             (SELECT count(*) FROM playbacks)",
+        let (events, playbacks, outbox, linked): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT (SELECT count(*) FROM events), (SELECT count(*) FROM playbacks), \
+             (SELECT count(*) FROM outbox), \
+             (SELECT count(*) FROM outbox o JOIN playbacks p ON o.msg_id = p.event_id::text || ':created')",
         )
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
-        assert_eq!(shadow, playbacks);
-        assert_eq!(shadow as usize, motion.latencies.len());
-        assert_eq!(outbox, 0, "the relay's outbox gets none of pgbench's rows");
-        // The copy keeps outbox's unique msg_id, which the transaction's ON CONFLICT names.
-        let indexes: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'bench_outbox'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        let originals: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM pg_indexes WHERE tablename = 'outbox'")
-                .fetch_one(&pool)
-                .await
-                .unwrap();
-        assert_eq!(indexes, originals);
+        assert_eq!(playbacks as usize, motion.latencies.len());
+        assert_eq!(
+            events as usize,
+            motion.latencies.len() + error.latencies.len()
+        );
+        assert_eq!(
+            (outbox, linked),
+            (playbacks, playbacks),
+            "one outbox row per playback"
+        );
         pool.close().await;
     }
 }

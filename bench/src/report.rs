@@ -1,6 +1,7 @@
 //! The results table: one row per figure with camrec's value, the baseline measured in the same
 //! run, their ratio, the goal and whether it was met; rendered as a Markdown table for the
-//! terminal and for BENCHMARKS.md (with the machine's description and the command).
+//! terminal and for BENCHMARKS.md (with the machine's description and the command). A goal is
+//! either absolute (a capacity: P1, P2) or a ratio to the baseline (P3 .. P5).
 
 use crate::machine::Machine;
 use std::fmt::{self, Write as _};
@@ -24,6 +25,8 @@ pub struct Cell {
     pub value: f64,
     pub unit: Unit,
     pub detail: Option<String>,
+    /// The p99 latency of the requests behind a rate, in seconds, for a goal that bounds it.
+    pub p99_sec: Option<f64>,
 }
 
 impl Cell {
@@ -32,11 +35,17 @@ impl Cell {
             value,
             unit,
             detail: None,
+            p99_sec: None,
         }
     }
 
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_p99(mut self, p99: std::time::Duration) -> Self {
+        self.p99_sec = Some(p99.as_secs_f64());
         self
     }
 }
@@ -66,11 +75,15 @@ impl fmt::Display for Cell {
     }
 }
 
-/// What a figure must reach, as a ratio camrec / baseline.
+/// What a figure must reach: an absolute figure of camrec's, or a ratio camrec / baseline.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Goal {
-    /// Higher is better: ratio >= x.
-    AtLeast(f64),
+    /// camrec's rate (per second) >= x.
+    RateAtLeast(f64),
+    /// camrec's rate >= `per_sec` with its requests' p99 <= `p99_sec`.
+    RateAndP99 { per_sec: f64, p99_sec: f64 },
+    /// camrec's time (seconds) <= x.
+    SecondsAtMost(f64),
     /// Lower is better: ratio <= x.
     AtMost(f64),
     /// Lower is better: ratio <= x and camrec's value below `secs` seconds.
@@ -82,7 +95,11 @@ pub enum Goal {
 impl fmt::Display for Goal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Goal::AtLeast(x) => write!(f, "≥ {x}×"),
+            Goal::RateAtLeast(x) => write!(f, "≥ {x}/s"),
+            Goal::RateAndP99 { per_sec, p99_sec } => {
+                write!(f, "≥ {per_sec}/s and p99 ≤ {}", fmt_secs(*p99_sec))
+            }
+            Goal::SecondsAtMost(x) => write!(f, "≤ {}", fmt_secs(*x)),
             Goal::AtMost(x) => write!(f, "≤ {x}×"),
             Goal::AtMostAndUnder { ratio, secs } => write!(f, "≤ {ratio}× and < {secs} s"),
             Goal::Info => f.write_str("-"),
@@ -160,13 +177,17 @@ impl Row {
         let Some(camrec) = &self.camrec else {
             return Verdict::Error;
         };
-        let ratio = self.ratio();
-        let ok = match (self.goal, ratio) {
-            (Goal::Info, _) => return Verdict::Info,
-            (_, None) => return Verdict::Error,
-            (Goal::AtLeast(x), Some(r)) => r >= x,
-            (Goal::AtMost(x), Some(r)) => r <= x,
-            (Goal::AtMostAndUnder { ratio: x, secs }, Some(r)) => r <= x && camrec.value < secs,
+        let ok = match (self.goal, self.ratio(), camrec.p99_sec) {
+            (Goal::Info, _, _) => return Verdict::Info,
+            (Goal::RateAtLeast(x), _, _) => camrec.value >= x,
+            (Goal::RateAndP99 { per_sec, p99_sec }, _, Some(p99)) => {
+                camrec.value >= per_sec && p99 <= p99_sec
+            }
+            (Goal::SecondsAtMost(x), _, _) => camrec.value <= x,
+            (Goal::RateAndP99 { .. }, _, None) => return Verdict::Error,
+            (Goal::AtMost(_) | Goal::AtMostAndUnder { .. }, None, _) => return Verdict::Error,
+            (Goal::AtMost(x), Some(r), _) => r <= x,
+            (Goal::AtMostAndUnder { ratio: x, secs }, Some(r), _) => r <= x && camrec.value < secs,
         };
         if ok {
             Verdict::Pass
@@ -213,9 +234,10 @@ pub fn markdown(run: &RunInfo, machine: &Machine, rows: &[Row]) -> String {
     let mut out = String::from("# Benchmarks\n\n");
     let _ = writeln!(
         out,
-        "Produced by `{}` on {} ({} run, {:.0} s). Every figure is measured beside its baseline \
-         in the same run on the same machine; the ratio is camrec / baseline. Absolute values \
-         are context only: the machine is shared and noisy.\n",
+        "Produced by `{}` on {} ({} run, {:.0} s). P1 and P2 have absolute goals, the capacity \
+         camrec must have on this machine; P3 .. P5 have goals relative to a baseline. Every \
+         baseline is measured in the same run on the same machine; the ratio is camrec / \
+         baseline (context where the goal is absolute). The machine is shared and noisy.\n",
         run.command,
         run.started_at.format("%Y-%m-%d %H:%M UTC"),
         if run.quick { "quick smoke" } else { "full" },
@@ -230,48 +252,58 @@ pub fn markdown(run: &RunInfo, machine: &Machine, rows: &[Row]) -> String {
     out
 }
 
+/// The heading of BENCHMARKS.md's hand-kept section of earlier measurements.
+const HISTORY: &str = "\n## History\n";
+
+/// `markdown` followed by the `## History` section of `previous` (the report it replaces), if
+/// that has one.
+pub fn keep_history(markdown: &str, previous: Option<&str>) -> String {
+    match previous.and_then(|p| p.find(HISTORY).map(|at| &p[at..])) {
+        Some(history) => format!("{}\n{history}", markdown.trim_end()),
+        None => markdown.to_owned(),
+    }
+}
+
 const METHOD: &str = "\
-- **P1** `POST /events` through event-api (release build, C concurrent clients, each with its \
-own keep-alive HTTP/1.1 connection and the request's bytes built once, as `wrk` does, on at most \
-two threads of their own, as pgbench's `-j 2`; one admin token) for a camera that records MOTION \
-and does not record ERROR; baseline: `pgbench -n -M prepared -c C -j 2 -T s` running the same \
-transaction (the camera `SELECT ... FOR SHARE`, the `events` insert and, for MOTION, the \
-`playbacks` and outbox inserts plus `pg_notify`) against the same database. pgbench's outbox row \
-goes to `bench_outbox`, a copy of `outbox` (same columns, indexes and constraints) that the relay \
-does not read, and its notify to a channel nobody listens to: its turn measures the SQL alone, \
-while camrec's turn includes the relay publishing camrec's rows (ADR 0014). Latencies are per request (p50 / p99 by nearest rank; \
-pgbench's from its per-transaction log). camrec and pgbench take turns: each figure is two \
-5-second slices of each, alternated (one slice in the smoke), so that a slower spell of the shared \
-machine weighs on both sides of the ratio. The info row `GET /health` is the HTTP hop alone (no \
-SQL) at C=1: at C=1 camrec's request is that hop plus pgbench's statements, so when the hop takes \
-as long as pgbench's whole transaction, 0.5× at C=1 is out of reach for any server in front of \
-the same SQL.\n\
-- **P2** A backlog of N `event.created` outbox rows written while NATS is down, then NATS \
-restarted: from the first message of the backlog in the EVENTS stream to the last outbox row \
-marked published, as messages per second; baseline: the same payloads published with async-nats \
-to the same stream (async publishes, 256 in flight, every ack awaited), also right after a NATS \
-restart (the first acks after a restart are slow for both). The full run drains three backlogs, \
-each followed by the baseline's publish, and takes each side's median rate. Each side starts \
-when no autovacuum worker runs, and autovacuum stays off for `events`, `playbacks` and `outbox` \
-from before the backlog until its drain is measured: a worker vacuuming after the backlog's \
-inserts landed in the sub-second drain and halved it (ADR 0015).\n\
+- **P1** `POST /events` through event-api (release build, C concurrent closed-loop clients, \
+each with its own keep-alive HTTP/1.1 connection and the request's bytes built once, as `wrk` \
+does, on at most two threads of their own; one admin token) for a camera that records MOTION \
+(event, playback and outbox row in one transaction) and does not record ERROR, 10 s per run \
+(1 s in the smoke). Goal: MOTION at C=16 sustains at least 500 requests/s with p99 at most \
+50 ms (500 requests/s is about 30,000 cameras at one event a minute). The other rows are info. \
+Beside each run, `pgbench -n -M prepared -c C -j 2 -T s` runs the same transaction against the \
+same database (its SQL mirrors `create_event` and `outbox::enqueue`; its outbox rows are \
+published by the relay, as camrec's are): an info baseline and its ratio. Latencies are per \
+request (p50 / p99 by nearest rank; pgbench's from its per-transaction log). Each run starts \
+with an empty outbox.\n\
+- **P2** The outbox relay, two goals. Drain: N `event.created` rows (20,000; 200 in the \
+smoke) written with event-api's `outbox::enqueue` in one transaction while the relay runs; \
+from the commit until every row is marked published (none dead-lettered), as messages per second; goal at least \
+5,000/s. Info baseline: the same payloads published with async-nats to the same stream (async \
+publishes, 256 in flight, every ack awaited), and the ratio. Lag: `POST /events` (MOTION) at a \
+steady 200 per second for 20 s (2 s in the smoke), each request sent at its due time whatever \
+the previous answers did; for each event, from the request's send to the time JetStream stored \
+its `event.created` message (the stream message's timestamp; the ack to the relay follows at \
+once), on this host's wall clock; goal p99 at most 50 ms. The event commits between the send \
+and the answer, so the figure is an upper bound of the lag from commit, by at most the \
+request's own time, which the row prints.\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
 after FFmpeg's stop, finalize, probe, upload of clip and thumbnail and verification; ADR 0010: \
-FFmpeg finishes the faststart clip itself, the thumbnail is taken while recording and a waiting \
-ffprobe reads the clip from a pipe), for a clip of 10 s (median of 3) and of 60 s; \
+FFmpeg finishes the faststart clip itself; the clip is then probed while its thumbnail is \
+taken), for a clip of 10 s (median of 3) and of 60 s; \
 baseline: `ffprobe -print_format json` of the same final file plus an object_store upload of it \
 to the same S3 server.\n\
 - **P4** From `POST /events` to the `playback.recording` message (sent at FFmpeg's first progress \
 block with frames > 0), median of several events; baseline: a bare FFmpeg with the worker's argv \
 on the same camera, from spawn to its first `-progress` block with `frame=` > 0.\n\
-- **P5** CPU and resident memory (VmRSS) of recorder-worker and all its children (FFmpegs, \
-thumbnails and the ffprobe waiting for the next clip) while it records 10 streams, sampled from \
+- **P5** CPU and resident memory (VmRSS) of recorder-worker and all its children (FFmpegs; \
+ffprobe and the thumbnail's FFmpeg while a clip finishes) while it records 10 streams, sampled from \
 /proc every 250 ms and divided by 10; CPU is `utime + stime` plus `cutime + cstime`, so a child \
 that starts and exits between two samples counts in full through its parent. Baseline: 10 bare \
 FFmpeg processes with the worker's argv (part and direct clip, as `DIRECT_CLIP=1`) on the same \
 streams. The goal rows are the steady state, what limits how many cameras one host records at \
-once: both sides are sampled for 20 s from 2 s after every recording has its first frame and, \
-for camrec, its thumbnail (taken 2 s into the recording). The one-off work of a clip is in the \
+once: both sides are sampled for 20 s from 2 s after every recording has its first frame. The \
+one-off work of a clip is in the \
 info row: CPU per clip over its whole life, from `POST /events` to `playback.completed` \
 (start, thumbnail, finish, probe, upload) against a bare FFmpeg from spawn to exit, with what \
 the steady rate does not explain.\n\
@@ -290,11 +322,38 @@ mod tests {
     #[test]
     fn verdicts_follow_the_goal() {
         assert_eq!(
-            row(Goal::AtLeast(0.5), 60.0, 100.0).verdict(),
+            row(Goal::RateAtLeast(5000.0), 5000.0, 1e5).verdict(),
             Verdict::Pass
         );
         assert_eq!(
-            row(Goal::AtLeast(0.5), 40.0, 100.0).verdict(),
+            row(Goal::RateAtLeast(5000.0), 4999.0, 1.0).verdict(),
+            Verdict::Miss
+        );
+        let capacity = Goal::RateAndP99 {
+            per_sec: 500.0,
+            p99_sec: 0.05,
+        };
+        let with_p99 = |rate: f64, ms: u64| {
+            let mut r = row(capacity, rate, 1.0);
+            r.camrec = r
+                .camrec
+                .map(|c| c.with_p99(std::time::Duration::from_millis(ms)));
+            r.verdict()
+        };
+        assert_eq!(with_p99(600.0, 50), Verdict::Pass);
+        assert_eq!(with_p99(600.0, 51), Verdict::Miss);
+        assert_eq!(with_p99(499.0, 10), Verdict::Miss);
+        assert_eq!(
+            row(capacity, 600.0, 1.0).verdict(),
+            Verdict::Error,
+            "no p99"
+        );
+        assert_eq!(
+            row(Goal::SecondsAtMost(0.05), 0.04, 0.0).verdict(),
+            Verdict::Pass
+        );
+        assert_eq!(
+            row(Goal::SecondsAtMost(0.05), 0.06, 0.0).verdict(),
             Verdict::Miss
         );
         assert_eq!(row(Goal::AtMost(1.1), 1.0, 1.0).verdict(), Verdict::Pass);
@@ -306,7 +365,7 @@ mod tests {
         assert_eq!(row(both, 0.9, 0.8).verdict(), Verdict::Pass);
         assert_eq!(row(both, 1.1, 1.0).verdict(), Verdict::Miss);
         assert_eq!(row(Goal::Info, 1.0, 0.0).verdict(), Verdict::Info);
-        assert_eq!(row(Goal::AtLeast(0.5), 1.0, 0.0).verdict(), Verdict::Error);
+        assert_eq!(row(Goal::AtMost(1.1), 1.0, 0.0).verdict(), Verdict::Error);
     }
 
     #[test]
@@ -319,13 +378,31 @@ mod tests {
     }
 
     #[test]
+    fn a_new_report_keeps_the_history_of_the_old() {
+        let old = "# Benchmarks\n\n## Results\nold\n\n## History\n\n### day 1\nfigures\n";
+        let new = "# Benchmarks\n\n## Results\nnew\n";
+        assert_eq!(
+            keep_history(new, Some(old)),
+            "# Benchmarks\n\n## Results\nnew\n\n## History\n\n### day 1\nfigures\n"
+        );
+        assert_eq!(keep_history(new, Some("# Benchmarks\nno history\n")), new);
+        assert_eq!(keep_history(new, None), new);
+    }
+
+    #[test]
     fn cells_and_ratios_print_readably() {
-        let r = row(Goal::AtLeast(0.5), 1500.0, 3000.0);
+        let r = row(Goal::RateAtLeast(1000.0), 1500.0, 3000.0);
         let t = table(&[r]);
         assert!(
-            t.contains("| 1500/s | 3000/s | 0.50× | ≥ 0.5× | pass |"),
+            t.contains("| 1500/s | 3000/s | 0.50× | ≥ 1000/s | pass |"),
             "{t}"
         );
+        let capacity = Goal::RateAndP99 {
+            per_sec: 500.0,
+            p99_sec: 0.05,
+        };
+        assert_eq!(capacity.to_string(), "≥ 500/s and p99 ≤ 50.0 ms");
+        assert_eq!(Goal::SecondsAtMost(0.05).to_string(), "≤ 50.0 ms");
         let c = Cell::new(0.0123, Unit::Seconds).with_detail("p99 40.0 ms");
         assert_eq!(c.to_string(), "12.3 ms (p99 40.0 ms)");
         assert_eq!(Cell::new(61.5, Unit::Seconds).to_string(), "61.50 s");

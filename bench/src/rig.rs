@@ -17,6 +17,10 @@ use std::process::Command;
 use std::time::Duration;
 use testkit::{CameraProfile, FakeCamera, NatsServer, S3Server};
 
+/// The key camera passwords are sealed with between this harness's event-api and workers
+/// (a test key: 32 bytes of 7).
+const TEST_CAMERA_KEY: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 /// The site the worker serves.
 pub const RECORDING_SITE: &str = "default";
 /// A site no worker serves.
@@ -94,6 +98,8 @@ impl Rig {
             ("DATABASE_URL", pg.url(DATABASE)),
             ("NATS_URL", nats.url()),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
+            // Event-api seals camera passwords with it, the workers open them.
+            ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),
             ("HOST", "127.0.0.1".into()),
             ("PORT", port.to_string()),
             (
@@ -109,6 +115,8 @@ impl Rig {
         let mut worker_env = pairs(&[
             ("NATS_URL", nats.url()),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
+            // Event-api seals camera passwords with it, the workers open them.
+            ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),
             ("SITE", RECORDING_SITE.into()),
             ("WORKER_ID", "bench-worker".into()),
             ("PORT", "0".into()),

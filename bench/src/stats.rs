@@ -15,14 +15,6 @@ impl Latencies {
         Self { sorted: samples }
     }
 
-    /// Both sets of samples as one.
-    pub fn merged(&self, other: &Latencies) -> Self {
-        let mut all = Vec::with_capacity(self.len() + other.len());
-        all.extend_from_slice(&self.sorted);
-        all.extend_from_slice(&other.sorted);
-        Self::new(all)
-    }
-
     pub fn len(&self) -> usize {
         self.sorted.len()
     }

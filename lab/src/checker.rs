@@ -8,12 +8,15 @@
 //! A *loss* is an acknowledged event (201) whose playback never became terminal within the
 //! deadline, a `COMPLETED` playback without its object (or with an object of another size), or
 //! an acknowledged create or end whose message never reached the stream. *Stuck* is any
-//! playback still non-terminal. A *duplicate* is a second recording of one playback (two workers
+//! playback still non-terminal. A clip in the object store whose playback is not `COMPLETED`
+//! (e.g. failed `worker_lost` while its statuses waited out a NATS outage) fails the run too: the
+//! recording was made and kept, but the user is told it failed. A *duplicate* is a second recording of one playback (two workers
 //! recorded it, or two different clips were completed), a second `event.created`/`event.ended`
 //! message for one event, or an unexpected object under a playback's prefix.
 
 use crate::api::{Api, ApiError, PlaybackView};
 use crate::cluster::Cluster;
+use crate::faults::FaultKind;
 use crate::plant::Planted;
 use crate::scenario::Ledger;
 use camrec_shared::messages::{Envelope, EventCreated, EventEnded, PlaybackStatus, StatusBody};
@@ -116,8 +119,8 @@ pub struct Report {
     pub playbacks_messages: BTreeMap<String, usize>,
     pub undecodable_messages: usize,
     pub objects: usize,
-    /// Objects whose playback is not `COMPLETED` (e.g. uploaded after the reconciler gave up).
-    pub orphan_objects: usize,
+    /// Clips in the object store whose playback is not `COMPLETED`: (playback, its status).
+    pub clips_not_completed: Vec<(Uuid, String)>,
     pub recorded_sec: f64,
     pub requested_sec: f64,
     pub faults: BTreeMap<String, usize>,
@@ -126,17 +129,21 @@ pub struct Report {
     pub killed_children: usize,
     /// Children of killed workers that outlived them.
     pub orphan_processes: usize,
+    /// Per NATS outage: how many playbacks were `RECORDING` when NATS was stopped.
+    pub recordings_at_outage: Vec<usize>,
     pub planted: Vec<Planted>,
     pub elapsed: Duration,
     pub waited: Duration,
 }
 
 impl Report {
-    /// No loss, nothing stuck, no duplicate, every fault undone, no orphan process.
+    /// No loss, nothing stuck, no duplicate, every stored clip `COMPLETED`, every fault undone,
+    /// no orphan process.
     pub fn passed(&self) -> bool {
         self.lost.is_empty()
             && self.stuck.is_empty()
             && self.duplicates.is_empty()
+            && self.clips_not_completed.is_empty()
             && self.fault_errors.is_empty()
             && self.orphan_processes == 0
     }
@@ -473,25 +480,21 @@ pub fn assess(
             });
         }
     }
-    let mut per_playback: HashMap<Uuid, Vec<&str>> = HashMap::new();
     for key in object_keys {
         match ObjectKey::parse(key) {
-            Some(k) => per_playback
-                .entry(k.playback_id().0)
-                .or_default()
-                .push(key.as_str()),
+            Some(ObjectKey::Video(id)) => {
+                let status = by_id
+                    .get(&id.0)
+                    .map_or("(unknown playback)", |p| p.recording_status.as_str());
+                if status != "COMPLETED" {
+                    r.clips_not_completed.push((id.0, status.to_owned()));
+                }
+            }
+            Some(_) => {}
             None => r.duplicates.push(Duplicate {
                 id: Uuid::nil(),
                 what: format!("unexpected object {key}"),
             }),
-        }
-    }
-    for (id, keys) in &per_playback {
-        let completed = by_id
-            .get(id)
-            .is_some_and(|p| p.recording_status == "COMPLETED");
-        if !completed {
-            r.orphan_objects += keys.len();
         }
     }
     r.faults = ledger.faults.iter().fold(BTreeMap::new(), |mut m, f| {
@@ -509,6 +512,12 @@ pub fn assess(
         .collect();
     r.killed_children = ledger.faults.iter().map(|f| f.children).sum();
     r.orphan_processes = ledger.faults.iter().map(|f| f.orphans).sum();
+    r.recordings_at_outage = ledger
+        .faults
+        .iter()
+        .filter(|f| f.kind == FaultKind::NatsOutage)
+        .map(|f| f.recordings)
+        .collect();
     r.lost
         .sort_by(|a, b| a.kind.cmp(&b.kind).then(a.event_id.cmp(&b.event_id)));
     r
@@ -571,7 +580,10 @@ impl fmt::Display for Report {
             self.undecodable_messages.to_string(),
         );
         row("objects stored", self.objects.to_string());
-        row("objects without COMPLETED", self.orphan_objects.to_string());
+        row(
+            "CLIPS STORED, NOT COMPLETED",
+            self.clips_not_completed.len().to_string(),
+        );
         let ratio = if self.requested_sec > 0.0 {
             100.0 * self.recorded_sec / self.requested_sec
         } else {
@@ -586,6 +598,14 @@ impl fmt::Display for Report {
         );
         for (kind, n) in &self.faults {
             row(&format!("fault: {kind}"), n.to_string());
+        }
+        if !self.recordings_at_outage.is_empty() {
+            let counts: Vec<String> = self
+                .recordings_at_outage
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            row("RECORDING at each NATS outage", counts.join(", "));
         }
         row("faults not undone", self.fault_errors.len().to_string());
         row(
@@ -621,6 +641,9 @@ impl fmt::Display for Report {
         }
         for d in self.duplicates.iter().take(20) {
             writeln!(f, "duplicate: {} {}", d.id, d.what)?;
+        }
+        for (id, status) in self.clips_not_completed.iter().take(20) {
+            writeln!(f, "clip stored, playback {id} is {status}")?;
         }
         for e in &self.fault_errors {
             writeln!(f, "fault not undone: {e}")?;
@@ -737,6 +760,32 @@ mod tests {
         assert_eq!(r.duplicates.len(), 1);
         assert_eq!(r.failed_by_reason.get("camera_unreachable"), Some(&1));
         assert!(r.to_string().contains("FAIL"));
+    }
+
+    #[test]
+    fn a_stored_clip_of_a_failed_playback_fails_the_run() {
+        let l = ledger(3);
+        let (mut p, mut s, mut k, mut z) = perfect(&l);
+        // 0: failed by the reconciler, though its clip was uploaded; 1: failed, nothing stored.
+        for i in [0, 1] {
+            p[i].recording_status = "FAILED".into();
+            p[i].error_code = Some("worker_lost".into());
+            s.completed.remove(&p[i].id);
+            z.remove(&p[i].id);
+        }
+        let kept = p[1].id.to_string();
+        k.retain(|key| !key.contains(&kept));
+        let r = assess(&l, &p, &s, &k, &z);
+        assert!(r.lost.is_empty() && r.stuck.is_empty() && r.duplicates.is_empty());
+        assert_eq!(r.clips_not_completed, vec![(p[0].id, "FAILED".to_owned())]);
+        assert!(!r.passed());
+        let text = r.to_string();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("CLIPS STORED, NOT COMPLETED"));
+        assert!(line.is_some_and(|l| l.ends_with("| 1")), "{text}");
+        k.retain(|key| !key.contains(&p[0].id.to_string()));
+        assert!(assess(&l, &p, &s, &k, &z).passed());
     }
 
     #[test]

@@ -13,6 +13,10 @@ use std::process::Command;
 use std::time::Duration;
 use testkit::{CameraProfile, FakeCamera, NatsServer, S3Server};
 
+/// The key camera passwords are sealed with between this harness's event-api and workers
+/// (a test key: 32 bytes of 7).
+const TEST_CAMERA_KEY: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 /// A part of the cluster that could not be built, started or restarted.
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -131,6 +135,10 @@ fn is_crate_env(key: &str) -> bool {
         || key.starts_with("CARGO_BIN_EXE_")
 }
 
+/// The lab's event-api `STALE_PLAYBACK_SEC` unless a run sets its own (shorter than the
+/// service's 120 s default, so a worker that never comes back is failed sooner).
+pub const STALE_PLAYBACK_SEC: u64 = 60;
+
 /// The shape of the cluster and the service settings of the run.
 #[derive(Clone, Debug)]
 pub struct ClusterConfig {
@@ -156,7 +164,7 @@ impl ClusterConfig {
             cameras,
             max_concurrent_recordings: 4,
             max_recording_sec: 40,
-            stale_playback_sec: 60,
+            stale_playback_sec: STALE_PLAYBACK_SEC,
             pending_timeout_sec: 240,
             reconcile_interval_sec: 2,
             log_dir,
@@ -392,6 +400,8 @@ fn api_env(
         ("DB_MAX_CONNECTIONS", "10".into()),
         ("NATS_URL", nats.url()),
         ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
+        // Event-api seals camera passwords with it, the workers open them.
+        ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),
         ("HOST", "127.0.0.1".into()),
         ("PORT", port.to_string()),
         (
@@ -423,6 +433,8 @@ fn worker_env(
     let mut env = pairs(&[
         ("NATS_URL", nats.url()),
         ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
+        // Event-api seals camera passwords with it, the workers open them.
+        ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),
         ("SITE", "default".into()),
         ("WORKER_ID", worker_id.into()),
         ("PORT", "0".into()),

@@ -1,11 +1,17 @@
 //! The fault schedule and its injection. A schedule is a seeded, bounded list of faults spread
 //! over the run: every kind once per round, in a shuffled order, never two at once. Each fault
 //! crashes (or stops) one part of the [`Cluster`] and brings it back after its down time.
+//!
+//! One kind is long on purpose: [`FaultKind::NatsOutage`] keeps NATS stopped for longer than
+//! event-api's `STALE_PLAYBACK_SEC` while recordings run, so their statuses arrive long after
+//! the reconciler could call them stale; the promise is that those recordings still end
+//! `COMPLETED`.
 
 use crate::cluster::{Cluster, ClusterError};
 use crate::plant::{Plant, PlantError, Planted};
 use rand::seq::SliceRandom;
 use rand::Rng;
+use sqlx::Connection;
 use std::fmt;
 use std::time::Duration;
 
@@ -27,10 +33,13 @@ pub enum FaultKind {
     PgKill,
     /// A camera killed (lost power) and brought back on the same address.
     CameraKill,
+    /// nats-server stopped (SIGTERM) while recordings run, kept down for the scenario's
+    /// `nats_outage` (longer than `STALE_PLAYBACK_SEC`), then started on the same store.
+    NatsOutage,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 7] = [
+    pub const ALL: [FaultKind; 8] = [
         FaultKind::WorkerKill,
         FaultKind::NatsKill,
         FaultKind::ApiKill,
@@ -38,6 +47,7 @@ impl FaultKind {
         FaultKind::PgRestart,
         FaultKind::PgKill,
         FaultKind::CameraKill,
+        FaultKind::NatsOutage,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -49,18 +59,30 @@ impl FaultKind {
             FaultKind::PgRestart => "PostgreSQL restart",
             FaultKind::PgKill => "kill -9 PostgreSQL",
             FaultKind::CameraKill => "camera killed",
+            FaultKind::NatsOutage => "nats-server stopped (long outage)",
         }
     }
 
-    /// How long the part stays down, in seconds (drawn from this range).
-    fn down_range(self) -> (u64, u64) {
+    /// How long the part stays down, in seconds (drawn from this range); `None` for the
+    /// outage, whose length the scenario sets.
+    fn down_range(self) -> Option<(u64, u64)> {
         match self {
-            FaultKind::WorkerKill => (3, 6),
-            FaultKind::NatsKill => (5, 9),
-            FaultKind::ApiKill => (2, 5),
-            FaultKind::S3Down => (8, 15),
-            FaultKind::PgRestart | FaultKind::PgKill => (0, 0),
-            FaultKind::CameraKill => (4, 10),
+            FaultKind::WorkerKill => Some((3, 6)),
+            FaultKind::NatsKill => Some((5, 9)),
+            FaultKind::ApiKill => Some((2, 5)),
+            FaultKind::S3Down => Some((8, 15)),
+            FaultKind::PgRestart | FaultKind::PgKill => Some((0, 0)),
+            FaultKind::CameraKill => Some((4, 10)),
+            FaultKind::NatsOutage => None,
+        }
+    }
+
+    /// How long after this fault's start the next one may start: [`MIN_SPACING`], or for the
+    /// outage its length plus [`MIN_SPACING`] (what piled up while NATS was down goes out first).
+    fn footprint(self, nats_outage: Duration) -> Duration {
+        match self {
+            FaultKind::NatsOutage => nats_outage + MIN_SPACING,
+            _ => MIN_SPACING,
         }
     }
 }
@@ -83,45 +105,60 @@ pub struct PlannedFault {
     pub down: Duration,
 }
 
-/// The smallest gap between two fault starts: the longest down time plus time to settle.
+/// The smallest gap between two fault starts: the longest short down time plus time to settle.
 pub const MIN_SPACING: Duration = Duration::from_secs(18);
 /// The quiet time at the start of the run, before the first fault.
 const LEAD_IN: Duration = Duration::from_secs(8);
+/// How long the outage waits for a recording to be running before it stops NATS anyway.
+const RECORDING_WAIT: Duration = Duration::from_secs(10);
 
-/// Each of `kinds` at least once, as many rounds as fit in `run_len` with [`MIN_SPACING`]
-/// between faults; each round in a shuffled order; targets and down times drawn from `rng`.
+/// What the schedule draws its targets and down times for.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    pub workers: usize,
+    pub cameras: usize,
+    /// The down time of [`FaultKind::NatsOutage`].
+    pub nats_outage: Duration,
+}
+
+/// Each of `kinds` at least once, as many rounds as fit in `run_len` (each fault followed by
+/// its [`FaultKind::footprint`], the time left over shared out evenly); each round in a
+/// shuffled order; targets and down times drawn from `rng`.
 pub fn schedule(
     run_len: Duration,
     kinds: &[FaultKind],
-    workers: usize,
-    cameras: usize,
+    shape: Shape,
     rng: &mut impl Rng,
 ) -> Vec<PlannedFault> {
     if kinds.is_empty() {
         return Vec::new();
     }
-    let per_round = kinds.len() as u64;
-    let usable = run_len.saturating_sub(LEAD_IN).as_secs();
-    let rounds = (usable / (per_round * MIN_SPACING.as_secs())).max(1);
-    let slots = rounds * per_round;
-    let spacing = Duration::from_secs((usable / slots).max(MIN_SPACING.as_secs()));
+    let round: Duration = kinds.iter().map(|k| k.footprint(shape.nats_outage)).sum();
+    let usable = run_len.saturating_sub(LEAD_IN);
+    let rounds = (usable.as_secs() / round.as_secs().max(1)).max(1) as u32;
+    let slots = rounds * kinds.len() as u32;
+    let slack = usable.saturating_sub(round * rounds) / slots;
+    let mut at = LEAD_IN;
     let mut out = Vec::with_capacity(slots as usize);
-    for round in 0..rounds {
+    for _ in 0..rounds {
         let mut order = kinds.to_vec();
         order.shuffle(rng);
-        for (i, kind) in order.into_iter().enumerate() {
-            let slot = round * per_round + i as u64;
-            let (lo, hi) = kind.down_range();
+        for kind in order {
+            let down = match kind.down_range() {
+                Some((lo, hi)) => Duration::from_secs(rng.gen_range(lo..=hi)),
+                None => shape.nats_outage,
+            };
             out.push(PlannedFault {
-                at: LEAD_IN + spacing * slot as u32,
+                at,
                 kind,
                 target: match kind {
-                    FaultKind::WorkerKill => rng.gen_range(0..workers.max(1)),
-                    FaultKind::CameraKill => rng.gen_range(0..cameras.max(1)),
+                    FaultKind::WorkerKill => rng.gen_range(0..shape.workers.max(1)),
+                    FaultKind::CameraKill => rng.gen_range(0..shape.cameras.max(1)),
                     _ => 0,
                 },
-                down: Duration::from_secs(rng.gen_range(lo..=hi)),
+                down,
             });
+            at += kind.footprint(shape.nats_outage) + slack;
         }
     }
     out
@@ -141,6 +178,8 @@ pub struct FaultRecord {
     pub children: usize,
     /// Of those, how many were still alive 5 s after it died (must be 0).
     pub orphans: usize,
+    /// Playbacks `RECORDING` when NATS was stopped for the outage (other kinds: 0).
+    pub recordings: usize,
 }
 
 /// A fault could not be injected or undone.
@@ -152,6 +191,8 @@ pub enum FaultError {
     Part(anyhow::Error),
     #[error(transparent)]
     Plant(#[from] PlantError),
+    #[error("database: {0}")]
+    Sql(#[from] sqlx::Error),
 }
 
 /// Crashes the part, waits `down`, brings it back. A planted `drop-outbox` defect is applied
@@ -171,6 +212,7 @@ pub async fn inject(
         error: None,
         children: 0,
         orphans: 0,
+        recordings: 0,
     };
     tracing::info!(fault = %fault.kind, at_sec, down = ?fault.down, "injecting");
     let result = apply(cluster, fault, &mut record, plant, planted).await;
@@ -246,8 +288,33 @@ async fn apply(
             tokio::time::sleep(fault.down).await;
             cam.restart().await.map_err(FaultError::Part)?;
         }
+        FaultKind::NatsOutage => {
+            record.target = "nats-server".into();
+            record.recordings = recording_soon(&cluster.database_url()).await?;
+            cluster.nats.stop();
+            tokio::time::sleep(fault.down).await;
+            cluster.nats.restart().await.map_err(FaultError::Part)?;
+        }
     }
     Ok(())
+}
+
+/// How many playbacks are `RECORDING`, waiting up to [`RECORDING_WAIT`] for at least one (the
+/// outage is meant to fall on running recordings; it is reported, not forced, when none runs).
+async fn recording_soon(database_url: &str) -> Result<usize, FaultError> {
+    let mut conn = sqlx::PgConnection::connect(database_url).await?;
+    let deadline = tokio::time::Instant::now() + RECORDING_WAIT;
+    loop {
+        let n: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM playbacks WHERE status = 'RECORDING'")
+                .fetch_one(&mut conn)
+                .await?;
+        if n > 0 || tokio::time::Instant::now() >= deadline {
+            conn.close().await?;
+            return Ok(usize::try_from(n).unwrap_or(0));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 }
 
 /// How many of `pids` are still alive 5 s after their parent was killed.
@@ -272,26 +339,50 @@ mod tests {
     use rand::rngs::StdRng;
     use rand::SeedableRng;
 
+    fn shape(nats_outage_sec: u64) -> Shape {
+        Shape {
+            workers: 2,
+            cameras: 3,
+            nats_outage: Duration::from_secs(nats_outage_sec),
+        }
+    }
+
     #[test]
     fn every_kind_is_scheduled_spaced_and_within_the_run() {
-        for secs in [60u64, 150, 1200] {
+        for (secs, outage) in [(60u64, 30), (180, 30), (1200, 180)] {
             let run = Duration::from_secs(secs);
             let mut rng = StdRng::seed_from_u64(secs);
-            let plan = schedule(run, &FaultKind::ALL, 2, 3, &mut rng);
+            let plan = schedule(run, &FaultKind::ALL, shape(outage), &mut rng);
             for kind in FaultKind::ALL {
                 assert!(plan.iter().any(|f| f.kind == kind), "{kind} in {secs}s");
             }
             for pair in plan.windows(2) {
-                assert!(pair[1].at - pair[0].at >= MIN_SPACING);
+                let gap = pair[1].at - pair[0].at;
+                assert!(gap >= MIN_SPACING);
+                if pair[0].kind == FaultKind::NatsOutage {
+                    assert!(
+                        gap >= pair[0].down + MIN_SPACING,
+                        "NATS settles after the outage"
+                    );
+                }
             }
             for f in &plan {
-                assert!(f.down < MIN_SPACING);
+                match f.kind {
+                    FaultKind::NatsOutage => assert_eq!(f.down, Duration::from_secs(outage)),
+                    _ => assert!(f.down < MIN_SPACING),
+                }
                 assert!(f.target < 3);
             }
-            assert!(schedule(run, &[], 2, 3, &mut rng).is_empty());
+            assert!(schedule(run, &[], shape(outage), &mut rng).is_empty());
+            if secs >= 180 {
+                let last = plan.last().unwrap();
+                assert!(
+                    last.at + last.down < run,
+                    "the last fault ends within {secs}s"
+                );
+            }
             if secs >= 1200 {
                 assert!(plan.len() >= 2 * FaultKind::ALL.len());
-                assert!(plan.last().unwrap().at < run);
             }
         }
     }
@@ -299,8 +390,18 @@ mod tests {
     #[test]
     fn the_same_seed_gives_the_same_schedule() {
         let run = Duration::from_secs(300);
-        let a = schedule(run, &FaultKind::ALL, 2, 3, &mut StdRng::seed_from_u64(7));
-        let b = schedule(run, &FaultKind::ALL, 2, 3, &mut StdRng::seed_from_u64(7));
+        let a = schedule(
+            run,
+            &FaultKind::ALL,
+            shape(30),
+            &mut StdRng::seed_from_u64(7),
+        );
+        let b = schedule(
+            run,
+            &FaultKind::ALL,
+            shape(30),
+            &mut StdRng::seed_from_u64(7),
+        );
         let key = |p: &[PlannedFault]| {
             p.iter()
                 .map(|f| (f.at, f.kind, f.target, f.down))

@@ -24,6 +24,7 @@ pub mod scenario;
 use api::Api;
 use checker::Report;
 use cluster::{Cluster, ClusterConfig, ServiceBinaries};
+use faults::FaultKind;
 use plant::Plant;
 use scenario::ScenarioConfig;
 use std::path::PathBuf;
@@ -44,6 +45,8 @@ pub enum LabError {
     Plant(#[from] plant::PlantError),
     #[error("creating the log directory {0}: {1}")]
     LogDir(PathBuf, std::io::Error),
+    #[error("the NATS outage ({outage:?}) must be longer than STALE_PLAYBACK_SEC ({stale:?})")]
+    OutageTooShort { outage: Duration, stale: Duration },
 }
 
 /// Everything one run needs.
@@ -53,6 +56,8 @@ pub struct RunOptions {
     pub workers: usize,
     pub cameras: usize,
     pub max_concurrent_recordings: usize,
+    /// event-api's `STALE_PLAYBACK_SEC`; the scenario's NATS outage must outlast it.
+    pub stale_playback_sec: u64,
     /// How long the checker waits, after the scenario, for every playback to be terminal.
     pub drain_deadline: Duration,
     /// Where the processes' logs go (default: a new directory under the system temp dir,
@@ -67,6 +72,7 @@ impl RunOptions {
             workers,
             cameras,
             max_concurrent_recordings: 4,
+            stale_playback_sec: cluster::STALE_PLAYBACK_SEC,
             drain_deadline: Duration::from_secs(180),
             log_dir: None,
         }
@@ -76,6 +82,13 @@ impl RunOptions {
 /// Starts the cluster, runs the scenario with its faults, plants the requested defect, waits
 /// for the playbacks to finish, checks, stops everything, and returns the report.
 pub async fn run(opts: &RunOptions) -> Result<Report, LabError> {
+    let stale = Duration::from_secs(opts.stale_playback_sec);
+    if opts.scenario.faults.contains(&FaultKind::NatsOutage) && opts.scenario.nats_outage <= stale {
+        return Err(LabError::OutageTooShort {
+            outage: opts.scenario.nats_outage,
+            stale,
+        });
+    }
     let binaries = ServiceBinaries::build_and_locate()?;
     let log_dir = match &opts.log_dir {
         Some(d) => d.clone(),
@@ -89,6 +102,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, LabError> {
     tracing::info!(logs = %log_dir.display(), "starting the cluster");
     let mut config = ClusterConfig::new(opts.workers, opts.cameras, log_dir);
     config.max_concurrent_recordings = opts.max_concurrent_recordings;
+    config.stale_playback_sec = opts.stale_playback_sec;
     let mut cluster = Cluster::start(config, &binaries).await?;
     tracing::info!(api = %cluster.api_url(), "cluster up; running the scenario");
     let mut ledger = scenario::run(&mut cluster, &opts.scenario).await?;

@@ -31,6 +31,9 @@ pub struct ScenarioConfig {
     pub plant: Option<Plant>,
     /// How long the end of one event is retried while event-api is unreachable.
     pub end_retry_for: Duration,
+    /// How long [`FaultKind::NatsOutage`] keeps NATS stopped: longer than event-api's
+    /// `STALE_PLAYBACK_SEC` ([`crate::RunOptions::stale_playback_sec`]).
+    pub nats_outage: Duration,
 }
 
 impl ScenarioConfig {
@@ -44,6 +47,7 @@ impl ScenarioConfig {
             faults: FaultKind::ALL.to_vec(),
             plant: None,
             end_retry_for: Duration::from_secs(120),
+            nats_outage: Duration::from_secs(180),
         }
     }
 
@@ -110,13 +114,12 @@ pub async fn run(cluster: &mut Cluster, config: &ScenarioConfig) -> Result<Ledge
         );
     }
     let mut rng = StdRng::seed_from_u64(config.seed);
-    let schedule = faults::schedule(
-        config.posting_time(),
-        &config.faults,
-        cluster.workers.len(),
-        cluster.cameras.len(),
-        &mut rng,
-    );
+    let shape = faults::Shape {
+        workers: cluster.workers.len(),
+        cameras: cluster.cameras.len(),
+        nats_outage: config.nats_outage,
+    };
+    let schedule = faults::schedule(config.posting_time(), &config.faults, shape, &mut rng);
     let plan: Vec<(Uuid, Duration)> = (0..config.events)
         .map(|i| {
             let secs = rng.gen_range(config.min_duration_sec..=config.max_duration_sec);

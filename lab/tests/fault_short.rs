@@ -14,19 +14,23 @@ fn init_logs() {
     camrec_shared::telemetry::init("info,lab=info");
 }
 
-/// ~60 events over about two minutes, every fault kind once: nothing lost, nothing stuck, no
-/// duplicate, every fault undone, no FFmpeg outliving a killed worker.
+/// ~90 events over three minutes, every fault kind once, among them NATS stopped for 30 s while
+/// recordings run, twice event-api's `STALE_PLAYBACK_SEC` of 15 s: nothing lost, nothing stuck,
+/// no duplicate, every stored clip `COMPLETED`, every fault undone, no FFmpeg outliving a killed
+/// worker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn short_run_with_every_fault_loses_nothing() {
     init_logs();
-    let mut scenario = ScenarioConfig::new(60, 0.5, 42);
+    let mut scenario = ScenarioConfig::new(90, 0.5, 42);
     scenario.min_duration_sec = 3;
     scenario.max_duration_sec = 8;
+    scenario.nats_outage = Duration::from_secs(30);
     let mut opts = RunOptions::new(scenario, 2, 3);
+    opts.stale_playback_sec = 15;
     opts.drain_deadline = Duration::from_secs(110);
     let report = lab::run(&opts).await.expect("the run is carried out");
     println!("{report}");
-    assert!(report.acknowledged >= 50, "most events are acknowledged");
+    assert!(report.acknowledged >= 75, "most events are acknowledged");
     for kind in FaultKind::ALL {
         assert_eq!(
             report.faults.get(kind.as_str()),
@@ -40,6 +44,16 @@ async fn short_run_with_every_fault_loses_nothing() {
         report.duplicates.is_empty(),
         "duplicates: {:?}",
         report.duplicates
+    );
+    assert!(
+        report.clips_not_completed.is_empty(),
+        "stored clips not COMPLETED: {:?}",
+        report.clips_not_completed
+    );
+    assert!(
+        report.recordings_at_outage.iter().all(|n| *n > 0),
+        "NATS stopped while recordings ran: {:?}",
+        report.recordings_at_outage
     );
     assert!(report.fault_errors.is_empty(), "{:?}", report.fault_errors);
     assert_eq!(report.orphan_processes, 0);

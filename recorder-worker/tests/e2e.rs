@@ -13,6 +13,10 @@ use std::time::Duration;
 use testkit::{CameraProfile, FakeCamera, NatsServer, S3Server, TestDb};
 use tokio_util::sync::CancellationToken;
 
+/// The key camera passwords are sealed with between this harness's event-api and workers
+/// (a test key: 32 bytes of 7).
+const TEST_CAMERA_KEY: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=";
+
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "e2e-admin-password";
 const N: f64 = 5.0;
@@ -68,6 +72,8 @@ impl System {
             ("DATABASE_URL", db.url().to_owned()),
             ("NATS_URL", nats.url()),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
+            // Event-api seals camera passwords with it, the workers open them.
+            ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.to_owned()),
             (
                 "JWT_SECRET",
                 "e2e-secret-0123456789abcdef-0123456789".to_owned(),
@@ -85,6 +91,8 @@ impl System {
         for (k, v) in [
             ("NATS_URL", nats.url()),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
+            // Event-api seals camera passwords with it, the workers open them.
+            ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.to_owned()),
             ("WORKER_ID", "e2e-worker".to_owned()),
             ("RECORD_DIR", record_dir.path().display().to_string()),
             ("PROGRESS_INTERVAL_SEC", "1".to_owned()),
@@ -258,11 +266,55 @@ async fn record_one(sys: &System, camera: &FakeCamera) -> anyhow::Result<Value> 
     Ok(done)
 }
 
+/// Every file below `dir` whose bytes contain `needle`.
+fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if std::fs::read(&path)
+                .is_ok_and(|bytes| bytes.windows(needle.len()).any(|w| w == needle))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_motion_event_becomes_a_playable_clip_in_local_storage() -> anyhow::Result<()> {
     let sys = System::start(Mode::Local).await?;
     let camera = FakeCamera::start(CameraProfile::default()).await?;
     let done = record_one(&sys, &camera).await?;
+    // After a recording, the camera's password is nowhere at rest: not in the database (a dump
+    // of every table as text), not in NATS's store, not in the worker's directory.
+    let password = camera.password.as_bytes();
+    let pool = sqlx::PgPool::connect(sys._db.url()).await?;
+    let dump: String = sqlx::query_scalar(
+        "SELECT string_agg(t::text, ' ') FROM (SELECT row_to_json(c)::text AS t FROM cameras c \
+         UNION ALL SELECT row_to_json(o)::text || convert_from(o.payload, 'UTF8') FROM outbox o \
+         UNION ALL SELECT row_to_json(p)::text FROM playbacks p) d",
+    )
+    .fetch_one(&pool)
+    .await?;
+    pool.close().await;
+    assert!(
+        !dump.contains(&camera.password),
+        "the database holds the password"
+    );
+    assert!(dump.contains("v1.test."), "the sealed password is stored");
+    assert_eq!(
+        files_containing(sys._nats.store_dir(), password),
+        Vec::<PathBuf>::new()
+    );
+    assert_eq!(
+        files_containing(sys.record_dir.path(), password),
+        Vec::<PathBuf>::new()
+    );
     assert_eq!(done["codec"], "h264");
     assert!(done["videoUrl"]
         .as_str()

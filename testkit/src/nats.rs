@@ -27,6 +27,11 @@ impl NatsServer {
         Ok(s)
     }
 
+    /// The server's JetStream store directory (what NATS keeps on disk).
+    pub fn store_dir(&self) -> &std::path::Path {
+        self.store.path()
+    }
+
     /// `nats://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)

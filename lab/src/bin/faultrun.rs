@@ -4,7 +4,12 @@
 //! cargo run -p lab --release --bin faultrun -- --events 1000 --rate 1 --workers 3 --cameras 4 --seed 1
 //! cargo run -p lab --bin faultrun -- --events 30 --rate 1 --workers 2 --cameras 2 --seed 7 \
 //!     --faults nats --plant drop-outbox
+//! cargo run -p lab --bin faultrun -- --events 120 --rate 0.5 --faults nats-outage \
+//!     --stale-playback 15 --nats-outage 30
 //! ```
+//!
+//! The `nats-outage` fault (in `all`) stops NATS for `--nats-outage` seconds (default 180), which
+//! must be longer than event-api's `STALE_PLAYBACK_SEC` (`--stale-playback`, default 60).
 //!
 //! Exit status: 0 the verdict is PASS; 1 the verdict is FAIL (a loss, a stuck playback, a
 //! duplicate, a fault not undone or a process outliving its worker); 2 the run could not be
@@ -22,7 +27,8 @@ use std::time::Duration;
 
 const USAGE: &str = "usage: faultrun [--events N] [--rate PER_SEC] [--workers K] [--cameras C] \
 [--seed S] [--max-concurrent M] [--min-duration SEC] [--max-duration SEC] [--drain SEC] \
-[--faults all|none|worker,nats,api,s3,pg-restart,pg-kill,camera] \
+[--stale-playback SEC] [--nats-outage SEC] \
+[--faults all|none|worker,nats,api,s3,pg-restart,pg-kill,camera,nats-outage] \
 [--plant drop-outbox|delete-object] [--log-dir DIR]";
 
 fn main() -> ExitCode {
@@ -67,6 +73,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
     let mut scenario = ScenarioConfig::new(100, 1.0, 1);
     let (mut workers, mut cameras, mut max_concurrent) = (2usize, 3usize, 4usize);
     let mut drain = Duration::from_secs(240);
+    let mut stale_playback_sec = lab::cluster::STALE_PLAYBACK_SEC;
     let mut log_dir = None;
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
@@ -84,6 +91,13 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
                 scenario.max_duration_sec = value()?.parse().context("--max-duration")?
             }
             "--drain" => drain = Duration::from_secs(value()?.parse().context("--drain")?),
+            "--stale-playback" => {
+                stale_playback_sec = value()?.parse().context("--stale-playback")?
+            }
+            "--nats-outage" => {
+                scenario.nats_outage =
+                    Duration::from_secs(value()?.parse().context("--nats-outage")?)
+            }
             "--faults" => scenario.faults = parse_faults(&value()?)?,
             "--plant" => {
                 scenario.plant = Some(value()?.parse::<Plant>().map_err(anyhow::Error::msg)?)
@@ -106,8 +120,14 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
     {
         bail!("--plant drop-outbox needs the nats fault (it deletes a row while NATS is down)");
     }
+    if scenario.faults.contains(&FaultKind::NatsOutage)
+        && scenario.nats_outage.as_secs() <= stale_playback_sec
+    {
+        bail!("--nats-outage must be longer than --stale-playback");
+    }
     let mut opts = RunOptions::new(scenario, workers, cameras);
     opts.max_concurrent_recordings = max_concurrent;
+    opts.stale_playback_sec = stale_playback_sec;
     opts.drain_deadline = drain;
     opts.log_dir = log_dir;
     Ok(opts)
@@ -129,6 +149,7 @@ fn parse_faults(s: &str) -> anyhow::Result<Vec<FaultKind>> {
                 "pg-restart" => FaultKind::PgRestart,
                 "pg-kill" => FaultKind::PgKill,
                 "camera" => FaultKind::CameraKill,
+                "nats-outage" => FaultKind::NatsOutage,
                 other => bail!("unknown fault {other:?}"),
             })
         })
