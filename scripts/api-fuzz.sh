@@ -192,12 +192,13 @@ TOML
 # ---- 4. the fuzz run
 say "fuzzing $BASE/openapi.json: phases $PHASES, $EXAMPLES examples per operation, seed $SEED"
 status=0
-# --workers 1: one request at a time, so that the same seed gives the same run.
-timeout --kill-after=10 "$TIME_LIMIT" schemathesis --no-color --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json" \
+# --workers 1: one request at a time, so that the same seed gives the same run; in $WORK, where
+# schemathesis keeps its cache of past failures (replayed first), so every run starts afresh.
+(cd "$WORK" && timeout --kill-after=10 "$TIME_LIMIT" schemathesis --no-color --config-file "$WORK/schemathesis.toml" run "$BASE/openapi.json" \
   --header "Authorization: Bearer $TOKEN" \
   --checks "$CHECKS" --phases "$PHASES" --max-examples "$EXAMPLES" --seed "$SEED" \
   --workers 1 --request-timeout 10 --generation-database none \
-  --report junit --report-junit-path "$WORK/junit.xml" || status=$?
+  --report junit --report-junit-path "$WORK/junit.xml") || status=$?
 
 # The figures from the JUnit report: one test case per operation, one failure (or error) per
 # distinct failure schemathesis found in it.
