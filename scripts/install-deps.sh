@@ -3,7 +3,8 @@
 #   ffmpeg/ffprobe, the GStreamer RTSP server for /usr/bin/python3 (the fake camera),
 #   PostgreSQL, nats-server (Debian packages) and s3s-fs (crates.io; the S3 test server);
 #   for the review page's browser test (scripts/ui-test.sh): Chromium and Node.js (Debian
-#   packages) and ui-tests/'s Node packages (`npm ci`, from its package-lock.json).
+#   packages) and ui-tests/'s Node packages (`npm ci`, from its package-lock.json);
+#   cargo-deny (crates.io; the dependency check) and schemathesis (PyPI; scripts/api-fuzz.sh).
 # Idempotent: on a machine that has everything it prints one line and changes nothing.
 # Needs root (or sudo) only when something must be installed. cargo-nextest is optional
 # (scripts/test.sh falls back to `cargo test`) and is not installed here.
@@ -13,6 +14,11 @@ export PATH="$HOME/.cargo/bin:/usr/sbin:/sbin:$PATH"
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 
 S3S_FS_VERSION=0.14.1
+# The newest cargo-deny that builds with our rustc (1.95); newer ones may need a newer one.
+CARGO_DENY_VERSION=0.20.2
+# schemathesis 4's command line (`--checks`, `--phases`, `--report junit`) is what
+# scripts/api-fuzz.sh uses; 3.x differs.
+SCHEMATHESIS_VERSION=4.32.5
 # The GStreamer packages of shared/design/TESTING.md: the RTSP server, its Python bindings and the
 # plugins the fake camera's pipelines use (x264/x265 encoders, AAC and A-law encoders, RTP payloaders).
 GST_PACKAGES=(gir1.2-gst-rtsp-server-1.0 python3-gi gstreamer1.0-plugins-base
@@ -93,6 +99,29 @@ if ! command -v s3s-fs >/dev/null; then
   command -v s3s-fs >/dev/null || die "s3s-fs was installed but is not on PATH (add ~/.cargo/bin)"
 fi
 
+if ! command -v cargo-deny >/dev/null; then
+  say "installing cargo-deny ${CARGO_DENY_VERSION} (about 3 minutes)"
+  installed_any=1
+  env -u CARGO_TARGET_DIR cargo install --quiet "cargo-deny@${CARGO_DENY_VERSION}" --locked ||
+    die "cargo install cargo-deny@${CARGO_DENY_VERSION} failed"
+  command -v cargo-deny >/dev/null || die "cargo-deny was installed but is not on PATH (add ~/.cargo/bin)"
+fi
+
+schemathesis_ready() {
+  [[ $(schemathesis --version 2>/dev/null) == "schemathesis, version ${SCHEMATHESIS_VERSION}" ]]
+}
+
+# Into the python3 on PATH (its pip puts the command next to it); /usr/bin/python3 is Debian's,
+# whose packages pip must not change.
+if ! schemathesis_ready; then
+  say "installing schemathesis ${SCHEMATHESIS_VERSION} (PyPI)"
+  installed_any=1
+  python3 -m pip install --quiet --disable-pip-version-check "schemathesis==${SCHEMATHESIS_VERSION}" ||
+    die "pip install schemathesis==${SCHEMATHESIS_VERSION} failed (python3 is $(command -v python3))"
+  hash -r
+  schemathesis_ready || die "schemathesis ${SCHEMATHESIS_VERSION} was installed but is not on PATH"
+fi
+
 # The browser test's packages, at the versions ui-tests/package.json pins.
 ui_packages_ready() {
   (cd "$ROOT/ui-tests" && node -e '
@@ -113,5 +142,5 @@ fi
 if ((installed_any)); then
   say "done"
 else
-  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs, Chromium, ui-tests' Node packages)"
+  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs, cargo-deny, schemathesis, Chromium, ui-tests' Node packages)"
 fi

@@ -70,12 +70,17 @@ impl ApiError {
 #[derive(Clone, Debug)]
 pub struct ErrorCause(pub String);
 
-#[derive(Serialize)]
+/// The body of every error answer (the OpenAPI document's `ErrorBody`).
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct ErrorBody {
+pub struct ErrorBody {
+    /// The HTTP status code, repeated.
     status_code: u16,
+    /// The status code's reason phrase, e.g. `Bad Request`.
     error: &'static str,
+    /// What went wrong, for a person; a 5xx says nothing about the cause.
     message: String,
+    /// The offending field of a 400 (`body` for the whole body).
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<String>,
 }

@@ -3,6 +3,7 @@
 //! vendored (`event-api/web/vendor/redoc/`, see its README) and embedded in the binary, so the
 //! reference works on an air-gapped site: the page loads nothing from outside event-api.
 
+use super::error::ErrorBody;
 use super::{
     analytics, auth, cameras, events, ops, playbacks, users, webhooks, AppState, PageJson,
 };
@@ -10,7 +11,9 @@ use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
 use axum::{Json, Router};
+use utoipa::openapi::path::{Operation, ParameterIn, PathItem};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{Content, Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 struct BearerAuth;
@@ -30,6 +33,80 @@ impl Modify for BearerAuth {
     }
 }
 
+/// Declares the error answers that the shared parts of the HTTP layer give for every operation,
+/// so the handlers' annotations need not repeat them and the document says what the server
+/// does (`scripts/api-fuzz.sh` checks every answer against it): a 400 where an `id` path
+/// segment, a query string or a body is parsed ([`super::extract`]), a 413 where a body is
+/// read, a 401 where a token is required ([`super::auth`]); and the [`ErrorBody`] schema on
+/// every 4xx and 5xx answer that declares no body of its own.
+struct ErrorResponses;
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations(item) {
+                declare_shared_errors(op);
+                give_errors_their_body(op);
+            }
+        }
+    }
+}
+
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.options,
+        &mut item.head,
+        &mut item.patch,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
+fn declare_shared_errors(op: &mut Operation) {
+    let params = op.parameters.as_deref().unwrap_or_default();
+    let parses_input = op.request_body.is_some()
+        || params.iter().any(|p| {
+            p.parameter_in == ParameterIn::Query
+                || (p.parameter_in == ParameterIn::Path && p.name == "id")
+        });
+    let needs_token = op.security.as_ref().is_some_and(|s| !s.is_empty());
+    let mut declare = |status: &str, description: &str| {
+        op.responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| Response::new(description).into());
+    };
+    if parses_input {
+        declare("400", "malformed input; `field` names the offending field");
+    }
+    if op.request_body.is_some() {
+        declare("413", "the body is larger than the 2 MB limit");
+    }
+    if needs_token {
+        declare("401", "no bearer token, or an invalid or expired one");
+    }
+}
+
+fn give_errors_their_body(op: &mut Operation) {
+    for (status, response) in &mut op.responses.responses {
+        let RefOr::T(response) = response else {
+            continue;
+        };
+        let is_error = status.starts_with('4') || status.starts_with('5');
+        if is_error && response.content.is_empty() {
+            response.content.insert(
+                "application/json".to_owned(),
+                Content::new(Some(Ref::from_schema_name("ErrorBody"))),
+            );
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
     info(title = "camrec event-api", description = "Cameras, events and their recordings."),
@@ -45,9 +122,9 @@ impl Modify for BearerAuth {
     ),
     components(schemas(
         PageJson<cameras::CameraJson>, PageJson<events::EventJson>, PageJson<playbacks::PlaybackJson>,
-        PageJson<webhooks::WebhookJson>, PageJson<webhooks::DeliveryJson>,
+        PageJson<webhooks::WebhookJson>, PageJson<webhooks::DeliveryJson>, ErrorBody,
     )),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &ErrorResponses),
 )]
 pub struct ApiDoc;
 

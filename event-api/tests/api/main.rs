@@ -6,6 +6,7 @@ mod analytics;
 mod auth;
 mod cameras;
 mod events;
+mod fuzz_findings;
 mod ops;
 mod outbox;
 mod playbacks;
