@@ -32,6 +32,13 @@ cargo fmt --all --check
 step "cargo clippy --workspace --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 
+step "cargo deny --offline check licenses bans sources"
+cargo fetch --locked --quiet # --offline needs every crate of the lock file (all platforms) downloaded
+cargo deny --offline check --hide-inclusion-graph licenses bans sources
+
+step "the API fuzzed from its OpenAPI document (scripts/api-fuzz.sh)"
+bash scripts/api-fuzz.sh
+
 step "the review page in headless Chromium (scripts/ui-test.sh)"
 bash scripts/ui-test.sh
 
