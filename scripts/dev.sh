@@ -52,48 +52,13 @@ port_free() {
 
 # ---- children: started in their own sessions, so Ctrl-C reaches only this script, which then
 # stops them in order (worker, api, camera) and waits for each with a deadline.
-declare -A CHILD_PIDS=()
 STOP_ORDER=(recorder-worker event-api camera)
-
-start_child() {
-  local name=$1
-  shift
-  setsid "$@" >"$LOGS/$name.log" 2>&1 &
-  CHILD_PIDS[$name]=$!
-}
-
-child_alive() {
-  kill -0 "${CHILD_PIDS[$1]}" 2>/dev/null
-}
-
-stop_child() {
-  local name=$1 grace=$2 pid=${CHILD_PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    say "stopping $name (pid $pid, up to ${grace}s)"
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + grace))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name did not stop within ${grace}s: killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "CHILD_PIDS[$name]"
-}
+# shellcheck source=scripts/children.sh
+source "$ROOT/scripts/children.sh"
 
 cleanup() {
   trap - INT TERM EXIT
-  local name
-  for name in "${STOP_ORDER[@]}"; do
-    case $name in
-      recorder-worker) stop_child "$name" 35 ;; # SHUTDOWN_GRACE_SEC (25) + margin
-      *) stop_child "$name" 10 ;;
-    esac
-  done
+  stop_children
   say "stopped; logs are in $LOGS"
 }
 
@@ -104,25 +69,6 @@ fail_with_log() {
   exit 1
 }
 
-# wait_for SECONDS WHAT CHILD COMMAND...: until COMMAND succeeds; fails early if CHILD died.
-wait_for() {
-  local seconds=$1 what=$2 child=$3
-  shift 3
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    child_alive "$child" || fail_with_log "$child"
-    ((SECONDS < deadline)) || die "$what not ready within ${seconds}s (see $LOGS/$child.log)"
-    sleep 0.3
-  done
-}
-
-json_get() {
-  /usr/bin/python3 -c 'import json,sys
-v = json.load(sys.stdin)
-for k in sys.argv[1].split("."):
-    v = v[int(k)] if isinstance(v, list) else v[k]
-print(v)' "$1"
-}
 
 # ---- 1. dependencies, services, database
 bash scripts/install-deps.sh

@@ -46,47 +46,13 @@ FAILED=1
 
 # ---- children: each in its own session; stopped in order (worker, api, camera, nats), each
 # with a deadline, by the trap.
-declare -A CHILD_PIDS=()
 STOP_ORDER=(recorder-worker event-api camera nats-server)
-
-start_child() {
-  local name=$1
-  shift
-  setsid "$@" >"$LOGS/$name.log" 2>&1 &
-  CHILD_PIDS[$name]=$!
-}
-
-child_alive() {
-  kill -0 "${CHILD_PIDS[$1]}" 2>/dev/null
-}
-
-stop_child() {
-  local name=$1 grace=$2 pid=${CHILD_PIDS[$1]:-}
-  [[ -n $pid ]] || return 0
-  if kill -0 "$pid" 2>/dev/null; then
-    kill -TERM "$pid" 2>/dev/null || true
-    local deadline=$((SECONDS + grace))
-    while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do
-      sleep 0.2
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name did not stop within ${grace}s: killing it"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-  fi
-  wait "$pid" 2>/dev/null || true
-  unset "CHILD_PIDS[$name]"
-}
+# shellcheck source=scripts/children.sh
+source "$ROOT/scripts/children.sh"
 
 cleanup() {
   trap - INT TERM EXIT
-  local name
-  for name in "${STOP_ORDER[@]}"; do
-    case $name in
-      recorder-worker) stop_child "$name" 35 ;; # SHUTDOWN_GRACE_SEC (25) + margin
-      *) stop_child "$name" 10 ;;
-    esac
-  done
+  stop_children
   dropdb --if-exists --force -h 127.0.0.1 -p 5432 -U postgres "$DB_NAME" >/dev/null 2>&1 ||
     say "could not drop database $DB_NAME"
   if ((FAILED)) || [[ ${UI_TEST_KEEP:-0} == 1 ]]; then
@@ -119,29 +85,10 @@ fail_with_log() {
   die "$name exited (log: $LOGS/$name.log)"
 }
 
-# wait_for SECONDS WHAT CHILD COMMAND...: until COMMAND succeeds; fails early if CHILD died.
-wait_for() {
-  local seconds=$1 what=$2 child=$3
-  shift 3
-  local deadline=$((SECONDS + seconds))
-  until "$@" >/dev/null 2>&1; do
-    child_alive "$child" || fail_with_log "$child"
-    ((SECONDS < deadline)) || die "$what not ready within ${seconds}s (see $LOGS/$child.log)"
-    sleep 0.3
-  done
-}
-
 nats_answers() {
   timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && head -c 4 <&3 | grep -q INFO"
 }
 
-json_get() {
-  /usr/bin/python3 -c 'import json,sys
-v = json.load(sys.stdin)
-for k in sys.argv[1].split("."):
-    v = v[int(k)] if isinstance(v, list) else v[k]
-print(v)' "$1"
-}
 
 # ---- 1. dependencies, PostgreSQL, binaries
 bash scripts/install-deps.sh || die "scripts/install-deps.sh failed"

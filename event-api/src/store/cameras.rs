@@ -215,7 +215,8 @@ impl Store {
     /// Returns how many were sealed again. A value that does not open is left as it is, counted
     /// in the log (its camera needs its password given again).
     pub async fn reseal_camera_passwords(&self, keys: &CameraKeys) -> Result<u64, StoreError> {
-        let current = format!("v1.{}.%", keys.current_id());
+        // Key ids may hold `_`, a LIKE wildcard.
+        let current = format!("v1.{}.%", keys.current_id().replace('_', "\\_"));
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
             "SELECT id, password FROM cameras WHERE password IS NOT NULL AND password NOT LIKE $1",
         )

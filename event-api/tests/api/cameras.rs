@@ -382,3 +382,67 @@ async fn cameras_on_refused_networks_need_an_allowed_network() {
         assert_eq!(status, StatusCode::CREATED, "{url}: {body}");
     }
 }
+
+/// Rotation: a password stored in clear (before sealing) or sealed with a retired key is sealed
+/// again with the current key, as event-api does at every start; one that does not open is left.
+#[tokio::test]
+async fn stored_passwords_are_sealed_again_with_the_current_key() {
+    use camrec_shared::sealed::CameraKeys;
+    let app = spawn_app().await;
+    let (clear, retired, broken) = (
+        app.camera("10.0.0.5", 1).await,
+        app.camera("10.0.0.6", 1).await,
+        app.camera("10.0.0.7", 1).await,
+    );
+    let old_key = CameraKeys::generate("old");
+    let old = CameraKeys::parse(&old_key, "").unwrap();
+    let id = |c: &serde_json::Value| c["id"].as_str().unwrap().parse::<uuid::Uuid>().unwrap();
+    for (camera, stored) in [
+        (&clear, "clear-pw".to_owned()),
+        (&retired, old.seal(id(&retired), "retired-pw")),
+        (&broken, "v1.old.bm90IGEgc2VhbGVkIHZhbHVl".to_owned()),
+    ] {
+        sqlx::query("UPDATE cameras SET password = $2 WHERE id = $1")
+            .bind(id(camera))
+            .bind(stored)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    let new_key = CameraKeys::generate("new");
+    let keys = CameraKeys::parse(&new_key, &old_key).unwrap();
+    let store = event_api::store::Store::connect(app.config.database_url.expose(), 2)
+        .await
+        .unwrap();
+    assert_eq!(store.reseal_camera_passwords(&keys).await.unwrap(), 2);
+    let stored = |c: &serde_json::Value| {
+        let (pool, id) = (&app.pool, id(c));
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT password FROM cameras WHERE id = $1")
+                .bind(id)
+                .fetch_one(pool)
+                .await
+                .unwrap()
+        }
+    };
+    let new_only = CameraKeys::parse(&new_key, "").unwrap();
+    assert_eq!(
+        new_only.open(id(&clear), &stored(&clear).await).unwrap(),
+        "clear-pw"
+    );
+    assert_eq!(
+        new_only
+            .open(id(&retired), &stored(&retired).await)
+            .unwrap(),
+        "retired-pw"
+    );
+    assert!(
+        stored(&broken).await.starts_with("v1.old."),
+        "left as it was"
+    );
+    assert_eq!(
+        store.reseal_camera_passwords(&keys).await.unwrap(),
+        0,
+        "nothing left to do"
+    );
+}
