@@ -3,6 +3,7 @@
 # session (so Ctrl-C reaches only the script, which then stops them), stopped in STOP_ORDER with a
 # deadline each, always reaped. The sourcing script defines LOGS (a directory), STOP_ORDER, and
 # the functions say (a progress line), die (fail with a message) and fail_with_log NAME.
+# build_services also needs ROOT, the repository.
 
 declare -A CHILD_PIDS=()
 
@@ -58,6 +59,20 @@ wait_for() {
     ((SECONDS < deadline)) || die "$what not ready within ${seconds}s (see $LOGS/$child.log)"
     sleep 0.3
   done
+}
+
+# Builds event-api and recorder-worker (release with CAMREC_RELEASE=1, else debug) and sets BIN
+# to the directory of the binaries. Needs ROOT.
+build_services() {
+  local profile=debug
+  local build_flags=()
+  if [[ ${CAMREC_RELEASE:-0} == 1 ]]; then
+    profile=release
+    build_flags=(--release)
+  fi
+  say "building event-api and recorder-worker ($profile)"
+  cargo build --quiet "${build_flags[@]}" -p event-api -p recorder-worker || die "cargo build failed"
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile"
 }
 
 # json_get PATH: reads JSON on stdin, prints the value at PATH (keys and list indexes, dotted).

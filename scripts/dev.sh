@@ -81,15 +81,7 @@ if [[ $(psql "$DATABASE_URL" -XAtqc 'select 1' 2>/dev/null || true) != 1 ]]; the
 fi
 
 # ---- 2. build
-profile=debug
-build_flags=()
-if [[ ${CAMREC_RELEASE:-0} == 1 ]]; then
-  profile=release
-  build_flags=(--release)
-fi
-say "building event-api and recorder-worker ($profile)"
-cargo build --quiet "${build_flags[@]}" -p event-api -p recorder-worker || die "cargo build failed"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile"
+build_services
 
 # ---- 3. start the camera, event-api and the worker
 port_free "$PORT" || die "port $PORT is in use (another event-api? set PORT=...)"

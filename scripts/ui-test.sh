@@ -96,15 +96,7 @@ bash scripts/install-deps.sh || die "scripts/install-deps.sh failed"
 source scripts/services.sh
 ensure_postgres
 
-profile=debug
-build_flags=()
-if [[ ${CAMREC_RELEASE:-0} == 1 ]]; then
-  profile=release
-  build_flags=(--release)
-fi
-say "building event-api and recorder-worker ($profile)"
-cargo build --quiet "${build_flags[@]}" -p event-api -p recorder-worker || die "cargo build failed"
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/$profile"
+build_services
 
 # ---- 2. the private system: free loopback ports, taken together so they differ
 read -r PORT NATS_PORT CAMERA_PORT < <(/usr/bin/python3 -c '
