@@ -141,6 +141,7 @@ async fn an_upload_outage_keeps_processing_then_completes() -> anyhow::Result<()
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -183,6 +184,7 @@ async fn a_camera_lost_mid_recording_is_reconnected_and_completed_partial() -> a
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -211,6 +213,7 @@ async fn a_camera_lost_for_good_still_completes_what_was_recorded() -> anyhow::R
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -237,6 +240,7 @@ async fn shutdown_finishes_the_recordings_in_flight() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -260,6 +264,7 @@ async fn an_upload_given_up_fails_and_keeps_the_clip() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -297,6 +302,7 @@ async fn work_left_at_the_shutdown_deadline_is_finished_by_the_next_start() -> a
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -329,6 +335,7 @@ async fn a_nats_restart_mid_recording_loses_neither_the_stop_nor_the_clip() -> a
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -381,6 +388,7 @@ async fn sigterm_finishes_the_recording_and_exits_cleanly() -> anyhow::Result<()
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -424,6 +432,7 @@ async fn with_nats_down_a_shutdown_stops_at_once_and_the_spool_outlives_the_work
     let id = event.playback_id;
     let dir = env.record_dir("w1").join(id.to_string());
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -490,6 +499,7 @@ async fn with_nats_down_the_max_duration_ends_the_recording_on_time() -> anyhow:
     let id = event.playback_id;
     let dir = env.record_dir("w1").join(id.to_string());
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     let recording = env.log.wait(id, StatusKind::Recording, START).await?;
     env.nats.stop();
