@@ -303,6 +303,8 @@ async fn completed(
         started_at: recorded.started_at,
         ended_at: recorded.ended_at,
         partial: recorded.partial || clip.info.duration_sec + 3.0 < wall,
+        gaps: Vec::new(),
+        started_late: false,
     }
 }
 

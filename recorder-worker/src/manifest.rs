@@ -165,6 +165,7 @@ mod tests {
                 pre_roll_sec: 0,
                 post_roll_sec: 0,
             },
+            occurred_at: None,
         }
     }
 

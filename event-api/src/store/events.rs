@@ -109,6 +109,7 @@ fn ended_message(
             camera_id,
             site: site.clone(),
             reason,
+            ended_at: None,
         },
     );
     Ok(OutboxMessage {
@@ -280,6 +281,7 @@ fn created_message(
                 pre_roll_sec: 0,
                 post_roll_sec: 0,
             },
+            occurred_at: None,
         },
     );
     Ok(OutboxMessage {

@@ -218,6 +218,7 @@ impl Env {
             camera_id: event.camera_id,
             site: event.site.clone(),
             reason: EndReason::Ended,
+            ended_at: None,
         };
         let env = Envelope::new(chrono::Utc::now(), ended);
         let subject = event_subject(EventKind::Ended, &event.site, event.camera_id);
@@ -281,6 +282,7 @@ pub fn event_for(url: RtspUrl, max_duration_sec: u32) -> EventCreated {
             pre_roll_sec: 0,
             post_roll_sec: 0,
         },
+        occurred_at: None,
     }
 }
 
