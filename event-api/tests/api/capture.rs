@@ -470,3 +470,52 @@ async fn playbacks_show_the_clips_gaps_and_late_start() {
         .await;
     assert_eq!(page["data"][0]["startedLate"], true);
 }
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_new_field() {
+    let app = spawn_app().await;
+    let (status, doc) = app.get("/openapi.json").await;
+    assert_eq!(status, StatusCode::OK);
+    let schemas = &doc["components"]["schemas"];
+    let props = |name: &str| schemas[name]["properties"].clone();
+    let camera = props("CameraJson");
+    for field in ["preRollSec", "postRollSec", "captureStatus"] {
+        assert!(camera.get(field).is_some(), "CameraJson.{field}: {camera}");
+    }
+    let input = props("CameraInput");
+    assert_eq!(input["preRollSec"]["maximum"], 60, "{input}");
+    assert_eq!(input["postRollSec"]["maximum"], 300, "{input}");
+    let capture = props("CaptureStatus");
+    for field in ["state", "workerId", "lastError", "since"] {
+        assert!(
+            capture.get(field).is_some(),
+            "CaptureStatus.{field}: {capture}"
+        );
+    }
+    let states = schemas["CaptureStatusState"]["enum"].to_string();
+    for state in [
+        "capturing",
+        "connecting",
+        "unreachable",
+        "disk_full",
+        "unassigned",
+        "disabled",
+    ] {
+        assert!(states.contains(state), "{states}");
+    }
+    assert!(props("EventJson").get("occurredAt").is_some());
+    assert!(props("NestedEventJson").get("occurredAt").is_some());
+    assert_eq!(props("CreateEvent")["occurredAt"]["format"], "date-time");
+    let playback = props("PlaybackJson");
+    for field in ["startedAt", "endedAt", "gaps", "startedLate"] {
+        assert!(
+            playback.get(field).is_some(),
+            "PlaybackJson.{field}: {playback}"
+        );
+    }
+    let gap = props("GapJson");
+    assert!(
+        gap.get("from").is_some() && gap.get("to").is_some(),
+        "{gap}"
+    );
+}
