@@ -91,14 +91,19 @@ impl CameraRow {
     }
 
     /// The camera's spec for the catalog, `max_duration_sec` the global `MAX_RECORDING_SEC`;
-    /// `None` when the stored URL or site does not read (never written by the API).
+    /// `None` when the stored URL or site does not read (never written by the API). A password
+    /// still in clear (a row from before sealing, until the next start seals it) is left out:
+    /// the spec never carries one.
     pub fn spec(&self, max_duration_sec: u32) -> Option<CameraSpec> {
         Some(CameraSpec {
             camera_id: CameraId(self.id),
             site: Site::new(&self.site).ok()?,
             name: self.name.clone(),
             rtsp_url: self.rtsp_url_with_username()?,
-            password_sealed: self.password.clone(),
+            password_sealed: self
+                .password
+                .clone()
+                .filter(|p| CameraKeys::key_id(p).is_some()),
             enabled: self.enabled,
             deleted: false,
             pre_roll_sec: u32::try_from(self.pre_roll_sec).unwrap_or_default(),
@@ -608,6 +613,8 @@ mod tests {
         let mut bad = r.clone();
         bad.site = "a b".into();
         assert!(bad.spec(600).is_none());
+        let clear = row("rtsp://10.0.0.5:554/live", Some("admin"), Some("in-clear"));
+        assert_eq!(clear.spec(600).unwrap().password_sealed, None);
     }
 
     #[test]
