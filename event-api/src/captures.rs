@@ -331,6 +331,29 @@ mod tests {
         assert_eq!(s.last_error.as_deref(), Some("open rtsp://cam/live failed"));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn no_password_survives_the_scrubber(
+            user in "[a-z0-9._~-]{1,12}",
+            password in "[!-~]{1,24}",
+            prefix in "[ -~]{0,20}",
+            path in "(/[a-z0-9@:]{0,10}){0,3}",
+        ) {
+            proptest::prop_assume!(!password.contains(['"', '\'']));
+            proptest::prop_assume!(!prefix.contains("://"));
+            let text = format!("{prefix} rtsp://{user}:{password}@cam.local:554{path}: refused");
+            let scrubbed = scrub_userinfo(&text);
+            let secret = format!("{user}:{password}");
+            proptest::prop_assert!(!scrubbed.contains(&secret), "{scrubbed}");
+            proptest::prop_assert!(!scrubbed.contains(&format!(":{password}@")), "{scrubbed}");
+        }
+
+        #[test]
+        fn the_scrubber_never_panics(s in ".{0,120}") {
+            let _ = scrub_userinfo(&s);
+        }
+    }
+
     #[test]
     fn states_have_their_wire_names() {
         for s in CaptureStatusState::ALL {

@@ -282,6 +282,15 @@ async fn capture_status_reads_the_leases_of_the_workers() {
     .await
     .unwrap();
 
+    // A lease its worker deleted (it let the camera go) is gone at once.
+    kv.delete(&id).await.unwrap();
+    testkit::wait_until(Duration::from_secs(20), "the deleted lease", || async {
+        let (_, cam) = app.get(&format!("/cameras/{id}")).await;
+        (cam["captureStatus"]["state"] == "unassigned").then_some(())
+    })
+    .await
+    .unwrap();
+
     // A lease not renewed for 1.5 × the TTL no longer counts.
     kv.put(
         &id,
