@@ -98,9 +98,10 @@ impl CaptureStatus {
     }
 }
 
-/// The leases of `camrec_captures` as last seen, shared by the watch and the HTTP handlers.
+/// The leases of `camrec_captures` as last seen, shared by the watch and the HTTP handlers
+/// (`None`: the last lease of that camera did not read).
 #[derive(Clone, Debug, Default)]
-pub struct CaptureBoard(Arc<RwLock<HashMap<CameraId, CaptureLease>>>);
+pub struct CaptureBoard(Arc<RwLock<HashMap<CameraId, Option<CaptureLease>>>>);
 
 impl CaptureBoard {
     /// The status of a camera that is `enabled` at `now`.
@@ -110,7 +111,7 @@ impl CaptureBoard {
         }
         let leases = self.0.read().unwrap_or_else(|e| e.into_inner());
         match leases.get(&camera_id) {
-            Some(lease) if !lease.is_stale(now) => CaptureStatus {
+            Some(Some(lease)) if !lease.is_stale(now) => CaptureStatus {
                 state: lease.state.into(),
                 worker_id: Some(lease.worker_id.clone()),
                 last_error: lease.last_error.as_deref().map(scrub_userinfo),
@@ -136,7 +137,8 @@ impl CaptureBoard {
     }
 
     /// Applies one entry of the watch: a put stores the lease, a delete or purge removes it. An
-    /// entry that does not read is dropped (logged): the camera reads `unassigned`.
+    /// entry that does not read (a newer worker's?) counts as no lease: the camera reads
+    /// `unassigned`; it is logged when a camera's leases stop reading, not at every renewal.
     pub fn apply(&self, entry: &Entry) {
         let Ok(camera_id) = parse_capture_key(&entry.key) else {
             tracing::debug!(key = %entry.key, "not a capture key; ignored");
@@ -146,11 +148,12 @@ impl CaptureBoard {
         match entry.operation {
             Operation::Put => match serde_json::from_slice::<CaptureLease>(&entry.value) {
                 Ok(lease) => {
-                    leases.insert(camera_id, lease);
+                    leases.insert(camera_id, Some(lease));
                 }
                 Err(e) => {
-                    tracing::warn!(%camera_id, error = %e, "unreadable capture lease ignored");
-                    leases.remove(&camera_id);
+                    if leases.insert(camera_id, None) != Some(None) {
+                        tracing::warn!(%camera_id, error = %e, "unreadable capture lease ignored");
+                    }
                 }
             },
             Operation::Delete | Operation::Purge => {
@@ -164,7 +167,7 @@ impl CaptureBoard {
         self.0
             .write()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(camera_id, lease);
+            .insert(camera_id, Some(lease));
     }
 
     fn clear(&self) {
