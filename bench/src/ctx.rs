@@ -199,6 +199,7 @@ impl Ctx {
                     pre_roll_sec: 0,
                     post_roll_sec: 0,
                 },
+                occurred_at: None,
             },
         );
         Ok(OutboxMessage {
