@@ -18,7 +18,7 @@ pub mod db;
 pub mod nats;
 pub mod s3;
 
-pub use camera::{AudioCodec, CameraProfile, FakeCamera, VideoCodec};
+pub use camera::{AudioCodec, CameraProfile, FakeCamera, Sessions, VideoCodec};
 pub use db::TestDb;
 pub use nats::NatsServer;
 pub use s3::S3Server;
