@@ -96,7 +96,10 @@ pub async fn run(cams: Arc<Cameras>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(CAPTURE_LEASE_TTL / 4);
     let mut failures = 0u32;
     'watching: while !cancel.is_cancelled() {
-        let mut watch = match catalog.watch_with_history(site_cameras_filter(&cams.site)).await {
+        let mut watch = match catalog
+            .watch_with_history(site_cameras_filter(&cams.site))
+            .await
+        {
             Ok(w) => w,
             Err(e) => {
                 failures += 1;
@@ -143,7 +146,9 @@ async fn open_buckets(
         };
         match opened.await {
             Ok(b) => return Some(b),
-            Err(e) => tracing::warn!(attempt, error = %e, "cannot open the camera buckets, retrying"),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "cannot open the camera buckets, retrying")
+            }
         }
         if !sleep_or_cancel(nth_delay(attempt, RETRY_FIRST, RETRY_MAX), cancel).await {
             return None;
@@ -257,7 +262,10 @@ async fn acquire(cams: &Cameras, leases: &kv::Store, id: CameraId) -> Option<u64
             if lease.worker_id != cams.worker_id {
                 return None;
             }
-            leases.update(id.to_string(), value, entry.revision).await.ok()
+            leases
+                .update(id.to_string(), value, entry.revision)
+                .await
+                .ok()
         }
         Err(e) => {
             tracing::debug!(camera_id = %id, error = %e, "cannot create a camera lease");
@@ -377,7 +385,12 @@ impl Cameras {
 
 /// Runs the camera's capture with its password opened; a password that cannot be opened makes
 /// the camera unreachable, saying why.
-async fn capture_task(cams: Arc<Cameras>, spec: CameraSpec, capture: Capture, stop: CancellationToken) {
+async fn capture_task(
+    cams: Arc<Cameras>,
+    spec: CameraSpec,
+    capture: Capture,
+    stop: CancellationToken,
+) {
     let url = match open_url(&cams, &spec) {
         Ok(url) => url,
         Err(reason) => {
@@ -478,7 +491,8 @@ async fn pull_events(cams: Arc<Cameras>, id: CameraId, capture: Capture, stop: C
                     kind: EventKind::Ended,
                     ..
                 }) => {
-                    let outcome = consumer::handle_ended(&msg.payload, Utc::now(), &cams.recordings.stops);
+                    let outcome =
+                        consumer::handle_ended(&msg.payload, Utc::now(), &cams.recordings.stops);
                     consumer::settle(&msg, consumer::ended_disposition(&outcome)).await;
                     tracing::info!(camera_id = %id, ?outcome, "event.ended");
                 }

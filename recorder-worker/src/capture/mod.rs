@@ -232,11 +232,22 @@ pub async fn run(
             continue;
         }
         run_no += 1;
-        let outcome = run_once(&capture, &url, &dir, &settings, &mut source, run_no, &cancel).await;
+        let outcome = run_once(
+            &capture,
+            &url,
+            &dir,
+            &settings,
+            &mut source,
+            run_no,
+            &cancel,
+        )
+        .await;
         match outcome {
             Ok(0) | Err(_) => {
                 failures += 1;
-                let error = outcome.err().unwrap_or_else(|| "the camera sent no frames".into());
+                let error = outcome
+                    .err()
+                    .unwrap_or_else(|| "the camera sent no frames".into());
                 let error = scrub(&error, &url);
                 tracing::warn!(camera = %url.without_credentials().masked(), failures, %error, "capture run ended without a segment");
                 capture.set_state(CaptureState::Unreachable, Some(error));
@@ -249,7 +260,11 @@ pub async fn run(
                 capture.set_state(CaptureState::Connecting, None);
             }
         }
-        let wait = nth_delay(failures.saturating_sub(1), RETRY_FIRST, settings.backoff_max);
+        let wait = nth_delay(
+            failures.saturating_sub(1),
+            RETRY_FIRST,
+            settings.backoff_max,
+        );
         if !sleep_or_cancel(wait, &cancel).await {
             break;
         }
@@ -360,7 +375,10 @@ async fn close_segment(
         tracing::warn!(file = %entry.file, error = %e, "cannot move a closed segment into the ring");
         return None;
     }
-    let bytes = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let bytes = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     Some(Segment {
         seq: 0,
         start,
@@ -416,11 +434,20 @@ mod tests {
     fn wall_clock_comes_from_the_least_delayed_listing() {
         let mut anchor = None;
         // Listed 300 ms after its end: media zero was at t=300.
-        assert_eq!(wall_start(&mut anchor, t(2300), &entry(0.0, 2.0)), Some(t(300)));
+        assert_eq!(
+            wall_start(&mut anchor, t(2300), &entry(0.0, 2.0)),
+            Some(t(300))
+        );
         // The next one is listed 40 ms after its end: the anchor moves to t=40.
-        assert_eq!(wall_start(&mut anchor, t(4040), &entry(2.0, 4.0)), Some(t(2040)));
+        assert_eq!(
+            wall_start(&mut anchor, t(4040), &entry(2.0, 4.0)),
+            Some(t(2040))
+        );
         // A later, slower listing does not move it back.
-        assert_eq!(wall_start(&mut anchor, t(6500), &entry(4.0, 6.0)), Some(t(4040)));
+        assert_eq!(
+            wall_start(&mut anchor, t(6500), &entry(4.0, 6.0)),
+            Some(t(4040))
+        );
     }
 
     #[test]
