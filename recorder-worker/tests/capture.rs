@@ -238,3 +238,80 @@ async fn the_ring_holds_pre_roll_plus_margin_and_no_more() -> anyhow::Result<()>
     worker.stop().await?;
     Ok(())
 }
+
+/// A capture whose disk falls below the floor stops writing (its camera reports `disk_full`) and
+/// deletes nothing it holds; with room again it captures again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_pauses_the_capture_and_keeps_its_segments() -> anyhow::Result<()> {
+    use recorder_worker::capture::{self, Capture};
+    use recorder_worker::disk::DiskGuard;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let dir = tempfile::tempdir()?;
+    let free = Arc::new(AtomicU64::new(u64::MAX));
+    let reported = free.clone();
+    let disk = Arc::new(DiskGuard::new(
+        dir.path().to_path_buf(),
+        1 << 20,
+        Arc::new(move |_| Ok(reported.load(Ordering::SeqCst))),
+    ));
+    let settings = capture::Settings {
+        ffmpeg: "ffmpeg".into(),
+        ffprobe: "ffprobe".into(),
+        io_timeout: Duration::from_secs(3),
+        segment: Duration::from_secs(1),
+        backoff_max: Duration::from_secs(1),
+        stop_grace: Duration::from_secs(3),
+        networks: camrec_shared::netpolicy::NetworkPolicy::parse("127.0.0.0/8")?,
+    };
+    let cap = Capture::new();
+    cap.set_keep(Duration::from_secs(3600));
+    let cancel = recorder_worker::CancellationToken::new();
+    let task = tokio::spawn(capture::run(
+        cap.clone(),
+        camera.url(),
+        dir.path().join("cam"),
+        settings,
+        disk,
+        cancel.clone(),
+    ));
+    let mut report = cap.report();
+    let mut newest = cap.newest();
+    tokio::time::timeout(Duration::from_secs(20), newest.wait_for(|n| *n >= 3)).await??;
+
+    free.store(0, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        report.wait_for(|r| r.state == CaptureState::DiskFull),
+    )
+    .await??;
+    testkit::wait_until(Duration::from_secs(5), "the session closed", || async {
+        (camera.sessions().open == 0).then_some(())
+    })
+    .await?;
+    let held = cap.segments_from(Utc::now() - TimeDelta::hours(1));
+    assert!(held.len() >= 3, "{held:?}");
+    assert!(
+        held.iter().all(|s| s.path.exists()),
+        "nothing held is deleted"
+    );
+    let before = *newest.borrow_and_update();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        *newest.borrow(),
+        before,
+        "no segment while the disk is full"
+    );
+
+    free.store(u64::MAX, Ordering::SeqCst);
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        report.wait_for(|r| r.state == CaptureState::Capturing),
+    )
+    .await??;
+    cancel.cancel();
+    task.await?;
+    Ok(())
+}

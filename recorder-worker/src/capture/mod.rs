@@ -232,16 +232,14 @@ pub async fn run(
             continue;
         }
         run_no += 1;
-        let outcome = run_once(
-            &capture,
-            &url,
-            &dir,
-            &settings,
-            &mut source,
-            run_no,
-            &cancel,
-        )
-        .await;
+        let this = Run {
+            capture: &capture,
+            url: &url,
+            dir: &dir,
+            settings: &settings,
+            disk: &disk,
+        };
+        let outcome = run_once(&this, &mut source, run_no, &cancel).await;
         match outcome {
             Ok(0) | Err(_) => {
                 failures += 1;
@@ -285,16 +283,31 @@ async fn prepare(capture: &Capture, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One FFmpeg run: returns how many segments it closed, or why it could not start.
+/// What every run of one camera's capture works with.
+struct Run<'a> {
+    capture: &'a Capture,
+    url: &'a RtspUrl,
+    dir: &'a Path,
+    settings: &'a Settings,
+    disk: &'a DiskGuard,
+}
+
+/// One FFmpeg run: returns how many segments it closed, or why it could not start. It ends when
+/// the camera does, when `cancel` is, or when the disk falls below its floor (checked at each
+/// segment: the segments already held stay, for the recordings that link them).
 async fn run_once(
-    capture: &Capture,
-    url: &RtspUrl,
-    dir: &Path,
-    settings: &Settings,
+    this: &Run<'_>,
     source: &mut Option<SourceInfo>,
     run_no: u64,
     cancel: &CancellationToken,
 ) -> Result<u64, String> {
+    let Run {
+        capture,
+        url,
+        dir,
+        settings,
+        disk,
+    } = *this;
     settings
         .networks
         .check_host(url.host(), url.port())
@@ -344,6 +357,11 @@ async fn run_once(
             closed += 1;
             for gone in capture.add(s, Utc::now()) {
                 let _ = tokio::fs::remove_file(&gone.path).await;
+            }
+            if stop_by.is_none() && !disk.check().has_room() {
+                tracing::warn!(camera = %url.without_credentials().masked(), "disk below its floor: capture paused");
+                ffmpeg.interrupt();
+                stop_by = Some(tokio::time::Instant::now() + settings.stop_grace);
             }
         }
     }
