@@ -130,6 +130,16 @@ async fn record_four_seconds(profile: CameraProfile, video: &str, audio: Option<
     assert_eq!(clip.audio_codec.as_deref(), audio);
     assert!(clip.moov_before_mdat, "faststart: moov before mdat");
     assert!(clip.size_bytes > 10_000, "{clip:?}");
+    if video == "hevc" {
+        // Safari plays H.265 in MP4 only as `hvc1`: the segments and their join keep the tag.
+        let out = std::process::Command::new(FFPROBE)
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=codec_tag_string", "-of", "csv=p=0"])
+            .arg(dir.path().join("video.mp4"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hvc1");
+    }
 
     let thumb = dir.path().join("thumb.jpg");
     thumbnail(
