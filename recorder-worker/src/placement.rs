@@ -189,13 +189,13 @@ async fn reconcile(
     for id in ids {
         let Some(h) = held.get_mut(&id) else { continue };
         let report = h.capture.report().borrow().clone();
-        match leases
-            .update(id.to_string(), lease_value(cams, &report), h.revision)
-            .await
-        {
-            Ok(rev) => h.revision = rev,
-            Err(e) => {
-                tracing::warn!(camera_id = %id, error = %e, "camera lease lost; capture stopped");
+        match renew(cams, leases, id, h.revision, &report).await {
+            Renewal::Renewed(rev) => h.revision = rev,
+            Renewal::Unconfirmed(e) => {
+                tracing::warn!(camera_id = %id, error = %e, "camera lease not renewed (NATS unreachable); capturing on");
+            }
+            Renewal::Lost => {
+                tracing::warn!(camera_id = %id, "camera lease taken by another worker; capture stopped");
                 if let Some(h) = held.remove(&id) {
                     release(cams, leases, id, h, false).await;
                 }
@@ -243,6 +243,47 @@ async fn reconcile(
             tracing::info!(camera_id = %spec.camera_id, camera = %spec.name, "camera taken: capturing");
             held.insert(spec.camera_id, start(cams, spec.clone(), revision));
         }
+    }
+}
+
+/// What renewing a held camera's lease found.
+enum Renewal {
+    Renewed(u64),
+    /// NATS did not answer: the lease may still hold; the capture goes on and the next round
+    /// tries again. A camera is never stopped for want of NATS alone: if the lease expires
+    /// meanwhile and another worker takes the camera, the next renewal finds it [`Renewal::Lost`].
+    Unconfirmed(String),
+    /// Another worker holds the camera now.
+    Lost,
+}
+
+/// Renews a lease by compare-and-set. A lease that expired while NATS was away (nobody took
+/// the camera) is created again, so the capture carries on without a restart.
+async fn renew(
+    cams: &Cameras,
+    leases: &kv::Store,
+    id: CameraId,
+    revision: u64,
+    report: &Report,
+) -> Renewal {
+    let value = lease_value(cams, report);
+    let update = leases.update(id.to_string(), value.clone(), revision);
+    // A round never waits on NATS for longer than a round lasts.
+    let Ok(updated) = tokio::time::timeout(CAPTURE_LEASE_TTL / 4, update).await else {
+        return Renewal::Unconfirmed("timed out".into());
+    };
+    match updated {
+        Ok(rev) => Renewal::Renewed(rev),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            match leases.create(id.to_string(), value).await {
+                Ok(rev) => {
+                    tracing::info!(camera_id = %id, "camera lease had expired; taken again");
+                    Renewal::Renewed(rev)
+                }
+                Err(_) => Renewal::Lost,
+            }
+        }
+        Err(e) => Renewal::Unconfirmed(e.to_string()),
     }
 }
 

@@ -315,3 +315,44 @@ async fn a_full_disk_pauses_the_capture_and_keeps_its_segments() -> anyhow::Resu
     task.await?;
     Ok(())
 }
+
+/// NATS away for longer than a lease lives: nobody can take the camera, so its capture goes on,
+/// the recording in progress loses nothing, and the lease is taken again when NATS is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nats_outage_longer_than_the_lease_does_not_stop_the_capture() -> anyhow::Result<()> {
+    let mut env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(camera.url(), 600);
+    env.start_capture(&event).await?;
+    env.publish_created(&event).await?;
+    env.log
+        .wait(event.playback_id, StatusKind::Recording, FINISH)
+        .await?;
+    let sessions = camera.sessions().total;
+
+    env.nats.stop();
+    let outage = camrec_shared::capture::CAPTURE_LEASE_TTL + Duration::from_secs(5);
+    tokio::time::sleep(outage).await;
+    assert_eq!(camera.sessions().open, 1, "still capturing");
+    env.nats.restart().await?;
+    testkit::wait_until(Duration::from_secs(20), "the lease taken again", || async {
+        env.capture_lease(event.camera_id)
+            .await
+            .ok()
+            .flatten()
+            .filter(|l| l.worker_id == "w1")
+    })
+    .await?;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.gaps.is_empty() && !clip.partial, "{clip:?}");
+    assert_eq!(
+        camera.sessions().total,
+        sessions,
+        "the capture never restarted"
+    );
+    worker.stop().await?;
+    Ok(())
+}
