@@ -91,6 +91,7 @@ pub async fn run(cams: Arc<Cameras>, cancel: CancellationToken) {
     let Some((catalog, leases)) = open_buckets(&cams, &cancel).await else {
         return;
     };
+    let sweep = tokio::spawn(sweep_leftover_rings(cams.clone(), cancel.clone()));
     let mut desired: HashMap<CameraId, CameraSpec> = HashMap::new();
     let mut held: HashMap<CameraId, Held> = HashMap::new();
     let mut tick = tokio::time::interval(CAPTURE_LEASE_TTL / 4);
@@ -129,6 +130,7 @@ pub async fn run(cams: Arc<Cameras>, cancel: CancellationToken) {
     for (id, h) in held.drain() {
         release(&cams, &leases, id, h, true).await;
     }
+    let _ = sweep.await;
 }
 
 async fn open_buckets(
@@ -397,6 +399,13 @@ async fn release(cams: &Cameras, leases: &kv::Store, id: CameraId, h: Held, give
         let _ = t.await;
     }
     cams.note(id, None);
+    // The ring goes with the camera: the recordings hold their segments by hard links.
+    let ring = ring_dir(cams, id);
+    if let Err(e) = tokio::fs::remove_dir_all(&ring).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(camera_id = %id, error = %e, "cannot remove the camera's ring");
+        }
+    }
     if give_up {
         if let Err(e) = leases.delete(id.to_string()).await {
             tracing::debug!(camera_id = %id, error = %e, "camera lease not deleted; it expires");
@@ -424,6 +433,40 @@ impl Cameras {
     }
 }
 
+/// `RECORD_DIR/_capture/<camera_id>`.
+fn ring_dir(cams: &Cameras, id: CameraId) -> PathBuf {
+    cams.record_dir.join(CAPTURE_DIR).join(id.to_string())
+}
+
+/// How long after its start a worker keeps the rings a previous run left, for the cameras it
+/// takes back (their pre-roll survives a restart); the others are removed then.
+const LEFTOVER_RINGS_KEPT: Duration = Duration::from_secs(60);
+
+/// Removes the rings in `RECORD_DIR/_capture/` of cameras this worker did not take back within
+/// [`LEFTOVER_RINGS_KEPT`] of its start.
+async fn sweep_leftover_rings(cams: Arc<Cameras>, cancel: CancellationToken) {
+    if !sleep_or_cancel(LEFTOVER_RINGS_KEPT, &cancel).await {
+        return;
+    }
+    let Ok(mut entries) = tokio::fs::read_dir(cams.record_dir.join(CAPTURE_DIR)).await else {
+        return;
+    };
+    while let Ok(Some(entry)) = entries.next_entry().await {
+        let Ok(id) = entry.file_name().to_string_lossy().parse::<CameraId>() else {
+            continue;
+        };
+        let held = cams
+            .held
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains_key(&id);
+        if !held {
+            tracing::info!(camera_id = %id, "ring of a camera no longer held here removed");
+            let _ = tokio::fs::remove_dir_all(entry.path()).await;
+        }
+    }
+}
+
 /// Runs the camera's capture with its password opened; a password that cannot be opened makes
 /// the camera unreachable, saying why.
 async fn capture_task(
@@ -440,10 +483,7 @@ async fn capture_task(
             return;
         }
     };
-    let dir = cams
-        .record_dir
-        .join(CAPTURE_DIR)
-        .join(spec.camera_id.to_string());
+    let dir = ring_dir(&cams, spec.camera_id);
     let mut states = capture.report();
     let id = spec.camera_id;
     let watcher = {
@@ -554,9 +594,10 @@ async fn created(cams: &Arc<Cameras>, capture: &Capture, msg: &jetstream::Messag
             tracing::info!(playback_id = %event.playback_id, camera_id = %event.camera_id, "recording claimed");
             let deps = cams.recordings.clone();
             let capture = capture.clone();
+            let ended = recording::register(&deps, &event);
             cams.tracker.spawn(async move {
                 let _active = Active::count();
-                recording::run(deps, capture, *event, *lease).await
+                recording::run(deps, capture, *event, *lease, ended).await
             });
         }
         CreatedOutcome::AlreadyOwned(id) => {

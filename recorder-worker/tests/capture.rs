@@ -193,6 +193,11 @@ async fn cameras_are_taken_within_ten_seconds_and_let_go_when_disabled() -> anyh
         children_named(std::process::id(), "ffmpeg").is_empty(),
         "no ffmpeg left"
     );
+    let ring = env
+        .record_dir("w1")
+        .join("_capture")
+        .join(event.camera_id.to_string());
+    assert!(!ring.exists(), "the ring goes with the camera");
 
     spec.enabled = true;
     env.put_spec(&spec).await?;
@@ -353,6 +358,60 @@ async fn a_nats_outage_longer_than_the_lease_does_not_stop_the_capture() -> anyh
         sessions,
         "the capture never restarted"
     );
+    worker.stop().await?;
+    Ok(())
+}
+
+/// An `event.ended` right behind its `event.created` reaches the recording: the clip is its
+/// window, not the max duration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_right_behind_its_start_ends_the_clip() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let mut event = event_for(camera.url(), 600);
+    event.limits.pre_roll_sec = 2;
+    event.limits.post_roll_sec = 2;
+    env.start_capture(&event).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    event.occurred_at = Some(Utc::now());
+    env.publish_created(&event).await?;
+    env.publish_ended(&event).await?;
+    let done = env
+        .log
+        .wait_terminal(event.playback_id, Duration::from_secs(30))
+        .await?;
+    let clip = completed(&done.status.body);
+    let wall = (clip.ended_at - clip.started_at).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (3.5..=7.0).contains(&wall),
+        "pre-roll + post-roll: {wall} s"
+    );
+    worker.stop().await?;
+    Ok(())
+}
+
+/// An event whose window the ring no longer holds (it reached the worker minutes late) gets no
+/// footage from after its window: it fails, saying the capture held nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_whose_window_the_ring_no_longer_holds_fails_as_no_media() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[("RING_MARGIN_SEC", "2")]);
+    let mut event = event_for(camera.url(), 10);
+    env.start_capture(&event).await?;
+    event.occurred_at = Some(Utc::now() - TimeDelta::seconds(120));
+    env.publish_created(&event).await?;
+    let done = env
+        .log
+        .wait_terminal(event.playback_id, Duration::from_secs(30))
+        .await?;
+    match &done.status.body {
+        StatusBody::Failed { code, .. } => {
+            assert_eq!(*code, camrec_shared::messages::FailureCode::NoMedia)
+        }
+        other => panic!("expected failed, got {other:?}"),
+    }
     worker.stop().await?;
     Ok(())
 }

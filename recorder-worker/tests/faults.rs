@@ -368,10 +368,12 @@ async fn a_worker_started_before_nats_waits_for_it() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 3);
     testkit::wait_until(
         Duration::from_secs(30),
-        "event.created published",
-        || async { env.publish_created(&event).await.ok() },
+        "the camera put into the catalog",
+        || async { env.put_camera(&event).await.ok() },
     )
     .await?;
+    env.wait_capturing(event.camera_id).await?;
+    env.publish_created(&event).await?;
     let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
     assert_eq!(done.status.body.kind(), StatusKind::Completed);
     worker.stop().await?;

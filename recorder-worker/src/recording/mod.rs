@@ -106,12 +106,23 @@ pub struct Deps {
     pub shutdown: CancellationToken,
 }
 
+/// Registers a claimed recording in the stop registry: call it before the recording's task is
+/// spawned, so an `event.ended` right behind its `event.created` finds it.
+pub fn register(deps: &Deps, event: &EventCreated) -> watch::Receiver<Option<DateTime<Utc>>> {
+    deps.stops.register(event.playback_id)
+}
+
 /// Runs one claimed recording of the camera `capture` to its end, its lease kept fresh beside
-/// it. The stop registry entry lives as long as this call.
-pub async fn run(deps: Arc<Deps>, capture: Capture, event: EventCreated, lease: Lease) -> Outcome {
+/// it; `ended` comes from [`register`]. The stop registry entry is removed when it returns.
+pub async fn run(
+    deps: Arc<Deps>,
+    capture: Capture,
+    event: EventCreated,
+    lease: Lease,
+    ended: watch::Receiver<Option<DateTime<Utc>>>,
+) -> Outcome {
     let id = event.playback_id;
     let lease = Arc::new(LeaseKeeper::new(lease));
-    let ended = deps.stops.register(id);
     let job = Job {
         reporter: deps.status.reporter(Subject {
             playback_id: id,
@@ -204,8 +215,11 @@ impl Job {
         self.save_manifest().await;
         let mut newest = self.capture.newest();
         let from = self.window.start();
+        let (until, _) = self.window.end(*self.ended.borrow());
         for s in self.capture.segments_from(from) {
-            self.link(s).await;
+            if wanted(s.start, s.end(), from, Some(until)) {
+                self.link(s).await;
+            }
         }
         let started = Instant::now();
         let clock = WallClock::now();
@@ -236,10 +250,7 @@ impl Job {
                     }
                     let last = self.linked.last().map(|s| s.seq).unwrap_or(0);
                     for s in self.capture.segments_after(last) {
-                        // A capture that held nothing of the window (the camera was just
-                        // taken) still gives the clip its first segment: it starts late.
-                        let first = self.linked.is_empty() && s.end() > from;
-                        if first || wanted(s.start, s.end(), from, Some(until)) {
+                        if wanted(s.start, s.end(), from, Some(until)) {
                             self.link(s).await;
                         }
                     }
@@ -247,7 +258,7 @@ impl Job {
                 _ = self.ended.changed() => {}
                 _ = tokio::time::sleep_until(give_up) => {
                     if self.linked.is_empty() {
-                        return Err(self.unreachable());
+                        return Err(self.nothing_held());
                     }
                     tracing::warn!(playback_id = %self.manifest.playback_id, "no segment reached the clip's end; finishing with what was captured");
                     return Ok(Stopped { cause, cut_short: true });
@@ -316,6 +327,19 @@ impl Job {
             bytes,
             media_time_sec: media,
         }
+    }
+
+    /// The window passed with no segment in it: the camera was unreachable, or (a capture that
+    /// started after the window) there is no footage of the event.
+    fn nothing_held(&self) -> Failure {
+        let report = self.capture.report().borrow().clone();
+        if report.state == crate::capture::CaptureState::Capturing {
+            return Failure::new(
+                FailureCode::NoMedia,
+                "the camera's capture holds nothing of the event's window",
+            );
+        }
+        self.unreachable()
     }
 
     fn unreachable(&self) -> Failure {
