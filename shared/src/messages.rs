@@ -161,7 +161,7 @@ impl EndReason {
     }
 }
 
-/// `event.ended`: the recording of this event should stop.
+/// `event.ended`: the event ended; its recording runs its post-roll past `ended_at`, then stops.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventEnded {
     pub event_id: EventId,
@@ -171,7 +171,7 @@ pub struct EventEnded {
     pub site: Site,
     pub reason: EndReason,
     /// When the event ended: the clip ends `post_roll_sec` after it. Absent from older writers:
-    /// the worker then uses the envelope's `occurred_at`.
+    /// the worker then takes the time the message reached it.
     #[serde(default)]
     pub ended_at: Option<DateTime<Utc>>,
 }
@@ -180,7 +180,7 @@ pub struct EventEnded {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopCause {
-    /// The event was ended (`event.ended`, or its stop marker).
+    /// The event was ended (`event.ended`).
     EventEnded,
     /// The event's `max_duration_sec` ran out: event-api ends the event with this reason.
     MaxDuration,

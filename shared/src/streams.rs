@@ -64,7 +64,7 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
     Ok(())
 }
 
-/// How long a lease or stop marker is kept in the recordings bucket.
+/// How long a recording's lease is kept in the recordings bucket.
 pub const RECORDINGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
 /// The stream behind a KV bucket, written out here because async-nats' `create_key_value` first
@@ -100,7 +100,7 @@ async fn ensure_bucket(
     Ok(js.get_key_value(bucket).await?)
 }
 
-/// The KV bucket [`crate::subjects::RECORDINGS_BUCKET`]: recording leases and stop markers.
+/// The KV bucket [`crate::subjects::RECORDINGS_BUCKET`]: recording leases.
 pub fn recordings_bucket_config(replicas: usize) -> stream::Config {
     kv_bucket_config(
         crate::subjects::RECORDINGS_BUCKET,

@@ -18,7 +18,7 @@ pub const PLAYBACKS_STREAM: &str = "PLAYBACKS";
 pub const EVENTS_SUBJECTS: &str = "event.>";
 /// Every subject of the `PLAYBACKS` stream.
 pub const PLAYBACKS_SUBJECTS: &str = "playback.>";
-/// The KV bucket where workers record which worker owns which recording, and stop requests.
+/// The KV bucket where workers record which worker owns which recording.
 pub const RECORDINGS_BUCKET: &str = "camrec_recordings";
 
 /// A site name: the group of recorder hosts next to a set of cameras. One NATS token:
