@@ -34,9 +34,11 @@ pub struct Config {
     /// `FIRST_SEGMENT_SEC` (default 30): how long a recording waits for its camera's first
     /// segment before it fails with `camera_unreachable`.
     pub first_segment: Duration,
-    /// `RECORD_DIR` (default `./data/recordings`): one directory per recording in progress or not
-    /// yet uploaded; `_failed/` keeps clips whose upload was given up; `_spool/` holds the status
-    /// messages the stream has not acknowledged yet (sent first at the next start).
+    /// `RECORD_DIR` (default `./data/recordings`): `_capture/<camera_id>/` is the ring of each
+    /// camera this worker captures; one directory per recording in progress or not yet uploaded
+    /// (its segments hard-linked from the ring); `_failed/` keeps clips whose upload was given
+    /// up; `_spool/` holds the status messages the stream has not acknowledged yet (sent first at
+    /// the next start).
     pub record_dir: PathBuf,
     /// `MAX_RECORDING_SEC` (default 3600): caps the message's `max_duration_sec`.
     pub max_recording: Duration,
@@ -47,12 +49,12 @@ pub struct Config {
     /// `RTSP_TIMEOUT_SEC` (default 10): FFmpeg's and ffprobe's I/O timeout on the camera.
     pub rtsp_timeout: Duration,
     /// `CAMERA_SECRET_KEY` and `CAMERA_SECRET_KEYS_OLD` (as event-api's): open the camera
-    /// passwords `event.created` carries sealed. Without them, a recording whose camera has a
-    /// password fails, saying so.
+    /// passwords the camera catalog carries sealed. Without them, a camera with a password is
+    /// not captured (its `captureStatus` says why) and its events fail `camera_unreachable`.
     pub camera_keys: Option<camrec_shared::sealed::CameraKeys>,
     /// `CAMERA_ALLOWED_NETWORKS` (default empty): CIDRs a camera may be in beyond the default
     /// policy, which refuses loopback, link-local, unspecified and multicast addresses
-    /// (`camrec_shared::netpolicy`). Checked, with the host resolved, before each recording.
+    /// (`camrec_shared::netpolicy`). Checked, with the host resolved, before each capture run.
     pub camera_networks: camrec_shared::netpolicy::NetworkPolicy,
     /// `RESTART_BACKOFF_MAX_SEC` (default 30): the longest wait before restarting a capture's
     /// FFmpeg that ended (camera lost) or could not start.
@@ -69,15 +71,16 @@ pub struct Config {
     /// `UPLOAD_GIVE_UP_SEC` (default 1800): how long uploads are retried before the playback is
     /// `FAILED upload_failed` (the file is kept).
     pub upload_give_up: Duration,
-    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner refreshes its lease (and looks for
-    /// a stop marker its watch may have missed).
+    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner of a recording refreshes its
+    /// recording lease (camera leases are renewed every quarter of `CAPTURE_LEASE_TTL`).
     pub lease_heartbeat: Duration,
     /// `PORT` (default 3001, beside event-api's 3000): where `/health`, `/ready` and `/metrics`
     /// are served (all interfaces); 0 picks a free port (tests).
     pub port: u16,
     /// `MIN_FREE_DISK_MB` (default 1024): below this much free space in `RECORD_DIR` the worker
-    /// takes no new recording (the message waits in the stream for another worker or for room)
-    /// and `/ready` answers 503. It never deletes a recording not yet uploaded to make room.
+    /// takes no camera (the site's workers with room do), its captures write no new segment
+    /// (`disk_full`), and `/ready` answers 503. It never deletes a recording not yet uploaded
+    /// to make room.
     pub min_free_disk_bytes: u64,
     /// `FAILED_KEEP_DAYS` (default 7): how long `RECORD_DIR/_failed/` keeps a recording (its
     /// upload retried meanwhile) before deleting it, uploaded or not.
