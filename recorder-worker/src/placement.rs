@@ -216,7 +216,7 @@ async fn reconcile(
             }
             Some(spec) if needs_restart(&h.spec, spec) => {
                 tracing::info!(camera_id = %id, "camera changed; capture restarted");
-                restart(cams, h, spec.clone());
+                restart(cams, h, spec.clone()).await;
             }
             Some(spec) => {
                 h.capture.set_keep(keep_for(cams, spec));
@@ -368,14 +368,16 @@ fn start(cams: &Arc<Cameras>, spec: CameraSpec, revision: u64) -> Held {
     h
 }
 
-/// Restarts the capture of a camera whose address or password changed; the ring, its
-/// recordings and its event consumer carry on.
-fn restart(cams: &Arc<Cameras>, h: &mut Held, spec: CameraSpec) {
+/// Restarts the capture of a camera whose address or password changed: the old FFmpeg is
+/// stopped (and its consumer) before the new one starts, so they never share the ring's
+/// directory; the ring and the recordings on it carry on.
+async fn restart(cams: &Arc<Cameras>, h: &mut Held, spec: CameraSpec) {
     h.capture.set_keep(keep_for(cams, &spec));
     h.spec = spec;
-    // The old capture and consumer stop with the old token; fresh ones start with a new one.
     std::mem::replace(&mut h.stop, CancellationToken::new()).cancel();
-    h.tasks.retain(|t| !t.is_finished());
+    for t in h.tasks.drain(..) {
+        let _ = t.await;
+    }
     h.tasks.push(tokio::spawn(capture_task(
         cams.clone(),
         h.spec.clone(),

@@ -415,3 +415,41 @@ async fn an_event_whose_window_the_ring_no_longer_holds_fails_as_no_media() -> a
     worker.stop().await?;
     Ok(())
 }
+
+/// A camera whose address changes (here: moved to another camera server) is captured from the
+/// new address; the recording in progress carries on across the switch, with the switch as its
+/// only gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_camera_address_restarts_the_capture_under_the_open_recording(
+) -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let old = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let new = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let worker = env.spawn_worker("w1", &[]);
+    let event = event_for(old.url(), 600);
+    env.start_capture(&event).await?;
+    env.publish_created(&event).await?;
+    env.log
+        .wait(event.playback_id, StatusKind::Recording, FINISH)
+        .await?;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let mut spec = spec_for(&event);
+    spec.rtsp_url = new.url();
+    env.put_spec(&spec).await?;
+    testkit::wait_until(Duration::from_secs(20), "the capture moved", || async {
+        let (o, n) = (old.sessions(), new.sessions());
+        (o.open == 0 && n.open == 1 && n.total >= 1).then_some(())
+    })
+    .await?;
+    env.wait_capturing(event.camera_id).await?;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
+    let clip = completed(&done.status.body);
+    assert!(clip.gaps.len() <= 1, "{:?}", clip.gaps);
+    let wall = (clip.ended_at - clip.started_at).num_milliseconds() as f64 / 1000.0;
+    assert!(wall >= 6.0, "the clip spans both captures: {wall} s");
+    worker.stop().await?;
+    Ok(())
+}

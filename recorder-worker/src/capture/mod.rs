@@ -274,10 +274,14 @@ async fn prepare(capture: &Capture, dir: &Path) -> std::io::Result<()> {
     let tmp = dir.join(TMP);
     let _ = tokio::fs::remove_dir_all(&tmp).await;
     tokio::fs::create_dir_all(&tmp).await?;
-    let now = Utc::now();
-    for s in segment::segments_in(dir).await? {
-        for gone in capture.add(s, now) {
-            let _ = tokio::fs::remove_file(&gone.path).await;
+    // A capture restarted on the same handle (the camera's address changed) has its ring
+    // already; a fresh one takes back what a previous run of this worker left.
+    if capture.ring().is_empty() {
+        let now = Utc::now();
+        for s in segment::segments_in(dir).await? {
+            for gone in capture.add(s, now) {
+                let _ = tokio::fs::remove_file(&gone.path).await;
+            }
         }
     }
     Ok(())
