@@ -1,33 +1,23 @@
 //! The disk under `RECORD_DIR`: the guard that keeps the worker from taking cameras and writing
-//! segments while free space is below `MIN_FREE_DISK_MB`, and the upkeep of `RECORD_DIR/_failed/`.
+//! segments while free space is below `MIN_FREE_DISK_MB`.
 //!
 //! - **The guard** ([`DiskGuard`]) is asked before the worker takes a camera, at every segment a
 //!   capture closes, and every [`CHECK_INTERVAL`] besides. Below the floor the worker takes no
 //!   camera (the site's workers with room do), its captures pause (`disk_full`), `/ready`
-//!   answers 503 with the reason, `disk_below_floor` is 1, and one warning is logged when the floor is crossed and one
-//!   line when there is room again. The guard frees nothing: a recording not yet uploaded is never
+//!   answers 503 with the reason, `disk_below_floor` is 1, and one warning is logged when the
+//!   floor is crossed and one line when there is room again. The guard frees nothing: a recording not yet uploaded is never
 //!   deleted to make room. Free space comes from an injectable [`FreeSpace`] source (`statvfs` in
 //!   production) so the rules are tested without filling a disk.
-//! - **`_failed/`** ([`tend_failed`]), every [`FAILED_SWEEP_INTERVAL`] from the start: an entry
-//!   older than `FAILED_KEEP_DAYS` (by its directory's modification time) is deleted, uploaded or
-//!   not; every other one holding a playable clip has its upload tried once more
-//!   ([`crate::finish::retry_failed`]), which removes it when the upload is verified.
 
 use camrec_shared::backoff::sleep_or_cancel;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-use crate::finish::{retry_failed, Retry};
-use crate::manifest::FAILED_DIR;
-use crate::worker::Shared;
-
-/// How often the guard looks at the disk on its own, and how often a worker below the floor
-/// looks again before pulling.
+/// How often the guard looks at the disk on its own (the gauges follow the disk while no
+/// segment is written).
 pub const CHECK_INTERVAL: Duration = Duration::from_secs(10);
-/// How often `_failed/` is tended (uploads retried, old entries deleted).
-pub const FAILED_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
 
 /// Where the guard learns the free space of a directory's file system, in bytes.
 pub type FreeSpace = Arc<dyn Fn(&Path) -> std::io::Result<u64> + Send + Sync>;
@@ -112,30 +102,20 @@ impl DiskGuard {
             (Some(Crossing::Below), Ok(free)) => tracing::warn!(
                 free_bytes = free,
                 floor_bytes = self.floor_bytes,
-                "free disk below MIN_FREE_DISK_MB: taking no new recordings"
+                "free disk below MIN_FREE_DISK_MB: taking no camera, captures paused"
             ),
             (Some(Crossing::Below), Err(e)) => tracing::warn!(
                 error = %e,
-                "cannot read the free disk space of RECORD_DIR: taking no new recordings"
+                "cannot read the free disk space of RECORD_DIR: taking no camera, captures paused"
             ),
             (Some(Crossing::Back), _) => tracing::info!(
                 free_bytes = reading.free_bytes,
                 floor_bytes = self.floor_bytes,
-                "free disk back above MIN_FREE_DISK_MB: taking recordings again"
+                "free disk back above MIN_FREE_DISK_MB: capturing again"
             ),
             (None, _) => {}
         }
         reading
-    }
-
-    /// Returns once there is room (true), or when `cancel` fires first (false).
-    pub async fn wait_for_room(&self, cancel: &CancellationToken) -> bool {
-        while !self.check().has_room() {
-            if !sleep_or_cancel(CHECK_INTERVAL, cancel).await {
-                return false;
-            }
-        }
-        true
     }
 
     /// Looks at the disk every [`CHECK_INTERVAL`] until `cancel`, so the gauges and the log
@@ -150,106 +130,10 @@ impl DiskGuard {
     }
 }
 
-/// Whether a `_failed/` entry last modified at `modified` is due for deletion at `now`.
-/// A modification time in the future (a clock set back) keeps the entry.
-pub fn expired(modified: SystemTime, now: SystemTime, keep: Duration) -> bool {
-    now.duration_since(modified).is_ok_and(|age| age >= keep)
-}
-
-/// What one pass over `_failed/` did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tended {
-    pub uploaded: usize,
-    pub pruned: usize,
-    pub kept: usize,
-}
-
-/// Tends `_failed/` every [`FAILED_SWEEP_INTERVAL`] until the worker shuts down.
-pub async fn keep_failed(shared: Arc<Shared>) {
-    loop {
-        let tended = tend_failed(&shared, SystemTime::now()).await;
-        if tended != Tended::default() {
-            tracing::info!(
-                uploaded = tended.uploaded,
-                pruned = tended.pruned,
-                kept = tended.kept,
-                "_failed tended"
-            );
-        }
-        if !sleep_or_cancel(FAILED_SWEEP_INTERVAL, &shared.shutdown).await {
-            return;
-        }
-    }
-}
-
-/// One pass over `RECORD_DIR/_failed/` at `now`: see the module documentation.
-pub async fn tend_failed(shared: &Shared, now: SystemTime) -> Tended {
-    let mut tended = Tended::default();
-    let entries = match failed_entries(&shared.config.record_dir.join(FAILED_DIR)).await {
-        Ok(e) => e,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list RECORD_DIR/_failed");
-            return tended;
-        }
-    };
-    for (dir, modified) in entries {
-        if shared.shutdown.is_cancelled() {
-            break;
-        }
-        if expired(modified, now, shared.config.failed_keep) {
-            prune(&dir).await;
-            tended.pruned += 1;
-            continue;
-        }
-        let retry = tokio::select! {
-            r = retry_failed(&shared.finisher, &shared.status, &dir) => r,
-            _ = shared.shutdown.cancelled() => break,
-        };
-        match retry {
-            Retry::Uploaded => tended.uploaded += 1,
-            Retry::NothingToUpload | Retry::StillFailing => tended.kept += 1,
-        }
-    }
-    tended
-}
-
-/// The entries of `_failed/` with their modification times, oldest first.
-async fn failed_entries(failed: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime)>> {
-    let mut found = Vec::new();
-    let mut entries = match tokio::fs::read_dir(failed).await {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
-        Err(e) => return Err(e),
-    };
-    while let Some(entry) = entries.next_entry().await? {
-        let modified = entry.metadata().await?.modified()?;
-        found.push((entry.path(), modified));
-    }
-    found.sort_by_key(|(_, modified)| *modified);
-    Ok(found)
-}
-
-/// Deletes an entry kept past `FAILED_KEEP_DAYS`.
-async fn prune(entry: &Path) {
-    let name = entry.file_name().unwrap_or_default().to_string_lossy();
-    let removed = match tokio::fs::metadata(entry).await {
-        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(entry).await,
-        _ => tokio::fs::remove_file(entry).await,
-    };
-    match removed {
-        Ok(()) => tracing::warn!(entry = %name, "failed recording deleted after FAILED_KEEP_DAYS"),
-        Err(e) => {
-            tracing::warn!(entry = %name, error = %e, "cannot delete an expired failed recording")
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::sync::atomic::{AtomicU64, Ordering};
-
-    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     /// A guard over a disk whose free space the test sets.
     fn guard(floor: u64) -> (DiskGuard, Arc<AtomicU64>) {
@@ -293,68 +177,5 @@ mod tests {
         assert_eq!(crossing(Some(false), false), None);
         assert_eq!(crossing(Some(false), true), Some(Crossing::Back));
         assert_eq!(crossing(Some(true), true), None);
-    }
-
-    #[tokio::test]
-    async fn waiting_for_room_ends_with_room_or_with_the_shutdown() {
-        let (guard, free) = guard(10);
-        free.store(10, Ordering::SeqCst);
-        let cancel = CancellationToken::new();
-        assert!(guard.wait_for_room(&cancel).await);
-        free.store(9, Ordering::SeqCst);
-        cancel.cancel();
-        assert!(!guard.wait_for_room(&cancel).await);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_full_disk_is_looked_at_again_until_there_is_room() {
-        let (guard, free) = guard(10);
-        let guard = Arc::new(guard);
-        let cancel = CancellationToken::new();
-        let waiting = tokio::spawn({
-            let (guard, cancel) = (guard.clone(), cancel.clone());
-            async move { guard.wait_for_room(&cancel).await }
-        });
-        tokio::time::sleep(CHECK_INTERVAL * 3).await;
-        assert!(!waiting.is_finished(), "no room, no work");
-        free.store(10, Ordering::SeqCst);
-        tokio::time::sleep(CHECK_INTERVAL).await;
-        assert!(waiting.await.unwrap());
-    }
-
-    #[test]
-    fn entries_expire_after_the_keep_time_by_the_given_clock() {
-        let t0 = SystemTime::UNIX_EPOCH + DAY * 1000;
-        assert!(!expired(t0, t0, 7 * DAY));
-        assert!(!expired(t0, t0 + 7 * DAY - Duration::from_secs(1), 7 * DAY));
-        assert!(expired(t0, t0 + 7 * DAY, 7 * DAY));
-        assert!(
-            !expired(t0 + DAY, t0, 7 * DAY),
-            "a future mtime is not an age"
-        );
-    }
-
-    #[tokio::test]
-    async fn failed_entries_are_listed_oldest_first_and_a_missing_dir_is_empty() {
-        let root = tempfile::tempdir().unwrap();
-        let failed = root.path().join(FAILED_DIR);
-        assert!(failed_entries(&failed).await.unwrap().is_empty());
-        std::fs::create_dir_all(failed.join("b")).unwrap();
-        std::fs::create_dir_all(failed.join("a")).unwrap();
-        let old = SystemTime::now() - 10 * DAY;
-        std::fs::File::open(failed.join("b"))
-            .unwrap()
-            .set_modified(old)
-            .unwrap();
-        let listed = failed_entries(&failed).await.unwrap();
-        let names: Vec<_> = listed
-            .iter()
-            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, ["b", "a"]);
-        assert_eq!(listed[0].1, old);
-        prune(&listed[0].0).await;
-        assert!(!failed.join("b").exists());
-        assert!(failed.join("a").exists());
     }
 }

@@ -11,7 +11,6 @@
 //! (SIGINT, then SIGKILL), always reaping it. The child dies with the worker (`kill_on_drop` plus a
 //! parent-death signal). [`MediaError`], the error of the whole media engine, lives here too.
 
-use crate::probe::SourceInfo;
 use camrec_shared::rtsp::RtspUrl;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
@@ -61,6 +60,17 @@ pub enum MediaError {
     },
     #[error("{what} did not finish within {after:?}")]
     Timeout { what: &'static str, after: Duration },
+}
+
+/// The streams a camera serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    /// ffprobe's codec name, e.g. `h264` or `hevc`.
+    pub video_codec: String,
+    /// e.g. `aac`, `pcm_alaw`, `pcm_mulaw`; `None` when the camera sends no audio.
+    pub audio_codec: Option<String>,
+    pub width: u32,
+    pub height: u32,
 }
 
 /// What one FFmpeg run of a camera's capture writes, and where.

@@ -25,15 +25,15 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::ring::{gaps, Span};
+use crate::capture::ring::{gaps, Span, GAP_TOLERANCE};
 use crate::capture::segment::segments_in;
 use crate::config::Config;
 use crate::ffmpeg::MediaError;
 use crate::finalize::{finalize, thumbnail};
 use crate::manifest::{self, Manifest, THUMB, VIDEO};
+use crate::outcome::{note_state, Failure, Outcome, State};
 use crate::ownership::{LeaseKeeper, LeaseState};
 use crate::probe::{probe_file, ClipInfo};
-use crate::recording::{note_state, Failure, Outcome, State};
 use crate::status::{Reporter, StatusPublisher, Subject};
 use crate::upload::{UploadError, Uploader};
 
@@ -110,7 +110,7 @@ impl Recorded {
             .map(|s| s.end())
             .or(manifest.ended_at)
             .unwrap_or(started_at);
-        let holes = gaps(&segments, crate::recording::window::TOLERANCE);
+        let holes = gaps(&segments, GAP_TOLERANCE);
         Recorded {
             started_at,
             ended_at,

@@ -23,6 +23,7 @@ pub mod finalize;
 pub mod finish;
 pub mod http;
 pub mod manifest;
+pub mod outcome;
 pub mod ownership;
 pub mod placement;
 pub mod probe;

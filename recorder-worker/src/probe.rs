@@ -16,16 +16,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 use tokio::process::Command;
 
-/// The streams a camera serves.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SourceInfo {
-    /// ffprobe's codec name, e.g. `h264` or `hevc`.
-    pub video_codec: String,
-    /// e.g. `aac`, `pcm_alaw`, `pcm_mulaw`; `None` when the camera sends no audio.
-    pub audio_codec: Option<String>,
-    pub width: u32,
-    pub height: u32,
-}
+/// The streams a camera serves (what [`probe_source`] finds).
+pub use crate::ffmpeg::SourceInfo;
 
 /// What a recorded file holds.
 #[derive(Clone, Debug, PartialEq)]

@@ -1,3 +1,5 @@
+//! What earlier runs left in `RECORD_DIR`, tended from [`Leftovers`].
+//!
 //! Crash recovery at start (ADR 0001): every `RECORD_DIR/<playback_id>/` with a manifest was left
 //! by a previous run that was killed or ran out of shutdown grace. Each is finished here, one at
 //! a time: the lease is taken over, the parts are concatenated, probed, uploaded and reported
@@ -7,24 +9,49 @@
 //! was already reported and is only removed; one whose lease says `failed` is moved to
 //! `_failed/`. `processing` says why the recording stopped when its manifest knows (the worker
 //! stopped it, then ran out of shutdown grace), nothing when it was cut by a crash.
-//! `RECORD_DIR/_failed/` itself is left alone here: its playbacks were reported `FAILED` and
-//! [`crate::disk`] tends it (uploads retried, old entries deleted); so is `RECORD_DIR/_spool/`,
-//! the status spool, which the status publisher sends on its own.
+//! `RECORD_DIR/_spool/`, the status spool, is left alone: the status publisher sends it on its own.
+//!
+//! `RECORD_DIR/_failed/` ([`keep_failed`]), every [`FAILED_SWEEP_INTERVAL`] from the start: its
+//! playbacks were reported `FAILED`. An entry older than `FAILED_KEEP_DAYS` (by its directory's
+//! modification time) is deleted, uploaded or not; every other one holding a playable clip has
+//! its upload tried once more ([`crate::finish::retry_failed`]), which removes it when the upload
+//! is verified and reports the playback `completed` after all.
 
+use camrec_shared::backoff::sleep_or_cancel;
 use camrec_shared::PlaybackId;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+use tokio_util::sync::CancellationToken;
 
-use crate::finish::{finish, Recorded};
-use crate::manifest::{self, Manifest};
-use crate::ownership::{LeaseKeeper, LeaseState};
-use crate::recording::Outcome;
-use crate::status::Subject;
-use crate::worker::Shared;
+use crate::finish::{finish, retry_failed, Finisher, Recorded, Retry};
+use crate::manifest::{self, Manifest, FAILED_DIR};
+use crate::outcome::Outcome;
+use crate::ownership::{LeaseKeeper, LeaseState, Ownership};
+use crate::status::{StatusPublisher, Subject};
+
+/// How often `_failed/` is tended (uploads retried, old entries deleted).
+pub const FAILED_SWEEP_INTERVAL: Duration = Duration::from_secs(600);
+
+/// What tending the leftovers of earlier runs needs from the worker.
+pub struct Leftovers {
+    pub record_dir: PathBuf,
+    pub finisher: Finisher,
+    pub ownership: Ownership,
+    pub status: StatusPublisher,
+    /// `LEASE_HEARTBEAT_SEC`.
+    pub lease_heartbeat: Duration,
+    /// `FAILED_KEEP_DAYS`.
+    pub failed_keep: Duration,
+    /// Cancelled when the worker starts shutting down.
+    pub shutdown: CancellationToken,
+    /// Cancelled when the shutdown grace is over: unfinished work is abandoned to the next start.
+    pub abort: CancellationToken,
+}
 
 /// Finishes every recording directory found at start, until the worker aborts.
-pub async fn recover_all(shared: Arc<Shared>) {
-    let dirs = match leftover_dirs(&shared.config.record_dir).await {
+pub async fn recover_all(shared: Arc<Leftovers>) {
+    let dirs = match leftover_dirs(&shared.record_dir).await {
         Ok(d) => d,
         Err(e) => {
             tracing::warn!(error = %e, "cannot scan RECORD_DIR for leftover recordings");
@@ -66,12 +93,12 @@ async fn leftover_dirs(record_dir: &Path) -> std::io::Result<Vec<(PlaybackId, Pa
 }
 
 /// Finishes one leftover directory; `None` when it was only cleaned up.
-async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outcome> {
+async fn recover_one(shared: &Leftovers, id: PlaybackId, dir: &Path) -> Option<Outcome> {
     let manifest = match Manifest::read(dir).await {
         Ok(m) if m.playback_id == id => m,
         Ok(_) | Err(_) => {
             tracing::warn!(playback_id = %id, "unreadable manifest; directory kept for an operator");
-            if let Err(e) = manifest::move_to_failed(&shared.config.record_dir, dir).await {
+            if let Err(e) = manifest::move_to_failed(&shared.record_dir, dir).await {
                 tracing::warn!(playback_id = %id, error = %e, "cannot move the directory");
             }
             return None;
@@ -87,7 +114,7 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
         }
         Ok(Some(lease)) if lease.state == LeaseState::Failed => {
             tracing::warn!(playback_id = %id, "leftover directory of a failed recording kept for an operator");
-            if let Err(e) = manifest::move_to_failed(&shared.config.record_dir, dir).await {
+            if let Err(e) = manifest::move_to_failed(&shared.record_dir, dir).await {
                 tracing::warn!(playback_id = %id, error = %e, "cannot move the directory");
             }
             return None;
@@ -117,14 +144,110 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
     let lease = LeaseKeeper::new(lease);
     let outcome = tokio::select! {
         outcome = finish(&shared.finisher, &mut reporter, &lease, dir, recorded) => outcome,
-        never = lease.keep(shared.config.lease_heartbeat) => match never {},
+        never = lease.keep(shared.lease_heartbeat) => match never {},
     };
     Some(outcome)
+}
+
+/// Whether a `_failed/` entry last modified at `modified` is due for deletion at `now`.
+/// A modification time in the future (a clock set back) keeps the entry.
+pub fn expired(modified: SystemTime, now: SystemTime, keep: Duration) -> bool {
+    now.duration_since(modified).is_ok_and(|age| age >= keep)
+}
+
+/// What one pass over `_failed/` did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Tended {
+    pub uploaded: usize,
+    pub pruned: usize,
+    pub kept: usize,
+}
+
+/// Tends `_failed/` every [`FAILED_SWEEP_INTERVAL`] until the worker shuts down.
+pub async fn keep_failed(shared: Arc<Leftovers>) {
+    loop {
+        let tended = tend_failed(&shared, SystemTime::now()).await;
+        if tended != Tended::default() {
+            tracing::info!(
+                uploaded = tended.uploaded,
+                pruned = tended.pruned,
+                kept = tended.kept,
+                "_failed tended"
+            );
+        }
+        if !sleep_or_cancel(FAILED_SWEEP_INTERVAL, &shared.shutdown).await {
+            return;
+        }
+    }
+}
+
+/// One pass over `RECORD_DIR/_failed/` at `now`: see the module documentation.
+pub async fn tend_failed(shared: &Leftovers, now: SystemTime) -> Tended {
+    let mut tended = Tended::default();
+    let entries = match failed_entries(&shared.record_dir.join(FAILED_DIR)).await {
+        Ok(e) => e,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list RECORD_DIR/_failed");
+            return tended;
+        }
+    };
+    for (dir, modified) in entries {
+        if shared.shutdown.is_cancelled() {
+            break;
+        }
+        if expired(modified, now, shared.failed_keep) {
+            prune(&dir).await;
+            tended.pruned += 1;
+            continue;
+        }
+        let retry = tokio::select! {
+            r = retry_failed(&shared.finisher, &shared.status, &dir) => r,
+            _ = shared.shutdown.cancelled() => break,
+        };
+        match retry {
+            Retry::Uploaded => tended.uploaded += 1,
+            Retry::NothingToUpload | Retry::StillFailing => tended.kept += 1,
+        }
+    }
+    tended
+}
+
+/// The entries of `_failed/` with their modification times, oldest first.
+async fn failed_entries(failed: &Path) -> std::io::Result<Vec<(PathBuf, SystemTime)>> {
+    let mut found = Vec::new();
+    let mut entries = match tokio::fs::read_dir(failed).await {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(found),
+        Err(e) => return Err(e),
+    };
+    while let Some(entry) = entries.next_entry().await? {
+        let modified = entry.metadata().await?.modified()?;
+        found.push((entry.path(), modified));
+    }
+    found.sort_by_key(|(_, modified)| *modified);
+    Ok(found)
+}
+
+/// Deletes an entry kept past `FAILED_KEEP_DAYS`.
+async fn prune(entry: &Path) {
+    let name = entry.file_name().unwrap_or_default().to_string_lossy();
+    let removed = match tokio::fs::metadata(entry).await {
+        Ok(m) if m.is_dir() => tokio::fs::remove_dir_all(entry).await,
+        _ => tokio::fs::remove_file(entry).await,
+    };
+    match removed {
+        Ok(()) => tracing::warn!(entry = %name, "failed recording deleted after FAILED_KEEP_DAYS"),
+        Err(e) => {
+            tracing::warn!(entry = %name, error = %e, "cannot delete an expired failed recording")
+        }
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const DAY: Duration = Duration::from_secs(24 * 3600);
 
     #[tokio::test]
     async fn only_playback_directories_with_a_manifest_are_leftovers() {
@@ -152,5 +275,41 @@ mod tests {
             leftover_dirs(root.path()).await.unwrap(),
             vec![(id, with_manifest)]
         );
+    }
+
+    #[test]
+    fn entries_expire_after_the_keep_time_by_the_given_clock() {
+        let t0 = SystemTime::UNIX_EPOCH + DAY * 1000;
+        assert!(!expired(t0, t0, 7 * DAY));
+        assert!(!expired(t0, t0 + 7 * DAY - Duration::from_secs(1), 7 * DAY));
+        assert!(expired(t0, t0 + 7 * DAY, 7 * DAY));
+        assert!(
+            !expired(t0 + DAY, t0, 7 * DAY),
+            "a future mtime is not an age"
+        );
+    }
+
+    #[tokio::test]
+    async fn failed_entries_are_listed_oldest_first_and_a_missing_dir_is_empty() {
+        let root = tempfile::tempdir().unwrap();
+        let failed = root.path().join(FAILED_DIR);
+        assert!(failed_entries(&failed).await.unwrap().is_empty());
+        std::fs::create_dir_all(failed.join("b")).unwrap();
+        std::fs::create_dir_all(failed.join("a")).unwrap();
+        let old = SystemTime::now() - 10 * DAY;
+        std::fs::File::open(failed.join("b"))
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let listed = failed_entries(&failed).await.unwrap();
+        let names: Vec<_> = listed
+            .iter()
+            .map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["b", "a"]);
+        assert_eq!(listed[0].1, old);
+        prune(&listed[0].0).await;
+        assert!(!failed.join("b").exists());
+        assert!(failed.join("a").exists());
     }
 }

@@ -28,9 +28,10 @@ use crate::http::{self, Ops};
 use crate::ownership::{Ownership, OwnershipError, StopRegistry};
 use crate::placement::{self, Cameras};
 use crate::recording::Deps;
+use crate::recovery::{self, Leftovers};
 use crate::status::{self, StatusPublisher};
 use crate::upload::{UploadOptions, Uploader};
-use crate::{recovery, Error};
+use crate::Error;
 
 /// How long abandoned tasks get to drop their children after the grace period.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
@@ -39,18 +40,6 @@ const FLUSH_GRACE: Duration = Duration::from_secs(2);
 /// The first wait before retrying NATS; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(5);
-
-/// What crash recovery and the upkeep of `_failed/` share.
-pub struct Shared {
-    pub config: Config,
-    pub ownership: Ownership,
-    pub status: StatusPublisher,
-    pub finisher: Finisher,
-    /// Cancelled when the worker starts shutting down.
-    pub shutdown: CancellationToken,
-    /// Cancelled when the shutdown grace is over: unfinished work is abandoned to the next start.
-    pub abort: CancellationToken,
-}
 
 /// Why setting up NATS failed, by kind.
 #[derive(Debug, thiserror::Error)]
@@ -176,28 +165,30 @@ pub async fn run(
         replicas: config.nats_stream_replicas,
         held: Mutex::new(HashMap::new()),
     });
-    let shared = Arc::new(Shared {
+    let leftovers = Arc::new(Leftovers {
+        record_dir: config.record_dir.clone(),
         finisher,
         ownership,
         status,
+        lease_heartbeat: config.lease_heartbeat,
+        failed_keep: config.failed_keep,
         shutdown: shutdown.clone(),
-        abort,
-        config,
+        abort: abort.clone(),
     });
     tracing::info!(
-        worker_id = %shared.config.worker_id,
-        site = %shared.config.site,
-        max_cameras = shared.config.max_cameras,
+        worker_id = %config.worker_id,
+        site = %config.site,
+        max_cameras = config.max_cameras,
         "recorder worker started"
     );
 
-    tracker.spawn(recovery::recover_all(shared.clone()));
+    tracker.spawn(recovery::recover_all(leftovers.clone()));
     tracker.spawn(disk.clone().watch(shutdown.clone()));
-    tracker.spawn(disk::keep_failed(shared.clone()));
+    tracker.spawn(recovery::keep_failed(leftovers));
     placement::run(cameras, shutdown.clone()).await;
 
-    let grace_ends = Instant::now() + shared.config.shutdown_grace;
-    finish_or_abandon(&shared, tracker).await;
+    let grace_ends = Instant::now() + config.shutdown_grace;
+    finish_or_abandon(config.shutdown_grace, &abort, tracker).await;
     publisher
         .close(
             grace_ends
@@ -232,15 +223,14 @@ impl Endpoints {
 }
 
 /// Waits for the recordings to finish within `SHUTDOWN_GRACE_SEC`, then abandons the rest.
-async fn finish_or_abandon(shared: &Shared, tracker: TaskTracker) {
+async fn finish_or_abandon(grace: Duration, abort: &CancellationToken, tracker: TaskTracker) {
     tracker.close();
-    let grace = shared.config.shutdown_grace;
     if tokio::time::timeout(grace, tracker.wait()).await.is_err() {
         tracing::warn!(
             ?grace,
             "recordings not finished within the shutdown grace; leaving them for the next start"
         );
-        shared.abort.cancel();
+        abort.cancel();
         let _ = tokio::time::timeout(ABANDON_GRACE, tracker.wait()).await;
     }
 }

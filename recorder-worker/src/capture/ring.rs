@@ -14,6 +14,11 @@ use std::time::Duration;
 
 use super::segment::Segment;
 
+/// The smallest hole between segments reported as a gap, and how far a clip's first frame may
+/// lie after its window's start before the playback says the capture did not hold it
+/// (`startedLate`): wall-clock times of segments carry a delivery jitter of tens of milliseconds.
+pub const GAP_TOLERANCE: Duration = Duration::from_secs(1);
+
 /// An interval with no frames, inside a clip.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Span {

@@ -25,7 +25,6 @@
 pub mod window;
 
 use camrec_shared::messages::{EventCreated, FailureCode, StatusBody, StopCause};
-use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,56 +34,15 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::capture::ring::gaps;
+use crate::capture::ring::GAP_TOLERANCE;
 use crate::capture::segment::Segment;
 use crate::capture::Capture;
 use crate::finish::{finish, Finisher, Recorded};
 use crate::manifest::{self, Manifest};
+use crate::outcome::{note_state, Failure, Outcome, State};
 use crate::ownership::{Lease, LeaseKeeper, LeaseState, StopRegistry};
 use crate::status::{Reporter, StatusPublisher, Subject};
-use window::{wanted, Window, TOLERANCE};
-
-/// Where a recording is.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum State {
-    Claimed,
-    Starting,
-    Recording,
-    Finalizing,
-    Uploading,
-    Done,
-    Failed,
-}
-
-/// Logs a state change of a recording.
-pub(crate) fn note_state(id: PlaybackId, state: State) {
-    tracing::debug!(playback_id = %id, ?state, "recording state");
-}
-
-/// How a recording ended, for the caller's log and the tests.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    Completed {
-        partial: bool,
-    },
-    Failed(FailureCode),
-    /// The worker's shutdown deadline passed first: the directory stays for the next start.
-    Abandoned,
-}
-
-/// A recording that ends without a clip.
-pub(crate) struct Failure {
-    pub code: FailureCode,
-    pub message: String,
-}
-
-impl Failure {
-    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-}
+use window::{wanted, Window};
 
 /// What every recording of a worker needs from it: nothing more.
 pub struct Deps {
@@ -358,7 +316,7 @@ impl Job {
             .map(|s| s.start)
             .unwrap_or_else(Utc::now);
         let last = self.linked.last().map(|s| s.end()).unwrap_or(first);
-        let holes = gaps(&self.linked, TOLERANCE);
+        let holes = gaps(&self.linked, GAP_TOLERANCE);
         let started_late = self.window.started_late(first);
         let partial = stopped.cut_short || !holes.is_empty();
         self.manifest.ended_at = Some(last);

@@ -5,14 +5,10 @@
 //! post-roll included). It is cut from whole segments: it starts on the keyframe at or before its
 //! window's start and ends with the first segment that reaches its window's end.
 
+use crate::capture::ring::GAP_TOLERANCE;
 use camrec_shared::messages::StopCause;
 use chrono::{DateTime, TimeDelta, Utc};
 use std::time::Duration;
-
-/// How far a clip's first frame may lie after its window's start before the playback says the
-/// capture did not hold it (`startedLate`), and the smallest hole between segments reported as a
-/// gap: wall-clock times of segments carry a delivery jitter of tens of milliseconds.
-pub const TOLERANCE: Duration = Duration::from_secs(1);
 
 /// One event's clip window.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,9 +43,10 @@ impl Window {
         }
     }
 
-    /// Whether a clip whose first frame is at `first_frame` lacks part of its pre-roll.
+    /// Whether a clip whose first frame is at `first_frame` lacks part of its pre-roll (by more
+    /// than the wall clock's jitter, [`GAP_TOLERANCE`]).
     pub fn started_late(&self, first_frame: DateTime<Utc>) -> bool {
-        first_frame > self.start() + delta(TOLERANCE)
+        first_frame > self.start() + delta(GAP_TOLERANCE)
     }
 }
 
