@@ -13,9 +13,11 @@
 //!   same `WORKER_ID` takes back its own unexpired leases.
 //! - **Room**: a worker below `MIN_FREE_DISK_MB` takes no camera; the cameras it holds report
 //!   `disk_full` and write no segment until there is room again.
-//! - **Spreading**: in each round a worker tries to take free cameras after a pause that grows
-//!   with how many it already holds, so the least loaded worker of a site tends to take a new
-//!   camera first.
+//! - **Spreading**: in a round a worker takes at most half of the free cameras (the other half is
+//!   left to the site's other workers, whose rounds come before its next one), each after a pause
+//!   that grows with how many it already holds ([`spread_pause`]), for at most [`TAKING_PHASE`];
+//!   so the workers of a site share cameras created together, and the least loaded one tends to
+//!   take a new camera first. A lone worker takes a batch of new cameras over a few rounds.
 //! - **Events**: the holder pulls the camera's own consumer on `EVENTS` ([`crate::consumer`]), so
 //!   `event.created` and `event.ended` reach the worker whose capture holds the camera's video.
 
@@ -34,6 +36,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -46,9 +49,12 @@ use crate::recording::{self, Deps};
 /// The directory of the camera captures, under `RECORD_DIR`.
 pub const CAPTURE_DIR: &str = "_capture";
 /// The longest pause before a worker that already holds cameras tries to take another.
-const SPREAD_MAX: Duration = Duration::from_millis(1500);
+const SPREAD_MAX: Duration = Duration::from_millis(1000);
 /// The pause per camera already held.
 const SPREAD_PER_CAMERA: Duration = Duration::from_millis(100);
+/// How long one round spends taking cameras (the rest wait for the next round): a round that
+/// took longer would renew the held leases late.
+const TAKING_PHASE: Duration = Duration::from_millis(1250);
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -233,19 +239,30 @@ async fn reconcile(
         return;
     }
     free.sort_by_key(|s| s.camera_id);
-    let pause = (SPREAD_PER_CAMERA * held.len() as u32).min(SPREAD_MAX);
-    if !sleep_or_cancel(pause, cancel).await {
-        return;
-    }
+    let taking_ends = Instant::now() + TAKING_PHASE;
+    // At most half of the free cameras per round: another worker of the site, whose round
+    // comes before this one's next, finds the other half.
+    let mut budget = free.len().div_ceil(2);
     for spec in free {
-        if held.len() >= cams.max_cameras {
+        if held.len() >= cams.max_cameras || Instant::now() >= taking_ends || budget == 0 {
             break;
+        }
+        if !sleep_or_cancel(spread_pause(held.len()), cancel).await {
+            return;
         }
         if let Some(revision) = acquire(cams, leases, spec.camera_id).await {
             tracing::info!(camera_id = %spec.camera_id, camera = %spec.name, "camera taken: capturing");
             held.insert(spec.camera_id, start(cams, spec.clone(), revision));
+            budget -= 1;
         }
     }
+}
+
+/// The pause before a worker that holds `held` cameras tries to take one more: the fewer it
+/// holds, the sooner it takes the next, so the workers of a site share the cameras created
+/// together.
+fn spread_pause(held: usize) -> Duration {
+    (SPREAD_PER_CAMERA * u32::try_from(held).unwrap_or(u32::MAX)).min(SPREAD_MAX)
 }
 
 /// What renewing a held camera's lease found.
@@ -627,5 +644,18 @@ impl Active {
 impl Drop for Active {
     fn drop(&mut self) {
         metrics::gauge!("recordings_active").decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_worker_holding_more_cameras_waits_longer_for_the_next() {
+        assert_eq!(spread_pause(0), Duration::ZERO);
+        assert!(spread_pause(1) < spread_pause(3));
+        assert_eq!(spread_pause(1000), SPREAD_MAX);
+        assert!(SPREAD_MAX < TAKING_PHASE && TAKING_PHASE < CAPTURE_LEASE_TTL / 4);
     }
 }

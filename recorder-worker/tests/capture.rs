@@ -453,3 +453,36 @@ async fn a_changed_camera_address_restarts_the_capture_under_the_open_recording(
     worker.stop().await?;
     Ok(())
 }
+
+/// Cameras created together are shared by the workers of their site, not all taken by the
+/// first worker to look.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_created_together_are_shared_by_the_sites_workers() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let w1 = env.spawn_worker("w1", &[]);
+    let w2 = env.spawn_worker("w2", &[]);
+    // Both workers run their lease rounds before the cameras appear.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Nothing answers on port 1: the captures fail, the leases are held all the same.
+    let url = camrec_shared::rtsp::RtspUrl::parse("rtsp://127.0.0.1:1/cam")?;
+    let events: Vec<_> = (0..4).map(|_| event_for(url.clone(), 60)).collect();
+    for e in &events {
+        env.put_camera(e).await?;
+    }
+    let holders = testkit::wait_until(Duration::from_secs(15), "every camera taken", || async {
+        let mut holders = Vec::new();
+        for e in &events {
+            holders.push(env.capture_lease(e.camera_id).await.ok()??.worker_id);
+        }
+        Some(holders)
+    })
+    .await?;
+    let by_w1 = holders.iter().filter(|w| *w == "w1").count();
+    assert!(
+        (1..=3).contains(&by_w1),
+        "both workers hold cameras: {holders:?}"
+    );
+    w1.stop().await?;
+    w2.stop().await?;
+    Ok(())
+}
