@@ -16,6 +16,7 @@
 
 use crate::api::{Api, ApiError, PlaybackView};
 use crate::cluster::Cluster;
+use crate::coverage::{self, CoverageReport, Expectation};
 use crate::faults::FaultKind;
 use crate::plant::Planted;
 use crate::scenario::Ledger;
@@ -134,13 +135,19 @@ pub struct Report {
     pub planted: Vec<Planted>,
     pub elapsed: Duration,
     pub waited: Duration,
+    /// The coverage of the completed clips, when the scenario set the cameras' rolls.
+    pub coverage: Option<CoverageReport>,
 }
 
 impl Report {
     /// No loss, nothing stuck, no duplicate, every stored clip `COMPLETED`, every fault undone,
-    /// no orphan process.
+    /// no orphan process; and, when coverage was measured, every completed clip within its
+    /// window.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty()
+        self.coverage
+            .as_ref()
+            .is_none_or(|c| c.violations.is_empty())
+            && self.lost.is_empty()
             && self.stuck.is_empty()
             && self.duplicates.is_empty()
             && self.clips_not_completed.is_empty()
@@ -225,7 +232,71 @@ pub async fn check(cluster: &Cluster, api: &Api, ledger: &Ledger) -> Result<Repo
     }
     let mut report = assess(ledger, &playbacks, &streams, &objects, &sizes);
     report.outbox = outbox;
+    if let Some(rolls) = ledger.rolls {
+        let max = Duration::from_secs(cluster.config.max_recording_sec);
+        let expect = Expectation::lab(rolls, max);
+        report.coverage = Some(measure_coverage(&storage, ledger, &playbacks, &expect).await);
+    }
     Ok(report)
+}
+
+/// Downloads and probes the clip of every `COMPLETED` playback of an acknowledged event and
+/// measures it against its window ([`coverage`]).
+pub async fn measure_coverage(
+    storage: &camrec_shared::storage::Storage,
+    ledger: &Ledger,
+    playbacks: &[PlaybackView],
+    expect: &Expectation,
+) -> CoverageReport {
+    let acknowledged: BTreeSet<Uuid> = ledger
+        .acknowledged()
+        .filter_map(|e| e.playback_id)
+        .collect();
+    let mut report = CoverageReport {
+        rolls: Some(expect.rolls),
+        ..CoverageReport::default()
+    };
+    let completed = playbacks
+        .iter()
+        .filter(|p| p.recording_status == "COMPLETED" && acknowledged.contains(&p.id));
+    for p in completed {
+        let measured = match download_duration(storage, p.id).await {
+            Ok(file_sec) => coverage::measure(p, file_sec, expect),
+            Err(why) => Err(coverage::Violation::Unreadable(why)),
+        };
+        match measured {
+            Ok(clip) => {
+                report.violations.extend(
+                    coverage::judge(&clip, expect)
+                        .into_iter()
+                        .map(|v| (p.id, v)),
+                );
+                report.clips.push(clip);
+            }
+            Err(v) => report.violations.push((p.id, v)),
+        }
+    }
+    report
+}
+
+/// The probed duration of the playback's clip, downloaded from the object store.
+async fn download_duration(
+    storage: &camrec_shared::storage::Storage,
+    playback_id: Uuid,
+) -> Result<f64, String> {
+    let key = ObjectKey::Video(camrec_shared::PlaybackId(playback_id));
+    let bytes = async { storage.store().get(&key.path()).await?.bytes().await }
+        .await
+        .map_err(|e| e.to_string())?;
+    let file = tempfile::Builder::new()
+        .prefix("camrec-lab-clip-")
+        .suffix(".mp4")
+        .tempfile()
+        .map_err(|e| e.to_string())?;
+    tokio::fs::write(file.path(), &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    coverage::probe_duration(file.path()).await
 }
 
 /// What the streams hold, counted.
@@ -620,6 +691,11 @@ impl fmt::Display for Report {
                 self.waited.as_secs_f64()
             ),
         );
+        if let Some(c) = &self.coverage {
+            for (k, v) in c.rows() {
+                row(&k, v);
+            }
+        }
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
         row("VERDICT", verdict.to_owned());
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -651,6 +727,11 @@ impl fmt::Display for Report {
         for p in &self.planted {
             writeln!(f, "planted: {p:?}")?;
         }
+        if let Some(c) = &self.coverage {
+            for (id, v) in c.violations.iter().take(20) {
+                writeln!(f, "coverage: playback {id} {v}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -658,7 +739,7 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::IdOnly;
+    use crate::api::NestedEvent;
     use crate::scenario::EventRecord;
 
     fn ledger(n: usize) -> Ledger {
@@ -671,6 +752,7 @@ mod tests {
                     playback_id: Some(Uuid::new_v4()),
                     planned: Duration::from_secs(5),
                     requested: Some(Duration::from_secs(5)),
+                    occurred_at: None,
                     end_acknowledged: true,
                     create_error: None,
                 })
@@ -678,6 +760,7 @@ mod tests {
             faults: Vec::new(),
             planted: Vec::new(),
             cameras: Vec::new(),
+            rolls: None,
             elapsed: Duration::from_secs(60),
         }
     }
@@ -707,7 +790,15 @@ mod tests {
                 file_size_bytes: Some(1000),
                 duration_sec: Some(4.8),
                 error_code: None,
-                event: Some(IdOnly { id: ev }),
+                event: Some(NestedEvent {
+                    id: ev,
+                    occurred_at: None,
+                    ended_at: None,
+                }),
+                started_at: None,
+                ended_at: None,
+                gaps: Vec::new(),
+                started_late: false,
             });
             keys.push(ObjectKey::Video(camrec_shared::PlaybackId(pb)).to_string());
             keys.push(ObjectKey::Thumbnail(camrec_shared::PlaybackId(pb)).to_string());
