@@ -8,12 +8,15 @@
 //! - [`checker`]: the verdict, read from the REST API, the object store, the streams and the
 //!   outbox, printed as one table; with [`coverage`], whether every completed clip holds its
 //!   event's pre-roll and post-roll;
-//! - [`plant`]: defects planted on purpose, to show the checker can fail.
+//! - [`plant`]: defects planted on purpose, to show the checker can fail;
+//! - [`camera_drop`]: a camera lost for ~10 s during an event, whose clip must complete with
+//!   one gap.
 //!
 //! [`run`] does all of it; `cargo run -p lab --bin faultrun` is its command line
 //! (docs/reliability.md).
 
 pub mod api;
+pub mod camera_drop;
 pub mod checker;
 pub mod cluster;
 pub mod coverage;
