@@ -183,6 +183,7 @@ async fn drop_once(cluster: &mut Cluster, opts: &DropOptions) -> Result<DropRepo
             index: 0,
             camera_id: cameras[0],
             occurred_at: Some(occurred_at),
+            posted_at: Duration::ZERO,
             event_id: Some(created.id),
             playback_id: created.playback_id,
             planned: opts.before + opts.down + opts.after,

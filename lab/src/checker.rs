@@ -137,6 +137,11 @@ pub struct Report {
     pub waited: Duration,
     /// The coverage of the completed clips, when the scenario set the cameras' rolls.
     pub coverage: Option<CoverageReport>,
+    /// Per fake camera: the most RTSP sessions open at once, and how many were opened in all
+    /// (one capture per camera: the peak stays 1 however many events overlap).
+    pub rtsp_sessions: Vec<(u64, u64)>,
+    /// The most events open at once on one camera.
+    pub max_overlap: usize,
 }
 
 impl Report {
@@ -456,6 +461,7 @@ pub fn assess(
         playbacks_messages: streams.playbacks_by_kind.clone(),
         undecodable_messages: streams.undecodable,
         objects: object_keys.len(),
+        max_overlap: ledger.max_overlap(),
         ..Report::default()
     };
     let mut acknowledged_playbacks = BTreeSet::new();
@@ -680,6 +686,21 @@ impl fmt::Display for Report {
         }
         row("faults not undone", self.fault_errors.len().to_string());
         row(
+            "most events open on one camera",
+            self.max_overlap.to_string(),
+        );
+        if !self.rtsp_sessions.is_empty() {
+            let per_camera: Vec<String> = self
+                .rtsp_sessions
+                .iter()
+                .map(|(peak, total)| format!("{peak}/{total}"))
+                .collect();
+            row(
+                "RTSP sessions per camera: peak/total",
+                per_camera.join(", "),
+            );
+        }
+        row(
             "children of killed workers / alive after",
             format!("{} / {}", self.killed_children, self.orphan_processes),
         );
@@ -753,6 +774,7 @@ mod tests {
                     planned: Duration::from_secs(5),
                     requested: Some(Duration::from_secs(5)),
                     occurred_at: None,
+                    posted_at: Duration::ZERO,
                     end_acknowledged: true,
                     create_error: None,
                 })
@@ -877,6 +899,24 @@ mod tests {
         assert!(line.is_some_and(|l| l.ends_with("| 1")), "{text}");
         k.retain(|key| !key.contains(&p[0].id.to_string()));
         assert!(assess(&l, &p, &s, &k, &z).passed());
+    }
+
+    #[test]
+    fn overlapping_events_are_counted_per_camera() {
+        let mut l = ledger(5);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        // Camera a: [0, 5), [2, 7), [5, 10): at most 2 open; camera b: [1, 6), [3, 8): 2.
+        for (e, (camera, at)) in l
+            .events
+            .iter_mut()
+            .zip([(a, 0), (a, 2), (a, 5), (b, 1), (b, 3)])
+        {
+            e.camera_id = camera;
+            e.posted_at = Duration::from_secs(at);
+        }
+        assert_eq!(l.max_overlap(), 2);
+        l.events[2].posted_at = Duration::from_secs(4);
+        assert_eq!(l.max_overlap(), 3);
     }
 
     #[test]

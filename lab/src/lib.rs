@@ -133,6 +133,14 @@ pub async fn run(opts: &RunOptions) -> Result<Report, LabError> {
     }
     let mut report = checker::check(&cluster, &api, &ledger).await?;
     report.waited = waited;
+    report.rtsp_sessions = cluster
+        .cameras
+        .iter()
+        .map(|c| {
+            let s = c.sessions();
+            (s.peak, s.total)
+        })
+        .collect();
     tracing::info!(logs = %cluster.config.log_dir.display(), "run checked; stopping the cluster");
     cluster.shutdown().await;
     Ok(report)

@@ -92,6 +92,8 @@ pub struct EventRecord {
     pub camera_id: Uuid,
     /// The `occurredAt` sent with the create, if one was.
     pub occurred_at: Option<DateTime<Utc>>,
+    /// When the create was sent, from the start of the scenario.
+    pub posted_at: Duration,
     /// `None` when `POST /events` did not answer 201 (not acknowledged).
     pub event_id: Option<Uuid>,
     pub playback_id: Option<Uuid>,
@@ -118,6 +120,28 @@ pub struct Ledger {
 }
 
 impl Ledger {
+    /// The most events open at once on one camera (from each create to the `200` of its end).
+    pub fn max_overlap(&self) -> usize {
+        let mut edges: Vec<(Uuid, Duration, i32)> = Vec::new();
+        for e in self.acknowledged() {
+            if let Some(lasted) = e.requested {
+                edges.push((e.camera_id, e.posted_at, 1));
+                edges.push((e.camera_id, e.posted_at + lasted, -1));
+            }
+        }
+        // Per camera, by time, an end before a start at the same instant.
+        edges.sort_by_key(|&(camera, at, delta)| (camera, at, delta));
+        let (mut best, mut open, mut camera) = (0i32, 0i32, None);
+        for (c, _, delta) in edges {
+            if camera != Some(c) {
+                (camera, open) = (Some(c), 0);
+            }
+            open += delta;
+            best = best.max(open);
+        }
+        usize::try_from(best).unwrap_or(0)
+    }
+
     /// The events that got a 201 with a playback.
     pub fn acknowledged(&self) -> impl Iterator<Item = &EventRecord> {
         self.events
@@ -260,7 +284,7 @@ async fn post_events(
         tokio::time::sleep_until(due).await;
         let api = api.clone();
         let retry_for = config.end_retry_for;
-        tasks.spawn(async move { one_event(&api, index, planned, retry_for).await });
+        tasks.spawn(async move { one_event(&api, index, planned, start, retry_for).await });
         if (index + 1) % 50 == 0 {
             tracing::info!(posted = index + 1, of = plan.len(), "events");
         }
@@ -279,7 +303,13 @@ struct Planned {
     early: Option<Duration>,
 }
 
-async fn one_event(api: &Api, index: usize, plan: Planned, retry_for: Duration) -> EventRecord {
+async fn one_event(
+    api: &Api,
+    index: usize,
+    plan: Planned,
+    start: Instant,
+    retry_for: Duration,
+) -> EventRecord {
     let occurred_at = plan.early.map(|early| {
         Utc::now().trunc_subsecs(6) - chrono::TimeDelta::from_std(early).unwrap_or_default()
     });
@@ -287,6 +317,7 @@ async fn one_event(api: &Api, index: usize, plan: Planned, retry_for: Duration) 
         index,
         camera_id: plan.camera_id,
         occurred_at,
+        posted_at: start.elapsed(),
         event_id: None,
         playback_id: None,
         planned: plan.duration,
