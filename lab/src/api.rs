@@ -1,7 +1,9 @@
 //! The lab's REST client of event-api: only the calls a user makes in the scenario (log in,
-//! create cameras, create and end events) and the reads the checker needs (`/playbacks` pages).
+//! create cameras, create and end events), the camera's `captureStatus` the scenario waits on,
+//! and the reads the checker needs (`/playbacks` pages).
 
 use camrec_shared::rtsp::RtspUrl;
+use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::json;
 use std::time::Duration;
@@ -18,6 +20,8 @@ pub enum ApiError {
         path: String,
         status: u16,
     },
+    #[error("{path} answered without {field}")]
+    Missing { path: String, field: &'static str },
 }
 
 /// How long one request may take (event-api may be down: a refused or hung call fails fast).
@@ -44,6 +48,35 @@ pub struct IdOnly {
     pub id: Uuid,
 }
 
+/// A camera's clip window around each of its events: `preRollSec` and `postRollSec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Rolls {
+    pub pre_sec: u32,
+    pub post_sec: u32,
+}
+
+/// The event nested in a playback (the fields the coverage check reads).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NestedEvent {
+    pub id: Uuid,
+    pub occurred_at: Option<DateTime<Utc>>,
+    pub ended_at: Option<DateTime<Utc>>,
+}
+
+/// An interval inside a clip where the camera delivered nothing.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Gap {
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+}
+
+impl Gap {
+    pub fn seconds(&self) -> f64 {
+        (self.to - self.from).as_seconds_f64()
+    }
+}
+
 /// A playback as `GET /playbacks` shows it (the fields the checker reads).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -53,7 +86,32 @@ pub struct PlaybackView {
     pub file_size_bytes: Option<u64>,
     pub duration_sec: Option<f64>,
     pub error_code: Option<String>,
-    pub event: Option<IdOnly>,
+    pub event: Option<NestedEvent>,
+    /// Wall-clock time of the clip's first frame, from the capture.
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    /// Wall-clock time of the clip's last frame, from the capture.
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
+    #[serde(default)]
+    pub started_late: bool,
+}
+
+/// `captureStatus` of a camera (the field the scenario waits on).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureStatusView {
+    pub state: String,
+    pub worker_id: Option<String>,
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CameraView {
+    capture_status: Option<CaptureStatusView>,
 }
 
 impl PlaybackView {
@@ -94,22 +152,47 @@ impl Api {
         })
     }
 
-    /// `POST /cameras` with the camera's credentialed URL (sent, never printed); returns its id.
+    /// `POST /cameras` with the camera's credentialed URL (sent, never printed) and its rolls
+    /// (event-api's defaults when `None`); returns its id.
     pub async fn create_camera(
         &self,
         name: &str,
         url: &RtspUrl,
         channel: i32,
+        rolls: Option<Rolls>,
     ) -> Result<Uuid, ApiError> {
-        let body = json!({ "name": name, "rtspUrl": url.expose(), "channel": channel });
+        let mut body = json!({ "name": name, "rtspUrl": url.expose(), "channel": channel });
+        if let Some(r) = rolls {
+            body["preRollSec"] = json!(r.pre_sec);
+            body["postRollSec"] = json!(r.post_sec);
+        }
         let resp = self.post("/cameras").json(&body).send().await?;
         let cam: IdOnly = check("POST", "/cameras", resp)?.json().await?;
         Ok(cam.id)
     }
 
-    /// `POST /events` of a `MOTION` event. Only a 201 counts as acknowledged.
-    pub async fn create_event(&self, camera_id: Uuid) -> Result<CreatedEvent, ApiError> {
-        let body = json!({ "cameraId": camera_id, "type": "MOTION", "description": "lab" });
+    /// `GET /cameras/:id`: its `captureStatus`.
+    pub async fn capture_status(&self, camera_id: Uuid) -> Result<CaptureStatusView, ApiError> {
+        let path = format!("/cameras/{camera_id}");
+        let resp = self.get(&path).send().await?;
+        let cam: CameraView = check("GET", &path, resp)?.json().await?;
+        cam.capture_status.ok_or(ApiError::Missing {
+            path,
+            field: "captureStatus",
+        })
+    }
+
+    /// `POST /events` of a `MOTION` event, with its `occurredAt` when given (RFC 3339, to the
+    /// microsecond). Only a 201 counts as acknowledged.
+    pub async fn create_event(
+        &self,
+        camera_id: Uuid,
+        occurred_at: Option<DateTime<Utc>>,
+    ) -> Result<CreatedEvent, ApiError> {
+        let mut body = json!({ "cameraId": camera_id, "type": "MOTION", "description": "lab" });
+        if let Some(at) = occurred_at {
+            body["occurredAt"] = json!(at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true));
+        }
         let resp = self.post("/events").json(&body).send().await?;
         if resp.status() != reqwest::StatusCode::CREATED {
             return Err(ApiError::Status {

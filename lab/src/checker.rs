@@ -16,6 +16,7 @@
 
 use crate::api::{Api, ApiError, PlaybackView};
 use crate::cluster::Cluster;
+use crate::coverage::{self, CoverageReport, Expectation};
 use crate::faults::FaultKind;
 use crate::plant::Planted;
 use crate::scenario::Ledger;
@@ -134,13 +135,24 @@ pub struct Report {
     pub planted: Vec<Planted>,
     pub elapsed: Duration,
     pub waited: Duration,
+    /// The coverage of the completed clips, when the scenario set the cameras' rolls.
+    pub coverage: Option<CoverageReport>,
+    /// Per fake camera: the most RTSP sessions open at once, and how many were opened in all
+    /// (one capture per camera: the peak stays 1 however many events overlap).
+    pub rtsp_sessions: Vec<(u64, u64)>,
+    /// The most events open at once on one camera.
+    pub max_overlap: usize,
 }
 
 impl Report {
     /// No loss, nothing stuck, no duplicate, every stored clip `COMPLETED`, every fault undone,
-    /// no orphan process.
+    /// no orphan process; and, when coverage was measured, every completed clip within its
+    /// window.
     pub fn passed(&self) -> bool {
-        self.lost.is_empty()
+        self.coverage
+            .as_ref()
+            .is_none_or(|c| c.violations.is_empty())
+            && self.lost.is_empty()
             && self.stuck.is_empty()
             && self.duplicates.is_empty()
             && self.clips_not_completed.is_empty()
@@ -225,7 +237,71 @@ pub async fn check(cluster: &Cluster, api: &Api, ledger: &Ledger) -> Result<Repo
     }
     let mut report = assess(ledger, &playbacks, &streams, &objects, &sizes);
     report.outbox = outbox;
+    if let Some(rolls) = ledger.rolls {
+        let max = Duration::from_secs(cluster.config.max_recording_sec);
+        let expect = Expectation::lab(rolls, max);
+        report.coverage = Some(measure_coverage(&storage, ledger, &playbacks, &expect).await);
+    }
     Ok(report)
+}
+
+/// Downloads and probes the clip of every `COMPLETED` playback of an acknowledged event and
+/// measures it against its window ([`coverage`]).
+pub async fn measure_coverage(
+    storage: &camrec_shared::storage::Storage,
+    ledger: &Ledger,
+    playbacks: &[PlaybackView],
+    expect: &Expectation,
+) -> CoverageReport {
+    let acknowledged: BTreeSet<Uuid> = ledger
+        .acknowledged()
+        .filter_map(|e| e.playback_id)
+        .collect();
+    let mut report = CoverageReport {
+        rolls: Some(expect.rolls),
+        ..CoverageReport::default()
+    };
+    let completed = playbacks
+        .iter()
+        .filter(|p| p.recording_status == "COMPLETED" && acknowledged.contains(&p.id));
+    for p in completed {
+        let measured = match download_duration(storage, p.id).await {
+            Ok(file_sec) => coverage::measure(p, file_sec, expect),
+            Err(why) => Err(coverage::Violation::Unreadable(why)),
+        };
+        match measured {
+            Ok(clip) => {
+                report.violations.extend(
+                    coverage::judge(&clip, expect)
+                        .into_iter()
+                        .map(|v| (p.id, v)),
+                );
+                report.clips.push(clip);
+            }
+            Err(v) => report.violations.push((p.id, v)),
+        }
+    }
+    report
+}
+
+/// The probed duration of the playback's clip, downloaded from the object store.
+async fn download_duration(
+    storage: &camrec_shared::storage::Storage,
+    playback_id: Uuid,
+) -> Result<f64, String> {
+    let key = ObjectKey::Video(camrec_shared::PlaybackId(playback_id));
+    let bytes = async { storage.store().get(&key.path()).await?.bytes().await }
+        .await
+        .map_err(|e| e.to_string())?;
+    let file = tempfile::Builder::new()
+        .prefix("camrec-lab-clip-")
+        .suffix(".mp4")
+        .tempfile()
+        .map_err(|e| e.to_string())?;
+    tokio::fs::write(file.path(), &bytes)
+        .await
+        .map_err(|e| e.to_string())?;
+    coverage::probe_duration(file.path()).await
 }
 
 /// What the streams hold, counted.
@@ -385,6 +461,7 @@ pub fn assess(
         playbacks_messages: streams.playbacks_by_kind.clone(),
         undecodable_messages: streams.undecodable,
         objects: object_keys.len(),
+        max_overlap: ledger.max_overlap(),
         ..Report::default()
     };
     let mut acknowledged_playbacks = BTreeSet::new();
@@ -609,6 +686,21 @@ impl fmt::Display for Report {
         }
         row("faults not undone", self.fault_errors.len().to_string());
         row(
+            "most events open on one camera",
+            self.max_overlap.to_string(),
+        );
+        if !self.rtsp_sessions.is_empty() {
+            let per_camera: Vec<String> = self
+                .rtsp_sessions
+                .iter()
+                .map(|(peak, total)| format!("{peak}/{total}"))
+                .collect();
+            row(
+                "RTSP sessions per camera: peak/total",
+                per_camera.join(", "),
+            );
+        }
+        row(
             "children of killed workers / alive after",
             format!("{} / {}", self.killed_children, self.orphan_processes),
         );
@@ -620,6 +712,11 @@ impl fmt::Display for Report {
                 self.waited.as_secs_f64()
             ),
         );
+        if let Some(c) = &self.coverage {
+            for (k, v) in c.rows() {
+                row(&k, v);
+            }
+        }
         let verdict = if self.passed() { "PASS" } else { "FAIL" };
         row("VERDICT", verdict.to_owned());
         let width = rows.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
@@ -651,6 +748,11 @@ impl fmt::Display for Report {
         for p in &self.planted {
             writeln!(f, "planted: {p:?}")?;
         }
+        if let Some(c) = &self.coverage {
+            for (id, v) in c.violations.iter().take(20) {
+                writeln!(f, "coverage: playback {id} {v}")?;
+            }
+        }
         Ok(())
     }
 }
@@ -658,7 +760,7 @@ impl fmt::Display for Report {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::IdOnly;
+    use crate::api::NestedEvent;
     use crate::scenario::EventRecord;
 
     fn ledger(n: usize) -> Ledger {
@@ -671,6 +773,8 @@ mod tests {
                     playback_id: Some(Uuid::new_v4()),
                     planned: Duration::from_secs(5),
                     requested: Some(Duration::from_secs(5)),
+                    occurred_at: None,
+                    posted_at: Duration::ZERO,
                     end_acknowledged: true,
                     create_error: None,
                 })
@@ -678,6 +782,7 @@ mod tests {
             faults: Vec::new(),
             planted: Vec::new(),
             cameras: Vec::new(),
+            rolls: None,
             elapsed: Duration::from_secs(60),
         }
     }
@@ -707,7 +812,15 @@ mod tests {
                 file_size_bytes: Some(1000),
                 duration_sec: Some(4.8),
                 error_code: None,
-                event: Some(IdOnly { id: ev }),
+                event: Some(NestedEvent {
+                    id: ev,
+                    occurred_at: None,
+                    ended_at: None,
+                }),
+                started_at: None,
+                ended_at: None,
+                gaps: Vec::new(),
+                started_late: false,
             });
             keys.push(ObjectKey::Video(camrec_shared::PlaybackId(pb)).to_string());
             keys.push(ObjectKey::Thumbnail(camrec_shared::PlaybackId(pb)).to_string());
@@ -786,6 +899,24 @@ mod tests {
         assert!(line.is_some_and(|l| l.ends_with("| 1")), "{text}");
         k.retain(|key| !key.contains(&p[0].id.to_string()));
         assert!(assess(&l, &p, &s, &k, &z).passed());
+    }
+
+    #[test]
+    fn overlapping_events_are_counted_per_camera() {
+        let mut l = ledger(5);
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        // Camera a: [0, 5), [2, 7), [5, 10): at most 2 open; camera b: [1, 6), [3, 8): 2.
+        for (e, (camera, at)) in l
+            .events
+            .iter_mut()
+            .zip([(a, 0), (a, 2), (a, 5), (b, 1), (b, 3)])
+        {
+            e.camera_id = camera;
+            e.posted_at = Duration::from_secs(at);
+        }
+        assert_eq!(l.max_overlap(), 2);
+        l.events[2].posted_at = Duration::from_secs(4);
+        assert_eq!(l.max_overlap(), 3);
     }
 
     #[test]

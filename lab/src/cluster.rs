@@ -1,6 +1,8 @@
 //! The whole of camrec on loopback, each part on its own free port and killed on drop: a
-//! throwaway PostgreSQL cluster, a nats-server, the S3-protocol server, N fake cameras (360p),
-//! event-api and K recorder-workers as real processes (built by cargo from this workspace).
+//! throwaway PostgreSQL cluster, a nats-server, the S3-protocol server, N fake cameras (360p, one
+//! keyframe a second), event-api and K recorder-workers as real processes (built by cargo from
+//! this workspace). The workers learn the cameras from event-api's camera catalog and share them
+//! out (up to `MAX_CAMERAS` each), one capture per camera.
 //!
 //! Every part can be crashed and brought back, which is what [`crate::faults`] does. A worker
 //! comes back with the same `WORKER_ID` and `RECORD_DIR`, so its crash recovery runs.
@@ -144,7 +146,11 @@ pub const STALE_PLAYBACK_SEC: u64 = 60;
 pub struct ClusterConfig {
     pub workers: usize,
     pub cameras: usize,
-    pub max_concurrent_recordings: usize,
+    /// The workers' `MAX_CAMERAS`: cameras one worker captures at once.
+    pub max_cameras: usize,
+    /// The workers' `RESTART_BACKOFF_MAX_SEC`: the longest wait before a capture whose camera
+    /// dropped tries again (short, so a clip's gap is about as long as the camera was away).
+    pub restart_backoff_max_sec: u64,
     /// event-api `MAX_RECORDING_SEC`: stops events that are never ended.
     pub max_recording_sec: u64,
     /// event-api `STALE_PLAYBACK_SEC`.
@@ -162,7 +168,8 @@ impl ClusterConfig {
         Self {
             workers,
             cameras,
-            max_concurrent_recordings: 4,
+            max_cameras: 16,
+            restart_backoff_max_sec: 2,
             max_recording_sec: 40,
             stale_playback_sec: STALE_PLAYBACK_SEC,
             pending_timeout_sec: 240,
@@ -439,9 +446,10 @@ fn worker_env(
         ("WORKER_ID", worker_id.into()),
         ("PORT", "0".into()),
         ("RECORD_DIR", record_dir.display().to_string()),
+        ("MAX_CAMERAS", c.max_cameras.to_string()),
         (
-            "MAX_CONCURRENT_RECORDINGS",
-            c.max_concurrent_recordings.to_string(),
+            "RESTART_BACKOFF_MAX_SEC",
+            c.restart_backoff_max_sec.to_string(),
         ),
         // The worker's own cap stays above event-api's, so the message's limit is the one hit.
         ("MAX_RECORDING_SEC", (c.max_recording_sec + 20).to_string()),

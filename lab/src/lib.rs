@@ -6,15 +6,20 @@
 //! - [`scenario`]: the seeded, bounded load (events at a steady rate) and the fault schedule
 //!   ([`faults`]) running side by side;
 //! - [`checker`]: the verdict, read from the REST API, the object store, the streams and the
-//!   outbox, printed as one table;
-//! - [`plant`]: defects planted on purpose, to show the checker can fail.
+//!   outbox, printed as one table; with [`coverage`], whether every completed clip holds its
+//!   event's pre-roll and post-roll;
+//! - [`plant`]: defects planted on purpose, to show the checker can fail;
+//! - [`camera_drop`]: a camera lost for ~10 s during an event, whose clip must complete with
+//!   one gap.
 //!
 //! [`run`] does all of it; `cargo run -p lab --bin faultrun` is its command line
 //! (docs/reliability.md).
 
 pub mod api;
+pub mod camera_drop;
 pub mod checker;
 pub mod cluster;
+pub mod coverage;
 pub mod faults;
 pub mod pg;
 pub mod plant;
@@ -55,7 +60,8 @@ pub struct RunOptions {
     pub scenario: ScenarioConfig,
     pub workers: usize,
     pub cameras: usize,
-    pub max_concurrent_recordings: usize,
+    /// The workers' `MAX_CAMERAS`.
+    pub max_cameras: usize,
     /// event-api's `STALE_PLAYBACK_SEC`; the scenario's NATS outage must outlast it.
     pub stale_playback_sec: u64,
     /// How long the checker waits, after the scenario, for every playback to be terminal.
@@ -71,7 +77,7 @@ impl RunOptions {
             scenario,
             workers,
             cameras,
-            max_concurrent_recordings: 4,
+            max_cameras: 16,
             stale_playback_sec: cluster::STALE_PLAYBACK_SEC,
             drain_deadline: Duration::from_secs(180),
             log_dir: None,
@@ -101,7 +107,7 @@ pub async fn run(opts: &RunOptions) -> Result<Report, LabError> {
     std::fs::create_dir_all(&log_dir).map_err(|e| LabError::LogDir(log_dir.clone(), e))?;
     tracing::info!(logs = %log_dir.display(), "starting the cluster");
     let mut config = ClusterConfig::new(opts.workers, opts.cameras, log_dir);
-    config.max_concurrent_recordings = opts.max_concurrent_recordings;
+    config.max_cameras = opts.max_cameras;
     config.stale_playback_sec = opts.stale_playback_sec;
     let mut cluster = Cluster::start(config, &binaries).await?;
     tracing::info!(api = %cluster.api_url(), "cluster up; running the scenario");
@@ -127,6 +133,14 @@ pub async fn run(opts: &RunOptions) -> Result<Report, LabError> {
     }
     let mut report = checker::check(&cluster, &api, &ledger).await?;
     report.waited = waited;
+    report.rtsp_sessions = cluster
+        .cameras
+        .iter()
+        .map(|c| {
+            let s = c.sessions();
+            (s.peak, s.total)
+        })
+        .collect();
     tracing::info!(logs = %cluster.config.log_dir.display(), "run checked; stopping the cluster");
     cluster.shutdown().await;
     Ok(report)

@@ -163,9 +163,11 @@ mod tests {
         cmd.args(["-c", "sleep 30 & echo started; wait"]);
         let mut sh = ChildProcess::spawn("sh", cmd, &log).unwrap();
         let pid = sh.pid().unwrap();
+        // The child is forked before `echo` runs: wait for both, or SIGTERM may beat the echo.
         let kids = testkit::wait_until(Duration::from_secs(5), "the child of sh", || {
             let kids = children_of(pid);
-            async move { (!kids.is_empty()).then_some(kids) }
+            let echoed = std::fs::read_to_string(&log).is_ok_and(|l| l.contains("started"));
+            async move { (!kids.is_empty() && echoed).then_some(kids) }
         })
         .await
         .unwrap();

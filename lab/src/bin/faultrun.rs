@@ -6,7 +6,13 @@
 //!     --faults nats --plant drop-outbox
 //! cargo run -p lab --bin faultrun -- --events 120 --rate 0.5 --faults nats-outage \
 //!     --stale-playback 15 --nats-outage 30
+//! cargo run -p lab --bin faultrun -- --coverage --events 200 --rate 1 --workers 2 --cameras 4 --seed 16
 //! ```
+//!
+//! `--coverage` is the coverage run of issue 16: cameras with `preRollSec=3`, `postRollSec=2`,
+//! every event posted with an `occurredAt` up to 0.5 s before its request, no fault unless
+//! `--faults` says otherwise; the checker also measures every completed clip against its window
+//! (`lab::coverage`).
 //!
 //! The `nats-outage` fault (in `all`) stops NATS for `--nats-outage` seconds (default 180), which
 //! must be longer than event-api's `STALE_PLAYBACK_SEC` (`--stale-playback`, default 60).
@@ -26,10 +32,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 const USAGE: &str = "usage: faultrun [--events N] [--rate PER_SEC] [--workers K] [--cameras C] \
-[--seed S] [--max-concurrent M] [--min-duration SEC] [--max-duration SEC] [--drain SEC] \
+[--seed S] [--max-cameras M] [--min-duration SEC] [--max-duration SEC] [--drain SEC] \
 [--stale-playback SEC] [--nats-outage SEC] \
 [--faults all|none|worker,nats,api,s3,pg-restart,pg-kill,camera,nats-outage] \
-[--plant drop-outbox|delete-object] [--log-dir DIR]";
+[--plant drop-outbox|delete-object] [--coverage] [--log-dir DIR]";
 
 fn main() -> ExitCode {
     camrec_shared::telemetry::init("info,lab=info");
@@ -71,10 +77,11 @@ fn main() -> ExitCode {
 
 fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
     let mut scenario = ScenarioConfig::new(100, 1.0, 1);
-    let (mut workers, mut cameras, mut max_concurrent) = (2usize, 3usize, 4usize);
+    let (mut workers, mut cameras, mut max_cameras) = (2usize, 3usize, 16usize);
     let mut drain = Duration::from_secs(240);
     let mut stale_playback_sec = lab::cluster::STALE_PLAYBACK_SEC;
     let mut log_dir = None;
+    let (mut coverage, mut faults_given) = (false, false);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -83,7 +90,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
             "--workers" => workers = value()?.parse().context("--workers")?,
             "--cameras" => cameras = value()?.parse().context("--cameras")?,
             "--seed" => scenario.seed = value()?.parse().context("--seed")?,
-            "--max-concurrent" => max_concurrent = value()?.parse().context("--max-concurrent")?,
+            "--max-cameras" => max_cameras = value()?.parse().context("--max-cameras")?,
             "--min-duration" => {
                 scenario.min_duration_sec = value()?.parse().context("--min-duration")?
             }
@@ -98,7 +105,11 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
                 scenario.nats_outage =
                     Duration::from_secs(value()?.parse().context("--nats-outage")?)
             }
-            "--faults" => scenario.faults = parse_faults(&value()?)?,
+            "--faults" => {
+                scenario.faults = parse_faults(&value()?)?;
+                faults_given = true;
+            }
+            "--coverage" => coverage = true,
             "--plant" => {
                 scenario.plant = Some(value()?.parse::<Plant>().map_err(anyhow::Error::msg)?)
             }
@@ -107,8 +118,16 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
             other => bail!("unknown argument {other:?}"),
         }
     }
-    if scenario.events == 0 || workers == 0 || cameras == 0 || max_concurrent == 0 {
-        bail!("--events, --workers, --cameras and --max-concurrent must be at least 1");
+    if coverage {
+        let settings = ScenarioConfig::coverage(scenario.events, scenario.rate, scenario.seed);
+        scenario.rolls = settings.rolls;
+        scenario.occurred_early = settings.occurred_early;
+        if !faults_given {
+            scenario.faults = settings.faults;
+        }
+    }
+    if scenario.events == 0 || workers == 0 || cameras == 0 || max_cameras == 0 {
+        bail!("--events, --workers, --cameras and --max-cameras must be at least 1");
     }
     if !(scenario.rate > 0.0 && scenario.rate <= 20.0) {
         bail!("--rate must be in (0, 20] events per second");
@@ -126,7 +145,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
         bail!("--nats-outage must be longer than --stale-playback");
     }
     let mut opts = RunOptions::new(scenario, workers, cameras);
-    opts.max_concurrent_recordings = max_concurrent;
+    opts.max_cameras = max_cameras;
     opts.stale_playback_sec = stale_playback_sec;
     opts.drain_deadline = drain;
     opts.log_dir = log_dir;
