@@ -83,7 +83,14 @@ pub struct SegmentPlan {
 /// AAC) cut into keyframe-aligned fragmented-MP4 segments, each listed on stdout as a CSV line
 /// (`name,start,end` in media seconds) when it is closed.
 pub fn segment_argv(plan: &SegmentPlan) -> Vec<String> {
-    let mut argv = args(&["-hide_banner", "-loglevel", "warning", "-nostats", "-nostdin", "-y"]);
+    let mut argv = args(&[
+        "-hide_banner",
+        "-loglevel",
+        "warning",
+        "-nostats",
+        "-nostdin",
+        "-y",
+    ]);
     argv.extend(input_args(&plan.input, plan.io_timeout));
     argv.extend(stream_args(&plan.source));
     argv.extend(args(&["-f", "segment", "-segment_time"]));
@@ -534,7 +541,15 @@ mod tests {
         let e = ListEntry::parse("r3_000012.mp4,24.080000,26.080000\n").unwrap();
         assert_eq!(e.file, "r3_000012.mp4");
         assert_eq!(e.duration(), Duration::from_secs(2));
-        for bad in ["", "x", "a,b,c", "a.mp4,3,2", ",1,2", "a.mp4,NaN,2", "a.mp4,1,inf"] {
+        for bad in [
+            "",
+            "x",
+            "a,b,c",
+            "a.mp4,3,2",
+            ",1,2",
+            "a.mp4,NaN,2",
+            "a.mp4,1,inf",
+        ] {
             assert_eq!(ListEntry::parse(bad), None, "{bad}");
         }
     }

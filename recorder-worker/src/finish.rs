@@ -25,10 +25,10 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
-use crate::ffmpeg::MediaError;
 use crate::capture::ring::{gaps, Span};
 use crate::capture::segment::segments_in;
+use crate::config::Config;
+use crate::ffmpeg::MediaError;
 use crate::finalize::{finalize, thumbnail};
 use crate::manifest::{self, Manifest, THUMB, VIDEO};
 use crate::ownership::{LeaseKeeper, LeaseState};
@@ -307,7 +307,8 @@ async fn completed(
     clip: Clip,
     receipt: Uploaded,
 ) -> CompletedClip {
-    let held = recorded.ended_at - recorded.started_at
+    let held = recorded.ended_at
+        - recorded.started_at
         - recorded
             .gaps
             .iter()

@@ -96,7 +96,10 @@ pub async fn run(cams: Arc<Cameras>, cancel: CancellationToken) {
     let mut tick = tokio::time::interval(CAPTURE_LEASE_TTL / 4);
     let mut failures = 0u32;
     'watching: while !cancel.is_cancelled() {
-        let mut watch = match catalog.watch_with_history(site_cameras_filter(&cams.site)).await {
+        let mut watch = match catalog
+            .watch_with_history(site_cameras_filter(&cams.site))
+            .await
+        {
             Ok(w) => w,
             Err(e) => {
                 failures += 1;
@@ -143,7 +146,9 @@ async fn open_buckets(
         };
         match opened.await {
             Ok(b) => return Some(b),
-            Err(e) => tracing::warn!(attempt, error = %e, "cannot open the camera buckets, retrying"),
+            Err(e) => {
+                tracing::warn!(attempt, error = %e, "cannot open the camera buckets, retrying")
+            }
         }
         if !sleep_or_cancel(nth_delay(attempt, RETRY_FIRST, RETRY_MAX), cancel).await {
             return None;
@@ -184,13 +189,13 @@ async fn reconcile(
     for id in ids {
         let Some(h) = held.get_mut(&id) else { continue };
         let report = h.capture.report().borrow().clone();
-        match leases
-            .update(id.to_string(), lease_value(cams, &report), h.revision)
-            .await
-        {
-            Ok(rev) => h.revision = rev,
-            Err(e) => {
-                tracing::warn!(camera_id = %id, error = %e, "camera lease lost; capture stopped");
+        match renew(cams, leases, id, h.revision, &report).await {
+            Renewal::Renewed(rev) => h.revision = rev,
+            Renewal::Unconfirmed(e) => {
+                tracing::warn!(camera_id = %id, error = %e, "camera lease not renewed (NATS unreachable); capturing on");
+            }
+            Renewal::Lost => {
+                tracing::warn!(camera_id = %id, "camera lease taken by another worker; capture stopped");
                 if let Some(h) = held.remove(&id) {
                     release(cams, leases, id, h, false).await;
                 }
@@ -241,6 +246,47 @@ async fn reconcile(
     }
 }
 
+/// What renewing a held camera's lease found.
+enum Renewal {
+    Renewed(u64),
+    /// NATS did not answer: the lease may still hold; the capture goes on and the next round
+    /// tries again. A camera is never stopped for want of NATS alone: if the lease expires
+    /// meanwhile and another worker takes the camera, the next renewal finds it [`Renewal::Lost`].
+    Unconfirmed(String),
+    /// Another worker holds the camera now.
+    Lost,
+}
+
+/// Renews a lease by compare-and-set. A lease that expired while NATS was away (nobody took
+/// the camera) is created again, so the capture carries on without a restart.
+async fn renew(
+    cams: &Cameras,
+    leases: &kv::Store,
+    id: CameraId,
+    revision: u64,
+    report: &Report,
+) -> Renewal {
+    let value = lease_value(cams, report);
+    let update = leases.update(id.to_string(), value.clone(), revision);
+    // A round never waits on NATS for longer than a round lasts.
+    let Ok(updated) = tokio::time::timeout(CAPTURE_LEASE_TTL / 4, update).await else {
+        return Renewal::Unconfirmed("timed out".into());
+    };
+    match updated {
+        Ok(rev) => Renewal::Renewed(rev),
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            match leases.create(id.to_string(), value).await {
+                Ok(rev) => {
+                    tracing::info!(camera_id = %id, "camera lease had expired; taken again");
+                    Renewal::Renewed(rev)
+                }
+                Err(_) => Renewal::Lost,
+            }
+        }
+        Err(e) => Renewal::Unconfirmed(e.to_string()),
+    }
+}
+
 /// Creates the camera's lease, or takes back this worker's own unexpired one.
 async fn acquire(cams: &Cameras, leases: &kv::Store, id: CameraId) -> Option<u64> {
     let connecting = Report {
@@ -257,7 +303,10 @@ async fn acquire(cams: &Cameras, leases: &kv::Store, id: CameraId) -> Option<u64
             if lease.worker_id != cams.worker_id {
                 return None;
             }
-            leases.update(id.to_string(), value, entry.revision).await.ok()
+            leases
+                .update(id.to_string(), value, entry.revision)
+                .await
+                .ok()
         }
         Err(e) => {
             tracing::debug!(camera_id = %id, error = %e, "cannot create a camera lease");
@@ -377,7 +426,12 @@ impl Cameras {
 
 /// Runs the camera's capture with its password opened; a password that cannot be opened makes
 /// the camera unreachable, saying why.
-async fn capture_task(cams: Arc<Cameras>, spec: CameraSpec, capture: Capture, stop: CancellationToken) {
+async fn capture_task(
+    cams: Arc<Cameras>,
+    spec: CameraSpec,
+    capture: Capture,
+    stop: CancellationToken,
+) {
     let url = match open_url(&cams, &spec) {
         Ok(url) => url,
         Err(reason) => {
@@ -478,7 +532,8 @@ async fn pull_events(cams: Arc<Cameras>, id: CameraId, capture: Capture, stop: C
                     kind: EventKind::Ended,
                     ..
                 }) => {
-                    let outcome = consumer::handle_ended(&msg.payload, Utc::now(), &cams.recordings.stops);
+                    let outcome =
+                        consumer::handle_ended(&msg.payload, Utc::now(), &cams.recordings.stops);
                     consumer::settle(&msg, consumer::ended_disposition(&outcome)).await;
                     tracing::info!(camera_id = %id, ?outcome, "event.ended");
                 }

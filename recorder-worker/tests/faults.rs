@@ -532,3 +532,58 @@ async fn with_nats_down_the_max_duration_ends_the_recording_on_time() -> anyhow:
     worker.stop().await?;
     Ok(())
 }
+
+/// A worker that stops renewing its camera leases (here SIGKILLed) loses its cameras to another
+/// worker of the site within 1.5 × the lease TTL, which then records the camera's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_cameras_are_taken_over_within_one_and_a_half_ttl() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let logs = tempfile::tempdir()?;
+    let mut first = WorkerProcess::spawn(&env.worker_env("host-a", &[]), &logs.path().join("a"))?;
+    let event = event_for(camera.url(), 600);
+    let lease = env.start_capture(&event).await?;
+    assert_eq!(lease.worker_id, "host-a");
+    let second = env.spawn_worker("host-b", &[]);
+    // host-b runs its lease rounds and finds the camera taken.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.capture_lease(event.camera_id)
+            .await?
+            .map(|l| l.worker_id),
+        Some("host-a".to_owned())
+    );
+
+    first.sigkill();
+    let killed = std::time::Instant::now();
+    let limit = camrec_shared::capture::CAPTURE_LEASE_TTL * 3 / 2;
+    testkit::wait_until(
+        limit + Duration::from_secs(2),
+        "host-b takes the camera",
+        || async {
+            env.capture_lease(event.camera_id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| l.worker_id == "host-b")
+        },
+    )
+    .await?;
+    let took = killed.elapsed();
+    assert!(
+        took <= limit,
+        "taken over after {took:?}, more than {limit:?}"
+    );
+
+    env.wait_capturing(event.camera_id).await?;
+    env.publish_created(&event).await?;
+    env.log
+        .wait(event.playback_id, StatusKind::Recording, START)
+        .await?;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
+    assert_eq!(done.status.worker_id, "host-b");
+    assert_eq!(done.status.body.kind(), StatusKind::Completed);
+    second.stop().await?;
+    Ok(())
+}

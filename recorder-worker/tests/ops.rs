@@ -148,7 +148,6 @@ async fn below_the_disk_floor_the_worker_takes_no_camera_and_says_why() {
     roomy.stop().await;
 }
 
-
 /// A recording kept in `_failed/` as a failed upload leaves it: the clip, its manifest.
 fn kept_recording(
     env: &Env,

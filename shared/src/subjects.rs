@@ -277,7 +277,10 @@ mod tests {
         }
         let name = camera_consumer_name(&site, cam);
         assert_eq!(name, "cam_s1_00000000-0000-0000-0000-00000000000a");
-        assert!(!name.contains(['.', '*', '>', ' ']), "a valid consumer name");
+        assert!(
+            !name.contains(['.', '*', '>', ' ']),
+            "a valid consumer name"
+        );
     }
 
     proptest! {

@@ -232,11 +232,20 @@ pub async fn run(
             continue;
         }
         run_no += 1;
-        let outcome = run_once(&capture, &url, &dir, &settings, &mut source, run_no, &cancel).await;
+        let this = Run {
+            capture: &capture,
+            url: &url,
+            dir: &dir,
+            settings: &settings,
+            disk: &disk,
+        };
+        let outcome = run_once(&this, &mut source, run_no, &cancel).await;
         match outcome {
             Ok(0) | Err(_) => {
                 failures += 1;
-                let error = outcome.err().unwrap_or_else(|| "the camera sent no frames".into());
+                let error = outcome
+                    .err()
+                    .unwrap_or_else(|| "the camera sent no frames".into());
                 let error = scrub(&error, &url);
                 tracing::warn!(camera = %url.without_credentials().masked(), failures, %error, "capture run ended without a segment");
                 capture.set_state(CaptureState::Unreachable, Some(error));
@@ -249,7 +258,11 @@ pub async fn run(
                 capture.set_state(CaptureState::Connecting, None);
             }
         }
-        let wait = nth_delay(failures.saturating_sub(1), RETRY_FIRST, settings.backoff_max);
+        let wait = nth_delay(
+            failures.saturating_sub(1),
+            RETRY_FIRST,
+            settings.backoff_max,
+        );
         if !sleep_or_cancel(wait, &cancel).await {
             break;
         }
@@ -270,16 +283,31 @@ async fn prepare(capture: &Capture, dir: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// One FFmpeg run: returns how many segments it closed, or why it could not start.
+/// What every run of one camera's capture works with.
+struct Run<'a> {
+    capture: &'a Capture,
+    url: &'a RtspUrl,
+    dir: &'a Path,
+    settings: &'a Settings,
+    disk: &'a DiskGuard,
+}
+
+/// One FFmpeg run: returns how many segments it closed, or why it could not start. It ends when
+/// the camera does, when `cancel` is, or when the disk falls below its floor (checked at each
+/// segment: the segments already held stay, for the recordings that link them).
 async fn run_once(
-    capture: &Capture,
-    url: &RtspUrl,
-    dir: &Path,
-    settings: &Settings,
+    this: &Run<'_>,
     source: &mut Option<SourceInfo>,
     run_no: u64,
     cancel: &CancellationToken,
 ) -> Result<u64, String> {
+    let Run {
+        capture,
+        url,
+        dir,
+        settings,
+        disk,
+    } = *this;
     settings
         .networks
         .check_host(url.host(), url.port())
@@ -330,6 +358,11 @@ async fn run_once(
             for gone in capture.add(s, Utc::now()) {
                 let _ = tokio::fs::remove_file(&gone.path).await;
             }
+            if stop_by.is_none() && !disk.check().has_room() {
+                tracing::warn!(camera = %url.without_credentials().masked(), "disk below its floor: capture paused");
+                ffmpeg.interrupt();
+                stop_by = Some(tokio::time::Instant::now() + settings.stop_grace);
+            }
         }
     }
     let report = ffmpeg.stop(settings.stop_grace).await;
@@ -360,7 +393,10 @@ async fn close_segment(
         tracing::warn!(file = %entry.file, error = %e, "cannot move a closed segment into the ring");
         return None;
     }
-    let bytes = tokio::fs::metadata(&path).await.map(|m| m.len()).unwrap_or(0);
+    let bytes = tokio::fs::metadata(&path)
+        .await
+        .map(|m| m.len())
+        .unwrap_or(0);
     Some(Segment {
         seq: 0,
         start,
@@ -416,11 +452,20 @@ mod tests {
     fn wall_clock_comes_from_the_least_delayed_listing() {
         let mut anchor = None;
         // Listed 300 ms after its end: media zero was at t=300.
-        assert_eq!(wall_start(&mut anchor, t(2300), &entry(0.0, 2.0)), Some(t(300)));
+        assert_eq!(
+            wall_start(&mut anchor, t(2300), &entry(0.0, 2.0)),
+            Some(t(300))
+        );
         // The next one is listed 40 ms after its end: the anchor moves to t=40.
-        assert_eq!(wall_start(&mut anchor, t(4040), &entry(2.0, 4.0)), Some(t(2040)));
+        assert_eq!(
+            wall_start(&mut anchor, t(4040), &entry(2.0, 4.0)),
+            Some(t(2040))
+        );
         // A later, slower listing does not move it back.
-        assert_eq!(wall_start(&mut anchor, t(6500), &entry(4.0, 6.0)), Some(t(4040)));
+        assert_eq!(
+            wall_start(&mut anchor, t(6500), &entry(4.0, 6.0)),
+            Some(t(4040))
+        );
     }
 
     #[test]

@@ -138,7 +138,13 @@ mod tests {
         assert_eq!(gone.iter().map(|s| s.seq).collect::<Vec<_>>(), [1, 2]);
         assert_eq!(r.len(), 2);
         assert_eq!(r.bytes(), 200);
-        assert_eq!(r.span(), Some(Span { from: t(4), to: t(8) }));
+        assert_eq!(
+            r.span(),
+            Some(Span {
+                from: t(4),
+                to: t(8)
+            })
+        );
         assert!(r.expire(t(12), Duration::from_secs(7)).is_empty());
     }
 
@@ -147,13 +153,18 @@ mod tests {
         let r = ring(&[seg(1, 0, 2), seg(2, 2, 2), seg(3, 4, 2)]);
         let from = r.from(t(3));
         assert_eq!(from.iter().map(|s| s.seq).collect::<Vec<_>>(), [2, 3]);
-        assert_eq!(from[0].start, t(2), "the clip starts at or before its window");
-        assert_eq!(r.from(t(-60)).len(), 3, "the oldest frame held when the ring is short");
-        assert!(r.from(t(6)).is_empty(), "nothing yet after the newest");
         assert_eq!(
-            r.after(1).iter().map(|s| s.seq).collect::<Vec<_>>(),
-            [2, 3]
+            from[0].start,
+            t(2),
+            "the clip starts at or before its window"
         );
+        assert_eq!(
+            r.from(t(-60)).len(),
+            3,
+            "the oldest frame held when the ring is short"
+        );
+        assert!(r.from(t(6)).is_empty(), "nothing yet after the newest");
+        assert_eq!(r.after(1).iter().map(|s| s.seq).collect::<Vec<_>>(), [2, 3]);
     }
 
     #[test]

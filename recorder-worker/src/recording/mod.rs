@@ -196,7 +196,10 @@ impl Job {
     /// `recording` at its first segment and `progress` meanwhile.
     async fn record(&mut self) -> Result<Stopped, Failure> {
         tokio::fs::create_dir_all(&self.dir).await.map_err(|e| {
-            Failure::new(FailureCode::RecordingFailed, format!("recording directory: {e}"))
+            Failure::new(
+                FailureCode::RecordingFailed,
+                format!("recording directory: {e}"),
+            )
         })?;
         self.save_manifest().await;
         let mut newest = self.capture.newest();
@@ -213,7 +216,10 @@ impl Job {
             let ended_at = *self.ended.borrow_and_update();
             let (until, cause) = self.window.end(ended_at);
             if self.linked.last().is_some_and(|s| s.end() >= until) {
-                return Ok(Stopped { cause, cut_short: false });
+                return Ok(Stopped {
+                    cause,
+                    cut_short: false,
+                });
             }
             if self.manifest.started_at.is_none() {
                 if let Some(first) = self.linked.first() {
@@ -322,7 +328,11 @@ impl Job {
 
     /// What the clip holds, from its segments; saved in the manifest too.
     async fn recorded(&mut self, stopped: Stopped) -> Recorded {
-        let first = self.linked.first().map(|s| s.start).unwrap_or_else(Utc::now);
+        let first = self
+            .linked
+            .first()
+            .map(|s| s.start)
+            .unwrap_or_else(Utc::now);
         let last = self.linked.last().map(|s| s.end()).unwrap_or(first);
         let holes = gaps(&self.linked, TOLERANCE);
         let started_late = self.window.started_late(first);

@@ -39,9 +39,10 @@ impl Window {
     pub fn end(&self, ended_at: Option<DateTime<Utc>>) -> (DateTime<Utc>, StopCause) {
         let deadline = self.deadline();
         match ended_at {
-            Some(at) if at + delta(self.post_roll) < deadline => {
-                (at.max(self.occurred_at) + delta(self.post_roll), StopCause::EventEnded)
-            }
+            Some(at) if at + delta(self.post_roll) < deadline => (
+                at.max(self.occurred_at) + delta(self.post_roll),
+                StopCause::EventEnded,
+            ),
             _ => (deadline, StopCause::MaxDuration),
         }
     }
@@ -53,7 +54,12 @@ impl Window {
 }
 
 /// Whether a segment `[start, end)` belongs in a clip from `from` to `until` (None: still open).
-pub fn wanted(start: DateTime<Utc>, end: DateTime<Utc>, from: DateTime<Utc>, until: Option<DateTime<Utc>>) -> bool {
+pub fn wanted(
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    from: DateTime<Utc>,
+    until: Option<DateTime<Utc>>,
+) -> bool {
     end > from && until.is_none_or(|u| start < u)
 }
 
@@ -104,7 +110,10 @@ mod tests {
     fn a_clip_lacks_pre_roll_only_beyond_the_tolerance() {
         let w = window();
         assert!(!w.started_late(t(94)));
-        assert!(!w.started_late(t(96)), "within a second of the window's start");
+        assert!(
+            !w.started_late(t(96)),
+            "within a second of the window's start"
+        );
         assert!(w.started_late(t(97)));
     }
 
@@ -112,7 +121,13 @@ mod tests {
     fn segments_are_wanted_while_they_overlap_the_window() {
         assert!(wanted(t(94), t(96), t(95), None), "holds the start");
         assert!(!wanted(t(93), t(95), t(95), None), "ends at the start");
-        assert!(wanted(t(112), t(114), t(95), Some(t(113))), "reaches the end");
-        assert!(!wanted(t(113), t(115), t(95), Some(t(113))), "after the end");
+        assert!(
+            wanted(t(112), t(114), t(95), Some(t(113))),
+            "reaches the end"
+        );
+        assert!(
+            !wanted(t(113), t(115), t(95), Some(t(113))),
+            "after the end"
+        );
     }
 }

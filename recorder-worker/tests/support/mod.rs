@@ -7,11 +7,11 @@
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, context::Publish};
+use camrec_shared::capture::{CameraSpec, CaptureLease, CaptureState};
 use camrec_shared::messages::{
     EndReason, Envelope, EventCreated, EventEnded, EventType, PlaybackStatus, RecordingLimits,
     StatusBody, StatusKind, StopCause,
 };
-use camrec_shared::capture::{CameraSpec, CaptureLease, CaptureState};
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::subjects::{event_subject, EventKind, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
