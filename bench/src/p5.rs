@@ -139,11 +139,15 @@ pub async fn run(ctx: &Ctx) -> Vec<Row> {
         }
         Cell::new(per(u.cpu_percent), Unit::CpuPercent).with_detail(d)
     };
-    let pss = |u: &Usage| {
-        Cell::new(per(u.pss_mib), Unit::MiB).with_detail(format!(
+    let pss = |u: &Usage, worker: bool| {
+        let mut d = format!(
             "total PSS {:.0} MiB, RSS {:.0} MiB, {} processes",
             u.pss_mib, u.rss_mib, u.max_processes
-        ))
+        );
+        if worker {
+            d.push_str(&format!(", worker itself {:.1} MiB", u.roots_pss_mib));
+        }
+        Cell::new(per(u.pss_mib), Unit::MiB).with_detail(d)
     };
     let per_core = |u: &Usage| {
         let one = per(u.cpu_percent);
@@ -160,10 +164,10 @@ pub async fn run(ctx: &Ctx) -> Vec<Row> {
         Row::new(
             "P5",
             format!("memory (PSS) {what}"),
-            pss(&m.camrec),
+            pss(&m.camrec, true),
             Goal::AtMost(1.25),
         )
-        .against(pss(&m.bare)),
+        .against(pss(&m.bare, false)),
         Row::new(
             "P5",
             "cameras captured per core (100% / CPU per camera)",

@@ -126,6 +126,8 @@ pub struct Usage {
     pub rss_mib: f64,
     /// Mean over the samples of the summed proportional set size.
     pub pss_mib: f64,
+    /// The roots' own share of `pss_mib` (without any child).
+    pub roots_pss_mib: f64,
     /// The most processes seen in the trees at once.
     pub max_processes: usize,
     pub samples: usize,
@@ -176,8 +178,8 @@ pub async fn sample(
     let start = tree_ticks(&first, &tree(&first, roots), roots);
     let mut end = start;
     let started = Instant::now();
-    let (mut rss_kib_sum, mut pss_kib_sum, mut samples, mut max_processes) =
-        (0u64, 0u64, 0usize, 0);
+    let (mut rss_kib_sum, mut pss_kib_sum, mut roots_pss_kib_sum) = (0u64, 0u64, 0u64);
+    let (mut samples, mut max_processes) = (0usize, 0);
     while started.elapsed() < window {
         tokio::time::sleep(interval).await;
         let stats = all_stats()?;
@@ -185,7 +187,11 @@ pub async fn sample(
         end = tree_ticks(&stats, &pids, roots);
         for p in &pids {
             rss_kib_sum += read_kib(*p, "status", parse_rss_kib);
-            pss_kib_sum += read_kib(*p, "smaps_rollup", parse_pss_kib);
+            let pss = read_kib(*p, "smaps_rollup", parse_pss_kib);
+            pss_kib_sum += pss;
+            if roots.contains(p) {
+                roots_pss_kib_sum += pss;
+            }
         }
         samples += 1;
         max_processes = max_processes.max(pids.len());
@@ -197,6 +203,7 @@ pub async fn sample(
         roots_cpu_percent: percent(end.1.saturating_sub(start.1)),
         rss_mib: rss_kib_sum as f64 / samples.max(1) as f64 / 1024.0,
         pss_mib: pss_kib_sum as f64 / samples.max(1) as f64 / 1024.0,
+        roots_pss_mib: roots_pss_kib_sum as f64 / samples.max(1) as f64 / 1024.0,
         max_processes,
         samples,
     })
