@@ -106,9 +106,9 @@ pub const ROLLS: Rolls = Rolls {
 /// The FFmpeg settings the worker uses by default (`RTSP_TIMEOUT_SEC`, `SEGMENT_SEC`).
 pub const WORKER_IO_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WORKER_SEGMENT: Duration = Duration::from_secs(1);
-/// How long a camera may take to be captured with a full pre-roll after its creation (placed
-/// within 10 s, connected, then `preRollSec` of segments).
-const CAPTURED_WITHIN: Duration = Duration::from_secs(90);
+/// How long a camera may take to be captured for the time asked after its creation (placed
+/// within 10 s, connected, then up to a full ring of segments).
+const CAPTURED_WITHIN: Duration = Duration::from_secs(180);
 
 pub struct Ctx {
     pub plan: Plan,
@@ -212,10 +212,11 @@ impl Ctx {
             .join(camera.id.to_string())
     }
 
-    /// Waits until the worker has captured every camera for longer than its pre-roll, so that
-    /// a clip can start `preRollSec` before its event.
-    pub async fn captured(&self) -> anyhow::Result<()> {
-        let full = chrono::TimeDelta::seconds(i64::from(ROLLS.pre_roll_sec) + 1);
+    /// Waits until the worker has captured every camera for at least `secs` seconds (longer
+    /// than its pre-roll: a clip can start `preRollSec` before its event; longer than the ring:
+    /// the ring is full).
+    pub async fn captured(&self, secs: u64) -> anyhow::Result<()> {
+        let full = chrono::TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
         for camera in &self.cameras {
             testkit::wait_until(CAPTURED_WITHIN, "a camera captured", || async {
                 let status = self.api.capture_status(camera.id).await.ok()??;

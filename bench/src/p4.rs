@@ -74,7 +74,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Row> {
     tracing::info!("P4: {what}");
     let mut rows = Vec::new();
     let measured = async {
-        ctx.captured().await?;
+        ctx.captured(u64::from(ROLLS.pre_roll_sec) + 1).await?;
         let mut base = Vec::new();
         for _ in 0..ctx.plan.p4_samples.max(1) {
             let plan = ctx.segment_plan(&ctx.cameras[0]).await?;

@@ -79,6 +79,11 @@ async fn sample_rings(dirs: &[PathBuf], window: Duration) -> anyhow::Result<f64>
     Ok(sum as f64 / (samples.max(1) * dirs.len().max(1) as u64) as f64)
 }
 
+/// The ring's length: `preRollSec` + `RING_MARGIN_SEC`.
+fn ring_secs(ctx: &Ctx) -> u64 {
+    u64::from(ROLLS.pre_roll_sec) + ctx.plan.ring_margin_sec
+}
+
 struct Measured {
     camrec: Usage,
     bare: Usage,
@@ -92,7 +97,8 @@ async fn measure(ctx: &Ctx) -> anyhow::Result<Measured> {
         .worker
         .pid()
         .ok_or_else(|| anyhow::anyhow!("recorder-worker is not running"))?;
-    ctx.captured().await?;
+    // A full ring, and a segment more.
+    ctx.captured(ring_secs(ctx) + 2).await?;
     let running = start_bare(ctx).await?;
     tokio::time::sleep(SETTLE).await;
     let pids: Vec<u32> = running.iter().filter_map(|(c, _)| c.pid()).collect();
@@ -176,7 +182,7 @@ pub async fn run(ctx: &Ctx) -> Vec<Row> {
         )
         .against(per_core(&m.bare)),
     ];
-    let ring_sec = u64::from(ROLLS.pre_roll_sec) + ctx.plan.ring_margin_sec;
+    let ring_sec = ring_secs(ctx);
     let what = format!("ring on disk per camera ({ring_sec} s: preRollSec + RING_MARGIN_SEC)");
     if m.written.media_secs > 0.0 {
         let bitrate = m.written.bytes as f64 / m.written.media_secs;
