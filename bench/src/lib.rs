@@ -1,8 +1,8 @@
 //! camrec's benchmark harness: starts the whole system on loopback ([`rig`]), measures the six
-//! figures ([`p1`] .. [`p6`]): P1 and P2 against absolute capacity goals, P3 .. P5 against a
-//! baseline measured in the same run (the baselines in [`baseline`] and [`pgbench`], which P1
-//! and P2 print as info), and renders one table ([`report`]) with the machine's description
-//! ([`machine`]).
+//! figures ([`p1`] .. [`p6`]): P1 and P2 against absolute capacity goals, P4 against absolute
+//! goals beside an on-demand recorder's first frame, P3 and P5 against a baseline measured in
+//! the same run (the baselines in [`baseline`] and [`pgbench`], which P1 and P2 print as info),
+//! and renders one table ([`report`]) with the machine's description ([`machine`]).
 //!
 //! Run it with `cargo run --release --bin bench -- [--quick] [--out FILE] [--only P1,P4]`.
 //! Figures run in the order P4, P3, P5 (clips cut from the worker's captures, then the captures'
