@@ -1,5 +1,5 @@
-//! The bench's REST client of event-api: log in once, create cameras on a chosen site, create
-//! and end events, read one playback.
+//! The bench's REST client of event-api: log in once, create cameras on a chosen site and read
+//! their capture status, create and end events, read one playback.
 
 use camrec_shared::rtsp::RtspUrl;
 use serde::Deserialize;
@@ -34,6 +34,30 @@ pub struct Api {
 pub struct CreatedEvent {
     pub id: Uuid,
     pub playback_id: Option<Uuid>,
+    /// The event's moment (the request time when the request gave none).
+    pub occurred_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// The rolls a camera is created with.
+#[derive(Clone, Copy, Debug)]
+pub struct Rolls {
+    pub pre_roll_sec: u32,
+    pub post_roll_sec: u32,
+}
+
+/// The `captureStatus` of `GET /cameras/:id`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureView {
+    /// `capturing`, `connecting`, `unreachable`, `disk_full`, `unassigned`, `disabled`.
+    pub state: String,
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct CameraView {
+    capture_status: Option<CaptureView>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -96,17 +120,25 @@ impl Api {
         })
     }
 
-    /// `POST /cameras` on `site` with the camera's credentialed URL; returns its id. The fake
-    /// cameras share one address, so each gets its own `channel` (unique with the address).
+    /// `POST /cameras` on `site` with the camera's credentialed URL and its rolls; returns its
+    /// id. The fake cameras share one address, so each gets its own `channel` (unique with the
+    /// address).
     pub async fn create_camera(
         &self,
         name: &str,
         url: &RtspUrl,
         channel: i32,
         site: &str,
+        rolls: Rolls,
     ) -> Result<Uuid, ApiError> {
-        let body =
-            json!({ "name": name, "rtspUrl": url.expose(), "channel": channel, "site": site });
+        let body = json!({
+            "name": name,
+            "rtspUrl": url.expose(),
+            "channel": channel,
+            "site": site,
+            "preRollSec": rolls.pre_roll_sec,
+            "postRollSec": rolls.post_roll_sec,
+        });
         let resp = self.post("/cameras").json(&body).send().await?;
         let cam: IdOnly = ok("POST /cameras", resp).await?.json().await?;
         Ok(cam.id)
@@ -131,6 +163,18 @@ impl Api {
         let resp = self.post(&format!("/events/{event_id}/end")).send().await?;
         ok("POST /events/:id/end", resp).await?;
         Ok(())
+    }
+
+    /// The `captureStatus` of `GET /cameras/:id`.
+    pub async fn capture_status(&self, id: Uuid) -> Result<Option<CaptureView>, ApiError> {
+        let resp = self
+            .http
+            .get(format!("{}/cameras/{id}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await?;
+        let camera: CameraView = ok("GET /cameras/:id", resp).await?.json().await?;
+        Ok(camera.capture_status)
     }
 
     /// `GET /playbacks/:id`.

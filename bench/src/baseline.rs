@@ -1,28 +1,30 @@
 //! The baselines: what the bare tools do for the same work, measured beside camrec in the same
-//! run. A bare FFmpeg with the worker's own argv (first frame, and recording for P5), ffprobe
-//! plus a plain object_store upload of a clip, and a plain async-nats publish of a backlog.
+//! run. A bare FFmpeg with the capture's own argv (`segment_argv`: its first frame for P4, its
+//! steady cost and bitrate for P5), ffprobe plus a plain object_store upload of a clip, and a
+//! plain async-nats publish of a backlog.
 
 use async_nats::jetstream::context::{Publish, PublishAckFuture};
 use bytes::Bytes;
 use futures::stream::{FuturesUnordered, StreamExt};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, WriteMultipart};
-use recorder_worker::ffmpeg::{record_argv, RecordPlan};
-use recorder_worker::progress::ProgressParser;
+use recorder_worker::ffmpeg::{ListEntry, SegmentPlan, Segmenter};
 use std::future::IntoFuture;
 use std::path::Path;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 /// A baseline that could not be measured.
 #[derive(Debug, thiserror::Error)]
 pub enum BaselineError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
-    #[error("ffmpeg wrote no frame within {0:?}")]
+    #[error("ffmpeg: {0}")]
+    Ffmpeg(#[from] recorder_worker::ffmpeg::MediaError),
+    #[error("ffmpeg wrote no segment within {0:?}")]
     NoFrame(Duration),
     #[error("ffprobe failed: {0}")]
     Probe(String),
@@ -32,108 +34,92 @@ pub enum BaselineError {
     Publish(String),
 }
 
-/// A bare FFmpeg running the worker's argv for `plan`, its progress on stdout.
-pub struct BareFfmpeg {
-    child: Child,
-    progress: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    parser: ProgressParser,
+/// How long a bare FFmpeg is given to stop after SIGINT.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// A bare FFmpeg with the capture's argv for `plan` (through the worker's own [`Segmenter`], the
+/// process wrapper, not the worker), its segment list read in the background.
+pub struct BareCapture {
+    pid: Option<u32>,
+    stop: oneshot::Sender<()>,
+    /// Ends with every segment FFmpeg listed, once it was stopped.
+    listed: JoinHandle<Vec<ListEntry>>,
 }
 
-impl BareFfmpeg {
-    pub fn spawn(ffmpeg: &Path, plan: &RecordPlan) -> Result<Self, BaselineError> {
-        let mut child = Command::new(ffmpeg)
-            .args(record_argv(plan))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()?;
-        let stdout = child
-            .stdout
-            .take()
-            .ok_or_else(|| std::io::Error::other("ffmpeg has no stdout"))?;
-        Ok(Self {
-            child,
-            progress: BufReader::new(stdout).lines(),
-            parser: ProgressParser::new(),
-        })
-    }
+/// What a bare capture wrote: its segments' bytes and media duration.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Written {
+    pub bytes: u64,
+    pub media_secs: f64,
+}
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.id()
-    }
-
-    /// Waits for the first progress block with `frame=` > 0.
-    pub async fn first_frame(&mut self, timeout: Duration) -> Result<(), BaselineError> {
-        let wait = async {
-            while let Some(line) = self.progress.next_line().await? {
-                if self.parser.feed_line(&line).is_some_and(|p| p.frames > 0) {
-                    return Ok(());
+impl BareCapture {
+    /// Starts FFmpeg and waits for its first segment (up to `timeout`); returns the capture and
+    /// the time from the spawn to its first frame: the wall-clock time FFmpeg listed its first
+    /// segment minus that segment's media duration (a live camera delivers in real time).
+    pub async fn start(
+        ffmpeg: &Path,
+        plan: &SegmentPlan,
+        timeout: Duration,
+    ) -> Result<(Self, Duration), BaselineError> {
+        let spawned = Instant::now();
+        let mut segmenter = Segmenter::spawn(ffmpeg, plan)?;
+        let first = match tokio::time::timeout(timeout, segmenter.next_closed()).await {
+            Ok(Some(first)) => first,
+            Ok(None) | Err(_) => {
+                segmenter.stop(STOP_GRACE).await;
+                return Err(BaselineError::NoFrame(timeout));
+            }
+        };
+        let first_frame = spawned.elapsed().saturating_sub(first.duration());
+        let pid = segmenter.pid();
+        let (stop, stopped) = oneshot::channel();
+        let listed = tokio::spawn(async move {
+            let mut entries = vec![first];
+            let mut stopped = std::pin::pin!(stopped);
+            loop {
+                tokio::select! {
+                    e = segmenter.next_closed() => match e {
+                        Some(e) => entries.push(e),
+                        None => break,
+                    },
+                    _ = &mut stopped => break,
                 }
             }
-            Err(BaselineError::NoFrame(timeout))
-        };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| BaselineError::NoFrame(timeout))?
+            segmenter.stop(STOP_GRACE).await;
+            entries
+        });
+        Ok((Self { pid, stop, listed }, first_frame))
     }
 
-    /// Keeps reading progress so FFmpeg never blocks on a full pipe (what the worker does too).
-    pub fn drain_progress(mut self) -> DrainedFfmpeg {
-        let reader =
-            tokio::spawn(async move { while let Ok(Some(_)) = self.progress.next_line().await {} });
-        DrainedFfmpeg {
-            child: self.child,
-            reader,
-        }
-    }
-
-    /// SIGINT (as the worker stops its FFmpeg), then a kill after `grace`; reaped.
-    pub async fn stop(self, grace: Duration) {
-        self.drain_progress().stop(grace).await;
-    }
-}
-
-/// A bare FFmpeg whose progress is read in the background.
-pub struct DrainedFfmpeg {
-    child: Child,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl DrainedFfmpeg {
     pub fn pid(&self) -> Option<u32> {
-        self.child.id()
+        self.pid
     }
 
-    pub async fn stop(mut self, grace: Duration) {
-        if let Some(pid) = self.child.id().and_then(|p| i32::try_from(p).ok()) {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGINT,
-            );
+    /// Stops FFmpeg (SIGINT, then a kill; reaped) and sums the segments it listed in `dir`.
+    pub async fn stop(self, dir: &Path) -> Written {
+        let _ = self.stop.send(());
+        let entries = self.listed.await.unwrap_or_default();
+        let mut written = Written::default();
+        for e in entries {
+            if let Ok(meta) = tokio::fs::metadata(dir.join(&e.file)).await {
+                written.bytes += meta.len();
+                written.media_secs += e.duration().as_secs_f64();
+            }
         }
-        if tokio::time::timeout(grace, self.child.wait())
-            .await
-            .is_err()
-        {
-            let _ = self.child.kill().await;
-        }
-        let _ = self.child.wait().await;
-        self.reader.abort();
+        written
     }
 }
 
-/// P4's baseline: from spawning a bare FFmpeg to its first frame, then stops it.
+/// P4's baseline: a fresh FFmpeg's time from spawn to its first frame (see
+/// [`BareCapture::start`]), then stops it.
 pub async fn ffmpeg_first_frame(
     ffmpeg: &Path,
-    plan: &RecordPlan,
+    plan: &SegmentPlan,
 ) -> Result<Duration, BaselineError> {
-    let started = Instant::now();
-    let mut f = BareFfmpeg::spawn(ffmpeg, plan)?;
-    let first = f.first_frame(Duration::from_secs(30)).await;
-    let took = started.elapsed();
-    f.stop(Duration::from_secs(5)).await;
-    first.map(|()| took)
+    let (capture, took) = BareCapture::start(ffmpeg, plan, Duration::from_secs(30)).await?;
+    capture.stop(&plan.dir).await;
+    Ok(took)
 }
 
 /// P3's baseline: `ffprobe -print_format json` of `file`, then a plain object_store upload of it

@@ -1,21 +1,24 @@
 //! What every figure's measurement shares: the sizes of the run ([`Plan`]), the rig, a logged-in
-//! API client, NATS and database connections, the cameras as event-api knows them, and the
-//! helpers that wait for a playback's status messages.
+//! API client, NATS and database connections, the cameras as event-api knows them (each
+//! captured by the worker from its creation on), and the helpers that wait for the captures and
+//! for a playback's status messages.
 
-use crate::api::Api;
+use crate::api::{Api, Rolls};
 use crate::p1::GOAL_CLIENTS;
 use crate::rig::{Rig, ADMIN_USERNAME, IDLE_SITE, RECORDING_SITE};
 use anyhow::Context as _;
 use camrec_shared::messages::{
-    Envelope, EventCreated, EventType, PlaybackStatus, RecordingLimits, StatusBody, StatusKind,
+    CompletedClip, Envelope, EventCreated, EventType, PlaybackStatus, RecordingLimits, StatusBody,
+    StatusKind,
 };
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::subjects::{event_msg_id, event_subject, EventKind, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
 use event_api::store::outbox::OutboxMessage;
 use futures::StreamExt;
-use recorder_worker::ffmpeg::RecordPlan;
+use recorder_worker::ffmpeg::SegmentPlan;
 use recorder_worker::probe::{probe_source, SourceInfo};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -31,9 +34,15 @@ pub struct Plan {
     pub p2_steady: Duration,
     /// (clip length in seconds, samples): the figure is the median of the samples.
     pub p3_clips_sec: Vec<(u64, usize)>,
-    /// Warm samples (the first, cold one comes on top).
+    /// Samples of P4's baseline (a fresh FFmpeg's first frame).
     pub p4_samples: usize,
-    pub p5_recordings: usize,
+    /// P4's overlapping events on one camera, one round each (RTSP sessions counted).
+    pub p4_overlaps: Vec<usize>,
+    /// P4's further rounds of one event on every camera at once.
+    pub p4_rounds: usize,
+    /// The worker's `RING_MARGIN_SEC`.
+    pub ring_margin_sec: u64,
+    /// The cameras the worker captures (P5's N).
     pub p5_cameras: usize,
     pub p5_window: Duration,
     pub p6_samples: usize,
@@ -49,7 +58,10 @@ impl Plan {
             p2_steady: Duration::from_secs(20),
             p3_clips_sec: vec![(10, 3), (60, 1)],
             p4_samples: 5,
-            p5_recordings: 10,
+            p4_overlaps: vec![1, 2, 5],
+            p4_rounds: 4,
+            // The worker's default.
+            ring_margin_sec: 30,
             p5_cameras: 5,
             p5_window: Duration::from_secs(20),
             p6_samples: 200,
@@ -66,7 +78,10 @@ impl Plan {
             p2_steady: Duration::from_secs(2),
             p3_clips_sec: vec![(2, 1)],
             p4_samples: 1,
-            p5_recordings: 2,
+            p4_overlaps: vec![1, 2, 5],
+            p4_rounds: 0,
+            // A short ring, so that it is full by the time P5 measures it.
+            ring_margin_sec: 2,
             p5_cameras: 1,
             p5_window: Duration::from_secs(3),
             p6_samples: 10,
@@ -74,16 +89,26 @@ impl Plan {
     }
 }
 
-/// A camera as event-api knows it.
+/// A camera as event-api knows it; `cameras[i]` is the rig's fake camera `i`.
 #[derive(Clone, Debug)]
 pub struct Camera {
     pub id: Uuid,
     pub url: RtspUrl,
 }
 
-/// The FFmpeg settings the worker uses by default (`RTSP_TIMEOUT_SEC`, `MAX_RECORDING_SEC`).
+/// The rolls of every camera of the worker's site: the default pre-roll, and no post-roll, so
+/// that P3's end → completed holds no deliberate wait.
+pub const ROLLS: Rolls = Rolls {
+    pre_roll_sec: 5,
+    post_roll_sec: 0,
+};
+
+/// The FFmpeg settings the worker uses by default (`RTSP_TIMEOUT_SEC`, `SEGMENT_SEC`).
 pub const WORKER_IO_TIMEOUT: Duration = Duration::from_secs(10);
-pub const WORKER_MAX_DURATION: Duration = Duration::from_secs(3600);
+pub const WORKER_SEGMENT: Duration = Duration::from_secs(1);
+/// How long a camera may take to be captured for the time asked after its creation (placed
+/// within 10 s, connected, then up to a full ring of segments).
+const CAPTURED_WITHIN: Duration = Duration::from_secs(180);
 
 pub struct Ctx {
     pub plan: Plan,
@@ -111,6 +136,7 @@ impl Ctx {
                     &url,
                     i as i32 + 1,
                     RECORDING_SITE,
+                    ROLLS,
                 )
                 .await?;
             cameras.push(Camera { id, url });
@@ -120,7 +146,7 @@ impl Ctx {
         )?;
         let idle_camera = Camera {
             id: api
-                .create_camera("bench-idle", &idle_url, 1, IDLE_SITE)
+                .create_camera("bench-idle", &idle_url, 1, IDLE_SITE, ROLLS)
                 .await?,
             url: idle_url,
         };
@@ -160,21 +186,47 @@ impl Ctx {
             .join(format!("{}-{name}", Uuid::new_v4().simple()))
     }
 
-    /// The worker's recording plan for `camera`, written to a scratch file (the baselines' argv).
-    pub async fn worker_plan(&self, camera: &Camera) -> anyhow::Result<RecordPlan> {
+    /// The capture's FFmpeg plan for `camera` (`segment_argv`'s input, the baselines' argv),
+    /// writing into a fresh scratch directory.
+    pub async fn segment_plan(&self, camera: &Camera) -> anyhow::Result<SegmentPlan> {
         let source: SourceInfo = probe_source(self.ffprobe(), &camera.url, WORKER_IO_TIMEOUT)
             .await
             .context("probing the camera")?;
-        let output = self.scratch_file("part-000.mp4");
-        Ok(RecordPlan {
+        let dir = self.scratch_file("segments");
+        tokio::fs::create_dir_all(&dir).await?;
+        Ok(SegmentPlan {
             input: camera.url.clone(),
-            // The worker's default (DIRECT_CLIP=1): the faststart clip beside the part.
-            direct: Some(recorder_worker::manifest::direct_for(&output)),
-            output,
+            dir,
+            prefix: "bare_".into(),
+            segment: WORKER_SEGMENT,
             io_timeout: WORKER_IO_TIMEOUT,
             source,
-            max_duration: Some(WORKER_MAX_DURATION),
         })
+    }
+
+    /// The worker's ring directory of `camera`.
+    pub fn ring_dir(&self, camera: &Camera) -> PathBuf {
+        self.rig
+            .record_dir
+            .join(recorder_worker::placement::CAPTURE_DIR)
+            .join(camera.id.to_string())
+    }
+
+    /// Waits until the worker has captured every camera for at least `secs` seconds (longer
+    /// than its pre-roll: a clip can start `preRollSec` before its event; longer than the ring:
+    /// the ring is full).
+    pub async fn captured(&self, secs: u64) -> anyhow::Result<()> {
+        let full = chrono::TimeDelta::seconds(i64::try_from(secs).unwrap_or(i64::MAX));
+        for camera in &self.cameras {
+            testkit::wait_until(CAPTURED_WITHIN, "a camera captured", || async {
+                let status = self.api.capture_status(camera.id).await.ok()??;
+                let since = status.since?;
+                (status.state == "capturing" && chrono::Utc::now() - since >= full).then_some(())
+            })
+            .await
+            .with_context(|| format!("camera {} is not captured", camera.id))?;
+        }
+        Ok(())
     }
 
     /// A fresh `event.created` message for the idle camera, as event-api queues it for a MOTION
@@ -280,6 +332,43 @@ pub async fn wait_status(
             want.as_token()
         )
     })?
+}
+
+/// Reads `sub` until every playback of `playbacks` has completed; returns their clips.
+pub async fn wait_clips(
+    sub: &mut async_nats::Subscriber,
+    playbacks: &[Uuid],
+    timeout: Duration,
+) -> anyhow::Result<HashMap<Uuid, CompletedClip>> {
+    let mut clips = HashMap::new();
+    let wait = async {
+        while clips.len() < playbacks.len() {
+            let Some(msg) = sub.next().await else {
+                anyhow::bail!("the status subscription ended");
+            };
+            let Some(status) = decode_status(&msg.payload) else {
+                continue;
+            };
+            let id = status.playback_id.0;
+            if !playbacks.contains(&id) {
+                continue;
+            }
+            match status.body {
+                StatusBody::Failed { code, message } => {
+                    anyhow::bail!("playback {id} failed: {} ({message})", code.as_str())
+                }
+                StatusBody::Completed(clip) => {
+                    clips.insert(id, clip);
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, wait)
+        .await
+        .context("not every playback completed in time")??;
+    Ok(clips)
 }
 
 /// Reads `sub` until every playback of `playbacks` has sent a status of kind `want`.

@@ -1,13 +1,14 @@
 //! camrec's benchmark harness: starts the whole system on loopback ([`rig`]), measures the six
-//! figures ([`p1`] .. [`p6`]): P1 and P2 against absolute capacity goals, P3 .. P5 against a
-//! baseline measured in the same run (the baselines in [`baseline`] and [`pgbench`], which P1
-//! and P2 print as info), and renders one table ([`report`]) with the machine's description
-//! ([`machine`]).
+//! figures ([`p1`] .. [`p6`]): P1 and P2 against absolute capacity goals, P4 against absolute
+//! goals beside an on-demand recorder's first frame, P3 and P5 against a baseline measured in
+//! the same run (the baselines in [`baseline`] and [`pgbench`], which P1 and P2 print as info),
+//! and renders one table ([`report`]) with the machine's description ([`machine`]).
 //!
 //! Run it with `cargo run --release --bin bench -- [--quick] [--out FILE] [--only P1,P4]`.
-//! Figures run in the order P4, P3, P5 (recordings, cameras idle before P4), P6, P1, P2 (the
-//! load figures last, so their outbox rows and events do not weigh on the recordings'). A figure
-//! whose measurement fails becomes an `ERROR` row; the others still run.
+//! Figures run in the order P4, P3, P5 (clips cut from the worker's captures, then the captures'
+//! own cost), P6, P1, P2 (the load figures last, so their outbox rows and events do not weigh on
+//! the clips'). The worker captures the cameras of its site throughout. A figure whose
+//! measurement fails becomes an `ERROR` row; the others still run.
 
 pub mod api;
 pub mod baseline;
@@ -145,7 +146,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
     } else {
         Plan::full()
     };
-    let rig = rig::Rig::start(plan.p5_cameras.max(1), &opts.log_dir).await?;
+    let rig = rig::Rig::start(plan.p5_cameras.max(1), plan.ring_margin_sec, &opts.log_dir).await?;
     tracing::info!(logs = %opts.log_dir.display(), "the system is up");
     let ctx = Ctx::new(plan, rig).await?;
     let postgres: String = sqlx::query_scalar("SELECT version()")

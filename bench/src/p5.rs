@@ -1,205 +1,213 @@
-//! P5: CPU and memory per concurrent recording. recorder-worker and every child of it (the
-//! FFmpegs) are sampled from /proc while it records N streams; the baseline is N bare FFmpeg
-//! processes with the worker's argv recording the same streams.
+//! P5: the cost of capture. With no event open, recorder-worker captures N cameras (one FFmpeg
+//! each, writing the ring of segments); the worker and every child of it are sampled from /proc
+//! for CPU and proportional memory (PSS), divided by N. The baseline is N bare FFmpegs with the
+//! same `segment_argv` arguments on the same streams, sampled in the same window: both sides run
+//! at once, so they share the machine's load and the libraries' pages alike.
 //!
-//! The goal rows are the steady state, what limits how many cameras one host records at once:
-//! both sides are sampled once every recording has its first frame, after a short settling
-//! pause. What a clip costs once (FFmpeg's start, the finish with its probe and thumbnail) is not
-//! hidden: an info row gives each side's CPU over the whole life of a clip, from the request (the
-//! spawn) to the finished clip (FFmpeg's exit).
+//! In the same window, each camera's ring on the worker's disk is summed: its bytes must be
+//! within 10% of the bitrate (what the bare FFmpegs wrote per second of media) times the ring's
+//! length (`preRollSec` + `RING_MARGIN_SEC`).
 
-use crate::baseline::{BareFfmpeg, DrainedFfmpeg};
-use crate::ctx::{wait_all, Ctx};
+use crate::baseline::{BareCapture, Written};
+use crate::ctx::{Camera, Ctx, ROLLS};
 use crate::procstat::{self, Usage};
 use crate::report::{Cell, Goal, Row, Unit};
-use camrec_shared::messages::StatusKind;
-use recorder_worker::manifest::direct_for;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
-/// Start-up work (connections, probes, first fragments) is not steady-state cost.
+/// Start-up work (connections, probes, first segments) is not steady-state cost.
 const SETTLE: Duration = Duration::from_secs(2);
 const INTERVAL: Duration = Duration::from_millis(250);
+/// How many times a bare FFmpeg is started before its camera counts as failed.
+const START_ATTEMPTS: u32 = 3;
+const FIRST_SEGMENT_WITHIN: Duration = Duration::from_secs(30);
 
-/// One side's figures: the steady-state window, and the whole life of its clips.
-struct Measured {
-    steady: Usage,
-    /// CPU seconds of all the clips' lives together.
-    life_cpu: f64,
-    /// The clips' lives, summed, in seconds (they run side by side).
-    life_secs: f64,
-    /// Whether the sampled roots are recorder-worker (camrec) rather than bare FFmpegs.
-    worker: bool,
+/// The bare FFmpegs, one per camera, each with the directory it writes.
+async fn start_bare(ctx: &Ctx) -> anyhow::Result<Vec<(BareCapture, PathBuf)>> {
+    let mut running = Vec::new();
+    for camera in &ctx.cameras {
+        let plan = ctx.segment_plan(camera).await?;
+        // A camera that drops a new client is tried again, as the worker's capture retries.
+        let mut attempt = 1;
+        loop {
+            match BareCapture::start(ctx.ffmpeg(), &plan, FIRST_SEGMENT_WITHIN).await {
+                Ok((capture, _)) => {
+                    running.push((capture, plan.dir.clone()));
+                    break;
+                }
+                Err(e) if attempt < START_ATTEMPTS => {
+                    tracing::warn!(error = %e, attempt, "P5 baseline: FFmpeg did not start; trying again");
+                    attempt += 1;
+                }
+                Err(e) => {
+                    for (c, dir) in running {
+                        c.stop(&dir).await;
+                    }
+                    return Err(e.into());
+                }
+            }
+        }
+    }
+    Ok(running)
 }
 
-async fn camrec(ctx: &Ctx) -> anyhow::Result<Measured> {
-    let n = ctx.plan.p5_recordings;
-    let cameras = &ctx.cameras[..ctx.plan.p5_cameras.min(ctx.cameras.len()).max(1)];
+/// The bytes of the segment files directly in `dir` (not the one FFmpeg is writing, under
+/// `tmp/`).
+fn ring_bytes(dir: &Path) -> std::io::Result<u64> {
+    let mut bytes = 0;
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let meta = entry.metadata()?;
+        if meta.is_file() && entry.file_name().to_string_lossy().ends_with(".mp4") {
+            bytes += meta.len();
+        }
+    }
+    Ok(bytes)
+}
+
+/// The mean over `window` of the rings' bytes per camera.
+async fn sample_rings(dirs: &[PathBuf], window: Duration) -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let (mut sum, mut samples) = (0u64, 0u64);
+    while started.elapsed() < window {
+        tokio::time::sleep(INTERVAL).await;
+        for d in dirs {
+            sum += ring_bytes(d)?;
+        }
+        samples += 1;
+    }
+    Ok(sum as f64 / (samples.max(1) * dirs.len().max(1) as u64) as f64)
+}
+
+/// The ring's length: `preRollSec` + `RING_MARGIN_SEC`.
+fn ring_secs(ctx: &Ctx) -> u64 {
+    u64::from(ROLLS.pre_roll_sec) + ctx.plan.ring_margin_sec
+}
+
+struct Measured {
+    camrec: Usage,
+    bare: Usage,
+    ring_bytes_per_camera: f64,
+    written: Written,
+}
+
+async fn measure(ctx: &Ctx) -> anyhow::Result<Measured> {
     let worker = ctx
         .rig
         .worker
         .pid()
         .ok_or_else(|| anyhow::anyhow!("recorder-worker is not running"))?;
-    let mut sub = ctx.statuses().await?;
-    let (born, cpu_before) = (Instant::now(), procstat::cpu_seconds(&[worker])?);
-    let (mut events, mut playbacks): (Vec<Uuid>, Vec<Uuid>) = (Vec::new(), Vec::new());
-    for i in 0..n {
-        let created = ctx
-            .api
-            .create_event(cameras[i % cameras.len()].id, "MOTION")
-            .await?;
-        events.push(created.id);
-        playbacks.push(
-            created
-                .playback_id
-                .ok_or_else(|| anyhow::anyhow!("MOTION did not create a playback"))?,
-        );
+    // A full ring, and a segment more.
+    ctx.captured(ring_secs(ctx) + 2).await?;
+    let running = start_bare(ctx).await?;
+    tokio::time::sleep(SETTLE).await;
+    let pids: Vec<u32> = running.iter().filter_map(|(c, _)| c.pid()).collect();
+    let rings: Vec<PathBuf> = ctx
+        .cameras
+        .iter()
+        .map(|c: &Camera| ctx.ring_dir(c))
+        .collect();
+    let window = ctx.plan.p5_window;
+    let roots = [worker];
+    let (camrec, bare, ring) = tokio::join!(
+        procstat::sample(&roots, window, INTERVAL),
+        procstat::sample(&pids, window, INTERVAL),
+        sample_rings(&rings, window),
+    );
+    let mut written = Written::default();
+    for (c, dir) in running {
+        let w = c.stop(&dir).await;
+        written.bytes += w.bytes;
+        written.media_secs += w.media_secs;
+        let _ = tokio::fs::remove_dir_all(&dir).await;
     }
-    let measured = async {
-        wait_all(
-            &mut sub,
-            &playbacks,
-            StatusKind::Recording,
-            Duration::from_secs(120),
-        )
-        .await?;
-        tokio::time::sleep(SETTLE).await;
-        Ok::<_, anyhow::Error>(procstat::sample(&[worker], ctx.plan.p5_window, INTERVAL).await?)
-    }
-    .await;
-    for e in &events {
-        ctx.api.end_event(*e).await?;
-    }
-    wait_all(
-        &mut sub,
-        &playbacks,
-        StatusKind::Completed,
-        Duration::from_secs(300),
-    )
-    .await?;
-    let life_cpu = procstat::cpu_seconds(&[worker])? - cpu_before;
     Ok(Measured {
-        steady: measured?,
-        life_cpu,
-        // Requested together, completed together: each life is about the whole span.
-        life_secs: born.elapsed().as_secs_f64() * n as f64,
-        worker: true,
-    })
-}
-
-/// How many times a bare FFmpeg is started before its camera counts as failed.
-const START_ATTEMPTS: u32 = 3;
-
-async fn bare(ctx: &Ctx) -> anyhow::Result<Measured> {
-    let n = ctx.plan.p5_recordings;
-    let cameras = &ctx.cameras[..ctx.plan.p5_cameras.min(ctx.cameras.len()).max(1)];
-    let mut plans = Vec::new();
-    for c in cameras {
-        plans.push(ctx.worker_plan(c).await?);
-    }
-    // Each FFmpeg with its spawn time; they start one after another.
-    let mut running: Vec<(Instant, DrainedFfmpeg)> = Vec::new();
-    let mut life_secs = 0.0;
-    // The bare FFmpegs are children of this process: once reaped, their CPU is in its cutime.
-    let reaped_before = procstat::reaped_children_seconds()?;
-    let measured = async {
-        for i in 0..n {
-            let mut plan = plans[i % plans.len()].clone();
-            plan.output = ctx.scratch_file("p5.mp4");
-            plan.direct = plan.direct.as_ref().map(|_| direct_for(&plan.output));
-            // A camera that drops a new client while it serves nine others is tried again, up
-            // to START_ATTEMPTS times, as the worker tries again (`START_RETRIES`).
-            let mut attempt = 1;
-            loop {
-                let born = Instant::now();
-                let mut f = BareFfmpeg::spawn(ctx.ffmpeg(), &plan)?;
-                let first = f.first_frame(Duration::from_secs(30)).await;
-                match first {
-                    Err(e) if attempt < START_ATTEMPTS => {
-                        tracing::warn!(error = %e, attempt, "P5 baseline: FFmpeg did not start; trying again");
-                        f.stop(Duration::from_secs(2)).await;
-                        life_secs += born.elapsed().as_secs_f64();
-                        attempt += 1;
-                    }
-                    first => {
-                        running.push((born, f.drain_progress()));
-                        first?;
-                        break;
-                    }
-                }
-            }
-        }
-        tokio::time::sleep(SETTLE).await;
-        let pids: Vec<u32> = running.iter().filter_map(|(_, f)| f.pid()).collect();
-        Ok::<_, anyhow::Error>(procstat::sample(&pids, ctx.plan.p5_window, INTERVAL).await?)
-    }
-    .await;
-    for (born, f) in running {
-        f.stop(Duration::from_secs(5)).await;
-        life_secs += born.elapsed().as_secs_f64();
-    }
-    let life_cpu = procstat::reaped_children_seconds()? - reaped_before;
-    Ok(Measured {
-        steady: measured?,
-        life_cpu,
-        life_secs,
-        worker: false,
+        camrec: camrec?,
+        bare: bare?,
+        ring_bytes_per_camera: ring?,
+        written,
     })
 }
 
 pub async fn run(ctx: &Ctx) -> Vec<Row> {
-    let n = ctx.plan.p5_recordings;
-    let what = format!("per recording, {n} concurrent recordings");
+    let n = ctx.cameras.len();
+    let what = format!("per captured camera, {n} cameras, steady state, no event");
     tracing::info!("P5: {what}");
-    let measured = async { anyhow::Ok((bare(ctx).await?, camrec(ctx).await?)) }.await;
-    let (base, mine) = match measured {
+    let m = match measure(ctx).await {
         Ok(m) => m,
         Err(e) => return vec![Row::error("P5", &what, &e)],
     };
     let per = |v: f64| v / n as f64;
-    let detail = |m: &Measured| {
-        let u = &m.steady;
+    let cpu = |u: &Usage, worker: bool| {
         let mut d = format!("total {:.1}%, {} processes", u.cpu_percent, u.max_processes);
-        if m.worker {
+        if worker {
             d.push_str(&format!(", worker itself {:.2}%", u.roots_cpu_percent));
         }
-        d
+        Cell::new(per(u.cpu_percent), Unit::CpuPercent).with_detail(d)
     };
-    let rss = |u: &Usage| format!("total {:.0} MiB, {} processes", u.rss_mib, u.max_processes);
-    // The whole life of a clip, and what of it the steady rate does not explain: the one-off
-    // work of starting and finishing it.
-    let life = |m: &Measured| {
-        // The steady rate of one recording over the clips' lives; the rest is one-off work.
-        let steady = per(m.steady.cpu_percent) / 100.0 * m.life_secs;
-        Cell::new(per(m.life_cpu), Unit::CpuSeconds).with_detail(format!(
-            "life {:.1} s; beyond the steady rate {}",
-            per(m.life_secs),
-            crate::report::fmt_secs(per(m.life_cpu - steady))
-        ))
+    let pss = |u: &Usage, worker: bool| {
+        let mut d = format!(
+            "total PSS {:.0} MiB, RSS {:.0} MiB, {} processes",
+            u.pss_mib, u.rss_mib, u.max_processes
+        );
+        if worker {
+            d.push_str(&format!(", worker itself {:.1} MiB", u.roots_pss_mib));
+        }
+        Cell::new(per(u.pss_mib), Unit::MiB).with_detail(d)
     };
-    vec![
+    let per_core = |u: &Usage| {
+        let one = per(u.cpu_percent);
+        Cell::new(if one > 0.0 { 100.0 / one } else { 0.0 }, Unit::Count)
+    };
+    let mut rows = vec![
         Row::new(
             "P5",
-            format!("CPU {what}, steady state"),
-            Cell::new(per(mine.steady.cpu_percent), Unit::CpuPercent).with_detail(detail(&mine)),
+            format!("CPU {what}"),
+            cpu(&m.camrec, true),
+            Goal::AtMost(1.1),
+        )
+        .against(cpu(&m.bare, false)),
+        Row::new(
+            "P5",
+            format!("memory (PSS) {what}"),
+            pss(&m.camrec, true),
             Goal::AtMost(1.25),
         )
-        .against(
-            Cell::new(per(base.steady.cpu_percent), Unit::CpuPercent).with_detail(detail(&base)),
-        ),
+        .against(pss(&m.bare, false)),
         Row::new(
             "P5",
-            format!("memory (RSS) {what}"),
-            Cell::new(per(mine.steady.rss_mib), Unit::MiB).with_detail(rss(&mine.steady)),
-            Goal::AtMost(1.25),
-        )
-        .against(Cell::new(per(base.steady.rss_mib), Unit::MiB).with_detail(rss(&base.steady))),
-        Row::new(
-            "P5",
-            "CPU per clip over its whole life (request to finished clip; spawn to exit)",
-            life(&mine),
+            "cameras captured per core (100% / CPU per camera)",
+            per_core(&m.camrec),
             Goal::Info,
         )
-        .against(life(&base)),
-    ]
+        .against(per_core(&m.bare)),
+    ];
+    let ring_sec = ring_secs(ctx);
+    let what = format!("ring on disk per camera ({ring_sec} s: preRollSec + RING_MARGIN_SEC)");
+    if m.written.media_secs > 0.0 {
+        let bitrate = m.written.bytes as f64 / m.written.media_secs;
+        let mib = |b: f64| b / (1024.0 * 1024.0);
+        rows.push(
+            Row::new(
+                "P5",
+                what,
+                Cell::new(mib(m.ring_bytes_per_camera), Unit::MiB)
+                    .with_detail("segment files in _capture/<camera_id>/, mean of the window"),
+                Goal::Within(0.1),
+            )
+            .against(
+                Cell::new(mib(bitrate * ring_sec as f64), Unit::MiB).with_detail(format!(
+                    "bitrate {:.0} kbit/s × {ring_sec} s",
+                    bitrate * 8.0 / 1000.0
+                )),
+            ),
+        );
+    } else {
+        rows.push(Row::error(
+            "P5",
+            &what,
+            &anyhow::anyhow!("the bare FFmpegs wrote no segment"),
+        ));
+    }
+    rows
 }

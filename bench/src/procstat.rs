@@ -7,6 +7,10 @@
 //! samples (a thumbnail's FFmpeg) is counted in full, through its parent, and a child seen before
 //! it exited is not counted twice (its own entry leaves the sum as its parent's grows by it).
 //! The CPU of a window is the growth of that sum.
+//!
+//! Memory is read both as `VmRSS` and as `Pss` of /proc/<pid>/smaps_rollup: the proportional
+//! set size divides each shared page among the processes that map it, so the libraries that
+//! every FFmpeg maps count once across them, not once per process.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -50,6 +54,23 @@ fn parse_rss_kib(status: &str) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next())
         .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `Pss` of /proc/<pid>/smaps_rollup, in KiB (0 when absent).
+fn parse_pss_kib(rollup: &str) -> u64 {
+    rollup
+        .lines()
+        .find_map(|l| l.strip_prefix("Pss:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Reads one /proc file of `pid` and parses it; 0 when the process is gone.
+fn read_kib(pid: u32, file: &str, parse: fn(&str) -> u64) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .map(|s| parse(&s))
         .unwrap_or(0)
 }
 
@@ -103,6 +124,10 @@ pub struct Usage {
     pub roots_cpu_percent: f64,
     /// Mean over the samples of the summed resident memory.
     pub rss_mib: f64,
+    /// Mean over the samples of the summed proportional set size.
+    pub pss_mib: f64,
+    /// The roots' own share of `pss_mib` (without any child).
+    pub roots_pss_mib: f64,
     /// The most processes seen in the trees at once.
     pub max_processes: usize,
     pub samples: usize,
@@ -153,20 +178,21 @@ pub async fn sample(
     let start = tree_ticks(&first, &tree(&first, roots), roots);
     let mut end = start;
     let started = Instant::now();
-    let (mut rss_kib_sum, mut samples, mut max_processes) = (0u64, 0usize, 0);
+    let (mut rss_kib_sum, mut pss_kib_sum, mut roots_pss_kib_sum) = (0u64, 0u64, 0u64);
+    let (mut samples, mut max_processes) = (0usize, 0);
     while started.elapsed() < window {
         tokio::time::sleep(interval).await;
         let stats = all_stats()?;
         let pids = tree(&stats, roots);
         end = tree_ticks(&stats, &pids, roots);
-        rss_kib_sum += pids
-            .iter()
-            .map(|p| {
-                std::fs::read_to_string(format!("/proc/{p}/status"))
-                    .map(|s| parse_rss_kib(&s))
-                    .unwrap_or(0)
-            })
-            .sum::<u64>();
+        for p in &pids {
+            rss_kib_sum += read_kib(*p, "status", parse_rss_kib);
+            let pss = read_kib(*p, "smaps_rollup", parse_pss_kib);
+            pss_kib_sum += pss;
+            if roots.contains(p) {
+                roots_pss_kib_sum += pss;
+            }
+        }
         samples += 1;
         max_processes = max_processes.max(pids.len());
     }
@@ -176,6 +202,8 @@ pub async fn sample(
         cpu_percent: percent(end.0.saturating_sub(start.0)),
         roots_cpu_percent: percent(end.1.saturating_sub(start.1)),
         rss_mib: rss_kib_sum as f64 / samples.max(1) as f64 / 1024.0,
+        pss_mib: pss_kib_sum as f64 / samples.max(1) as f64 / 1024.0,
+        roots_pss_mib: roots_pss_kib_sum as f64 / samples.max(1) as f64 / 1024.0,
         max_processes,
         samples,
     })
@@ -220,6 +248,14 @@ mod tests {
     }
 
     #[test]
+    fn parses_pss() {
+        let rollup = "55d0-7ffd ---p 00000000 00:00 0 [rollup]\nRss:  8000 kB\nPss:  3120 kB\n\
+                      Pss_Anon:  1000 kB\n";
+        assert_eq!(parse_pss_kib(rollup), 3120);
+        assert_eq!(parse_pss_kib(""), 0);
+    }
+
+    #[test]
     fn finds_descendants() {
         let s = |ppid| Stat {
             ppid,
@@ -249,6 +285,10 @@ mod tests {
         child.kill().await.unwrap();
         assert!(usage.cpu_percent > 20.0, "{usage:?}");
         assert!(usage.rss_mib > 0.0 && usage.samples >= 5, "{usage:?}");
+        assert!(
+            usage.pss_mib > 0.0 && usage.pss_mib <= usage.rss_mib,
+            "{usage:?}"
+        );
         assert!(matches!(
             sample(&[u32::MAX], Duration::ZERO, Duration::ZERO).await,
             Err(ProcError::Gone(_))

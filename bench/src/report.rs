@@ -17,6 +17,8 @@ pub enum Unit {
     /// CPU time, in seconds.
     CpuSeconds,
     MiB,
+    /// A plain number (sessions, cameras per core).
+    Count,
 }
 
 /// One measured value, with optional context printed beside it (e.g. latency percentiles).
@@ -50,9 +52,9 @@ impl Cell {
     }
 }
 
-/// Formats seconds as `ms` below ten seconds, else as `s`.
+/// Formats seconds as `ms` below ten seconds (negative ones too), else as `s`.
 pub fn fmt_secs(s: f64) -> String {
-    if s < 10.0 {
+    if s.abs() < 10.0 {
         format!("{:.1} ms", s * 1000.0)
     } else {
         format!("{s:.2} s")
@@ -67,6 +69,8 @@ impl fmt::Display for Cell {
             Unit::CpuPercent => write!(f, "{:.2}% CPU", self.value)?,
             Unit::CpuSeconds => write!(f, "{} CPU", fmt_secs(self.value))?,
             Unit::MiB => write!(f, "{:.1} MiB", self.value)?,
+            Unit::Count if self.value.fract() == 0.0 => write!(f, "{:.0}", self.value)?,
+            Unit::Count => write!(f, "{:.1}", self.value)?,
         }
         if let Some(d) = &self.detail {
             write!(f, " ({d})")?;
@@ -84,6 +88,10 @@ pub enum Goal {
     RateAndP99 { per_sec: f64, p99_sec: f64 },
     /// camrec's time (seconds) <= x.
     SecondsAtMost(f64),
+    /// camrec's count <= x.
+    CountAtMost(f64),
+    /// camrec within this fraction of the baseline (an expected value): |ratio - 1| <= x.
+    Within(f64),
     /// Lower is better: ratio <= x.
     AtMost(f64),
     /// Lower is better: ratio <= x and camrec's value below `secs` seconds.
@@ -100,6 +108,8 @@ impl fmt::Display for Goal {
                 write!(f, "≥ {per_sec}/s and p99 ≤ {}", fmt_secs(*p99_sec))
             }
             Goal::SecondsAtMost(x) => write!(f, "≤ {}", fmt_secs(*x)),
+            Goal::CountAtMost(x) => write!(f, "≤ {x}"),
+            Goal::Within(x) => write!(f, "within ±{:.0}%", x * 100.0),
             Goal::AtMost(x) => write!(f, "≤ {x}×"),
             Goal::AtMostAndUnder { ratio, secs } => write!(f, "≤ {ratio}× and < {secs} s"),
             Goal::Info => f.write_str("-"),
@@ -167,10 +177,11 @@ impl Row {
         }
     }
 
-    /// camrec / baseline, when both exist and the baseline is not zero.
+    /// camrec / baseline, when both exist and are positive (a negative time, a clip that
+    /// starts before its event, has no meaningful ratio).
     pub fn ratio(&self) -> Option<f64> {
         let (c, b) = (self.camrec.as_ref()?, self.baseline.as_ref()?);
-        (b.value > 0.0).then(|| c.value / b.value)
+        (b.value > 0.0 && c.value >= 0.0).then(|| c.value / b.value)
     }
 
     pub fn verdict(&self) -> Verdict {
@@ -183,7 +194,9 @@ impl Row {
             (Goal::RateAndP99 { per_sec, p99_sec }, _, Some(p99)) => {
                 camrec.value >= per_sec && p99 <= p99_sec
             }
-            (Goal::SecondsAtMost(x), _, _) => camrec.value <= x,
+            (Goal::SecondsAtMost(x) | Goal::CountAtMost(x), _, _) => camrec.value <= x,
+            (Goal::Within(_), None, _) => return Verdict::Error,
+            (Goal::Within(x), Some(r), _) => (r - 1.0).abs() <= x,
             (Goal::RateAndP99 { .. }, _, None) => return Verdict::Error,
             (Goal::AtMost(_) | Goal::AtMostAndUnder { .. }, None, _) => return Verdict::Error,
             (Goal::AtMost(x), Some(r), _) => r <= x,
@@ -235,8 +248,9 @@ pub fn markdown(run: &RunInfo, machine: &Machine, rows: &[Row]) -> String {
     let _ = writeln!(
         out,
         "Produced by `{}` on {} ({} run, {:.0} s). P1 and P2 have absolute goals, the capacity \
-         camrec must have on this machine; P3 .. P5 have goals relative to a baseline. Every \
-         baseline is measured in the same run on the same machine; the ratio is camrec / \
+         camrec must have on this machine; P4's goals are absolute too (a clip starts before \
+         its event; one RTSP session per camera); P3 and P5 have goals relative to a baseline. \
+         Every baseline is measured in the same run on the same machine; the ratio is camrec / \
          baseline (context where the goal is absolute). The machine is shared and noisy.\n",
         run.command,
         run.started_at.format("%Y-%m-%d %H:%M UTC"),
@@ -287,26 +301,36 @@ its `event.created` message (the stream message's timestamp; the ack to the rela
 once), on this host's wall clock; goal p99 at most 50 ms. The event commits between the send \
 and the answer, so the figure is an upper bound of the lag from commit, by at most the \
 request's own time, which the row prints.\n\
-- **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker's report \
-after FFmpeg's stop, finalize, probe, upload of clip and thumbnail and verification; ADR 0010: \
-FFmpeg finishes the faststart clip itself; the clip is then probed while its thumbnail is \
-taken), for a clip of 10 s (median of 3) and of 60 s; \
-baseline: `ffprobe -print_format json` of the same final file plus an object_store upload of it \
-to the same S3 server.\n\
-- **P4** From `POST /events` to the `playback.recording` message (sent at FFmpeg's first progress \
-block with frames > 0), median of several events; baseline: a bare FFmpeg with the worker's argv \
-on the same camera, from spawn to its first `-progress` block with `frame=` > 0.\n\
-- **P5** CPU and resident memory (VmRSS) of recorder-worker and all its children (FFmpegs; \
-ffprobe and the thumbnail's FFmpeg while a clip finishes) while it records 10 streams, sampled from \
-/proc every 250 ms and divided by 10; CPU is `utime + stime` plus `cutime + cstime`, so a child \
-that starts and exits between two samples counts in full through its parent. Baseline: 10 bare \
-FFmpeg processes with the worker's argv (part and direct clip, as `DIRECT_CLIP=1`) on the same \
-streams. The goal rows are the steady state, what limits how many cameras one host records at \
-once: both sides are sampled for 20 s from 2 s after every recording has its first frame. The \
-one-off work of a clip is in the \
-info row: CPU per clip over its whole life, from `POST /events` to `playback.completed` \
-(start, thumbnail, finish, probe, upload) against a bare FFmpeg from spawn to exit, with what \
-the steady rate does not explain.\n\
+- **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker waits for \
+the capture's segment that reaches the event's end, then joins the clip's segments by stream \
+copy, probes, thumbnails, uploads and verifies it), for a clip of 10 s (median of 3) and of 60 s \
+(each plus the camera's 5 s pre-roll; the bench's cameras have `postRollSec` 0, so no post-roll \
+is waited for); baseline: `ffprobe -print_format json` of the same final file plus an \
+object_store upload of it to the same S3 server.\n\
+- **P4** Event to the first frame of its clip, for every event the figure makes on a captured \
+camera (`preRollSec` 5; each camera captured for longer than that first): `startedAt` of the \
+`playback.completed` message (the wall-clock time of the clip's first frame, from the capture) \
+minus the event's `occurredAt` (from the answer to `POST /events`); goal: at most 0 ms for every \
+event (the clip starts before its event; about -preRollSec, to within a keyframe interval). \
+The events: 1, 2 and 5 overlapping on one camera, then (full run) rounds of one event on every \
+camera at once. Baseline: what an on-demand recorder pays, a fresh FFmpeg with the capture's \
+own argv (`segment_argv`) on the same camera, from spawn to its first frame (the wall-clock \
+time FFmpeg lists its first segment, minus that segment's media duration), median of several. \
+The session rows count RTSP connections at the fake camera while 1, 2 and 5 events overlap on \
+it (the peak since the round began, the capture's own included); goal 1.\n\
+- **P5** The cost of capture, in steady state with no event: CPU and proportional memory \
+(PSS, from `/proc/<pid>/smaps_rollup`, so shared libraries count once across the processes \
+that map them) of recorder-worker and all its children (one FFmpeg per camera) while it \
+captures N cameras, sampled from /proc every 250 ms and divided by N; CPU is `utime + stime` \
+plus `cutime + cstime`, so a child that starts and exits between two samples counts in full \
+through its parent. Baseline: N bare FFmpeg processes with the same `segment_argv` arguments \
+(stream copy, the same 1 s fMP4 segments) on the same streams, sampled in the same window \
+(both sides run at once, so they share the machine's load and the libraries' pages alike), \
+after each wrote its first segment and a 2 s settling pause. Cameras per core: 100% divided by \
+the CPU per camera. Ring disk: the bytes of the segment files in \
+`RECORD_DIR/_capture/<camera_id>/` per camera (mean over the window's samples) against the \
+bitrate (the bare FFmpegs' segment bytes over their media duration) times the ring length \
+(`preRollSec` + `RING_MARGIN_SEC`); goal within 10%.\n\
 - **P6** From a `playback.progress` status published to PLAYBACKS (ack awaited) until `GET \
 /playbacks/:id` shows it (polled every 5 ms), p50 / p99.\n";
 
@@ -365,6 +389,23 @@ mod tests {
         assert_eq!(row(both, 0.9, 0.8).verdict(), Verdict::Pass);
         assert_eq!(row(both, 1.1, 1.0).verdict(), Verdict::Miss);
         assert_eq!(row(Goal::Info, 1.0, 0.0).verdict(), Verdict::Info);
+        assert_eq!(
+            row(Goal::CountAtMost(1.0), 1.0, 0.0).verdict(),
+            Verdict::Pass
+        );
+        assert_eq!(
+            row(Goal::CountAtMost(1.0), 2.0, 0.0).verdict(),
+            Verdict::Miss
+        );
+        assert_eq!(row(Goal::Within(0.1), 1.09, 1.0).verdict(), Verdict::Pass);
+        assert_eq!(row(Goal::Within(0.1), 0.89, 1.0).verdict(), Verdict::Miss);
+        assert_eq!(row(Goal::Within(0.1), 1.0, 0.0).verdict(), Verdict::Error);
+        assert_eq!(
+            row(Goal::SecondsAtMost(0.0), -4.9, 1.8).verdict(),
+            Verdict::Pass,
+            "a negative time passes and has no ratio"
+        );
+        assert_eq!(row(Goal::SecondsAtMost(0.0), -4.9, 1.8).ratio(), None);
         assert_eq!(row(Goal::AtMost(1.1), 1.0, 0.0).verdict(), Verdict::Error);
     }
 
@@ -408,5 +449,9 @@ mod tests {
         assert_eq!(Cell::new(61.5, Unit::Seconds).to_string(), "61.50 s");
         assert_eq!(Cell::new(1.234, Unit::CpuPercent).to_string(), "1.23% CPU");
         assert_eq!(Cell::new(20.0, Unit::MiB).to_string(), "20.0 MiB");
+        assert_eq!(Cell::new(-4.95, Unit::Seconds).to_string(), "-4950.0 ms");
+        assert_eq!(Cell::new(1.0, Unit::Count).to_string(), "1");
+        assert_eq!(Cell::new(87.34, Unit::Count).to_string(), "87.3");
+        assert_eq!(Goal::Within(0.1).to_string(), "within ±10%");
     }
 }

@@ -3,10 +3,11 @@
 //! (lab's service binaries, release builds under `cargo run --release`).
 //!
 //! Unlike lab's fault cluster, every service runs with its production defaults (database pool,
-//! progress interval, timeouts); only what a run must set is set: addresses, secrets, storage,
-//! and a concurrency limit that admits P5's ten recordings. The worker serves site
-//! [`RECORDING_SITE`]; cameras on [`IDLE_SITE`] have no worker, so their events stay `PENDING`
-//! and cost nothing but the API, the database and the relay (P1, P2, P6).
+//! progress interval, timeouts, segment length); only what a run must set is set: addresses,
+//! secrets, storage, and the ring's margin (`RING_MARGIN_SEC`: the default in a full run, short
+//! in the smoke). The worker serves site [`RECORDING_SITE`] and captures every camera of it from
+//! its creation on; cameras on [`IDLE_SITE`] have no worker, so their events stay `PENDING` and
+//! cost nothing but the API, the database and the relay (P1, P2, P6).
 
 use lab::cluster::ServiceBinaries;
 use lab::pg::PgCluster;
@@ -28,8 +29,6 @@ pub const IDLE_SITE: &str = "bench-idle";
 /// The database event-api uses.
 pub const DATABASE: &str = "camrec";
 pub const ADMIN_USERNAME: &str = "bench-admin";
-/// The worker's `MAX_CONCURRENT_RECORDINGS`: above P5's ten.
-pub const WORKER_SLOTS: usize = 16;
 
 /// A service process and how to start it again.
 pub struct Service {
@@ -77,8 +76,13 @@ pub struct Rig {
 }
 
 impl Rig {
-    /// Starts every part with `cameras` 360p H.264+AAC cameras and waits until event-api answers.
-    pub async fn start(cameras: usize, log_dir: &Path) -> anyhow::Result<Self> {
+    /// Starts every part with `cameras` 360p H.264+AAC cameras and a worker whose rings keep
+    /// `ring_margin_sec` beyond each camera's pre-roll, and waits until event-api answers.
+    pub async fn start(
+        cameras: usize,
+        ring_margin_sec: u64,
+        log_dir: &Path,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(log_dir)?;
         let binaries = ServiceBinaries::build_and_locate()?;
         let pg = PgCluster::start(log_dir, DATABASE).await?;
@@ -86,8 +90,8 @@ impl Rig {
         let s3 = S3Server::start().await?;
         let mut cams = Vec::with_capacity(cameras);
         for _ in 0..cameras {
-            // Shared, as a real camera's encoder: ten clients cost the camera what one does, so
-            // the machine's load does not grow with P5's recordings.
+            // Shared, as a real camera's encoder: a second client (a baseline's FFmpeg) costs the
+            // camera what one does, so the machine's load does not grow with the baselines.
             cams.push(FakeCamera::start(CameraProfile::default().shared()).await?);
         }
         let scratch = tempfile::Builder::new().prefix("camrec-bench-").tempdir()?;
@@ -121,7 +125,7 @@ impl Rig {
             ("WORKER_ID", "bench-worker".into()),
             ("PORT", "0".into()),
             ("RECORD_DIR", record_dir.display().to_string()),
-            ("MAX_CONCURRENT_RECORDINGS", WORKER_SLOTS.to_string()),
+            ("RING_MARGIN_SEC", ring_margin_sec.to_string()),
             ("RUST_LOG", "info".into()),
         ]);
         worker_env.extend(s3.storage_env());
