@@ -44,6 +44,8 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error("nats: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    #[error("nats: {0}")]
+    NatsConfig(#[from] camrec_shared::natsconn::NatsConfigError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot create the first admin: {0}")]
@@ -98,11 +100,16 @@ pub async fn serve(
     }
     let storage = Storage::open(config.storage.clone())?;
     let link = nats_link::NatsLink::default();
+    let options = config
+        .nats
+        .options(camrec_shared::natsconn::inbox::EVENT_API)
+        .await?;
+    tracing::info!(nats = %config.nats.display_url(), "connecting to NATS");
     let nats = link
-        .watch(async_nats::ConnectOptions::new())
+        .watch(options)
         .name("camrec-event-api")
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(config.nats.servers())
         .await?;
     if nats.connection_state() == async_nats::connection::State::Connected {
         link.connected(chrono::Utc::now());

@@ -83,8 +83,8 @@ impl Shared {
 enum SetupError {
     #[error("cannot connect: {0}")]
     Connect(#[from] async_nats::ConnectError),
-    #[error("cannot set up the streams: {0}")]
-    Streams(#[from] camrec_shared::streams::StreamsError),
+    #[error(transparent)]
+    Config(#[from] camrec_shared::natsconn::NatsConfigError),
     #[error(transparent)]
     Ownership(#[from] OwnershipError),
     #[error(transparent)]
@@ -100,18 +100,19 @@ struct Messaging {
     ended: PullConsumer,
 }
 
-/// Connects and opens the streams, the recordings bucket and the site's two consumers.
+/// Connects as the site's worker user and opens the recordings bucket and the site's two
+/// consumers. The streams and the bucket are event-api's to create (this user may not): until
+/// they exist this fails and [`connect_when_up`] retries.
 async fn connect(config: &Config) -> Result<Messaging, SetupError> {
-    let client = async_nats::ConnectOptions::new()
+    let client = config
+        .nats
+        .options(&camrec_shared::natsconn::inbox::worker(&config.site))
+        .await?
         .name(format!("recorder-worker {}", config.worker_id))
-        .connect(config.nats_url.as_str())
+        .connect(config.nats.servers())
         .await?;
     let js = jetstream::new(client.clone());
-    camrec_shared::streams::ensure_streams(&js, config.nats_stream_replicas)
-        .await
-        .map_err(SetupError::Streams)?;
-    let ownership =
-        Ownership::open(&js, config.worker_id.clone(), config.nats_stream_replicas).await?;
+    let ownership = Ownership::open(&js, config.worker_id.clone()).await?;
     let created = consumer::open(&js, EventKind::Created, &config.site).await?;
     let ended = consumer::open(&js, EventKind::Ended, &config.site).await?;
     Ok(Messaging {

@@ -161,8 +161,8 @@ async fn the_owner_stops_wherever_the_end_is_delivered() -> anyhow::Result<()> {
         .wait(b.playback_id, StatusKind::Recording, START)
         .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let client = async_nats::connect(env.nats.url()).await?;
-    let other = Ownership::open(&async_nats::jetstream::new(client), "bystander".into(), 1).await?;
+    let client = env.nats.connect_as(testkit::NatsUser::Worker).await?;
+    let other = Ownership::open(&async_nats::jetstream::new(client), "bystander".into()).await?;
     other.request_stop(b.playback_id).await?;
     let done = env.log.wait_terminal(b.playback_id, FINISH).await?;
     assert_eq!(done.status.body.kind(), StatusKind::Completed);
@@ -291,8 +291,8 @@ async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Re
     // Both messages wait in the stream; the worker sees the stop marker before it starts.
     env.publish_created(&event).await?;
     env.publish_ended(&event).await?;
-    let client = async_nats::connect(env.nats.url()).await?;
-    let marker = Ownership::open(&async_nats::jetstream::new(client), "api".into(), 1).await?;
+    let client = env.nats.connect_as(testkit::NatsUser::Worker).await?;
+    let marker = Ownership::open(&async_nats::jetstream::new(client), "api".into()).await?;
     marker.request_stop(id).await?;
     let worker = env.spawn_worker("w1", &[]);
 
@@ -323,8 +323,8 @@ async fn an_event_ended_while_its_recording_starts_gets_a_minimum_clip() -> anyh
     );
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
-    let client = async_nats::connect(env.nats.url()).await?;
-    let kv = Ownership::open(&async_nats::jetstream::new(client), "test".into(), 1).await?;
+    let client = env.nats.connect_as(testkit::NatsUser::Worker).await?;
+    let kv = Ownership::open(&async_nats::jetstream::new(client), "test".into()).await?;
 
     env.publish_created(&event).await?;
     testkit::wait_until(Duration::from_secs(30), "the worker's claim", || async {

@@ -1,5 +1,6 @@
-//! The JetStream streams camrec owns, defined once so that event-api (which creates them) and the
-//! workers and tests (which may create them where event-api is not running) agree on every limit.
+//! The JetStream streams camrec owns, defined once so that event-api (which creates them, the only
+//! NATS user allowed to) and the tests (which create them where event-api is not running) agree
+//! on every limit.
 //!
 //! Both streams keep file storage, limits retention (other systems may add consumers), a week of
 //! history and a 10-minute duplicate window, so a relay retry within ten minutes of the first
@@ -49,8 +50,16 @@ pub enum StreamsError {
     Update(jetstream::context::UpdateStreamError),
 }
 
-/// Creates both streams, or updates them to this configuration when they exist.
+/// Creates both streams, or updates them to this configuration when they exist, and creates the
+/// recordings bucket when it does not exist. Only event-api calls it: the workers' NATS user may
+/// not create or change a stream (nats-users.conf), they wait until event-api has.
 pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), StreamsError> {
+    let bucket = recordings_bucket_config(replicas);
+    if js.get_stream(&bucket.name).await.is_err() {
+        js.create_stream(bucket)
+            .await
+            .map_err(StreamsError::Create)?;
+    }
     for cfg in [events_config(replicas), playbacks_config(replicas)] {
         match js.get_stream(&cfg.name).await {
             Ok(_) => {
@@ -88,14 +97,9 @@ pub fn recordings_bucket_config(replicas: usize) -> stream::Config {
     }
 }
 
-/// Creates the recordings KV bucket when it does not exist, and opens it.
-pub async fn ensure_recordings_bucket(
+/// Opens the recordings KV bucket, which event-api creates ([`ensure_streams`]).
+pub async fn open_recordings_bucket(
     js: &jetstream::Context,
-    replicas: usize,
 ) -> Result<jetstream::kv::Store, async_nats::Error> {
-    let cfg = recordings_bucket_config(replicas);
-    if js.get_stream(&cfg.name).await.is_err() {
-        js.create_stream(cfg).await?;
-    }
     Ok(js.get_key_value(crate::subjects::RECORDINGS_BUCKET).await?)
 }

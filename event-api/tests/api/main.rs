@@ -7,6 +7,7 @@ mod auth;
 mod cameras;
 mod events;
 mod fuzz_findings;
+mod nats_auth;
 mod ops;
 mod outbox;
 mod playbacks;

@@ -107,14 +107,17 @@ impl Env {
         camrec_shared::telemetry::init("info,recorder_worker=debug");
         let nats = testkit::NatsServer::start().await?;
         let s3 = testkit::S3Server::start().await?;
-        let client = async_nats::connect(nats.url()).await?;
+        // The test plays event-api (creates the streams, publishes events) with its user, and
+        // follows the statuses as the reader user.
+        let client = nats.connect_as(testkit::NatsUser::EventApi).await?;
         let js = jetstream::new(client.clone());
         camrec_shared::streams::ensure_streams(&js, 1)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let log = StatusLog::default();
-        let mut sub = client.subscribe("playback.>").await?;
-        client.flush().await?;
+        let reader = nats.connect_as(testkit::NatsUser::Reader).await?;
+        let mut sub = reader.subscribe("playback.>").await?;
+        reader.flush().await?;
         let sink = log.clone();
         let collector = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
@@ -146,7 +149,7 @@ impl Env {
     pub fn worker_env(&self, worker_id: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
         let mut env: HashMap<String, String> = self.s3.storage_env().into_iter().collect();
         for (k, v) in [
-            ("NATS_URL", self.nats.url()),
+            ("NATS_URL", self.nats.url_as(testkit::NatsUser::Worker)),
             // The test cameras run on this host: allow loopback past the network policy.
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             ("WORKER_ID", worker_id.to_owned()),
