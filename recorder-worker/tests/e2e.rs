@@ -319,6 +319,9 @@ async fn a_motion_event_becomes_a_playable_clip_in_local_storage() -> anyhow::Re
     assert!(done["videoUrl"]
         .as_str()
         .is_some_and(|u| u.starts_with(&sys.base) && u.contains("/media/")));
+    // Both services ran with their own NATS users (nats-users.conf), and the server refused
+    // nothing they asked for.
+    assert_eq!(sys._nats.permission_violations(), Vec::<String>::new());
     sys.stop().await
 }
 

@@ -107,13 +107,14 @@ impl Env {
         camrec_shared::telemetry::init("info,recorder_worker=debug");
         let nats = testkit::NatsServer::start().await?;
         let s3 = testkit::S3Server::start().await?;
-        // The test plays event-api (creates the streams, publishes events) with its user, and
-        // follows the statuses as the reader user.
-        let client = nats.connect_as(testkit::NatsUser::EventApi).await?;
-        let js = jetstream::new(client.clone());
-        camrec_shared::streams::ensure_streams(&js, 1)
+        // event-api's user creates the streams (the workers' may not); the test then plants
+        // events and inspects streams as the harness's administrator, and follows the statuses
+        // as the reader user.
+        let api = nats.connect_as(testkit::NatsUser::EventApi).await?;
+        camrec_shared::streams::ensure_streams(&jetstream::new(api), 1)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let js = jetstream::new(nats.connect_as(testkit::NatsUser::Admin).await?);
         let log = StatusLog::default();
         let reader = nats.connect_as(testkit::NatsUser::Reader).await?;
         let mut sub = reader.subscribe("playback.>").await?;
