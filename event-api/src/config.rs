@@ -36,6 +36,9 @@ pub struct Config {
     pub nats_stream_replicas: usize,
     /// `HOST`, default `0.0.0.0`, and `PORT`, default 3000: where `main` binds the HTTP listener.
     pub listen: SocketAddr,
+    /// `HEADER_READ_TIMEOUT_SEC`, default 10: a connection whose request headers are not all in
+    /// within this long is closed (a client cannot hold connections by sending them slowly).
+    pub header_read_timeout: Duration,
     /// `JWT_SECRET`: the HS256 key of access tokens. Required unless `CAMREC_DEV=1`, in which
     /// case a random per-process secret is used (tokens die with the process). No fixed default.
     pub jwt_secret: Secret,
@@ -130,6 +133,7 @@ impl Config {
             nats: camrec_shared::natsconn::NatsConfig::from_lookup(&get)?,
             nats_stream_replicas: parse_or(&var, "NATS_STREAM_REPLICAS", 1)?,
             listen: SocketAddr::new(host, port),
+            header_read_timeout: secs("HEADER_READ_TIMEOUT_SEC", 10)?,
             jwt_secret,
             admin_username: var("ADMIN_USERNAME"),
             admin_password: match var("ADMIN_PASSWORD") {

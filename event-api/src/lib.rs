@@ -170,6 +170,7 @@ pub async fn serve(
     ));
     tracker.close();
 
+    let header_read_timeout = config.header_read_timeout;
     let state = AppState {
         auth: Arc::new(AuthKeys::new(
             config.jwt_secret.expose().as_bytes(),
@@ -189,10 +190,13 @@ pub async fn serve(
         config: Arc::new(config),
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "event-api listening");
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = http::server::serve(
+        listener,
+        router(state),
+        header_read_timeout,
+        shutdown.clone(),
+    )
+    .await;
     tasks.cancel();
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
         .await

@@ -105,6 +105,14 @@ impl NatsConfig {
         if let Some(p) = var("NATS_PASSWORD") {
             password = Some(Secret::new(p));
         }
+        if password
+            .as_ref()
+            .is_some_and(|p| is_placeholder(p.expose()))
+        {
+            return Err(NatsConfigError::Invalid(
+                "NATS_PASSWORD (a placeholder from the examples in deploy/)",
+            ));
+        }
         if password.is_some() && user.is_none() {
             return Err(NatsConfigError::Invalid(
                 "NATS_PASSWORD (a password needs NATS_USER or a user in NATS_URL)",
@@ -257,6 +265,16 @@ fn parse_server(
     Ok((url, login))
 }
 
+/// `CHANGE_ME` and the like, which the examples in deploy/ ship.
+fn is_placeholder(value: &str) -> bool {
+    let v: String = value
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    v.contains("changeme")
+}
+
 fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
@@ -356,6 +374,10 @@ mod tests {
             (vec![("NATS_URL", " , ")], "NATS_URL"),
             (vec![("NATS_URL", "nats://u:%zz@h")], "NATS_URL"),
             (vec![("NATS_PASSWORD", "p")], "NATS_PASSWORD"),
+            (
+                vec![("NATS_USER", "u"), ("NATS_PASSWORD", "CHANGE_ME")],
+                "NATS_PASSWORD",
+            ),
             (
                 vec![
                     ("NATS_URL", "nats://u:p@h"),
