@@ -76,6 +76,8 @@ pub struct NatsServer {
     dir: tempfile::TempDir,
     binary: PathBuf,
     passwords: Vec<(NatsUser, String)>,
+    /// Sites added the way docs/security.md says (tests of that recipe), with their passwords.
+    extra_sites: Vec<(String, String)>,
     tls: Option<TestCa>,
     process: Option<ServerProcess>,
 }
@@ -83,16 +85,16 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts a server on a free port and waits until JetStream answers.
     pub async fn start() -> anyhow::Result<Self> {
-        Self::start_with(None).await
+        Self::start_with(None, &[]).await
     }
 
     /// [`NatsServer::start`] with TLS required: a certificate for 127.0.0.1 and localhost from
     /// `ca`, which clients must trust ([`TestCa::ca_file`]).
     pub async fn start_tls(ca: TestCa) -> anyhow::Result<Self> {
-        Self::start_with(Some(ca)).await
+        Self::start_with(Some(ca), &[]).await
     }
 
-    async fn start_with(tls: Option<TestCa>) -> anyhow::Result<Self> {
+    async fn start_with(tls: Option<TestCa>, extra_sites: &[&str]) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new().prefix("camrec-nats-").tempdir()?;
         std::fs::create_dir(dir.path().join("js"))?;
         let passwords = NatsUser::ALL
@@ -104,6 +106,15 @@ impl NatsServer {
             dir,
             binary: find_binary("nats-server", "NATS_SERVER_BIN")?,
             passwords,
+            extra_sites: extra_sites
+                .iter()
+                .map(|site| {
+                    (
+                        site.to_string(),
+                        format!("t{}", uuid::Uuid::new_v4().simple()),
+                    )
+                })
+                .collect(),
             tls,
             process: None,
         };
@@ -212,15 +223,15 @@ impl NatsServer {
     /// `nats.conf` for this server: loopback, its port and store, the shipped users (with the
     /// harness's administrator added to them) and TLS if asked.
     fn write_config(&self) -> anyhow::Result<()> {
-        let users = USERS_CONF.replacen(
-            "users = [",
-            &format!(
-                "users = [\n    {{ user: {}, password: ${} }}",
-                NatsUser::Admin.name(),
-                NatsUser::Admin.password_var()
-            ),
-            1,
+        let mut added = format!(
+            "users = [\n    {{ user: {}, password: ${} }}\n",
+            NatsUser::Admin.name(),
+            NatsUser::Admin.password_var()
         );
+        for (site, _) in &self.extra_sites {
+            added.push_str(&site_worker_block(site)?);
+        }
+        let users = USERS_CONF.replacen("users = [", &added, 1);
         anyhow::ensure!(users != USERS_CONF, "nats-users.conf has no `users = [`");
         std::fs::write(self.dir.path().join("nats-users.conf"), users)?;
         let tls = match &self.tls {
@@ -247,6 +258,11 @@ impl NatsServer {
             .arg("-l")
             .arg(self.log_file())
             .envs(self.passwords.iter().map(|(u, p)| (u.password_var(), p)))
+            .envs(
+                self.extra_sites
+                    .iter()
+                    .map(|(site, p)| (site_password_var(site), p)),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         self.process = Some(ServerProcess::spawn("nats-server", cmd)?);
@@ -267,6 +283,31 @@ impl NatsServer {
         )
         .await
     }
+}
+
+/// The worker block of nats-users.conf for another site, made as docs/security.md says: the
+/// `default` block with `default` replaced by the site everywhere (the password variable's name
+/// in capitals, `-` as `_`).
+fn site_worker_block(site: &str) -> anyhow::Result<String> {
+    let (begin, end) = ("# BEGIN worker default", "# END worker default");
+    let start = USERS_CONF
+        .find(begin)
+        .ok_or_else(|| anyhow::anyhow!("no {begin}"))?;
+    let stop = USERS_CONF
+        .find(end)
+        .ok_or_else(|| anyhow::anyhow!("no {end}"))?
+        + end.len();
+    let block = USERS_CONF[start..stop]
+        .replace("NATS_PASSWORD_WORKER_DEFAULT", &site_password_var(site))
+        .replace("default", site);
+    Ok(format!("    {block}\n"))
+}
+
+fn site_password_var(site: &str) -> String {
+    format!(
+        "NATS_PASSWORD_WORKER_{}",
+        site.to_ascii_uppercase().replace('-', "_")
+    )
 }
 
 fn quoted(path: &Path) -> String {
@@ -314,5 +355,41 @@ mod tests {
             .connect(nats.url())
             .await;
         assert!(wrong.is_err());
+    }
+
+    /// docs/security.md's recipe for a new site gives that site's workers their own user: they
+    /// publish their site's statuses, not another site's, and read no other site's inbox.
+    #[tokio::test]
+    async fn a_site_added_as_documented_gets_a_worker_user_of_its_own() {
+        let nats = NatsServer::start_with(None, &["north-1"]).await.unwrap();
+        let password = nats.extra_sites[0].1.clone();
+        let north = async_nats::ConnectOptions::new()
+            .user_and_password("camrec-worker-north-1".into(), password)
+            .custom_inbox_prefix("_INBOX_worker_north-1")
+            .connect(nats.url())
+            .await
+            .unwrap();
+        let cam = uuid::Uuid::new_v4();
+        for site in ["north-1", "default"] {
+            north
+                .publish(format!("playback.progress.{site}.{cam}"), "{}".into())
+                .await
+                .unwrap();
+        }
+        let _inbox = north.subscribe("_INBOX_worker_default.>").await.unwrap();
+        north.flush().await.unwrap();
+        let violations = wait_until(Duration::from_secs(5), "two violations", || async {
+            let v = nats.permission_violations();
+            (v.len() >= 2).then_some(v)
+        })
+        .await
+        .unwrap();
+        let all = violations.join("\n");
+        assert!(
+            all.contains(&format!("playback.progress.default.{cam}")),
+            "{all}"
+        );
+        assert!(all.contains("_INBOX_worker_default.>"), "{all}");
+        assert!(!all.contains("playback.progress.north-1."), "{all}");
     }
 }
