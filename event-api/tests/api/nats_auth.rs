@@ -364,3 +364,47 @@ async fn tls_needs_the_ca_file_and_says_so_without_it() {
         "no URL with its password in the error"
     );
 }
+
+/// A worker may create consumers on `EVENTS` only with its site's filter, which the request
+/// subject carries; the server refuses a request whose body names another filter than its
+/// subject, so the subject permission cannot be sidestepped.
+#[tokio::test]
+async fn a_worker_cannot_create_a_consumer_on_another_sites_events() {
+    let app = spawn_app().await;
+    app.outbox_drained().await;
+    testkit::wait_until(Duration::from_secs(20), "EVENTS created", || async {
+        app.js().await.get_stream("EVENTS").await.ok().map(|_| ())
+    })
+    .await
+    .unwrap();
+    let worker = app.nats.connect_as(NatsUser::Worker).await.unwrap();
+    let body = serde_json::json!({
+        "stream_name": "EVENTS",
+        "config": {
+            "durable_name": "spy",
+            "filter_subject": "event.created.north.>",
+            "ack_policy": "explicit",
+        },
+    });
+    let reply = worker
+        .request(
+            "$JS.API.CONSUMER.CREATE.EVENTS.spy.event.created.default.>",
+            serde_json::to_vec(&body).unwrap().into(),
+        )
+        .await
+        .unwrap();
+    let answer: serde_json::Value = serde_json::from_slice(&reply.payload).unwrap();
+    // 10131: the filter in the body does not match the one in the subject.
+    assert_eq!(answer["error"]["err_code"], 10131, "{answer}");
+    assert!(
+        app.js()
+            .await
+            .get_stream("EVENTS")
+            .await
+            .unwrap()
+            .consumer_info("spy")
+            .await
+            .is_err(),
+        "no consumer was created"
+    );
+}
