@@ -2,7 +2,8 @@
 """A fake IP camera: an RTSP server (GStreamer) that plays a live test pattern.
 
 Used by camrec's tests, lab runs and the local dev command. Run with /usr/bin/python3 (Debian's,
-which has `gi`). Prints `READY rtsp://127.0.0.1:<port><path>` on stdout once it serves, then runs
+which has `gi`). Prints `READY rtsp://127.0.0.1:<port><path>` on stdout once it serves, and
+`CLIENT OPEN` / `CLIENT CLOSED` for each RTSP connection, then runs
 until killed (SIGTERM/SIGINT stop it cleanly).
 
     /usr/bin/python3 fake_camera.py --port 8554 --path /cam --user admin --password secret \
@@ -87,6 +88,13 @@ def main():
         perms.add_permission_for_role("user", GstRtspServer.RTSP_PERM_MEDIA_FACTORY_CONSTRUCT, True)
         factory.set_permissions(perms)
     server.get_mount_points().add_factory(a.path, factory)
+
+    # Each RTSP connection is announced on stdout, so tests count the sessions a camera serves.
+    def on_client(_server, client):
+        print("CLIENT OPEN", flush=True)
+        client.connect("closed", lambda _c: print("CLIENT CLOSED", flush=True))
+
+    server.connect("client-connected", on_client)
     if server.attach(None) == 0:
         print(f"cannot listen on {a.host}:{a.port}", file=sys.stderr, flush=True)
         sys.exit(2)

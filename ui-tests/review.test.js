@@ -197,7 +197,8 @@ test('an admin signs in, records a MANUAL clip, watches it live, ends it, plays 
 
   const card = demoCard(page);
   await card.waitFor();
-  await card.getByText('enabled', { exact: true }).waitFor();
+  // A worker captures the demo camera: its pre-roll is in the ring before the recording starts.
+  await card.getByText('capturing', { exact: true }).waitFor({ timeout: RECORDING_STARTS_MS });
   await card.getByRole('button', { name: 'Start manual recording' }).click();
 
   await page.waitForURL(/#\/playbacks\/[0-9a-f-]{36}$/);

@@ -204,6 +204,7 @@ impl Ctx {
                     pre_roll_sec: 0,
                     post_roll_sec: 0,
                 },
+                occurred_at: None,
             },
         );
         Ok(OutboxMessage {

@@ -25,21 +25,23 @@ pub enum PgbenchError {
 
 /// The columns `create_event` selects from `cameras` (store/cameras.rs `COLUMNS`).
 const CAMERA_COLUMNS: &str = "id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
-     password, codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at";
+     password, codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at, \
+     retention_days, pre_roll_sec, post_roll_sec";
 
 /// The transaction of `POST /events` for a camera, one statement a line: the camera, locked
 /// `FOR SHARE`; the event; for a recording type (`recording` given: the `event.created`
 /// subject and envelope bytes) the playback and the outbox row with its notify, as `enqueue`
 /// writes them. The camera id is pgbench's `:camera` variable. What event-api binds is computed
-/// by the server here: `gen_random_uuid()` for the ids, `now()` for `created_at`, the msg id
-/// from the event id. (A `:` inside a literal confuses pgbench's variable parser, hence
-/// `chr(58)` for the msg id's `:created`.)
+/// by the server here: `gen_random_uuid()` for the ids, `now()` for `created_at` and
+/// `occurred_at`, the msg id from the event id. (A `:` inside a literal confuses pgbench's
+/// variable parser, hence `chr(58)` for the msg id's `:created`.)
 pub fn script(event_type: &str, recording: Option<(&str, &[u8])>) -> String {
     let mut s = format!(
         "BEGIN;\n\
          SELECT {CAMERA_COLUMNS} FROM cameras WHERE id = :camera FOR SHARE;\n\
-         INSERT INTO events (id, camera_id, type, description, created_at) \
-         VALUES (gen_random_uuid(), :camera, '{event_type}', NULL, now()) RETURNING id \\gset event_\n"
+         INSERT INTO events (id, camera_id, type, description, created_at, occurred_at) \
+         VALUES (gen_random_uuid(), :camera, '{event_type}', NULL, now(), now()) \
+         RETURNING id \\gset event_\n"
     );
     if let Some((subject, payload)) = recording {
         s.push_str(&format!(

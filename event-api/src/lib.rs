@@ -4,10 +4,14 @@
 //! [`serve`] is the whole service: it migrates the database, creates the first admin, starts the
 //! outbox relay ([`outbox`]), the status projector ([`projector`]), the reconciler
 //! ([`reconciler`]), the object-deletion sweeper ([`sweeper`]), the webhook consumer and sender
-//! ([`webhooks`]) and the retention sweeper ([`retention`]) under one cancellation token,
+//! ([`webhooks`]), the retention sweeper ([`retention`]), the camera catalog's check
+//! ([`catalog`]) and the capture lease watch ([`captures`]) under one cancellation token,
 //! serves HTTP ([`http`], SQL in [`store`]) and returns after a graceful shutdown. Only this
 //! crate touches PostgreSQL; it talks to the workers through JetStream only.
 
+pub mod captures;
+pub mod catalog;
+pub mod clock;
 pub mod config;
 pub mod http;
 pub mod media;
@@ -87,10 +91,22 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    serve_with_clock(config, listener, shutdown, clock::Clock::system()).await
+}
+
+/// [`serve`] with the clock requests are judged by (tests set it).
+pub async fn serve_with_clock(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+    clock: clock::Clock,
+) -> Result<(), Error> {
     let store = Store::connect(config.database_url.expose(), config.db_max_connections).await?;
     store.migrate().await?;
     ensure_admin(&store, &config).await?;
-    let resealed = store.reseal_camera_passwords(&config.camera_keys).await?;
+    let resealed = store
+        .reseal_camera_passwords(&config.camera_keys, config.max_recording_sec)
+        .await?;
     if resealed > 0 {
         tracing::info!(
             cameras = resealed,
@@ -134,6 +150,22 @@ pub async fn serve(
         store.clone(),
         js.clone(),
         replicas,
+        tasks.clone(),
+    ));
+    tracker.spawn(catalog::run(
+        store.clone(),
+        js.clone(),
+        replicas,
+        config.max_recording_sec,
+        tasks.clone(),
+    ));
+    let captures = captures::CaptureBoard::default();
+    tracker.spawn(captures::run(
+        store.clone(),
+        js.clone(),
+        replicas,
+        captures.clone(),
+        clock.clone(),
         tasks.clone(),
     ));
     tracker.spawn(webhooks::run(
@@ -188,6 +220,8 @@ pub async fn serve(
         nats_link: link,
         metrics: camrec_shared::telemetry::prometheus(),
         config: Arc::new(config),
+        captures,
+        clock,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "event-api listening");
     let served = http::server::serve(

@@ -169,8 +169,20 @@ async fn listen(store: &Store) -> Option<PgListener> {
     Some(listener)
 }
 
-/// Runs the relay until `shutdown`: makes sure the streams exist (retrying while NATS is
-/// down), then runs rounds as described in the module docs.
+/// Creates (or updates) the streams and creates the KV buckets event-api writes to or reads:
+/// the camera catalog must exist before the relay publishes a spec into it.
+async fn ensure_streams_and_buckets(
+    js: &Context,
+    replicas: usize,
+) -> Result<(), async_nats::Error> {
+    camrec_shared::streams::ensure_streams(js, replicas).await?;
+    camrec_shared::streams::ensure_cameras_bucket(js, replicas).await?;
+    camrec_shared::streams::ensure_captures_bucket(js, replicas).await?;
+    Ok(())
+}
+
+/// Runs the relay until `shutdown`: makes sure the streams and buckets exist (retrying while
+/// NATS is down), then runs rounds as described in the module docs.
 pub async fn run(store: Store, nats: Client, replicas: usize, shutdown: CancellationToken) {
     let js = async_nats::jetstream::new(nats.clone());
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
@@ -181,7 +193,7 @@ pub async fn run(store: Store, nats: Client, replicas: usize, shutdown: Cancella
             // While NATS is down the stream requests wait for their timeout: shutdown must not.
             let ensured = tokio::select! {
                 _ = shutdown.cancelled() => break,
-                r = camrec_shared::streams::ensure_streams(&js, replicas) => r,
+                r = ensure_streams_and_buckets(&js, replicas) => r,
             };
             match ensured {
                 Ok(()) => streams_ready = true,

@@ -20,7 +20,7 @@ use crate::store::{Store, StoreError};
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{Context, Message};
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel, Backoff};
-use camrec_shared::messages::{Envelope, PlaybackStatus, StatusBody};
+use camrec_shared::messages::{Envelope, Gap, PlaybackStatus, StatusBody};
 use camrec_shared::netpolicy;
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
@@ -174,6 +174,8 @@ struct ClipNotice<'a> {
     height: u32,
     sha256: &'a str,
     partial: bool,
+    gaps: &'a [Gap],
+    started_late: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -224,6 +226,8 @@ pub fn notification(
                 height: c.height,
                 sha256: &c.sha256,
                 partial: c.partial,
+                gaps: &c.gaps,
+                started_late: c.started_late,
             });
         }
         StatusBody::Failed { code, message } => {

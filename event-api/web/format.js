@@ -52,10 +52,12 @@ export function toLocalInput(iso) {
   return local.toISOString().slice(0, 16);
 }
 
-/** One item of a clip's `gaps` (a later API field whose shape is not settled): its fields. */
+/** One item of a clip's `gaps` (`{from, to}`, where the camera delivered nothing). */
 export function gap(g) {
   if (typeof g !== 'object' || g === null) return String(g);
-  return Object.entries(g).map(([k, v]) => `${k} ${v}`).join(', ');
+  const seconds = (new Date(g.to) - new Date(g.from)) / 1000;
+  const length = Number.isFinite(seconds) ? ` (${duration(seconds)})` : '';
+  return `${time(g.from)} to ${time(g.to)}${length}`;
 }
 
 export const ACTIVE = ['PENDING', 'RECORDING', 'PROCESSING'];

@@ -24,14 +24,26 @@ pub struct Config {
     /// what it left in `RECORD_DIR`), and differ between workers: set it where host names are
     /// not stable (a Kubernetes Deployment; a StatefulSet's pod names are).
     pub worker_id: String,
-    /// `RECORD_DIR` (default `./data/recordings`): one directory per recording in progress or not
-    /// yet uploaded; `_failed/` keeps clips whose upload was given up; `_spool/` holds the status
-    /// messages the stream has not acknowledged yet (sent first at the next start).
+    /// `MAX_CAMERAS` (default 16): cameras this worker captures at once (one FFmpeg each); the
+    /// site's other workers take the rest.
+    pub max_cameras: usize,
+    /// `SEGMENT_SEC` (default 1): the target length of a capture segment; FFmpeg cuts at the
+    /// first keyframe after it, so a segment is one keyframe interval for most cameras (1-4 s),
+    /// and a clip starts within one keyframe interval of its window.
+    pub segment: Duration,
+    /// `RING_MARGIN_SEC` (default 30): how much longer than a camera's `preRollSec` its ring keeps
+    /// segments (an event that reaches the worker late still finds its pre-roll). Disk per
+    /// camera: bitrate × (preRollSec + RING_MARGIN_SEC).
+    pub ring_margin: Duration,
+    /// `FIRST_SEGMENT_SEC` (default 30): how long a recording waits for its camera's first
+    /// segment before it fails with `camera_unreachable`.
+    pub first_segment: Duration,
+    /// `RECORD_DIR` (default `./data/recordings`): `_capture/<camera_id>/` is the ring of each
+    /// camera this worker captures; one directory per recording in progress or not yet uploaded
+    /// (its segments hard-linked from the ring); `_failed/` keeps clips whose upload was given
+    /// up; `_spool/` holds the status messages the stream has not acknowledged yet (sent first at
+    /// the next start).
     pub record_dir: PathBuf,
-    /// `MAX_CONCURRENT_RECORDINGS` (default 4): recordings (FFmpeg reading a camera) this worker
-    /// runs at once; further `event.created` messages wait in the stream. A recording gives its
-    /// slot back when FFmpeg stops: finalizing and uploading run outside the limit.
-    pub max_concurrent_recordings: usize,
     /// `MAX_RECORDING_SEC` (default 3600): caps the message's `max_duration_sec`.
     pub max_recording: Duration,
     /// `FFMPEG_PATH` (default `ffmpeg`).
@@ -41,30 +53,19 @@ pub struct Config {
     /// `RTSP_TIMEOUT_SEC` (default 10): FFmpeg's and ffprobe's I/O timeout on the camera.
     pub rtsp_timeout: Duration,
     /// `CAMERA_SECRET_KEY` and `CAMERA_SECRET_KEYS_OLD` (as event-api's): open the camera
-    /// passwords `event.created` carries sealed. Without them, a recording whose camera has a
-    /// password fails, saying so.
+    /// passwords the camera catalog carries sealed. Without them, a camera with a password is
+    /// not captured (its `captureStatus` says why) and its events fail `camera_unreachable`.
     pub camera_keys: Option<camrec_shared::sealed::CameraKeys>,
     /// `CAMERA_ALLOWED_NETWORKS` (default empty): CIDRs a camera may be in beyond the default
     /// policy, which refuses loopback, link-local, unspecified and multicast addresses
-    /// (`camrec_shared::netpolicy`). Checked, with the host resolved, before each recording.
+    /// (`camrec_shared::netpolicy`). Checked, with the host resolved, before each capture run.
     pub camera_networks: camrec_shared::netpolicy::NetworkPolicy,
-    /// `START_RETRIES` (default 3): attempts to reach the camera at start, with backoff, before
-    /// the playback is `FAILED camera_unreachable`.
-    pub start_retries: u32,
-    /// `RESTART_BACKOFF_MAX_SEC` (default 30): the longest wait before restarting an FFmpeg that
-    /// died mid-recording.
+    /// `RESTART_BACKOFF_MAX_SEC` (default 30): the longest wait before restarting a capture's
+    /// FFmpeg that ended (camera lost) or could not start.
     pub restart_backoff_max: Duration,
     /// `PROGRESS_INTERVAL_SEC` (default 5): how often `progress` (and, while uploading,
     /// `processing`) messages are sent.
     pub progress_interval: Duration,
-    /// `MIN_CLIP_SEC` (default 3): how long an event whose end arrives after the worker took it
-    /// but before the camera delivered its first frames is still recorded (or its `post_roll_sec`
-    /// if longer), so that a short event gives a short clip instead of `ended_before_start`.
-    pub min_clip: Duration,
-    /// `DIRECT_CLIP` (default 1): FFmpeg writes the final faststart MP4 beside the fragmented part
-    /// while it records, so a clip needs no remux after the stop (ADR 0010); 0 writes the parts
-    /// only (half the disk writes, one FFmpeg run more after each stop).
-    pub direct_clip: bool,
     /// `STOP_GRACE_SEC` (default 10): how long FFmpeg may take to finish after being asked to stop
     /// before it is killed.
     pub stop_grace: Duration,
@@ -74,15 +75,16 @@ pub struct Config {
     /// `UPLOAD_GIVE_UP_SEC` (default 1800): how long uploads are retried before the playback is
     /// `FAILED upload_failed` (the file is kept).
     pub upload_give_up: Duration,
-    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner refreshes its lease (and looks for
-    /// a stop marker its watch may have missed).
+    /// `LEASE_HEARTBEAT_SEC` (default 5): how often the owner of a recording refreshes its
+    /// recording lease (camera leases are renewed every quarter of `CAPTURE_LEASE_TTL`).
     pub lease_heartbeat: Duration,
     /// `PORT` (default 3001, beside event-api's 3000): where `/health`, `/ready` and `/metrics`
     /// are served (all interfaces); 0 picks a free port (tests).
     pub port: u16,
     /// `MIN_FREE_DISK_MB` (default 1024): below this much free space in `RECORD_DIR` the worker
-    /// takes no new recording (the message waits in the stream for another worker or for room)
-    /// and `/ready` answers 503. It never deletes a recording not yet uploaded to make room.
+    /// takes no camera (the site's workers with room do), its captures write no new segment
+    /// (`disk_full`), and `/ready` answers 503. It never deletes a recording not yet uploaded
+    /// to make room.
     pub min_free_disk_bytes: u64,
     /// `FAILED_KEEP_DAYS` (default 7): how long `RECORD_DIR/_failed/` keeps a recording (its
     /// upload retried meanwhile) before deleting it, uploaded or not.
@@ -127,14 +129,8 @@ impl Config {
             None => Site::default(),
             Some(s) => Site::new(s.trim()).map_err(|_| ConfigError::Invalid("SITE"))?,
         };
-        let max_concurrent_recordings = ranged::<usize>(
-            var("MAX_CONCURRENT_RECORDINGS"),
-            "MAX_CONCURRENT_RECORDINGS",
-            4,
-            1..=1024,
-        )?;
-        let direct_clip = ranged::<u8>(var("DIRECT_CLIP"), "DIRECT_CLIP", 1, 0..=1)? == 1;
-        let start_retries = ranged::<u32>(var("START_RETRIES"), "START_RETRIES", 3, 1..=100)?;
+        let max_cameras = ranged::<usize>(var("MAX_CAMERAS"), "MAX_CAMERAS", 16, 1..=1024)?;
+        let segment_sec = ranged::<u64>(var("SEGMENT_SEC"), "SEGMENT_SEC", 1, 1..=10)?;
         let port = ranged::<u16>(var("PORT"), "PORT", 3001, 0..=u16::MAX)?;
         let min_free_disk_mb = ranged::<u64>(
             var("MIN_FREE_DISK_MB"),
@@ -151,7 +147,10 @@ impl Config {
             record_dir: PathBuf::from(
                 var("RECORD_DIR").unwrap_or_else(|| "./data/recordings".into()),
             ),
-            max_concurrent_recordings,
+            max_cameras,
+            segment: Duration::from_secs(segment_sec),
+            ring_margin: secs("RING_MARGIN_SEC", 30, 0)?,
+            first_segment: secs("FIRST_SEGMENT_SEC", 30, 1)?,
             max_recording: secs("MAX_RECORDING_SEC", 3600, 1)?,
             ffmpeg_path: PathBuf::from(var("FFMPEG_PATH").unwrap_or_else(|| "ffmpeg".into())),
             ffprobe_path: PathBuf::from(var("FFPROBE_PATH").unwrap_or_else(|| "ffprobe".into())),
@@ -172,11 +171,8 @@ impl Config {
                 &var("CAMERA_ALLOWED_NETWORKS").unwrap_or_default(),
             )
             .map_err(|_| ConfigError::Invalid("CAMERA_ALLOWED_NETWORKS"))?,
-            start_retries,
             restart_backoff_max: secs("RESTART_BACKOFF_MAX_SEC", 30, 1)?,
             progress_interval: secs("PROGRESS_INTERVAL_SEC", 5, 1)?,
-            min_clip: secs("MIN_CLIP_SEC", 3, 1)?,
-            direct_clip,
             stop_grace: secs("STOP_GRACE_SEC", 10, 1)?,
             shutdown_grace: secs("SHUTDOWN_GRACE_SEC", 25, 1)?,
             upload_give_up: secs("UPLOAD_GIVE_UP_SEC", 1800, 1)?,
@@ -234,9 +230,11 @@ mod tests {
         let c = from(&[]).unwrap();
         assert_eq!(c.nats.display_url(), "nats://127.0.0.1:4222");
         assert_eq!(c.site.as_str(), "default");
-        assert_eq!(c.max_concurrent_recordings, 4);
+        assert_eq!(c.max_cameras, 16);
+        assert_eq!(c.segment, Duration::from_secs(1));
+        assert_eq!(c.ring_margin, Duration::from_secs(30));
+        assert_eq!(c.first_segment, Duration::from_secs(30));
         assert_eq!(c.max_recording, Duration::from_secs(3600));
-        assert_eq!(c.start_retries, 3);
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
         assert_eq!(c.upload_give_up, Duration::from_secs(1800));
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
@@ -246,8 +244,6 @@ mod tests {
             "the host name, stable across restarts"
         );
         assert_eq!(c.record_dir, PathBuf::from("./data/recordings"));
-        assert_eq!(c.min_clip, Duration::from_secs(3));
-        assert!(c.direct_clip);
         assert_eq!(c.port, 3001);
         assert_eq!(c.min_free_disk_bytes, 1024 << 20);
         assert_eq!(c.failed_keep, Duration::from_secs(7 * 24 * 3600));
@@ -258,9 +254,9 @@ mod tests {
         let c = from(&[
             ("SITE", "north"),
             ("WORKER_ID", "w7"),
-            ("MAX_CONCURRENT_RECORDINGS", "2"),
+            ("MAX_CAMERAS", "2"),
+            ("SEGMENT_SEC", "3"),
             ("MAX_RECORDING_SEC", "60"),
-            ("DIRECT_CLIP", "0"),
             ("PORT", "0"),
             ("MIN_FREE_DISK_MB", "1000000000"),
             ("FAILED_KEEP_DAYS", "2"),
@@ -275,19 +271,19 @@ mod tests {
         assert_eq!(c.port, 0);
         assert_eq!(c.min_free_disk_bytes, 1_000_000_000 << 20);
         assert_eq!(c.failed_keep, Duration::from_secs(2 * 24 * 3600));
-        assert!(!c.direct_clip);
+        assert_eq!(c.segment, Duration::from_secs(3));
         assert_eq!(c.site.as_str(), "north");
         assert_eq!(c.worker_id, "w7");
-        assert_eq!(c.max_concurrent_recordings, 2);
+        assert_eq!(c.max_cameras, 2);
         assert_eq!(c.max_recording, Duration::from_secs(60));
         for (k, v) in [
             ("SITE", "a.b"),
-            ("MAX_CONCURRENT_RECORDINGS", "0"),
+            ("MAX_CAMERAS", "0"),
+            ("SEGMENT_SEC", "11"),
             ("MAX_RECORDING_SEC", "x"),
             ("STOP_GRACE_SEC", "-1"),
             ("NATS_URL", "http://nats"),
-            ("MIN_CLIP_SEC", "0"),
-            ("DIRECT_CLIP", "yes"),
+            ("FIRST_SEGMENT_SEC", "0"),
             ("PORT", "65536"),
             ("MIN_FREE_DISK_MB", "-1"),
             ("FAILED_KEEP_DAYS", "0"),

@@ -1,17 +1,18 @@
-//! The two durable pull consumers of a site on `EVENTS` (ADR 0001) and what a worker does with
-//! each message. Whether a message is acked, nak'ed or terminated is decided in exactly one
-//! function per consumer: [`created_disposition`] and [`ended_disposition`].
+//! The durable pull consumer of one camera on `EVENTS` (`cam_<site>_<camera_id>`, both kinds of
+//! event message of that camera, in order), pulled only by the worker that holds the camera's
+//! capture lease ([`crate::placement`]), and what that worker does with each message. A camera
+//! that moves to another worker keeps its consumer: the new holder gets what the old one had not
+//! acknowledged. Whether a message is acked, nak'ed or terminated is decided in exactly one
+//! function per kind of message: [`created_disposition`] and [`ended_disposition`].
 
 use async_nats::jetstream::{
     self,
-    consumer::{pull, AckPolicy, PullConsumer},
+    consumer::{pull, AckPolicy, DeliverPolicy, PullConsumer},
     AckKind, Message,
 };
 use camrec_shared::messages::{Envelope, EventCreated, EventEnded};
-use camrec_shared::subjects::{
-    site_consumer_name, site_event_filter, EventKind, Site, EVENTS_STREAM,
-};
-use camrec_shared::PlaybackId;
+use camrec_shared::subjects::{camera_consumer_name, camera_event_filter, Site, EVENTS_STREAM};
+use camrec_shared::{CameraId, PlaybackId};
 use std::time::Duration;
 
 use crate::ownership::{Lease, Ownership, OwnershipError, StopRegistry};
@@ -21,6 +22,9 @@ use crate::ownership::{Lease, Ownership, OwnershipError, StopRegistry};
 pub const ACK_WAIT: Duration = Duration::from_secs(30);
 /// The delay before a nak'ed message is redelivered.
 pub const NAK_DELAY: Duration = Duration::from_secs(2);
+/// How far back a camera's consumer starts when it is first created: events published while
+/// the camera had no consumer yet (it was just added) still reach its first holder.
+pub const FIRST_LOOK_BACK: Duration = Duration::from_secs(600);
 
 /// A consumer that could not be set up, by kind.
 #[derive(Debug, thiserror::Error)]
@@ -35,21 +39,23 @@ pub enum ConsumerError {
     },
 }
 
-/// Gets or creates the site's durable consumer for one kind of event message.
+/// Gets or creates the durable consumer of one camera's events.
 pub async fn open(
     js: &jetstream::Context,
-    kind: EventKind,
     site: &Site,
+    camera_id: CameraId,
 ) -> Result<PullConsumer, ConsumerError> {
-    let name = site_consumer_name(kind, site);
+    let name = camera_consumer_name(site, camera_id);
     let stream = js.get_stream(EVENTS_STREAM).await?;
+    let since = time::OffsetDateTime::now_utc() - FIRST_LOOK_BACK;
     stream
         .get_or_create_consumer(
             &name,
             pull::Config {
                 durable_name: Some(name.clone()),
-                description: Some(format!("camrec recorder workers of site {site}")),
-                filter_subject: site_event_filter(kind, site),
+                description: Some(format!("camrec: the events of camera {camera_id}")),
+                filter_subject: camera_event_filter(site, camera_id),
+                deliver_policy: DeliverPolicy::ByStartTime { start_time: since },
                 ack_policy: AckPolicy::Explicit,
                 ack_wait: ACK_WAIT,
                 ..Default::default()
@@ -57,6 +63,16 @@ pub async fn open(
         )
         .await
         .map_err(|source| ConsumerError::Consumer { name, source })
+}
+
+/// Deletes the consumer of a camera that was deleted or disabled.
+pub async fn remove(js: &jetstream::Context, site: &Site, camera_id: CameraId) {
+    let name = camera_consumer_name(site, camera_id);
+    if let Ok(stream) = js.get_stream(EVENTS_STREAM).await {
+        if let Err(e) = stream.delete_consumer(&name).await {
+            tracing::debug!(consumer = %name, error = %e, "camera consumer not deleted");
+        }
+    }
 }
 
 /// What settling a message means for the server.
@@ -83,7 +99,7 @@ pub enum CreatedOutcome {
     ClaimFailed(PlaybackId, OwnershipError),
 }
 
-/// The ack rule of `recorder-<site>-created`:
+/// The ack rule of `event.created`:
 /// - undecodable: `Term` (redelivering cannot help);
 /// - claimed: `Ack` once the lease exists, so a long recording is not redelivered;
 /// - already owned: `Ack` and ignore, so a redelivery never starts a second FFmpeg;
@@ -102,28 +118,34 @@ pub enum EndedOutcome {
     Undecodable(String),
     /// The event's type does not record: nothing to stop.
     NoPlayback,
-    /// The stop marker is written; the owner will see it.
-    StopWritten(PlaybackId),
-    /// The stop marker could not be written: try again later.
-    StopFailed(PlaybackId, OwnershipError),
+    /// The recording runs here and got its end.
+    Stopped(PlaybackId),
+    /// No recording of it runs here: it finished already, or a crash cut it and recovery
+    /// finishes what the disk holds.
+    NotHere(PlaybackId),
 }
 
-/// The ack rule of `recorder-<site>-ended`:
+/// The ack rule of `event.ended`:
 /// - undecodable: `Term`;
-/// - no playback, or the stop marker written: `Ack` (the stop has reached every worker);
-/// - the marker could not be written: `Nak` with a delay.
+/// - otherwise `Ack`: the end is delivered to the recording in memory, and a recording that is
+///   not here has nothing left to stop.
 pub fn ended_disposition(outcome: &EndedOutcome) -> Disposition {
     match outcome {
         EndedOutcome::Undecodable(_) => Disposition::Term,
-        EndedOutcome::NoPlayback | EndedOutcome::StopWritten(_) => Disposition::Ack,
-        EndedOutcome::StopFailed(..) => Disposition::Nak(NAK_DELAY),
+        EndedOutcome::NoPlayback | EndedOutcome::Stopped(_) | EndedOutcome::NotHere(_) => {
+            Disposition::Ack
+        }
     }
 }
 
-/// Reads an `event.created` and tries to claim its recording.
+/// Reads an `event.created` and tries to claim its recording. An event without `occurred_at`
+/// (an older writer) happened when its message was written.
 pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) -> CreatedOutcome {
     let event = match Envelope::<EventCreated>::from_slice(payload) {
-        Ok(env) => env.payload,
+        Ok(env) => EventCreated {
+            occurred_at: env.payload.occurred_at.or(Some(env.occurred_at)),
+            ..env.payload
+        },
         Err(e) => return CreatedOutcome::Undecodable(e.to_string()),
     };
     if &event.site != site {
@@ -136,28 +158,26 @@ pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) 
     }
 }
 
-/// Reads an `event.ended`, stops the recording at once when it runs here (`stops`), then
-/// writes its stop marker for the other workers and for recovery. The local stop does not wait
-/// for the marker's round trip through JetStream; when the marker cannot be written the message
-/// is redelivered, and stopping again is harmless.
-pub async fn handle_ended(
+/// Reads an `event.ended` and hands its end time to the recording when it runs here. An end
+/// without a time (an older writer) ends the event at `received_at`.
+pub fn handle_ended(
     payload: &[u8],
-    ownership: &Ownership,
+    received_at: chrono::DateTime<chrono::Utc>,
     stops: &StopRegistry,
-) -> (EndedOutcome, bool) {
-    let ended = match Envelope::<EventEnded>::from_slice(payload) {
-        Ok(env) => env.payload,
-        Err(e) => return (EndedOutcome::Undecodable(e.to_string()), false),
+) -> EndedOutcome {
+    let envelope = match Envelope::<EventEnded>::from_slice(payload) {
+        Ok(env) => env,
+        Err(e) => return EndedOutcome::Undecodable(e.to_string()),
     };
-    let Some(id) = ended.playback_id else {
-        return (EndedOutcome::NoPlayback, false);
+    let Some(id) = envelope.payload.playback_id else {
+        return EndedOutcome::NoPlayback;
     };
-    let local = stops.signal(id);
-    let outcome = match ownership.request_stop(id).await {
-        Ok(()) => EndedOutcome::StopWritten(id),
-        Err(e) => EndedOutcome::StopFailed(id, e),
-    };
-    (outcome, local)
+    let at = envelope.payload.ended_at.unwrap_or(received_at);
+    if stops.signal(id, at) {
+        EndedOutcome::Stopped(id)
+    } else {
+        EndedOutcome::NotHere(id)
+    }
 }
 
 /// Tells the server what became of `msg`. A failed ack is logged: the message is redelivered
@@ -194,12 +214,12 @@ mod tests {
             Disposition::Ack
         );
         assert_eq!(
-            ended_disposition(&EndedOutcome::StopWritten(id)),
+            ended_disposition(&EndedOutcome::Stopped(id)),
             Disposition::Ack
         );
         assert_eq!(
-            ended_disposition(&EndedOutcome::StopFailed(id, nats_down())),
-            Disposition::Nak(NAK_DELAY)
+            ended_disposition(&EndedOutcome::NotHere(id)),
+            Disposition::Ack
         );
     }
 

@@ -1,10 +1,10 @@
-//! The disk under `RECORD_DIR`: the guard that keeps the worker from taking new recordings while
-//! free space is below `MIN_FREE_DISK_MB`, and the upkeep of `RECORD_DIR/_failed/`.
+//! The disk under `RECORD_DIR`: the guard that keeps the worker from taking cameras and writing
+//! segments while free space is below `MIN_FREE_DISK_MB`, and the upkeep of `RECORD_DIR/_failed/`.
 //!
-//! - **The guard** ([`DiskGuard`]) is asked before every `event.created` is pulled and every
-//!   [`CHECK_INTERVAL`] besides. Below the floor the message is not pulled (it waits in the
-//!   stream for another worker of the site, or for room here), `/ready` answers 503 with the
-//!   reason, `disk_below_floor` is 1, and one warning is logged when the floor is crossed and one
+//! - **The guard** ([`DiskGuard`]) is asked before the worker takes a camera, at every segment a
+//!   capture closes, and every [`CHECK_INTERVAL`] besides. Below the floor the worker takes no
+//!   camera (the site's workers with room do), its captures pause (`disk_full`), `/ready`
+//!   answers 503 with the reason, `disk_below_floor` is 1, and one warning is logged when the floor is crossed and one
 //!   line when there is room again. The guard frees nothing: a recording not yet uploaded is never
 //!   deleted to make room. Free space comes from an injectable [`FreeSpace`] source (`statvfs` in
 //!   production) so the rules are tested without filling a disk.

@@ -1,18 +1,16 @@
 //! Finalizing a recording: fragmented-MP4 parts into one faststart MP4, and a thumbnail.
 //!
-//! A recording may leave several parts (FFmpeg restarted after a camera hiccup, a worker crash).
-//! [`finalize`] joins the parts that hold fragments (told from their top-level atoms, which
-//! costs no process) with stream copy into one MP4 whose `moov` atom is at the front, so the
-//! clip plays while it downloads: a single part is remuxed as it is, several go through the
-//! concat demuxer. Only when that join fails is each part probed with ffprobe, the empty or
-//! unreadable ones skipped and the rest joined again. [`direct_clip`] finds the clip FFmpeg
-//! finished itself, which makes the join unnecessary. [`thumbnail`] grabs one JPEG frame from the
-//! finished clip.
+//! A recording is a run of segments of the camera's capture (fragmented MP4, each starting on a
+//! keyframe). [`finalize`] joins the parts that hold fragments (told from their top-level atoms,
+//! which costs no process) with stream copy into one MP4 whose `moov` atom is at the front, so
+//! the clip plays while it downloads: a single part is remuxed as it is, several go through the
+//! concat demuxer, which lays each file after the previous one, so a gap in the capture is skipped
+//! in the clip's timeline, not filled. Only when that join fails is each part probed with
+//! ffprobe, the empty or unreadable ones skipped and the rest joined again. [`thumbnail`] grabs
+//! one JPEG frame from the finished clip.
 
 use crate::ffmpeg::MediaError;
-use crate::probe::{
-    has_fragments, is_finished_faststart, last_line, probe_file, run_with_deadline,
-};
+use crate::probe::{has_fragments, last_line, probe_file, run_with_deadline};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -45,21 +43,6 @@ pub async fn finalize(ffmpeg: &Path, parts: &[PathBuf], out: &Path) -> Result<()
         Some(error) if usable == candidates => Err(error),
         _ => join(ffmpeg, &usable, out).await,
     }
-}
-
-/// The faststart clip FFmpeg wrote beside the one part that holds frames, when that run finished
-/// it (ADR 0010): the clip then needs no join. `with_frames` are the parts that hold fragments
-/// ([`parts_with_fragments`]). `None` when several parts hold frames, or when the direct clip is
-/// missing or unfinished (FFmpeg killed, `DIRECT_CLIP=0`).
-pub async fn direct_clip(with_frames: &[PathBuf]) -> Option<PathBuf> {
-    let [part] = with_frames else {
-        return None;
-    };
-    let direct = crate::manifest::direct_for(part);
-    is_finished_faststart(&direct)
-        .await
-        .unwrap_or(false)
-        .then_some(direct)
 }
 
 /// The parts whose atoms show a `moov` and at least one fragment, in order. A part FFmpeg never

@@ -2,9 +2,9 @@
 //!
 //! 1. `processing` is reported (with why the recording stopped) and repeated as a heartbeat until
 //!    the end.
-//! 2. The clip: the faststart MP4 FFmpeg finished itself when one part holds frames (ADR 0010),
-//!    else the parts joined; an earlier run may have made it already. It is probed (what
-//!    `completed` reports) while its thumbnail is taken; a clip without a thumbnail is still a clip.
+//! 2. The clip: the recording's segments joined (stream copy, `moov` in front); an earlier run
+//!    may have made it already. It is probed (what `completed` reports) while its thumbnail is
+//!    taken; a clip without a thumbnail is still a clip.
 //! 3. Clip and thumbnail are uploaded and verified, retried with backoff for up to
 //!    `UPLOAD_GIVE_UP_SEC`.
 //! 4. `completed` is reported (it is in the status spool from then on), the lease says `done`,
@@ -16,7 +16,7 @@
 //! through is reported `completed` after all and its directory removed.
 
 use camrec_shared::backoff::nth_delay;
-use camrec_shared::messages::{CompletedClip, FailureCode, StatusBody, StopCause};
+use camrec_shared::messages::{CompletedClip, FailureCode, Gap, StatusBody, StopCause};
 use camrec_shared::storage::{ObjectKey, Storage};
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
@@ -25,9 +25,11 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::ring::{gaps, Span};
+use crate::capture::segment::segments_in;
 use crate::config::Config;
 use crate::ffmpeg::MediaError;
-use crate::finalize::{direct_clip, finalize, parts_with_fragments, thumbnail};
+use crate::finalize::{finalize, thumbnail};
 use crate::manifest::{self, Manifest, THUMB, VIDEO};
 use crate::ownership::{LeaseKeeper, LeaseState};
 use crate::probe::{probe_file, ClipInfo};
@@ -84,8 +86,40 @@ pub struct Recorded {
     pub ended_at: DateTime<Utc>,
     /// Why it stopped, when that is known (a crash leaves it unknown).
     pub stopped_by: Option<StopCause>,
-    /// The clip has gaps or was cut short (FFmpeg restarted, the worker shut down or crashed).
+    /// The clip has gaps or was cut short (the camera dropped, the worker shut down or crashed).
     pub partial: bool,
+    /// Where the camera delivered nothing, inside the clip.
+    pub gaps: Vec<Span>,
+    /// The capture did not hold the window's start: the clip starts at the oldest frame held.
+    pub started_late: bool,
+}
+
+impl Recorded {
+    /// What a recording directory left by a crash or kept in `_failed/` holds: the wall-clock
+    /// times and gaps of its segments, and what its manifest says. A recording cut by a crash
+    /// has no end in its manifest: it is partial.
+    pub async fn from_dir(manifest: &Manifest, dir: &Path) -> Self {
+        let segments = segments_in(dir).await.unwrap_or_default();
+        let started_at = segments
+            .first()
+            .map(|s| s.start)
+            .or(manifest.started_at)
+            .unwrap_or(manifest.claimed_at);
+        let ended_at = segments
+            .last()
+            .map(|s| s.end())
+            .or(manifest.ended_at)
+            .unwrap_or(started_at);
+        let holes = gaps(&segments, crate::recording::window::TOLERANCE);
+        Recorded {
+            started_at,
+            ended_at,
+            stopped_by: manifest.stopped_by,
+            partial: manifest.partial || manifest.ended_at.is_none() || !holes.is_empty(),
+            gaps: holes,
+            started_late: manifest.started_late,
+        }
+    }
 }
 
 /// The clip in the recording directory, probed, and whether it has a thumbnail.
@@ -181,23 +215,16 @@ async fn make_clip(f: &Finisher, dir: &Path) -> Result<Clip, Failure> {
     Ok(Clip { info, has_thumb })
 }
 
-/// The direct clip when FFmpeg finished one for the only part with frames, else the parts
-/// joined; it becomes `video` by a rename, so a crash never leaves half a clip under that name.
+/// The recording's segments joined; it becomes `video` by a rename, so a crash never leaves half
+/// a clip under that name.
 async fn join_parts(f: &Finisher, dir: &Path, video: &Path) -> Result<(), Failure> {
     let parts = manifest::parts_in(dir)
         .await
         .map_err(|e| Failure::new(FailureCode::RecordingFailed, e.to_string()))?;
-    let joined = match direct_clip(&parts_with_fragments(&parts).await).await {
-        Some(direct) => tokio::fs::rename(&direct, video)
-            .await
-            .map_err(MediaError::Io),
-        None => {
-            let tmp = dir.join("video.tmp.mp4");
-            match finalize(&f.ffmpeg, &parts, &tmp).await {
-                Ok(()) => tokio::fs::rename(&tmp, video).await.map_err(MediaError::Io),
-                Err(e) => Err(e),
-            }
-        }
+    let tmp = dir.join("video.tmp.mp4");
+    let joined = match finalize(&f.ffmpeg, &parts, &tmp).await {
+        Ok(()) => tokio::fs::rename(&tmp, video).await.map_err(MediaError::Io),
+        Err(e) => Err(e),
     };
     joined.map_err(|e| match e {
         MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
@@ -280,7 +307,14 @@ async fn completed(
     clip: Clip,
     receipt: Uploaded,
 ) -> CompletedClip {
-    let wall = (recorded.ended_at - recorded.started_at).num_milliseconds() as f64 / 1000.0;
+    let held = recorded.ended_at
+        - recorded.started_at
+        - recorded
+            .gaps
+            .iter()
+            .map(|g| g.to - g.from)
+            .sum::<chrono::TimeDelta>();
+    let wall = held.num_milliseconds() as f64 / 1000.0;
     let video_key = ObjectKey::Video(id);
     let url = match f.storage.url_for(&video_key).await {
         Ok(u) => Some(u),
@@ -303,6 +337,15 @@ async fn completed(
         started_at: recorded.started_at,
         ended_at: recorded.ended_at,
         partial: recorded.partial || clip.info.duration_sec + 3.0 < wall,
+        gaps: recorded
+            .gaps
+            .iter()
+            .map(|g| Gap {
+                from: g.from,
+                to: g.to,
+            })
+            .collect(),
+        started_late: recorded.started_late,
     }
 }
 
@@ -411,7 +454,7 @@ pub async fn retry_failed(f: &Finisher, status: &StatusPublisher, dir: &Path) ->
             return Retry::StillFailing;
         }
     };
-    let recorded = recorded_by(&manifest, info.duration_sec);
+    let recorded = Recorded::from_dir(&manifest, dir).await;
     let completed = completed(f, id, &recorded, Clip { info, has_thumb }, receipt).await;
     let mut reporter = status.reporter(Subject {
         playback_id: id,
@@ -425,17 +468,4 @@ pub async fn retry_failed(f: &Finisher, status: &StatusPublisher, dir: &Path) ->
         tracing::warn!(playback_id = %id, error = %e, "cannot remove the uploaded failed recording");
     }
     Retry::Uploaded
-}
-
-/// What the manifest of a kept recording says about it. A recording cut by a crash has no end
-/// in its manifest: its clip's duration gives it, and it is partial.
-fn recorded_by(manifest: &Manifest, duration_sec: f64) -> Recorded {
-    let started_at = manifest.started_at.unwrap_or(manifest.claimed_at);
-    let clip_end = started_at + chrono::Duration::milliseconds((duration_sec * 1000.0) as i64);
-    Recorded {
-        started_at,
-        ended_at: manifest.ended_at.unwrap_or(clip_end),
-        stopped_by: manifest.stopped_by,
-        partial: manifest.partial || manifest.ended_at.is_none(),
-    }
 }

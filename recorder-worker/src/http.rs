@@ -4,7 +4,8 @@
 //! - `GET /ready`: 200 only while the worker can take work: connected to NATS, free disk in
 //!   `RECORD_DIR` at least `MIN_FREE_DISK_MB`, not shutting down; else 503. The body says which.
 //! - `GET /metrics`: Prometheus text. The worker's own series: `recordings_active`,
-//!   `ffmpeg_restarts_total`, `upload_bytes_total`, `upload_failures_total`, `disk_free_bytes`,
+//!   `capture_cameras{state}` (the cameras it holds, by capture state), `capture_segments_total`,
+//!   `upload_bytes_total`, `upload_failures_total`, `disk_free_bytes`,
 //!   `disk_floor_bytes`, `disk_below_floor`, `status_spooled` (state changes waiting in the spool
 //!   for NATS) and `nats_connected`.
 //!

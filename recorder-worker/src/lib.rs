@@ -1,14 +1,20 @@
-//! camrec recorder worker: consumes event messages from NATS, records the camera's RTSP stream
-//! with FFmpeg, finalizes and uploads the clip, and reports every state change as a status message.
+//! camrec recorder worker: captures the cameras of its site it holds a lease on (one FFmpeg per
+//! camera, into a ring of short segments on disk), cuts each event's clip from its camera's
+//! capture with pre-roll and post-roll, finalizes and uploads it, and reports every state change
+//! as a status message.
 //!
-//! Orchestration: [`worker`] (run loop, slots, shutdown), [`consumer`] (ack rules), [`ownership`]
-//! (KV leases and stop markers), [`recording`] (one recording's state machine), [`finish`] (its
-//! end: clip, probe, thumbnail, upload), [`recovery`] (leftovers at start), [`status`] (the status
+//! Orchestration: [`worker`] (run loop, shutdown), [`placement`] (camera catalog, camera leases,
+//! a capture and an event consumer per held camera), [`consumer`] (ack rules), [`ownership`]
+//! (recording leases, the local stop registry). Capture: [`capture`] (the per-camera FFmpeg
+//! supervisor, its [`capture::ring`] and [`capture::segment`] codec). Recording: [`recording`]
+//! (one event's clip as a state machine, its [`recording::window`] rules), [`finish`] (clip,
+//! probe, thumbnail, upload), [`recovery`] (leftovers at start), [`status`] (the status
 //! publisher, off the recording's path) and its disk [`spool`], [`manifest`] (the local
-//! directory). Media: [`ffmpeg`], [`progress`], [`probe`], [`finalize`], [`upload`]. Operations:
-//! [`http`] (`/health`, `/ready`, `/metrics` on `PORT`), [`disk`] (the free-space guard and the
-//! upkeep of `_failed/`).
+//! directory). Media: [`ffmpeg`], [`probe`], [`finalize`], [`upload`]. Operations: [`http`]
+//! (`/health`, `/ready`, `/metrics` on `PORT`), [`disk`] (the free-space guard and the upkeep of
+//! `_failed/`).
 
+pub mod capture;
 pub mod config;
 pub mod consumer;
 pub mod disk;
@@ -18,8 +24,8 @@ pub mod finish;
 pub mod http;
 pub mod manifest;
 pub mod ownership;
+pub mod placement;
 pub mod probe;
-pub mod progress;
 pub mod recording;
 pub mod recovery;
 pub mod spool;

@@ -1,9 +1,11 @@
 //! The local directory of one recording, `RECORD_DIR/<playback_id>/`, and its `manifest.json`.
 //!
 //! The manifest is what a restarted worker needs to finish a recording its predecessor left
-//! behind (ADR 0001): who the playback is, when it started, which part files FFmpeg wrote. It
-//! never holds the camera's credential: the URL is stored without user and password, and
-//! recovery does not need it (a crash cuts the clip; it does not resume recording).
+//! behind (ADR 0001): who the playback is, when it started, which segments of the camera's
+//! capture it holds. The segments themselves are hard links in the directory, named by their
+//! wall-clock start and duration ([`crate::capture::segment`]), so the directory alone says
+//! what the clip covers. It never holds the camera's credential: the URL is stored without user
+//! and password, and recovery does not need it (a crash cuts the clip; it does not resume).
 
 use camrec_shared::messages::{EventCreated, EventType, RecordingLimits, StopCause};
 use camrec_shared::subjects::Site;
@@ -45,17 +47,20 @@ pub struct Manifest {
     pub limits: RecordingLimits,
     /// When this worker took the recording.
     pub claimed_at: DateTime<Utc>,
-    /// When FFmpeg delivered the first frames (`recording` was reported).
+    /// Wall-clock time of the clip's first frame (`recording` was reported).
     pub started_at: Option<DateTime<Utc>>,
-    /// When the recording stopped.
+    /// Wall-clock time of the clip's last frame, once the recording stopped.
     pub ended_at: Option<DateTime<Utc>>,
     /// Why it stopped, for the `processing` a recovery reports (absent in older manifests).
     #[serde(default)]
     pub stopped_by: Option<StopCause>,
-    /// The part files, in order (file names inside the directory).
+    /// The segments linked into the directory, in time order (file names).
     pub parts: Vec<String>,
-    /// Whether a gap is known (FFmpeg restarted mid-recording).
+    /// Whether the clip has a gap or was cut short.
     pub partial: bool,
+    /// The capture did not hold the clip window's start.
+    #[serde(default)]
+    pub started_late: bool,
 }
 
 impl Manifest {
@@ -75,6 +80,7 @@ impl Manifest {
             stopped_by: None,
             parts: Vec::new(),
             partial: false,
+            started_late: false,
         }
     }
 
@@ -98,37 +104,13 @@ pub fn recording_dir(record_dir: &Path, id: PlaybackId) -> PathBuf {
     record_dir.join(id.to_string())
 }
 
-/// The name of the `index`th part file: `part-000.mp4`, `part-001.mp4`, ...
-pub fn part_name(index: usize) -> String {
-    format!("part-{index:03}.mp4")
-}
-
-/// The direct clip FFmpeg writes beside `part` (`part-000.mp4` → `direct-000.mp4`): the same
-/// streams as a faststart MP4, finished when that FFmpeg run stops cleanly (ADR 0010).
-pub fn direct_for(part: &Path) -> PathBuf {
-    let name = part
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let direct = match name.strip_prefix("part-") {
-        Some(rest) => format!("direct-{rest}"),
-        None => format!("direct-{name}"),
-    };
-    part.with_file_name(direct)
-}
-
-/// The part files present in `dir`, in recording order.
+/// The segments present in `dir`, in time order.
 pub async fn parts_in(dir: &Path) -> Result<Vec<PathBuf>, ManifestError> {
-    let mut parts = Vec::new();
-    let mut entries = tokio::fs::read_dir(dir).await?;
-    while let Some(e) = entries.next_entry().await? {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.starts_with("part-") && name.ends_with(".mp4") {
-            parts.push(e.path());
-        }
-    }
-    parts.sort();
-    Ok(parts)
+    Ok(crate::capture::segment::segments_in(dir)
+        .await?
+        .into_iter()
+        .map(|s| s.path)
+        .collect())
 }
 
 /// Moves a recording directory to `RECORD_DIR/_failed/<playback_id>`, where it is kept for an
@@ -165,6 +147,7 @@ mod tests {
                 pre_roll_sec: 0,
                 post_roll_sec: 0,
             },
+            occurred_at: None,
         }
     }
 
@@ -174,7 +157,7 @@ mod tests {
         let ev = event();
         let dir = recording_dir(tmp.path(), ev.playback_id);
         let mut m = Manifest::new(&ev, Utc::now());
-        m.parts.push(part_name(0));
+        m.parts.push("1796548623885_2040.mp4".into());
         m.write(&dir).await.unwrap();
         let text = std::fs::read_to_string(dir.join(MANIFEST)).unwrap();
         assert!(!text.contains("s3cret"), "{text}");
@@ -188,11 +171,11 @@ mod tests {
         let dir = tmp.path().join("rec");
         std::fs::create_dir_all(&dir).unwrap();
         for name in [
-            "part-002.mp4",
-            "part-000.mp4",
+            "1796548627885_2000.mp4",
+            "0796548627885_2000.mp4",
             "manifest.json",
-            "part-001.mp4",
-            "direct-001.mp4",
+            "video.mp4",
+            "1796548625885_2000.mp4",
         ] {
             std::fs::write(dir.join(name), b"x").unwrap();
         }
@@ -201,14 +184,16 @@ mod tests {
             .iter()
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
-        assert_eq!(names, ["part-000.mp4", "part-001.mp4", "part-002.mp4"]);
-        let kept = move_to_failed(tmp.path(), &dir).await.unwrap();
-        assert!(kept.join("part-001.mp4").exists());
-        assert!(!dir.exists());
-        assert_eq!(part_name(12), "part-012.mp4");
         assert_eq!(
-            direct_for(&dir.join("part-001.mp4")),
-            dir.join("direct-001.mp4")
+            names,
+            [
+                "0796548627885_2000.mp4",
+                "1796548625885_2000.mp4",
+                "1796548627885_2000.mp4"
+            ]
         );
+        let kept = move_to_failed(tmp.path(), &dir).await.unwrap();
+        assert!(kept.join("1796548625885_2000.mp4").exists());
+        assert!(!dir.exists());
     }
 }

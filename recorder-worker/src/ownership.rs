@@ -1,29 +1,28 @@
-//! Who owns which recording, and stop requests, in the KV bucket `camrec_recordings` (ADR 0001).
+//! Who owns which recording, in the KV bucket `camrec_recordings` (ADR 0001), and the local
+//! registry that delivers an event's end to its recording.
 //!
 //! - `lease.<playback_id>`: created only-if-absent by the worker that takes the recording; its
 //!   success is ownership, so a redelivered or duplicated `event.created` never starts a second
-//!   FFmpeg. The owner refreshes it (compare-and-set) and sets `state=done` at the end.
-//! - `stop.<playback_id>`: written by whichever worker receives `event.ended`. Every worker
-//!   watches `stop.>` and signals the matching local recording through [`StopRegistry`].
+//!   recording. The owner refreshes it (compare-and-set) and sets `state=done` at the end.
+//! - `event.ended` reaches the worker that holds the camera (its events come through the
+//!   camera's own consumer, [`crate::consumer`]), which hands the end time to the recording
+//!   through [`StopRegistry`].
 //!
 //! A [`LeaseKeeper`] refreshes a lease beside the work it guards, never inside a recording's
 //! loops: a KV round trip that hangs in a NATS outage delays no stop.
 
 use async_nats::jetstream::{
     self,
-    kv::{self, CreateErrorKind, Operation},
+    kv::{self, CreateErrorKind},
 };
-use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
 
 /// A KV operation on the recordings bucket that failed, by kind.
 #[derive(Debug, thiserror::Error)]
@@ -58,24 +57,8 @@ pub struct LeaseValue {
     pub heartbeat_at: DateTime<Utc>,
 }
 
-/// The value of `stop.<playback_id>`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StopValue {
-    pub requested_by: String,
-    pub requested_at: DateTime<Utc>,
-}
-
 fn lease_key(id: PlaybackId) -> String {
     format!("lease.{id}")
-}
-
-fn stop_key(id: PlaybackId) -> String {
-    format!("stop.{id}")
-}
-
-/// The playback of a `stop.<playback_id>` key.
-pub fn parse_stop_key(key: &str) -> Option<PlaybackId> {
-    key.strip_prefix("stop.")?.parse().ok()
 }
 
 /// The recordings bucket, as one worker sees it.
@@ -88,9 +71,10 @@ pub struct Ownership {
 impl Ownership {
     /// Opens the bucket, which event-api creates (`camrec_shared::streams::ensure_streams`).
     pub async fn open(js: &jetstream::Context, worker_id: String) -> Result<Self, OwnershipError> {
-        let kv = camrec_shared::streams::open_recordings_bucket(js)
-            .await
-            .map_err(OwnershipError::Open)?;
+        let kv =
+            camrec_shared::streams::open_bucket(js, camrec_shared::subjects::RECORDINGS_BUCKET)
+                .await
+                .map_err(OwnershipError::Open)?;
         Ok(Self { kv, worker_id })
     }
 
@@ -143,68 +127,6 @@ impl Ownership {
     pub async fn lease_of(&self, id: PlaybackId) -> Result<Option<LeaseValue>, OwnershipError> {
         let bytes = self.kv.get(lease_key(id)).await?;
         Ok(bytes.and_then(|b| serde_json::from_slice(&b).ok()))
-    }
-
-    /// Whether a stop was requested for the playback.
-    pub async fn stop_requested(&self, id: PlaybackId) -> Result<bool, OwnershipError> {
-        Ok(self.kv.get(stop_key(id)).await?.is_some())
-    }
-
-    /// Writes the stop marker; the owner, wherever it runs, sees it through its watch.
-    pub async fn request_stop(&self, id: PlaybackId) -> Result<(), OwnershipError> {
-        let v = StopValue {
-            requested_by: self.worker_id.clone(),
-            requested_at: Utc::now(),
-        };
-        self.kv
-            .put(
-                stop_key(id),
-                serde_json::to_vec(&v).unwrap_or_default().into(),
-            )
-            .await?;
-        Ok(())
-    }
-
-    /// Watches `stop.>` and signals the local recordings in `registry` until `cancel`. The watch
-    /// is re-established after a NATS outage; after each (re)start every registered recording
-    /// checks its key once, so a stop written while the watch was down is not missed.
-    pub async fn watch_stops(&self, registry: StopRegistry, cancel: CancellationToken) {
-        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
-        loop {
-            match self.kv.watch("stop.>").await {
-                Ok(mut watch) => {
-                    backoff.reset();
-                    for id in registry.ids() {
-                        if matches!(self.stop_requested(id).await, Ok(true)) {
-                            registry.signal(id);
-                        }
-                    }
-                    loop {
-                        let entry = tokio::select! {
-                            _ = cancel.cancelled() => return,
-                            e = watch.next() => e,
-                        };
-                        match entry {
-                            Some(Ok(entry)) if entry.operation == Operation::Put => {
-                                if let Some(id) = parse_stop_key(&entry.key) {
-                                    registry.signal(id);
-                                }
-                            }
-                            Some(Ok(_)) => {}
-                            Some(Err(e)) => {
-                                tracing::warn!(error = %e, "stop watch failed, re-watching");
-                                break;
-                            }
-                            None => break,
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "cannot watch stop requests, retrying"),
-            }
-            if !sleep_or_cancel(backoff.next_delay(), &cancel).await {
-                return;
-            }
-        }
     }
 }
 
@@ -311,27 +233,32 @@ impl LeaseKeeper {
     }
 }
 
-/// The recordings running in this worker, by playback, each with the token that stops it.
+/// Where a recording learns when its event ended (`None` while it is open).
+type EndSender = watch::Sender<Option<DateTime<Utc>>>;
+
+/// The recordings running in this worker, by playback, each with the channel its event's end
+/// time arrives on.
 #[derive(Clone, Default)]
-pub struct StopRegistry(Arc<Mutex<HashMap<PlaybackId, CancellationToken>>>);
+pub struct StopRegistry(Arc<Mutex<HashMap<PlaybackId, EndSender>>>);
 
 impl StopRegistry {
-    /// Registers a recording and returns the token its stop cancels.
-    pub fn register(&self, id: PlaybackId) -> CancellationToken {
-        let token = CancellationToken::new();
-        self.lock().insert(id, token.clone());
-        token
+    /// Registers a recording and returns where its end arrives.
+    pub fn register(&self, id: PlaybackId) -> watch::Receiver<Option<DateTime<Utc>>> {
+        let (tx, rx) = watch::channel(None);
+        self.lock().insert(id, tx);
+        rx
     }
 
     pub fn remove(&self, id: PlaybackId) {
         self.lock().remove(&id);
     }
 
-    /// Stops the recording of `id` if it runs here; returns whether it does.
-    pub fn signal(&self, id: PlaybackId) -> bool {
+    /// Tells the recording of `id`, if it runs here, that its event ended at `at`; returns
+    /// whether it runs here.
+    pub fn signal(&self, id: PlaybackId, at: DateTime<Utc>) -> bool {
         match self.lock().get(&id) {
-            Some(t) => {
-                t.cancel();
+            Some(tx) => {
+                tx.send_replace(Some(at));
                 true
             }
             None => false,
@@ -342,7 +269,7 @@ impl StopRegistry {
         self.lock().keys().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlaybackId, CancellationToken>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlaybackId, EndSender>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -352,21 +279,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stop_keys_round_trip() {
-        let id = PlaybackId::new();
-        assert_eq!(parse_stop_key(&stop_key(id)), Some(id));
-        assert_eq!(parse_stop_key(&lease_key(id)), None);
-        assert_eq!(parse_stop_key("stop.nope"), None);
-    }
-
-    #[test]
     fn the_registry_stops_only_registered_recordings() {
         let reg = StopRegistry::default();
         let a = PlaybackId::new();
-        let token = reg.register(a);
-        assert!(!reg.signal(PlaybackId::new()));
-        assert!(reg.signal(a));
-        assert!(token.is_cancelled());
+        let ended = reg.register(a);
+        let at = Utc::now();
+        assert!(!reg.signal(PlaybackId::new(), at));
+        assert!(reg.signal(a, at));
+        assert_eq!(*ended.borrow(), Some(at));
         reg.remove(a);
         assert!(reg.ids().is_empty());
     }

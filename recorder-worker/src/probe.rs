@@ -251,42 +251,6 @@ pub async fn has_fragments(path: &Path) -> Result<bool, MediaError> {
     .await
 }
 
-/// True when `path` is a finished faststart MP4: top-level atoms that each state their size and
-/// together cover the file exactly, `ftyp` first, one `moov` before one `mdat`, no fragment. What
-/// FFmpeg leaves when it is killed before its trailer (an open-ended `mdat`, no `moov`) or while
-/// it moves the `moov` to the front (atoms that do not add up to the file) does not pass.
-pub async fn is_finished_faststart(path: &Path) -> Result<bool, MediaError> {
-    /// More top-level atoms than FFmpeg ever writes means something else.
-    const MAX_ATOMS: usize = 16;
-    let mut file = tokio::fs::File::open(path).await?;
-    let len = file.metadata().await?.len();
-    let mut kinds = Vec::new();
-    let mut offset = 0u64;
-    while offset < len {
-        if offset + 8 > len || kinds.len() == MAX_ATOMS {
-            return Ok(false);
-        }
-        let mut header = [0u8; 16];
-        file.seek(std::io::SeekFrom::Start(offset)).await?;
-        let n = file.read(&mut header).await?;
-        if header[..4] == [0, 0, 0, 0] {
-            return Ok(false);
-        }
-        let Some((kind, size)) = atom_header(&header[..n], len - offset) else {
-            return Ok(false);
-        };
-        kinds.push(kind);
-        offset += size;
-    }
-    let count = |k: &[u8; 4]| kinds.iter().filter(|x| *x == k).count();
-    let at = |k: &[u8; 4]| kinds.iter().position(|x| x == k);
-    Ok(kinds.first() == Some(b"ftyp")
-        && count(b"moov") == 1
-        && count(b"mdat") == 1
-        && count(b"moof") == 0
-        && at(b"moov") < at(b"mdat"))
-}
-
 /// Calls `until` with the type of each top-level atom, in file order, until it returns true;
 /// returns whether it did. A malformed or truncated atom ends the walk.
 async fn walk_atoms(
@@ -447,33 +411,5 @@ mod tests {
         assert!(!has_fragments(&no_frames).await.unwrap());
         assert!(!has_fragments(&cut_fragment).await.unwrap());
         assert!(!has_fragments(&slow).await.unwrap(), "no moof at all");
-
-        assert!(is_finished_faststart(&fast).await.unwrap());
-        assert!(!is_finished_faststart(&slow).await.unwrap(), "moov last");
-        assert!(!is_finished_faststart(&fragmented).await.unwrap());
-        let unfinished = dir.path().join("direct-000.mp4");
-        let mut open_mdat = Vec::from(0u32.to_be_bytes());
-        open_mdat.extend_from_slice(b"mdat");
-        open_mdat.extend([0u8; 40]);
-        std::fs::write(
-            &unfinished,
-            [atom(b"ftyp", 16), atom(b"free", 0), open_mdat].concat(),
-        )
-        .unwrap();
-        assert!(
-            !is_finished_faststart(&unfinished).await.unwrap(),
-            "killed before the trailer"
-        );
-        let mut short = [atom(b"ftyp", 16), atom(b"moov", 8), atom(b"mdat", 32)].concat();
-        short.truncate(short.len() - 1);
-        std::fs::write(&unfinished, &short).unwrap();
-        assert!(!is_finished_faststart(&unfinished).await.unwrap(), "cut");
-        let mut longer = [atom(b"ftyp", 16), atom(b"moov", 8), atom(b"mdat", 32)].concat();
-        longer.extend([0u8; 5]);
-        std::fs::write(&unfinished, &longer).unwrap();
-        assert!(
-            !is_finished_faststart(&unfinished).await.unwrap(),
-            "bytes left over"
-        );
     }
 }

@@ -12,7 +12,6 @@
 //! the status spool, which the status publisher sends on its own.
 
 use camrec_shared::PlaybackId;
-use chrono::{DateTime, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -111,39 +110,16 @@ async fn recover_one(shared: &Shared, id: PlaybackId, dir: &Path) -> Option<Outc
         camera_id: manifest.camera_id,
         site: manifest.site.clone(),
     });
-    let ended_at = match manifest.ended_at {
-        Some(t) => t,
-        None => last_write(dir).await.unwrap_or_else(Utc::now),
-    };
-    let started_at = manifest.started_at.unwrap_or(manifest.claimed_at);
     if manifest.started_at.is_none() {
         tracing::info!(playback_id = %id, "leftover recording never reported frames");
     }
-    let recorded = Recorded {
-        started_at,
-        ended_at,
-        stopped_by: manifest.stopped_by,
-        partial: manifest.ended_at.is_none() || manifest.partial,
-    };
+    let recorded = Recorded::from_dir(&manifest, dir).await;
     let lease = LeaseKeeper::new(lease);
     let outcome = tokio::select! {
         outcome = finish(&shared.finisher, &mut reporter, &lease, dir, recorded) => outcome,
         never = lease.keep(shared.config.lease_heartbeat) => match never {},
     };
     Some(outcome)
-}
-
-/// When the newest part was last written: the end of a recording cut by a crash.
-async fn last_write(dir: &Path) -> Option<DateTime<Utc>> {
-    let parts = manifest::parts_in(dir).await.ok()?;
-    let mut newest = None;
-    for p in parts {
-        if let Ok(modified) = tokio::fs::metadata(&p).await.and_then(|m| m.modified()) {
-            let t: DateTime<Utc> = modified.into();
-            newest = newest.max(Some(t));
-        }
-    }
-    newest
 }
 
 #[cfg(test)]

@@ -1,81 +1,55 @@
-//! The worker's run loop: opens the status spool, connects, opens the consumers and the
-//! recordings bucket, starts the status publisher (which first sends what the spool holds),
-//! recovers what a previous run left in `RECORD_DIR`, then pulls `event.created` only while a
-//! recording slot is free and `event.ended` always. On shutdown it stops pulling, lets every
-//! recording stop gracefully and finish within `SHUTDOWN_GRACE_SEC`, then abandons what is left
+//! The worker's run loop: opens the status spool, connects, opens the recordings bucket, starts
+//! the status publisher (which first sends what the spool holds), recovers what a previous run
+//! left in `RECORD_DIR`, then places cameras ([`crate::placement`]): it captures the cameras of
+//! its site it holds a lease on, and records the events of those cameras from their captures.
+//! On shutdown it stops every capture and gives up its camera leases (another worker takes them
+//! at once), lets every recording finish within `SHUTDOWN_GRACE_SEC`, then abandons what is left
 //! (it stays in `RECORD_DIR` for the next start); the publisher then sends what it can in the
 //! rest of the grace and leaves the rest in the spool. Every task is tracked; every FFmpeg child
 //! is reaped. The HTTP endpoints serve from the start (alive, not ready, while NATS is awaited)
-//! until the end; `event.created` is pulled only while the disk guard finds room.
+//! until the end.
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream;
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::storage::Storage;
-use camrec_shared::subjects::EventKind;
-use camrec_shared::CameraId;
-use futures::StreamExt;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::sync::Semaphore;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::capture;
 use crate::config::Config;
-use crate::consumer::{self, ConsumerError, CreatedOutcome};
 use crate::disk::{self, DiskGuard};
 use crate::finish::Finisher;
 use crate::http::{self, Ops};
 use crate::ownership::{Ownership, OwnershipError, StopRegistry};
-use crate::probe::SourceInfo;
+use crate::placement::{self, Cameras};
+use crate::recording::Deps;
 use crate::status::{self, StatusPublisher};
 use crate::upload::{UploadOptions, Uploader};
-use crate::{recording, recovery, Error};
+use crate::{recovery, Error};
 
-/// How long one pull for `event.created` waits for a message.
-const FETCH_EXPIRES: Duration = Duration::from_secs(5);
 /// How long abandoned tasks get to drop their children after the grace period.
 const ABANDON_GRACE: Duration = Duration::from_secs(5);
 /// How long the publisher gets at least, after the recordings, to send what the spool holds.
 const FLUSH_GRACE: Duration = Duration::from_secs(2);
-/// How long a probed camera's streams are reused.
-const SOURCE_CACHE_TTL: Duration = Duration::from_secs(600);
-/// The first wait before retrying NATS (connecting, pulling); it doubles up to [`RETRY_MAX`].
+/// The first wait before retrying NATS; it doubles up to [`RETRY_MAX`].
 const RETRY_FIRST: Duration = Duration::from_secs(1);
 const RETRY_MAX: Duration = Duration::from_secs(5);
 
-/// What every recording of this worker shares.
+/// What crash recovery and the upkeep of `_failed/` share.
 pub struct Shared {
     pub config: Config,
     pub ownership: Ownership,
-    pub stops: StopRegistry,
     pub status: StatusPublisher,
     pub finisher: Finisher,
-    /// Free space in `RECORD_DIR` against `MIN_FREE_DISK_MB`.
-    pub disk: Arc<DiskGuard>,
-    /// Cancelled when the worker starts shutting down: recordings stop and finish.
+    /// Cancelled when the worker starts shutting down.
     pub shutdown: CancellationToken,
     /// Cancelled when the shutdown grace is over: unfinished work is abandoned to the next start.
     pub abort: CancellationToken,
-    sources: Mutex<HashMap<CameraId, (Instant, SourceInfo)>>,
-}
-
-impl Shared {
-    /// What the camera served when it was last probed, if that was recent.
-    pub fn cached_source(&self, camera: CameraId) -> Option<SourceInfo> {
-        let cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        cache
-            .get(&camera)
-            .filter(|(at, _)| at.elapsed() < SOURCE_CACHE_TTL)
-            .map(|(_, info)| info.clone())
-    }
-
-    pub fn cache_source(&self, camera: CameraId, info: SourceInfo) {
-        let mut cache = self.sources.lock().unwrap_or_else(|p| p.into_inner());
-        cache.insert(camera, (Instant::now(), info));
-    }
 }
 
 /// Why setting up NATS failed, by kind.
@@ -85,10 +59,10 @@ enum SetupError {
     Connect(#[from] async_nats::ConnectError),
     #[error(transparent)]
     Config(#[from] camrec_shared::natsconn::NatsConfigError),
+    #[error("stream EVENTS (event-api creates it): {0}")]
+    Streams(#[from] jetstream::context::GetStreamError),
     #[error(transparent)]
     Ownership(#[from] OwnershipError),
-    #[error(transparent)]
-    Consumer(#[from] ConsumerError),
 }
 
 /// What the worker needs from NATS.
@@ -96,13 +70,11 @@ struct Messaging {
     client: async_nats::Client,
     js: jetstream::Context,
     ownership: Ownership,
-    created: PullConsumer,
-    ended: PullConsumer,
 }
 
-/// Connects as the site's worker user and opens the recordings bucket and the site's two
-/// consumers. The streams and the bucket are event-api's to create (this user may not): until
-/// they exist this fails and [`connect_when_up`] retries.
+/// Connects as the site's worker user and opens the recordings bucket. The streams and the
+/// buckets are event-api's to create (this user may not): until `EVENTS` and the bucket exist
+/// this fails and [`connect_when_up`] retries.
 async fn connect(config: &Config) -> Result<Messaging, SetupError> {
     let client = config
         .nats
@@ -112,15 +84,13 @@ async fn connect(config: &Config) -> Result<Messaging, SetupError> {
         .connect(config.nats.servers())
         .await?;
     let js = jetstream::new(client.clone());
+    js.get_stream(camrec_shared::subjects::EVENTS_STREAM)
+        .await?;
     let ownership = Ownership::open(&js, config.worker_id.clone()).await?;
-    let created = consumer::open(&js, EventKind::Created, &config.site).await?;
-    let ended = consumer::open(&js, EventKind::Ended, &config.site).await?;
     Ok(Messaging {
         client,
         js,
         ownership,
-        created,
-        ended,
     })
 }
 
@@ -161,51 +131,74 @@ pub async fn run(
         client,
         js,
         ownership,
-        created,
-        ended,
     }) = connect_when_up(&config, &shutdown).await
     else {
         endpoints.stop().await;
         return Ok(());
     };
     let _ = ops.nats.set(client);
-    let publisher = Publisher::start(status.clone(), js);
+    let publisher = Publisher::start(status.clone(), js.clone());
     let abort = CancellationToken::new();
+    let finisher = Finisher::new(
+        &config,
+        Uploader::new(storage.clone(), UploadOptions::default()),
+        storage,
+        abort.clone(),
+    );
+    let tracker = TaskTracker::new();
+    let cameras = Arc::new(Cameras {
+        js,
+        site: config.site.clone(),
+        worker_id: config.worker_id.clone(),
+        max_cameras: config.max_cameras,
+        record_dir: config.record_dir.clone(),
+        capture: capture::Settings {
+            ffmpeg: config.ffmpeg_path.clone(),
+            ffprobe: config.ffprobe_path.clone(),
+            io_timeout: config.rtsp_timeout,
+            segment: config.segment,
+            backoff_max: config.restart_backoff_max,
+            stop_grace: config.stop_grace,
+            networks: config.camera_networks.clone(),
+        },
+        ring_margin: config.ring_margin,
+        camera_keys: config.camera_keys.clone(),
+        disk: disk.clone(),
+        ownership: ownership.clone(),
+        recordings: Arc::new(Deps {
+            finisher: finisher.clone(),
+            status: status.clone(),
+            stops: StopRegistry::default(),
+            record_dir: config.record_dir.clone(),
+            max_recording: config.max_recording,
+            progress_interval: config.progress_interval,
+            lease_heartbeat: config.lease_heartbeat,
+            first_segment_within: config.first_segment,
+            end_grace: config.segment * 2 + config.rtsp_timeout,
+            shutdown: shutdown.clone(),
+        }),
+        tracker: tracker.clone(),
+        held: Mutex::new(HashMap::new()),
+    });
     let shared = Arc::new(Shared {
-        finisher: Finisher::new(
-            &config,
-            Uploader::new(storage.clone(), UploadOptions::default()),
-            storage,
-            abort.clone(),
-        ),
-        disk,
+        finisher,
         ownership,
-        stops: StopRegistry::default(),
         status,
         shutdown: shutdown.clone(),
         abort,
-        sources: Mutex::new(HashMap::new()),
         config,
     });
     tracing::info!(
         worker_id = %shared.config.worker_id,
         site = %shared.config.site,
-        max_concurrent = shared.config.max_concurrent_recordings,
+        max_cameras = shared.config.max_cameras,
         "recorder worker started"
     );
 
-    let tracker = TaskTracker::new();
-    {
-        let ownership = shared.ownership.clone();
-        let stops = shared.stops.clone();
-        let cancel = shutdown.clone();
-        tracker.spawn(async move { ownership.watch_stops(stops, cancel).await });
-    }
     tracker.spawn(recovery::recover_all(shared.clone()));
-    tracker.spawn(shared.disk.clone().watch(shutdown.clone()));
+    tracker.spawn(disk.clone().watch(shutdown.clone()));
     tracker.spawn(disk::keep_failed(shared.clone()));
-    tracker.spawn(pull_ended(shared.clone(), ended));
-    pull_created(shared.clone(), created, &tracker).await;
+    placement::run(cameras, shutdown.clone()).await;
 
     let grace_ends = Instant::now() + shared.config.shutdown_grace;
     finish_or_abandon(&shared, tracker).await;
@@ -276,149 +269,6 @@ impl Publisher {
             tracing::warn!("statuses left in the spool for the next start");
             self.task.abort();
             let _ = self.task.await;
-        }
-    }
-}
-
-/// Pulls one `event.created` at a time, only while a recording slot is free, until shutdown.
-async fn pull_created(shared: Arc<Shared>, created: PullConsumer, tracker: &TaskTracker) {
-    let slots = Arc::new(Semaphore::new(shared.config.max_concurrent_recordings));
-    let cancel = shared.shutdown.clone();
-    let mut failures = 0u32;
-    loop {
-        let permit = tokio::select! {
-            _ = cancel.cancelled() => return,
-            p = slots.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-        };
-        if !shared.disk.wait_for_room(&cancel).await {
-            return;
-        }
-        let batch = tokio::select! {
-            _ = cancel.cancelled() => return,
-            b = created.fetch().max_messages(1).expires(FETCH_EXPIRES).messages() => b,
-        };
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "cannot pull event.created");
-                if !sleep_or_cancel(nth_delay(failures, RETRY_FIRST, RETRY_MAX), &cancel).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        let msg = tokio::select! {
-            _ = cancel.cancelled() => return,
-            m = batch.next() => m,
-        };
-        let msg = match msg {
-            Some(Ok(m)) => m,
-            Some(Err(e)) => {
-                failures += 1;
-                tracing::warn!(error = %e, "cannot pull event.created");
-                if !sleep_or_cancel(nth_delay(failures, RETRY_FIRST, RETRY_MAX), &cancel).await {
-                    return;
-                }
-                continue;
-            }
-            None => continue,
-        };
-        failures = 0;
-        let outcome =
-            consumer::handle_created(&msg.payload, &shared.config.site, &shared.ownership).await;
-        consumer::settle(&msg, consumer::created_disposition(&outcome)).await;
-        match outcome {
-            CreatedOutcome::Claimed(event, lease) => {
-                tracing::info!(playback_id = %event.playback_id, camera_id = %event.camera_id, camera = %event.rtsp_url.without_credentials(), "recording claimed");
-                let shared = shared.clone();
-                tracker.spawn(async move {
-                    let _active = Active::count();
-                    recording::run(shared, *event, *lease, permit).await
-                });
-            }
-            CreatedOutcome::AlreadyOwned(id) => {
-                tracing::info!(playback_id = %id, "event.created for a recording already taken; ignored");
-            }
-            CreatedOutcome::ClaimFailed(id, e) => {
-                tracing::warn!(playback_id = %id, error = %e, "cannot claim the recording; will retry");
-            }
-            CreatedOutcome::Undecodable(e) => {
-                tracing::warn!(subject = %msg.subject, error = %e, "undecodable event.created dropped");
-            }
-        }
-    }
-}
-
-/// Counts a recording in `recordings_active` from its claim until it has finished (or was left
-/// for the next start).
-struct Active;
-
-impl Active {
-    fn count() -> Self {
-        metrics::gauge!("recordings_active").increment(1.0);
-        Active
-    }
-}
-
-impl Drop for Active {
-    fn drop(&mut self) {
-        metrics::gauge!("recordings_active").decrement(1.0);
-    }
-}
-
-/// Pulls `event.ended` continuously until shutdown and writes stop markers.
-async fn pull_ended(shared: Arc<Shared>, ended: PullConsumer) {
-    let cancel = shared.shutdown.clone();
-    let mut failures = 0u32;
-    loop {
-        let messages = tokio::select! {
-            _ = cancel.cancelled() => return,
-            m = ended.messages() => m,
-        };
-        let mut messages = match messages {
-            Ok(m) => m,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(error = %e, "cannot pull event.ended");
-                if !sleep_or_cancel(nth_delay(failures, RETRY_FIRST, RETRY_MAX), &cancel).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        loop {
-            let msg = tokio::select! {
-                _ = cancel.cancelled() => return,
-                m = messages.next() => m,
-            };
-            let msg = match msg {
-                Some(Ok(m)) => m,
-                Some(Err(e)) => {
-                    tracing::warn!(error = %e, "event.ended stream error");
-                    continue;
-                }
-                None => break,
-            };
-            failures = 0;
-            let (outcome, local) =
-                consumer::handle_ended(&msg.payload, &shared.ownership, &shared.stops).await;
-            consumer::settle(&msg, consumer::ended_disposition(&outcome)).await;
-            match &outcome {
-                consumer::EndedOutcome::StopWritten(id) => {
-                    tracing::info!(playback_id = %id, local, "stop requested");
-                }
-                consumer::EndedOutcome::NoPlayback => {}
-                consumer::EndedOutcome::StopFailed(id, e) => {
-                    tracing::warn!(playback_id = %id, error = %e, "cannot write the stop marker; will retry");
-                }
-                consumer::EndedOutcome::Undecodable(e) => {
-                    tracing::warn!(subject = %msg.subject, error = %e, "undecodable event.ended dropped");
-                }
-            }
         }
     }
 }

@@ -20,6 +20,9 @@ const TEST_CAMERA_KEY: &str = "test:BwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwcHBwc=
 const ADMIN: &str = "admin";
 const ADMIN_PASSWORD: &str = "e2e-admin-password";
 const N: f64 = 5.0;
+/// The cameras' pre-roll and post-roll in these runs.
+const PRE_ROLL: u32 = 2;
+const POST_ROLL: u32 = 1;
 
 enum Mode {
     Local,
@@ -204,12 +207,25 @@ async fn record_one(sys: &System, camera: &FakeCamera) -> anyhow::Result<Value> 
     let (status, cam) = sys
         .post(
             "/cameras",
-            json!({"name": "e2e gate", "rtspUrl": camera.url().expose(), "channel": 1}),
+            json!({
+                "name": "e2e gate",
+                "rtspUrl": camera.url().expose(),
+                "channel": 1,
+                "preRollSec": PRE_ROLL,
+                "postRollSec": POST_ROLL,
+            }),
         )
         .await?;
     assert_eq!(status, StatusCode::CREATED, "{cam}");
     assert!(!cam.to_string().contains(&camera.password), "{cam}");
     let cam_id = cam["id"].as_str().context("camera id")?;
+    // The camera reaches a worker through the catalog and is captured; its ring then fills.
+    testkit::wait_until(Duration::from_secs(20), "the camera captured", || async {
+        let (_, c) = sys.get(&format!("/cameras/{cam_id}")).await.ok()?;
+        (c["captureStatus"]["state"] == "capturing").then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_secs(u64::from(PRE_ROLL) + 1)).await;
 
     let (status, ev) = sys
         .post("/events", json!({"cameraId": cam_id, "type": "MOTION"}))
@@ -239,10 +255,23 @@ async fn record_one(sys: &System, camera: &FakeCamera) -> anyhow::Result<Value> 
     let video_url = done["videoUrl"].as_str().context("videoUrl")?;
     sys.download(video_url, &video).await?;
     let info = recorder_worker::probe::probe_file(Path::new("ffprobe"), &video).await?;
+    // From the recording's start (the pre-roll included), N seconds, then the post-roll, to
+    // within a keyframe interval at each end.
+    let expected = N + f64::from(POST_ROLL);
     assert!(
-        (info.duration_sec - N).abs() <= 1.5,
-        "duration {}",
+        (expected - 0.5..=expected + 2.0).contains(&info.duration_sec),
+        "duration {} for {expected}",
         info.duration_sec
+    );
+    assert_eq!(done["startedLate"], json!(false), "{done}");
+    assert_eq!(done["gaps"], json!([]), "{done}");
+    let clip_start: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(done["startedAt"].clone()).context("startedAt")?;
+    let occurred: chrono::DateTime<chrono::Utc> =
+        serde_json::from_value(ev["occurredAt"].clone()).context("occurredAt")?;
+    assert!(
+        clip_start <= occurred - chrono::TimeDelta::seconds(i64::from(PRE_ROLL) - 1),
+        "the clip holds the pre-roll: {clip_start} for {occurred}"
     );
     assert_eq!((info.width, info.height), (640, 360));
     assert_eq!(info.audio_codec.as_deref(), Some("aac"));

@@ -141,6 +141,7 @@ async fn an_upload_outage_keeps_processing_then_completes() -> anyhow::Result<()
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -183,6 +184,7 @@ async fn a_camera_lost_mid_recording_is_reconnected_and_completed_partial() -> a
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -211,6 +213,7 @@ async fn a_camera_lost_for_good_still_completes_what_was_recorded() -> anyhow::R
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -237,6 +240,7 @@ async fn shutdown_finishes_the_recordings_in_flight() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -260,6 +264,7 @@ async fn an_upload_given_up_fails_and_keeps_the_clip() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -297,6 +302,7 @@ async fn work_left_at_the_shutdown_deadline_is_finished_by_the_next_start() -> a
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -329,6 +335,7 @@ async fn a_nats_restart_mid_recording_loses_neither_the_stop_nor_the_clip() -> a
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -361,10 +368,12 @@ async fn a_worker_started_before_nats_waits_for_it() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 3);
     testkit::wait_until(
         Duration::from_secs(30),
-        "event.created published",
-        || async { env.publish_created(&event).await.ok() },
+        "the camera put into the catalog",
+        || async { env.put_camera(&event).await.ok() },
     )
     .await?;
+    env.wait_capturing(event.camera_id).await?;
+    env.publish_created(&event).await?;
     let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
     assert_eq!(done.status.body.kind(), StatusKind::Completed);
     worker.stop().await?;
@@ -381,6 +390,7 @@ async fn sigterm_finishes_the_recording_and_exits_cleanly() -> anyhow::Result<()
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -424,6 +434,7 @@ async fn with_nats_down_a_shutdown_stops_at_once_and_the_spool_outlives_the_work
     let id = event.playback_id;
     let dir = env.record_dir("w1").join(id.to_string());
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -490,6 +501,7 @@ async fn with_nats_down_the_max_duration_ends_the_recording_on_time() -> anyhow:
     let id = event.playback_id;
     let dir = env.record_dir("w1").join(id.to_string());
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     let recording = env.log.wait(id, StatusKind::Recording, START).await?;
     env.nats.stop();
@@ -520,5 +532,60 @@ async fn with_nats_down_the_max_duration_ends_the_recording_on_time() -> anyhow:
         clip.duration_sec
     );
     worker.stop().await?;
+    Ok(())
+}
+
+/// A worker that stops renewing its camera leases (here SIGKILLed) loses its cameras to another
+/// worker of the site within 1.5 × the lease TTL, which then records the camera's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_cameras_are_taken_over_within_one_and_a_half_ttl() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let logs = tempfile::tempdir()?;
+    let mut first = WorkerProcess::spawn(&env.worker_env("host-a", &[]), &logs.path().join("a"))?;
+    let event = event_for(camera.url(), 600);
+    let lease = env.start_capture(&event).await?;
+    assert_eq!(lease.worker_id, "host-a");
+    let second = env.spawn_worker("host-b", &[]);
+    // host-b runs its lease rounds and finds the camera taken.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        env.capture_lease(event.camera_id)
+            .await?
+            .map(|l| l.worker_id),
+        Some("host-a".to_owned())
+    );
+
+    first.sigkill();
+    let killed = std::time::Instant::now();
+    let limit = camrec_shared::capture::CAPTURE_LEASE_TTL * 3 / 2;
+    testkit::wait_until(
+        limit + Duration::from_secs(2),
+        "host-b takes the camera",
+        || async {
+            env.capture_lease(event.camera_id)
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| l.worker_id == "host-b")
+        },
+    )
+    .await?;
+    let took = killed.elapsed();
+    assert!(
+        took <= limit,
+        "taken over after {took:?}, more than {limit:?}"
+    );
+
+    env.wait_capturing(event.camera_id).await?;
+    env.publish_created(&event).await?;
+    env.log
+        .wait(event.playback_id, StatusKind::Recording, START)
+        .await?;
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
+    assert_eq!(done.status.worker_id, "host-b");
+    assert_eq!(done.status.body.kind(), StatusKind::Completed);
+    second.stop().await?;
     Ok(())
 }

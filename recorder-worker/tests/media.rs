@@ -1,17 +1,14 @@
 //! The media engine on real parts: the fake RTSP camera in every codec profile, real FFmpeg and
-//! ffprobe, and the s3s-fs S3 server. Each test records a few seconds, stops (or kills) FFmpeg,
-//! finalizes and probes the clip, or uploads a file and reads it back.
+//! ffprobe, and the s3s-fs S3 server. Each test runs a camera's segmenter for a few seconds, stops
+//! (or kills) FFmpeg, joins and probes the segments, or uploads a file and reads it back.
 
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::storage::ObjectKey;
 use camrec_shared::PlaybackId;
 use object_store::{Attribute, GetOptions};
-use recorder_worker::ffmpeg::{ExitReport, MediaError, RecordPlan, Recorder};
-use recorder_worker::finalize::{direct_clip, finalize, thumbnail};
-use recorder_worker::manifest::direct_for;
-use recorder_worker::probe::{
-    is_finished_faststart, probe_file, probe_source, ClipInfo, SourceInfo,
-};
+use recorder_worker::ffmpeg::{ExitReport, ListEntry, MediaError, SegmentPlan, Segmenter};
+use recorder_worker::finalize::{finalize, thumbnail};
+use recorder_worker::probe::{probe_file, probe_source, ClipInfo, SourceInfo};
 use recorder_worker::upload::{UploadOptions, Uploader};
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -29,26 +26,46 @@ async fn source_of(cam: &FakeCamera) -> SourceInfo {
         .expect("the fake camera can be probed")
 }
 
-fn plan(url: RtspUrl, source: SourceInfo, output: PathBuf) -> RecordPlan {
-    RecordPlan {
+/// One-second segments of `url` into `dir`, named `<prefix>NNNNNN.mp4`.
+fn plan(url: RtspUrl, source: SourceInfo, dir: &Path, prefix: &str) -> SegmentPlan {
+    SegmentPlan {
         input: url,
-        output,
-        direct: None,
+        dir: dir.to_path_buf(),
+        prefix: prefix.to_owned(),
+        segment: Duration::from_secs(1),
         io_timeout: IO_TIMEOUT,
         source,
-        max_duration: Some(Duration::from_secs(120)),
     }
 }
 
-/// Waits until FFmpeg has written `secs` of media.
-async fn wait_for_media(rec: &Recorder, secs: f64) {
-    let progress = rec.progress();
-    wait_until(Duration::from_secs(30), "ffmpeg progress", || {
-        let written = progress.borrow().as_ref().map_or(0.0, |p| p.out_time_sec);
-        async move { (written >= secs).then_some(()) }
+/// Waits until FFmpeg has closed `n` segments; returns them.
+async fn closed(seg: &mut Segmenter, n: usize) -> Vec<ListEntry> {
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while got.len() < n {
+            got.push(seg.next_closed().await.expect("ffmpeg lists its segments"));
+        }
     })
     .await
-    .expect("ffmpeg records");
+    .expect("ffmpeg closes segments");
+    got
+}
+
+/// The segments listed after a stop, until FFmpeg's output ends.
+async fn rest(seg: &mut Segmenter) -> Vec<ListEntry> {
+    let mut got = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(GRACE, seg.next_closed()).await {
+        got.push(e);
+    }
+    got
+}
+
+fn paths(dir: &Path, entries: &[ListEntry]) -> Vec<PathBuf> {
+    entries.iter().map(|e| dir.join(&e.file)).collect()
+}
+
+fn listed_secs(entries: &[ListEntry]) -> f64 {
+    entries.iter().map(|e| e.duration().as_secs_f64()).sum()
 }
 
 async fn finalize_and_probe(dir: &Path, parts: &[PathBuf]) -> ClipInfo {
@@ -69,7 +86,8 @@ fn assert_credential_free(report: &ExitReport, cam: &FakeCamera) {
     );
 }
 
-/// Records ~4 s from a camera with `profile`, stops gracefully, finalizes and checks the clip.
+/// Captures ~4 one-second segments from a camera with `profile`, stops gracefully (the last
+/// segment is closed and listed), joins them and checks the clip.
 async fn record_four_seconds(profile: CameraProfile, video: &str, audio: Option<&str>) {
     let cam = FakeCamera::start(profile).await.unwrap();
     let source = source_of(&cam).await;
@@ -79,22 +97,49 @@ async fn record_four_seconds(profile: CameraProfile, video: &str, audio: Option<
         (profile.width, profile.height)
     );
     let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("part-0001.mp4");
-    let rec = Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
-    assert!(rec.pid().is_some());
-    wait_for_media(&rec, 4.0).await;
-    let report = rec.stop(GRACE).await;
+    let mut seg = Segmenter::spawn(
+        Path::new(FFMPEG),
+        &plan(cam.url(), source, dir.path(), "r1_"),
+    )
+    .unwrap();
+    assert!(seg.pid().is_some());
+    let mut entries = closed(&mut seg, 4).await;
+    // The first segment may hold what FFmpeg buffered while opening the stream.
+    for e in &entries[1..] {
+        let d = e.duration().as_secs_f64();
+        assert!(
+            (0.5..=1.5).contains(&d),
+            "a segment is one keyframe interval: {e:?}"
+        );
+    }
+    seg.interrupt();
+    entries.extend(rest(&mut seg).await);
+    let report = seg.stop(GRACE).await;
     assert!(report.clean && report.stopped_by_us, "{report:?}");
     assert_eq!(report.code, Some(255), "SIGINT ends ffmpeg with 255");
     assert_credential_free(&report, &cam);
 
-    let clip = finalize_and_probe(dir.path(), &[part]).await;
-    assert!((clip.duration_sec - 4.0).abs() <= 1.5, "{clip:?}");
+    let clip = finalize_and_probe(dir.path(), &paths(dir.path(), &entries)).await;
+    assert!(
+        (clip.duration_sec - listed_secs(&entries)).abs() <= 0.5,
+        "{clip:?} against {entries:?}"
+    );
+    assert!(clip.duration_sec >= 4.0, "{clip:?}");
     assert_eq!(clip.video_codec, video);
     assert_eq!((clip.width, clip.height), (profile.width, profile.height));
     assert_eq!(clip.audio_codec.as_deref(), audio);
     assert!(clip.moov_before_mdat, "faststart: moov before mdat");
     assert!(clip.size_bytes > 10_000, "{clip:?}");
+    if video == "hevc" {
+        // Safari plays H.265 in MP4 only as `hvc1`: the segments and their join keep the tag.
+        let out = std::process::Command::new(FFPROBE)
+            .args(["-v", "error", "-select_streams", "v:0"])
+            .args(["-show_entries", "stream=codec_tag_string", "-of", "csv=p=0"])
+            .arg(dir.path().join("video.mp4"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "hvc1");
+    }
 
     let thumb = dir.path().join("thumb.jpg");
     thumbnail(
@@ -141,123 +186,101 @@ async fn h264_with_g711_mulaw_gets_aac_audio() {
     record_four_seconds(profile, "h264", Some("aac")).await;
 }
 
+/// Two capture runs (a camera that dropped in between) join into one clip that plays across
+/// the hole: the timeline continues, nothing fills the gap.
 #[tokio::test]
-async fn two_parts_of_one_recording_finalize_into_one_clip() {
+async fn segments_of_two_runs_join_into_one_clip_without_the_gap() {
     let cam = FakeCamera::start(CameraProfile::default()).await.unwrap();
     let source = source_of(&cam).await;
     let dir = tempfile::tempdir().unwrap();
-    let mut parts = Vec::new();
-    for n in 1..=2 {
-        let part = dir.path().join(format!("part-000{n}.mp4"));
-        let rec = Recorder::spawn(
+    let mut all = Vec::new();
+    for run in 1..=2 {
+        let prefix = format!("r{run}_");
+        let mut seg = Segmenter::spawn(
             Path::new(FFMPEG),
-            &plan(cam.url(), source.clone(), part.clone()),
+            &plan(cam.url(), source.clone(), dir.path(), &prefix),
         )
         .unwrap();
-        wait_for_media(&rec, 2.5).await;
-        assert!(rec.stop(GRACE).await.clean);
-        parts.push(part);
+        let mut entries = closed(&mut seg, 2).await;
+        seg.interrupt();
+        entries.extend(rest(&mut seg).await);
+        assert!(seg.stop(GRACE).await.clean);
+        all.extend(entries);
+        if run == 1 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
     }
-    let clip = finalize_and_probe(dir.path(), &parts).await;
-    assert!((clip.duration_sec - 5.0).abs() <= 1.5, "{clip:?}");
+    let clip = finalize_and_probe(dir.path(), &paths(dir.path(), &all)).await;
+    assert!(
+        (clip.duration_sec - listed_secs(&all)).abs() <= 0.5,
+        "the 2 s between the runs is skipped: {clip:?} against {all:?}"
+    );
     assert_eq!(clip.audio_codec.as_deref(), Some("aac"));
     assert!(clip.moov_before_mdat);
 }
 
-/// ADR 0010: FFmpeg writes the final faststart clip beside the part and finishes it when SIGINT
-/// stops it, so the clip needs no join; it holds what the joined part would.
 #[tokio::test]
-async fn a_recorder_stopped_by_sigint_leaves_a_finished_direct_clip() {
-    let cam = FakeCamera::start(CameraProfile::h264_g711()).await.unwrap();
-    let source = source_of(&cam).await;
-    let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("part-000.mp4");
-    let mut with_direct = plan(cam.url(), source, part.clone());
-    with_direct.direct = Some(direct_for(&part));
-    let rec = Recorder::spawn(Path::new(FFMPEG), &with_direct).unwrap();
-    wait_for_media(&rec, 3.0).await;
-    let report = rec.stop(Duration::from_secs(1)).await;
-    assert_eq!(report.code, Some(255), "{report:?}");
-    assert!(report.clean && report.stopped_by_us, "{report:?}");
-
-    let direct = direct_clip(std::slice::from_ref(&part))
-        .await
-        .expect("the direct clip is finished");
-    assert_eq!(direct, dir.path().join("direct-000.mp4"));
-    let clip = probe_file(Path::new(FFPROBE), &direct).await.unwrap();
-    assert!(clip.moov_before_mdat, "faststart: {clip:?}");
-    assert_eq!(clip.audio_codec.as_deref(), Some("aac"), "G.711 transcoded");
-    let joined = finalize_and_probe(dir.path(), &[part]).await;
-    assert!(
-        (clip.duration_sec - joined.duration_sec).abs() < 0.2,
-        "direct {clip:?} against joined {joined:?}"
-    );
-    assert!(clip.duration_sec >= 2.5, "{clip:?}");
-}
-
-#[tokio::test]
-async fn a_sigkilled_recorder_leaves_a_part_that_finalizes() {
+async fn a_sigkilled_segmenter_leaves_closed_segments_that_join() {
     let cam = FakeCamera::start(CameraProfile::h264_silent())
         .await
         .unwrap();
     let source = source_of(&cam).await;
     let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("part-0001.mp4");
-    let mut with_direct = plan(cam.url(), source, part.clone());
-    with_direct.direct = Some(direct_for(&part));
-    let mut rec = Recorder::spawn(Path::new(FFMPEG), &with_direct).unwrap();
-    wait_for_media(&rec, 3.0).await;
-    let pid = i32::try_from(rec.pid().unwrap()).unwrap();
+    let mut seg = Segmenter::spawn(
+        Path::new(FFMPEG),
+        &plan(cam.url(), source, dir.path(), "r1_"),
+    )
+    .unwrap();
+    let entries = closed(&mut seg, 3).await;
+    let pid = i32::try_from(seg.pid().unwrap()).unwrap();
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGKILL,
     )
     .unwrap();
-    let report = tokio::time::timeout(GRACE, rec.exited()).await.unwrap();
+    let report = tokio::time::timeout(GRACE, seg.exited()).await.unwrap();
     assert_eq!(report.signal, Some(9), "{report:?}");
     assert!(!report.clean && !report.stopped_by_us, "{report:?}");
-    assert_eq!(rec.pid(), None, "reaped");
-    let direct = direct_for(&part);
-    assert!(direct.exists() && !is_finished_faststart(&direct).await.unwrap());
-    assert_eq!(
-        direct_clip(std::slice::from_ref(&part)).await,
-        None,
-        "the parts make the clip"
-    );
+    assert_eq!(seg.pid(), None, "reaped");
 
-    let clip = finalize_and_probe(dir.path(), &[part]).await;
+    let clip = finalize_and_probe(dir.path(), &paths(dir.path(), &entries)).await;
     assert!(
-        clip.duration_sec >= 1.5,
-        "the fragments before the kill survive: {clip:?}"
+        clip.duration_sec >= 2.5,
+        "the segments closed before the kill survive: {clip:?}"
     );
     assert!(clip.moov_before_mdat);
 }
 
 #[tokio::test]
-async fn a_dead_camera_ends_the_run_within_the_io_timeout_and_the_part_finalizes() {
+async fn a_dead_camera_ends_the_run_within_the_io_timeout_and_its_segments_join() {
     let mut cam = FakeCamera::start(CameraProfile::default()).await.unwrap();
     let source = source_of(&cam).await;
     let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("part-0001.mp4");
-    let mut rec =
-        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
-    wait_for_media(&rec, 2.5).await;
+    let mut seg = Segmenter::spawn(
+        Path::new(FFMPEG),
+        &plan(cam.url(), source, dir.path(), "r1_"),
+    )
+    .unwrap();
+    let mut entries = closed(&mut seg, 2).await;
     cam.kill();
-    let report = exited_while_interrupted(&mut rec, IO_TIMEOUT + Duration::from_secs(10)).await;
+    let report = exited_while_interrupted(&mut seg, IO_TIMEOUT + Duration::from_secs(10)).await;
     assert!(!report.stopped_by_us, "{report:?}");
     assert_credential_free(&report, &cam);
+    entries.extend(rest(&mut seg).await);
 
     // An empty part (a restart that never got the stream) is skipped, not fatal.
-    let empty = dir.path().join("part-0002.mp4");
+    let empty = dir.path().join("r2_000000.mp4");
     std::fs::write(&empty, b"").unwrap();
-    let clip = finalize_and_probe(dir.path(), &[part, empty]).await;
+    let mut parts = paths(dir.path(), &entries);
+    parts.push(empty);
+    let clip = finalize_and_probe(dir.path(), &parts).await;
     assert!(clip.duration_sec >= 1.5, "{clip:?}");
     assert_eq!(clip.audio_codec.as_deref(), Some("aac"));
 }
 
 /// Awaits `exited()` the way a supervisor's `select!` loop does: cancelled every few
 /// milliseconds by another branch, polled again, until it resolves.
-async fn exited_while_interrupted(rec: &mut Recorder, deadline: Duration) -> ExitReport {
+async fn exited_while_interrupted(rec: &mut Segmenter, deadline: Duration) -> ExitReport {
     let until = tokio::time::Instant::now() + deadline;
     loop {
         tokio::select! {
@@ -290,10 +313,12 @@ async fn a_frozen_camera_ends_the_run_within_the_io_timeout() {
         .unwrap();
     let source = source_of(&cam).await;
     let dir = tempfile::tempdir().unwrap();
-    let part = dir.path().join("part-0001.mp4");
-    let mut rec =
-        Recorder::spawn(Path::new(FFMPEG), &plan(cam.url(), source, part.clone())).unwrap();
-    wait_for_media(&rec, 2.5).await;
+    let mut rec = Segmenter::spawn(
+        Path::new(FFMPEG),
+        &plan(cam.url(), source, dir.path(), "r1_"),
+    )
+    .unwrap();
+    let mut entries = closed(&mut rec, 2).await;
     // SIGSTOP: the connection stays open but nothing arrives, like a camera that lost power.
     let pid = nix::unistd::Pid::from_raw(camera_pid(cam.port).expect("the camera process"));
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
@@ -305,7 +330,8 @@ async fn a_frozen_camera_ends_the_run_within_the_io_timeout() {
         "{report:?}"
     );
     assert!(!report.stopped_by_us, "{report:?}");
-    let clip = finalize_and_probe(dir.path(), &[part]).await;
+    entries.extend(rest(&mut rec).await);
+    let clip = finalize_and_probe(dir.path(), &paths(dir.path(), &entries)).await;
     assert!(clip.duration_sec >= 1.5, "{clip:?}");
 }
 
@@ -344,11 +370,8 @@ async fn a_wrong_password_fails_without_leaking_the_credential() {
     assert!(!err.to_string().contains(wrong_password), "{err}");
 
     let dir = tempfile::tempdir().unwrap();
-    let mut rec = Recorder::spawn(
-        Path::new(FFMPEG),
-        &plan(wrong, source, dir.path().join("part-0001.mp4")),
-    )
-    .unwrap();
+    let mut rec =
+        Segmenter::spawn(Path::new(FFMPEG), &plan(wrong, source, dir.path(), "r1_")).unwrap();
     let report = tokio::time::timeout(Duration::from_secs(20), rec.exited())
         .await
         .unwrap();
@@ -494,9 +517,9 @@ async fn a_camera_that_never_answers_is_stopped_by_sigint() {
         height: 360,
     };
     let dir = tempfile::tempdir().unwrap();
-    let mut long_timeout = plan(url, source, dir.path().join("part-0001.mp4"));
+    let mut long_timeout = plan(url, source, dir.path(), "r1_");
     long_timeout.io_timeout = Duration::from_secs(60);
-    let rec = Recorder::spawn(Path::new(FFMPEG), &long_timeout).unwrap();
+    let rec = Segmenter::spawn(Path::new(FFMPEG), &long_timeout).unwrap();
     // FFmpeg handles SIGINT from when it opens its input (before, SIGINT kills it at once).
     tokio::time::timeout(Duration::from_secs(10), camera_reached.wait_for(|c| *c))
         .await
@@ -530,7 +553,7 @@ async fn a_child_that_ignores_sigint_is_killed_and_reaped() {
         height: 360,
     };
     let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
-    let rec = Recorder::spawn(&stubborn, &plan(url, source, dir.path().join("p.mp4"))).unwrap();
+    let rec = Segmenter::spawn(&stubborn, &plan(url, source, dir.path(), "r1_")).unwrap();
     let pid = rec.pid().unwrap();
     wait_until(
         Duration::from_secs(10),
@@ -577,7 +600,7 @@ fn stubborn_ffmpeg(dir: &Path) -> PathBuf {
 /// The body of `ffmpeg_dies_with_its_worker`, run by it in a child process.
 #[tokio::test]
 #[ignore = "run by ffmpeg_dies_with_its_worker in a child process"]
-async fn worker_process_that_spawns_a_recorder() {
+async fn worker_process_that_spawns_a_segmenter() {
     let dir = PathBuf::from(
         std::env::var("MEDIA_TEST_WORKER_DIR").expect("run by ffmpeg_dies_with_its_worker"),
     );
@@ -588,11 +611,7 @@ async fn worker_process_that_spawns_a_recorder() {
         height: 360,
     };
     let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
-    let rec = Recorder::spawn(
-        &stubborn_ffmpeg(&dir),
-        &plan(url, source, dir.join("p.mp4")),
-    )
-    .unwrap();
+    let rec = Segmenter::spawn(&stubborn_ffmpeg(&dir), &plan(url, source, &dir, "r1_")).unwrap();
     println!("CHILD {}", rec.pid().unwrap());
     std::future::pending::<()>().await;
 }
@@ -612,7 +631,7 @@ async fn ffmpeg_dies_with_its_worker() {
     use tokio::io::AsyncBufReadExt;
     let dir = tempfile::tempdir().unwrap();
     let mut worker = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "worker_process_that_spawns_a_recorder"])
+        .args(["--exact", "worker_process_that_spawns_a_segmenter"])
         .args(["--ignored", "--nocapture", "--test-threads", "1"])
         .env("MEDIA_TEST_WORKER_DIR", dir.path())
         .stdout(std::process::Stdio::piped())
@@ -651,9 +670,9 @@ async fn a_missing_ffmpeg_is_a_spawn_error() {
         height: 360,
     };
     let url = RtspUrl::parse("rtsp://127.0.0.1:9/cam").unwrap();
-    let err = Recorder::spawn(
+    let err = Segmenter::spawn(
         Path::new("/nonexistent/ffmpeg"),
-        &plan(url, source, PathBuf::from("/tmp/never.mp4")),
+        &plan(url, source, Path::new("/tmp"), "never_"),
     )
     .unwrap_err();
     assert!(matches!(err, MediaError::Spawn { .. }), "{err:?}");

@@ -5,7 +5,6 @@ mod support;
 
 use camrec_shared::messages::{StatusBody, StatusKind};
 use camrec_shared::rtsp::RtspUrl;
-use camrec_shared::subjects::{site_consumer_name, EventKind, Site, EVENTS_STREAM};
 use camrec_shared::PlaybackId;
 use chrono::Utc;
 use recorder_worker::manifest::{Manifest, FAILED_DIR, MANIFEST, VIDEO};
@@ -105,9 +104,9 @@ async fn endpoints_say_alive_ready_and_not_ready_when_nats_goes() {
 }
 
 #[tokio::test]
-async fn below_the_disk_floor_the_worker_takes_no_event_and_says_why() {
+async fn below_the_disk_floor_the_worker_takes_no_camera_and_says_why() {
     let env = Env::start().await.unwrap();
-    // Nothing listens on port 1: the worker that takes the event fails it quickly.
+    // Nothing listens on port 1: the worker that takes the camera fails the event quickly.
     let event = event_for(RtspUrl::parse("rtsp://127.0.0.1:1/none").unwrap(), 30);
     env.publish_created(&event).await.unwrap();
 
@@ -125,27 +124,18 @@ async fn below_the_disk_floor_the_worker_takes_no_event_and_says_why() {
     );
     let page = full.get("/metrics").await.1;
     assert_eq!(series(&page, "disk_below_floor"), Some(1.0), "{page}");
-    // A negative needs a window: a worker with room claims within a second (below), this one
-    // gets three, then stops, so nothing it did can come after the look.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A negative needs a window: a worker with room takes a camera within a lease round (2.5 s,
+    // below), this one gets four seconds, then stops, so nothing it did can come after the look.
+    tokio::time::sleep(Duration::from_secs(4)).await;
     full.stop().await;
-    let mut consumer = env
-        .js
-        .get_consumer_from_stream::<async_nats::jetstream::consumer::pull::Config, _, _>(
-            site_consumer_name(EventKind::Created, &Site::default()),
-            EVENTS_STREAM,
-        )
-        .await
-        .unwrap();
-    let info = consumer.info().await.unwrap();
     assert_eq!(
-        (info.num_pending, info.num_ack_pending),
-        (1, 0),
-        "the event waits in the stream"
+        env.capture_lease(event.camera_id).await.unwrap(),
+        None,
+        "the camera is left to a worker with room"
     );
     assert!(env.log.of(event.playback_id).is_empty());
 
-    let roomy = Watched::start(&env, "roomy", &[("START_RETRIES", "1")]).await;
+    let roomy = Watched::start(&env, "roomy", &[("FIRST_SEGMENT_SEC", "2")]).await;
     let terminal = env
         .log
         .wait_terminal(event.playback_id, WAIT)

@@ -3,10 +3,10 @@
 
 mod support;
 
+use camrec_shared::capture::CaptureState;
 use camrec_shared::messages::{FailureCode, StatusBody, StatusKind, StopCause};
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::storage::ObjectKey;
-use recorder_worker::ownership::Ownership;
 use std::time::Duration;
 use support::{assert_clean_sequence, event_for, probe, stopped_by, wait_removed, Env};
 use testkit::{CameraProfile, FakeCamera};
@@ -38,6 +38,7 @@ async fn an_event_becomes_a_verified_clip_in_s3() -> anyhow::Result<()> {
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     let recording = env.log.wait(id, StatusKind::Recording, START).await?;
     env.log
@@ -134,48 +135,6 @@ async fn a_duplicated_event_created_records_once() -> anyhow::Result<()> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_owner_stops_wherever_the_end_is_delivered() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
-    let w1 = env.spawn_worker("w1", &[]);
-    let w2 = env.spawn_worker("w2", &[]);
-
-    // Through the stream: event.ended goes to whichever worker pulls it.
-    let a = event_for(camera.url(), 600);
-    env.publish_created(&a).await?;
-    let rec = env
-        .log
-        .wait(a.playback_id, StatusKind::Recording, START)
-        .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    env.publish_ended(&a).await?;
-    let done = env.log.wait_terminal(a.playback_id, FINISH).await?;
-    assert_eq!(done.status.body.kind(), StatusKind::Completed);
-    assert_eq!(done.status.worker_id, rec.status.worker_id);
-
-    // A stop written by a third party (a worker that does not own the recording).
-    let b = event_for(camera.url(), 600);
-    env.publish_created(&b).await?;
-    let rec = env
-        .log
-        .wait(b.playback_id, StatusKind::Recording, START)
-        .await?;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let client = env.nats.connect_as(testkit::NatsUser::Worker).await?;
-    let other = Ownership::open(&async_nats::jetstream::new(client), "bystander".into()).await?;
-    other.request_stop(b.playback_id).await?;
-    let done = env.log.wait_terminal(b.playback_id, FINISH).await?;
-    assert_eq!(done.status.body.kind(), StatusKind::Completed);
-    assert_eq!(done.status.worker_id, rec.status.worker_id);
-    let clip = completed(&done.status.body);
-    assert!(clip.duration_sec < 15.0, "{}", clip.duration_sec);
-
-    w1.stop().await?;
-    w2.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_recording_sec_completes_an_event_that_never_ends() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
@@ -183,6 +142,7 @@ async fn max_recording_sec_completes_an_event_that_never_ends() -> anyhow::Resul
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, START).await?;
     let done = env.log.wait_terminal(id, FINISH).await?;
@@ -200,47 +160,12 @@ async fn max_recording_sec_completes_an_event_that_never_ends() -> anyhow::Resul
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn excess_events_wait_for_a_slot_and_both_complete() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
-    let worker = env.spawn_worker("w1", &[("MAX_CONCURRENT_RECORDINGS", "1")]);
-    let first = event_for(camera.url(), 600);
-    let second = event_for(camera.url(), 3);
-
-    env.publish_created(&first).await?;
-    env.log
-        .wait(first.playback_id, StatusKind::Recording, START)
-        .await?;
-    env.publish_created(&second).await?;
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    assert!(
-        env.log.of(second.playback_id).is_empty(),
-        "the second started while the slot was taken"
-    );
-
-    env.publish_ended(&first).await?;
-    let done_first = env.log.wait_terminal(first.playback_id, FINISH).await?;
-    let rec_second = env
-        .log
-        .wait(second.playback_id, StatusKind::Recording, START)
-        .await?;
-    // The slot is given back when the first FFmpeg stops (its `processing`), not at its upload.
-    let processing_first = env
-        .log
-        .wait(first.playback_id, StatusKind::Processing, FINISH)
-        .await?;
-    assert!(rec_second.at >= processing_first.at);
-    let done_second = env.log.wait_terminal(second.playback_id, FINISH).await?;
-    assert_eq!(done_first.status.body.kind(), StatusKind::Completed);
-    assert_eq!(done_second.status.body.kind(), StatusKind::Completed);
-    worker.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_camera_fails_with_its_reason() -> anyhow::Result<()> {
     let env = Env::start().await?;
-    let worker = env.spawn_worker("w1", &[("START_RETRIES", "2"), ("RTSP_TIMEOUT_SEC", "2")]);
+    let worker = env.spawn_worker(
+        "w1",
+        &[("FIRST_SEGMENT_SEC", "4"), ("RTSP_TIMEOUT_SEC", "2")],
+    );
     let url = RtspUrl::parse(&format!(
         "rtsp://admin:topsecret99@127.0.0.1:{}/cam",
         testkit::free_port()
@@ -255,18 +180,26 @@ async fn an_unreachable_camera_fails_with_its_reason() -> anyhow::Result<()> {
         other => panic!("expected failed, got {other:?}"),
     }
     assert!(!done.raw.contains("topsecret99"), "{}", done.raw);
+    // The camera's lease says so too (`captureStatus`), with an error free of the password.
+    let lease = env.capture_lease(event.camera_id).await?.expect("a lease");
+    assert_eq!(lease.state, CaptureState::Unreachable);
+    let error = lease.last_error.expect("the last error");
+    assert!(!error.contains("topsecret99"), "{error}");
     wait_removed(&env.record_dir("w1").join(id.to_string())).await?;
     worker.stop().await?;
     Ok(())
 }
 
 /// A camera the network policy refuses (here on loopback, with no allowed networks) is not
-/// probed: the recording fails at once, saying why.
+/// probed: its recording fails when no segment came within `FIRST_SEGMENT_SEC`, saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_camera_on_a_refused_network_is_never_connected_to() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
-    let worker = env.spawn_worker("w1", &[("CAMERA_ALLOWED_NETWORKS", "")]);
+    let worker = env.spawn_worker(
+        "w1",
+        &[("CAMERA_ALLOWED_NETWORKS", ""), ("FIRST_SEGMENT_SEC", "3")],
+    );
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
     env.publish_created(&event).await?;
@@ -283,82 +216,6 @@ async fn a_camera_on_a_refused_network_is_never_connected_to() -> anyhow::Result
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_ended_before_its_start_fails_without_recording() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
-    let event = event_for(camera.url(), 600);
-    let id = event.playback_id;
-    // Both messages wait in the stream; the worker sees the stop marker before it starts.
-    env.publish_created(&event).await?;
-    env.publish_ended(&event).await?;
-    let client = env.nats.connect_as(testkit::NatsUser::Worker).await?;
-    let marker = Ownership::open(&async_nats::jetstream::new(client), "api".into()).await?;
-    marker.request_stop(id).await?;
-    let worker = env.spawn_worker("w1", &[]);
-
-    let done = env.log.wait_terminal(id, Duration::from_secs(60)).await?;
-    match &done.status.body {
-        StatusBody::Failed { code, .. } => assert_eq!(*code, FailureCode::EndedBeforeStart),
-        other => panic!("expected failed, got {other:?}"),
-    }
-    assert_eq!(env.log.kinds(id), vec![StatusKind::Failed]);
-    worker.stop().await?;
-    Ok(())
-}
-
-/// The end arrives after the worker took the event but before the camera answered (here: the
-/// camera is down and comes back): the start goes on and the event gets a `MIN_CLIP_SEC` clip.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_ended_while_its_recording_starts_gets_a_minimum_clip() -> anyhow::Result<()> {
-    let env = Env::start().await?;
-    let mut camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
-    camera.kill();
-    let worker = env.spawn_worker(
-        "w1",
-        &[
-            ("START_RETRIES", "30"),
-            ("RESTART_BACKOFF_MAX_SEC", "1"),
-            ("MIN_CLIP_SEC", "3"),
-        ],
-    );
-    let event = event_for(camera.url(), 600);
-    let id = event.playback_id;
-    let client = env.nats.connect_as(testkit::NatsUser::Worker).await?;
-    let kv = Ownership::open(&async_nats::jetstream::new(client), "test".into()).await?;
-
-    env.publish_created(&event).await?;
-    testkit::wait_until(Duration::from_secs(30), "the worker's claim", || async {
-        kv.lease_of(id).await.ok().flatten()
-    })
-    .await?;
-    env.publish_ended(&event).await?;
-    testkit::wait_until(Duration::from_secs(30), "the stop marker", || async {
-        kv.stop_requested(id).await.ok().filter(|s| *s)
-    })
-    .await?;
-    assert!(
-        !env.log.kinds(id).contains(&StatusKind::Recording),
-        "the recording started before the end: {:?}",
-        env.log.kinds(id)
-    );
-    camera.restart().await?;
-
-    let done = env.log.wait_terminal(id, FINISH).await?;
-    let clip = completed(&done.status.body).clone();
-    assert!(
-        (clip.duration_sec - 3.0).abs() <= 1.5,
-        "duration {}",
-        clip.duration_sec
-    );
-    assert_clean_sequence(&env.log, id, &camera.password);
-    let tmp = tempfile::tempdir()?;
-    let info = probe(&env.download(&clip.object_key, tmp.path()).await?).await?;
-    assert!((info.duration_sec - 3.0).abs() <= 1.5, "{info:?}");
-    worker.stop().await?;
-    Ok(())
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h265_and_silent_cameras_are_recorded_as_served() -> anyhow::Result<()> {
     let env = Env::start().await?;
     let worker = env.spawn_worker("w1", &[]);
@@ -369,6 +226,7 @@ async fn h265_and_silent_cameras_are_recorded_as_served() -> anyhow::Result<()> 
         let camera = FakeCamera::start(profile).await?;
         let event = event_for(camera.url(), 600);
         let id = event.playback_id;
+        env.start_capture(&event).await?;
         env.publish_created(&event).await?;
         let recording = env.log.wait(id, StatusKind::Recording, START).await?;
         sleep_until_recorded(&recording.status.body, 3.0).await;
@@ -400,6 +258,7 @@ async fn the_post_roll_is_recorded_after_the_end() -> anyhow::Result<()> {
     event.limits.post_roll_sec = 3;
     let id = event.playback_id;
 
+    env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     let recording = env.log.wait(id, StatusKind::Recording, START).await?;
     sleep_until_recorded(&recording.status.body, 3.0).await;

@@ -124,6 +124,10 @@ pub struct EventCreated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_sealed: Option<String>,
     pub limits: RecordingLimits,
+    /// The moment of the event (`occurredAt` of `POST /events`): the clip starts `pre_roll_sec`
+    /// before it. Absent from older writers: the worker then uses the envelope's `occurred_at`.
+    #[serde(default)]
+    pub occurred_at: Option<DateTime<Utc>>,
 }
 
 /// Why an event ended.
@@ -157,7 +161,7 @@ impl EndReason {
     }
 }
 
-/// `event.ended`: the recording of this event should stop.
+/// `event.ended`: the event ended; its recording runs its post-roll past `ended_at`, then stops.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct EventEnded {
     pub event_id: EventId,
@@ -166,13 +170,17 @@ pub struct EventEnded {
     pub camera_id: CameraId,
     pub site: Site,
     pub reason: EndReason,
+    /// When the event ended: the clip ends `post_roll_sec` after it. Absent from older writers:
+    /// the worker then takes the time the message reached it.
+    #[serde(default)]
+    pub ended_at: Option<DateTime<Utc>>,
 }
 
 /// Why the worker stopped a recording, as reported in `processing`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum StopCause {
-    /// The event was ended (`event.ended`, or its stop marker).
+    /// The event was ended (`event.ended`).
     EventEnded,
     /// The event's `max_duration_sec` ran out: event-api ends the event with this reason.
     MaxDuration,
@@ -273,6 +281,16 @@ impl FailureCode {
     }
 }
 
+/// An interval inside a clip where the camera delivered nothing (connection lost, camera
+/// rebooted): the clip skips it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Gap {
+    /// Wall-clock time of the last frame before the gap.
+    pub from: DateTime<Utc>,
+    /// Wall-clock time of the first frame after the gap.
+    pub to: DateTime<Utc>,
+}
+
 /// What a finished clip is: everything the playback row shows.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct CompletedClip {
@@ -294,12 +312,21 @@ pub struct CompletedClip {
     pub audio_codec: Option<String>,
     /// Hex SHA-256 of the uploaded clip.
     pub sha256: String,
+    /// Wall-clock time of the clip's first frame, from the capture.
     pub started_at: DateTime<Utc>,
+    /// Wall-clock time of the clip's last frame, from the capture.
     pub ended_at: DateTime<Utc>,
     /// True when the recording was cut short (camera lost, worker crash) and holds less than the
     /// event's duration.
     #[serde(default)]
     pub partial: bool,
+    /// The intervals inside the clip where the camera delivered nothing, oldest first.
+    #[serde(default)]
+    pub gaps: Vec<Gap>,
+    /// True when the capture did not hold `occurred_at - pre_roll_sec` (the camera was just added,
+    /// the worker just took it over): the clip starts at the oldest frame held.
+    #[serde(default)]
+    pub started_late: bool,
 }
 
 /// The body of a status message, tagged by `status`.
@@ -390,6 +417,31 @@ mod tests {
                 pre_roll_sec: 0,
                 post_roll_sec: 0,
             },
+            occurred_at: Some(Utc::now()),
+        }
+    }
+
+    fn clip() -> CompletedClip {
+        let t0 = "2026-01-01T00:00:00Z".parse::<DateTime<Utc>>().unwrap();
+        CompletedClip {
+            object_key: "playbacks/x/video.mp4".into(),
+            url: None,
+            thumb_key: None,
+            size_bytes: 1,
+            duration_sec: 12.5,
+            video_codec: "h264".into(),
+            width: 640,
+            height: 360,
+            audio_codec: None,
+            sha256: "00".into(),
+            started_at: t0,
+            ended_at: t0 + chrono::Duration::seconds(13),
+            partial: false,
+            gaps: vec![Gap {
+                from: t0 + chrono::Duration::seconds(3),
+                to: t0 + chrono::Duration::seconds(5),
+            }],
+            started_late: true,
         }
     }
 
@@ -485,6 +537,59 @@ mod tests {
         };
         let v = serde_json::to_value(&new).unwrap();
         assert_eq!(v["stopped_by"], "max_duration");
+    }
+
+    #[test]
+    fn event_times_round_trip_and_old_messages_read_without_them() {
+        let c = created();
+        let back: EventCreated = serde_json::from_value(serde_json::to_value(&c).unwrap()).unwrap();
+        assert_eq!(back, c);
+        let mut v = serde_json::to_value(&c).unwrap();
+        v.as_object_mut().unwrap().remove("occurred_at");
+        let old: EventCreated = serde_json::from_value(v).unwrap();
+        assert_eq!(old.occurred_at, None);
+
+        let ended = EventEnded {
+            event_id: EventId::new(),
+            playback_id: Some(PlaybackId::new()),
+            camera_id: CameraId::new(),
+            site: Site::default(),
+            reason: EndReason::Ended,
+            ended_at: Some(Utc::now()),
+        };
+        let v = serde_json::to_value(&ended).unwrap();
+        assert!(v["ended_at"].is_string());
+        assert_eq!(
+            serde_json::from_value::<EventEnded>(v.clone()).unwrap(),
+            ended
+        );
+        let mut v = v;
+        v.as_object_mut().unwrap().remove("ended_at");
+        assert_eq!(
+            serde_json::from_value::<EventEnded>(v).unwrap().ended_at,
+            None
+        );
+    }
+
+    #[test]
+    fn completed_clips_carry_gaps_and_read_old_messages() {
+        let body = StatusBody::Completed(clip());
+        let v = serde_json::to_value(&body).unwrap();
+        assert_eq!(v["gaps"][0]["from"], "2026-01-01T00:00:03Z");
+        assert_eq!(v["gaps"][0]["to"], "2026-01-01T00:00:05Z");
+        assert_eq!(v["started_late"], true);
+        assert_eq!(
+            serde_json::from_value::<StatusBody>(v.clone()).unwrap(),
+            body
+        );
+        let mut v = v;
+        v.as_object_mut().unwrap().remove("gaps");
+        v.as_object_mut().unwrap().remove("started_late");
+        let StatusBody::Completed(old) = serde_json::from_value::<StatusBody>(v).unwrap() else {
+            panic!("not completed");
+        };
+        assert!(old.gaps.is_empty());
+        assert!(!old.started_late);
     }
 
     #[test]

@@ -73,20 +73,20 @@ pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<
     Ok(())
 }
 
-/// How long a lease or stop marker is kept in the recordings bucket.
+/// How long a recording's lease is kept in the recordings bucket.
 pub const RECORDINGS_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// The stream behind the KV bucket [`crate::subjects::RECORDINGS_BUCKET`], written out here
-/// because async-nats' `create_key_value` first asks for account information in a shape that
-/// nats-server 2.9 does not send. These are the settings a KV bucket has (history 1, rollups,
-/// direct get, discard new), so `Context::get_key_value` opens it as a bucket on any server.
-pub fn recordings_bucket_config(replicas: usize) -> stream::Config {
-    let bucket = crate::subjects::RECORDINGS_BUCKET;
+/// The stream behind a KV bucket, written out here because async-nats' `create_key_value` first
+/// asks for account information in a shape that nats-server 2.9 does not send. These are the
+/// settings a KV bucket has (history 1, rollups, direct get, discard new), so
+/// `Context::get_key_value` opens it as a bucket on any server. `max_age` zero keeps entries
+/// forever.
+fn kv_bucket_config(bucket: &str, max_age: Duration, replicas: usize) -> stream::Config {
     stream::Config {
         name: format!("KV_{bucket}"),
         subjects: vec![format!("$KV.{bucket}.>")],
         max_messages_per_subject: 1,
-        max_age: RECORDINGS_MAX_AGE,
+        max_age,
         storage: stream::StorageType::File,
         allow_rollup: true,
         deny_delete: true,
@@ -97,9 +97,99 @@ pub fn recordings_bucket_config(replicas: usize) -> stream::Config {
     }
 }
 
-/// Opens the recordings KV bucket, which event-api creates ([`ensure_streams`]).
-pub async fn open_recordings_bucket(
+/// Opens a KV bucket that event-api created (the workers' NATS users may not create one).
+pub async fn open_bucket(
     js: &jetstream::Context,
+    bucket: &str,
 ) -> Result<jetstream::kv::Store, async_nats::Error> {
-    Ok(js.get_key_value(crate::subjects::RECORDINGS_BUCKET).await?)
+    Ok(js.get_key_value(bucket).await?)
+}
+
+/// Creates the stream of a KV bucket when it does not exist, and opens the bucket.
+async fn ensure_bucket(
+    js: &jetstream::Context,
+    cfg: stream::Config,
+    bucket: &str,
+) -> Result<jetstream::kv::Store, async_nats::Error> {
+    if js.get_stream(&cfg.name).await.is_err() {
+        js.create_stream(cfg).await?;
+    }
+    Ok(js.get_key_value(bucket).await?)
+}
+
+/// The KV bucket [`crate::subjects::RECORDINGS_BUCKET`]: recording leases.
+pub fn recordings_bucket_config(replicas: usize) -> stream::Config {
+    kv_bucket_config(
+        crate::subjects::RECORDINGS_BUCKET,
+        RECORDINGS_MAX_AGE,
+        replicas,
+    )
+}
+
+/// Creates the recordings KV bucket when it does not exist, and opens it (event-api).
+pub async fn ensure_recordings_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, async_nats::Error> {
+    let cfg = recordings_bucket_config(replicas);
+    ensure_bucket(js, cfg, crate::subjects::RECORDINGS_BUCKET).await
+}
+
+/// The KV bucket [`crate::capture::CAMERAS_BUCKET`]: the camera catalog. Specs are kept until
+/// replaced (no `max_age`): a worker starting at any time reads every camera of its site.
+pub fn cameras_bucket_config(replicas: usize) -> stream::Config {
+    kv_bucket_config(crate::capture::CAMERAS_BUCKET, Duration::ZERO, replicas)
+}
+
+/// Creates the cameras KV bucket when it does not exist, and opens it (event-api).
+pub async fn ensure_cameras_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, async_nats::Error> {
+    let cfg = cameras_bucket_config(replicas);
+    ensure_bucket(js, cfg, crate::capture::CAMERAS_BUCKET).await
+}
+
+/// The KV bucket [`crate::capture::CAPTURES_BUCKET`]: capture leases, which disappear
+/// [`crate::capture::CAPTURE_LEASE_TTL`] after their last renewal.
+pub fn captures_bucket_config(replicas: usize) -> stream::Config {
+    kv_bucket_config(
+        crate::capture::CAPTURES_BUCKET,
+        crate::capture::CAPTURE_LEASE_TTL,
+        replicas,
+    )
+}
+
+/// Creates the captures KV bucket when it does not exist, and opens it (event-api).
+pub async fn ensure_captures_bucket(
+    js: &jetstream::Context,
+    replicas: usize,
+) -> Result<jetstream::kv::Store, async_nats::Error> {
+    let cfg = captures_bucket_config(replicas);
+    ensure_bucket(js, cfg, crate::capture::CAPTURES_BUCKET).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_are_history_one_kv_streams() {
+        for (cfg, bucket) in [
+            (recordings_bucket_config(1), "camrec_recordings"),
+            (cameras_bucket_config(1), "camrec_cameras"),
+            (captures_bucket_config(3), "camrec_captures"),
+        ] {
+            assert_eq!(cfg.name, format!("KV_{bucket}"));
+            assert_eq!(cfg.subjects, vec![format!("$KV.{bucket}.>")]);
+            assert_eq!(cfg.max_messages_per_subject, 1);
+            assert!(cfg.allow_direct && cfg.allow_rollup);
+        }
+        assert_eq!(cameras_bucket_config(1).max_age, Duration::ZERO);
+        assert_eq!(
+            captures_bucket_config(1).max_age,
+            crate::capture::CAPTURE_LEASE_TTL
+        );
+        assert_eq!(captures_bucket_config(3).num_replicas, 3);
+    }
 }

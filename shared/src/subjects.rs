@@ -18,7 +18,7 @@ pub const PLAYBACKS_STREAM: &str = "PLAYBACKS";
 pub const EVENTS_SUBJECTS: &str = "event.>";
 /// Every subject of the `PLAYBACKS` stream.
 pub const PLAYBACKS_SUBJECTS: &str = "playback.>";
-/// The KV bucket where workers record which worker owns which recording, and stop requests.
+/// The KV bucket where workers record which worker owns which recording.
 pub const RECORDINGS_BUCKET: &str = "camrec_recordings";
 
 /// A site name: the group of recorder hosts next to a set of cameras. One NATS token:
@@ -183,15 +183,17 @@ pub fn playback_subject(status: StatusKind, site: &Site, camera_id: CameraId) ->
     .to_string()
 }
 
-/// The filter of a site's consumer for one kind of event message: `event.<kind>.<site>.>`.
-pub fn site_event_filter(kind: EventKind, site: &Site) -> String {
-    format!("event.{}.{site}.>", kind.as_str())
+/// The filter of a camera's consumer: both kinds of event message of that camera,
+/// `event.*.<site>.<camera_id>`, in the order event-api published them.
+pub fn camera_event_filter(site: &Site, camera_id: CameraId) -> String {
+    format!("event.*.{site}.{camera_id}")
 }
 
-/// The durable consumer name of a site's workers for one kind of event message:
-/// `recorder-<site>-<kind>`.
-pub fn site_consumer_name(kind: EventKind, site: &Site) -> String {
-    format!("recorder-{site}-{}", kind.as_str())
+/// The durable consumer of a camera's events, pulled by the worker that holds the camera (its
+/// capture lease): `cam_<site>_<camera_id>`. The site is in the name so that a camera moved to
+/// another site gets a consumer with the new filter.
+pub fn camera_consumer_name(site: &Site, camera_id: CameraId) -> String {
+    format!("cam_{site}_{camera_id}")
 }
 
 /// The `Nats-Msg-Id` of an event message: `<event_id>:<kind>`, so a relay retry is deduplicated.
@@ -259,13 +261,25 @@ mod tests {
     #[test]
     fn filters_match_the_subjects_they_serve() {
         let site = Site::new("s1").unwrap();
+        let cam: CameraId = "00000000-0000-0000-0000-00000000000a".parse().unwrap();
         assert_eq!(
-            site_event_filter(EventKind::Created, &site),
-            "event.created.s1.>"
+            camera_event_filter(&site, cam),
+            "event.*.s1.00000000-0000-0000-0000-00000000000a"
         );
-        assert_eq!(
-            site_consumer_name(EventKind::Ended, &site),
-            "recorder-s1-ended"
+        for kind in [EventKind::Created, EventKind::Ended] {
+            let subject = event_subject(kind, &site, cam);
+            let filter = camera_event_filter(&site, cam);
+            let matches = subject
+                .split('.')
+                .zip(filter.split('.'))
+                .all(|(s, f)| f == "*" || s == f);
+            assert!(matches, "{filter} matches {subject}");
+        }
+        let name = camera_consumer_name(&site, cam);
+        assert_eq!(name, "cam_s1_00000000-0000-0000-0000-00000000000a");
+        assert!(
+            !name.contains(['.', '*', '>', ' ']),
+            "a valid consumer name"
         );
     }
 

@@ -6,6 +6,8 @@ use crate::{free_port, wait_until, workspace_root};
 use camrec_shared::rtsp::RtspUrl;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +89,26 @@ pub struct FakeCamera {
     pub username: String,
     pub password: String,
     process: Option<ServerProcess>,
+    sessions: Arc<SessionCounter>,
+}
+
+/// The RTSP connections a camera has served, as it announced them.
+#[derive(Debug, Default)]
+struct SessionCounter {
+    open: AtomicU64,
+    peak: AtomicU64,
+    total: AtomicU64,
+}
+
+/// What [`FakeCamera::sessions`] reports.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Sessions {
+    /// Connections open now.
+    pub open: u64,
+    /// The most connections open at once since the start (or [`FakeCamera::reset_peak`]).
+    pub peak: u64,
+    /// Connections ever accepted.
+    pub total: u64,
 }
 
 impl FakeCamera {
@@ -103,6 +125,7 @@ impl FakeCamera {
             username: "admin".into(),
             password: format!("pw-{}", &uuid::Uuid::new_v4().simple().to_string()[..12]),
             process: None,
+            sessions: Arc::default(),
         };
         cam.spawn().await?;
         Ok(cam)
@@ -132,6 +155,21 @@ impl FakeCamera {
 
     pub fn is_running(&self) -> bool {
         self.process.is_some()
+    }
+
+    /// The RTSP connections this camera serves and has served (ffprobe's count too).
+    pub fn sessions(&self) -> Sessions {
+        Sessions {
+            open: self.sessions.open.load(Ordering::SeqCst),
+            peak: self.sessions.peak.load(Ordering::SeqCst),
+            total: self.sessions.total.load(Ordering::SeqCst),
+        }
+    }
+
+    /// Starts counting the peak again from the connections open now.
+    pub fn reset_peak(&self) {
+        let open = self.sessions.open.load(Ordering::SeqCst);
+        self.sessions.peak.store(open, Ordering::SeqCst);
     }
 
     async fn spawn(&mut self) -> anyhow::Result<()> {
@@ -174,10 +212,28 @@ impl FakeCamera {
             .and_then(|c| c.stdout.take())
             .ok_or_else(|| anyhow::anyhow!("fake camera has no stdout"))?;
         let (tx, rx) = std::sync::mpsc::channel();
+        let sessions = self.sessions.clone();
+        sessions.open.store(0, Ordering::SeqCst);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with("READY") {
-                    let _ = tx.send(());
+                match line.as_str() {
+                    l if l.starts_with("READY") => {
+                        let _ = tx.send(());
+                    }
+                    "CLIENT OPEN" => {
+                        let open = sessions.open.fetch_add(1, Ordering::SeqCst) + 1;
+                        sessions.peak.fetch_max(open, Ordering::SeqCst);
+                        sessions.total.fetch_add(1, Ordering::SeqCst);
+                    }
+                    "CLIENT CLOSED" => {
+                        let _ =
+                            sessions
+                                .open
+                                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                                    Some(n.saturating_sub(1))
+                                });
+                    }
+                    _ => {}
                 }
             }
         });
@@ -208,6 +264,16 @@ mod tests {
         let out = probe(cam.url().expose().to_owned()).await;
         let text = String::from_utf8_lossy(&out.stdout);
         assert!(text.contains("h264") && text.contains("pcm_alaw"), "{text}");
+        wait_until(
+            Duration::from_secs(5),
+            "the session counted and closed",
+            || async {
+                let s = cam.sessions();
+                (s.total == 1 && s.peak == 1 && s.open == 0).then_some(())
+            },
+        )
+        .await
+        .unwrap();
         let wrong = cam.url().with_credentials(Some("admin"), Some("nope"));
         assert!(!probe(wrong.expose().to_owned()).await.status.success());
     }

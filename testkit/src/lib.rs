@@ -20,7 +20,7 @@ pub mod nats;
 pub mod s3;
 pub mod tls;
 
-pub use camera::{AudioCodec, CameraProfile, FakeCamera, VideoCodec};
+pub use camera::{AudioCodec, CameraProfile, FakeCamera, Sessions, VideoCodec};
 pub use db::TestDb;
 pub use nats::{NatsServer, NatsUser};
 pub use s3::S3Server;

@@ -6,6 +6,7 @@ use super::auth::{Admin, AuthUser};
 use super::error::ApiError;
 use super::extract::{Body, Params, PathId, RequestBody};
 use super::{AppState, PageJson};
+use crate::captures::{CaptureBoard, CaptureStatus};
 use crate::store::cameras::{CameraFields, CameraFilter, CameraRow, CameraSort};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -15,11 +16,13 @@ use camrec_shared::messages::EventType;
 use camrec_shared::netpolicy::PolicyError;
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::subjects::Site;
+use camrec_shared::CameraId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// A camera as the API shows it: no password, the RTSP URL masked.
+/// A camera as the API shows it: no password, the RTSP URL masked; `captureStatus` only at
+/// `/cameras` (not where a camera is nested into an event or a playback).
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct CameraJson {
@@ -41,6 +44,22 @@ pub struct CameraJson {
     updated_at: DateTime<Utc>,
     /// Days its finished playbacks are kept; `null`: the global `RETENTION_DAYS` (unset: kept).
     retention_days: Option<i32>,
+    /// Seconds of capture a clip holds before its event's moment (`occurredAt`).
+    pre_roll_sec: i32,
+    /// Seconds a clip holds after its event ended.
+    post_roll_sec: i32,
+    /// Which worker captures the camera and how it goes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capture_status: Option<CaptureStatus>,
+}
+
+impl CameraJson {
+    /// The camera with its `captureStatus` as the capture leases say at `now`.
+    fn with_capture(c: &CameraRow, board: &CaptureBoard, now: DateTime<Utc>) -> Self {
+        let mut json = Self::from(c);
+        json.capture_status = Some(board.status(CameraId(c.id), c.enabled, now));
+        json
+    }
 }
 
 impl From<&CameraRow> for CameraJson {
@@ -62,6 +81,9 @@ impl From<&CameraRow> for CameraJson {
             created_at: c.created_at,
             updated_at: c.updated_at,
             retention_days: c.retention_days,
+            pre_roll_sec: c.pre_roll_sec,
+            post_roll_sec: c.post_roll_sec,
+            capture_status: None,
         }
     }
 }
@@ -93,6 +115,12 @@ pub struct CameraInput {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<i32>)]
     retention_days: Option<Option<i32>>,
+    /// 0 to 60 seconds of capture kept before an event's moment; default 5.
+    #[schema(minimum = 0, maximum = 60)]
+    pre_roll_sec: Option<u32>,
+    /// 0 to 300 seconds recorded after an event's end; default 5.
+    #[schema(minimum = 0, maximum = 300)]
+    post_roll_sec: Option<u32>,
 }
 
 /// A field that is present (`null` included) is `Some`, so PATCH can tell `null` from absent.
@@ -117,6 +145,8 @@ const CAMERA_FIELDS: &[&str] = &[
     "site",
     "recordEventTypes",
     "retentionDays",
+    "preRollSec",
+    "postRollSec",
 ];
 
 /// The body of `POST /cameras`.
@@ -250,6 +280,12 @@ fn merge(
         }
         base.retention_days = days;
     }
+    if let Some(sec) = input.pre_roll_sec {
+        base.pre_roll_sec = roll("preRollSec", sec, MAX_PRE_ROLL_SEC)?;
+    }
+    if let Some(sec) = input.post_roll_sec {
+        base.post_roll_sec = roll("postRollSec", sec, MAX_POST_ROLL_SEC)?;
+    }
     let vendor_changed = input.vendor.is_some();
     let codec = check_text("codec", input.codec, 64)?;
     let resolution = check_text("resolution", input.resolution, 64)?;
@@ -335,6 +371,24 @@ fn merge(
     Ok(base)
 }
 
+/// The longest pre-roll a camera may keep, in seconds.
+pub const MAX_PRE_ROLL_SEC: u32 = 60;
+/// The longest post-roll a camera may record, in seconds.
+pub const MAX_POST_ROLL_SEC: u32 = 300;
+/// A new camera's pre-roll and post-roll, in seconds (the database's defaults too).
+pub const DEFAULT_ROLL_SEC: i32 = 5;
+
+/// `sec` as stored, when it is at most `max`.
+fn roll(field: &str, sec: u32, max: u32) -> Result<i32, ApiError> {
+    if sec > max {
+        return Err(ApiError::invalid(
+            field,
+            format!("must be an integer from 0 to {max}"),
+        ));
+    }
+    Ok(i32::try_from(sec).unwrap_or_default())
+}
+
 /// The host and port a stored URL connects to.
 fn stream_host(url: &str) -> Option<(String, u16)> {
     let url = RtspUrl::parse(url).ok()?;
@@ -378,6 +432,11 @@ fn seal_new_password(state: &AppState, id: Uuid, fields: &mut CameraFields, stor
     }
 }
 
+/// A camera as `/cameras` answers it, with its `captureStatus` now.
+fn camera_json(state: &AppState, row: &CameraRow) -> CameraJson {
+    CameraJson::with_capture(row, &state.captures, state.clock.now())
+}
+
 fn new_camera_defaults() -> CameraFields {
     CameraFields {
         name: String::new(),
@@ -394,6 +453,8 @@ fn new_camera_defaults() -> CameraFields {
         site: Site::default().to_string(),
         record_event_types: vec!["MANUAL".to_owned(), "MOTION".to_owned()],
         retention_days: None,
+        pre_roll_sec: DEFAULT_ROLL_SEC,
+        post_roll_sec: DEFAULT_ROLL_SEC,
     }
 }
 
@@ -411,10 +472,10 @@ pub async fn create(
     seal_new_password(&state, id, &mut fields, None);
     let row = state
         .store
-        .create_camera(id, &fields)
+        .create_camera(id, &fields, state.config.max_recording_sec)
         .await
         .map_err(|e| ApiError::from_store("camera", e))?;
-    Ok((StatusCode::CREATED, Json((&row).into())))
+    Ok((StatusCode::CREATED, Json(camera_json(&state, &row))))
 }
 
 #[utoipa::path(get, path = "/cameras", tag = "cameras", security(("bearer" = [])),
@@ -462,7 +523,7 @@ pub async fn list(
         .await
         .map_err(|e| ApiError::from_store("camera", e))?;
     Ok(Json(PageJson::new(
-        rows.rows.iter().map(CameraJson::from).collect(),
+        rows.rows.iter().map(|c| camera_json(&state, c)).collect(),
         rows.total,
         page,
     )))
@@ -480,7 +541,7 @@ pub async fn get_one(
         .camera(id)
         .await
         .map_err(|e| ApiError::from_store("camera", e))?;
-    Ok(Json((&row).into()))
+    Ok(Json(camera_json(&state, &row)))
 }
 
 #[utoipa::path(patch, path = "/cameras/{id}", tag = "cameras", security(("bearer" = [])),
@@ -511,10 +572,10 @@ pub async fn patch(
     seal_new_password(&state, id, &mut fields, stored_password.as_deref());
     let row = state
         .store
-        .update_camera(id, &fields)
+        .update_camera(id, &fields, state.config.max_recording_sec)
         .await
         .map_err(|e| ApiError::from_store("camera", e))?;
-    Ok(Json((&row).into()))
+    Ok(Json(camera_json(&state, &row)))
 }
 
 #[utoipa::path(delete, path = "/cameras/{id}", tag = "cameras", security(("bearer" = [])),
@@ -527,7 +588,7 @@ pub async fn delete(
 ) -> Result<StatusCode, ApiError> {
     state
         .store
-        .delete_camera(id)
+        .delete_camera(id, state.config.max_recording_sec)
         .await
         .map_err(|e| ApiError::from_store("camera", e))?;
     Ok(StatusCode::NO_CONTENT)
@@ -600,5 +661,29 @@ mod tests {
             field(serde_json::json!({"name": "a", "ipAddress": "x/y"})),
             "ipAddress"
         );
+        assert_eq!(
+            field(serde_json::json!({"name": "a", "ipAddress": "1.2.3.4", "preRollSec": 61})),
+            "preRollSec"
+        );
+        assert_eq!(
+            field(serde_json::json!({"name": "a", "ipAddress": "1.2.3.4", "postRollSec": 301})),
+            "postRollSec"
+        );
+    }
+
+    #[test]
+    fn rolls_default_to_five_seconds_and_take_their_bounds() {
+        let base = json_fields(serde_json::json!({"name": "a", "ipAddress": "1.2.3.4"}));
+        assert_eq!((base.pre_roll_sec, base.post_roll_sec), (5, 5));
+        let edge = json_fields(serde_json::json!({"name": "a", "ipAddress": "1.2.3.4",
+            "preRollSec": 60, "postRollSec": 300}));
+        assert_eq!((edge.pre_roll_sec, edge.post_roll_sec), (60, 300));
+        let zero = json_fields(serde_json::json!({"name": "a", "ipAddress": "1.2.3.4",
+            "preRollSec": 0, "postRollSec": 0}));
+        assert_eq!((zero.pre_roll_sec, zero.post_roll_sec), (0, 0));
+    }
+
+    fn json_fields(v: serde_json::Value) -> CameraFields {
+        merge(new_camera_defaults(), input(v), false).unwrap_or_else(|_| panic!("valid"))
     }
 }

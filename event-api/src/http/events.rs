@@ -15,7 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use camrec_shared::messages::{EndReason, EventType};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -34,6 +34,9 @@ pub struct EventJson {
     description: Option<String>,
     ack: bool,
     created_at: DateTime<Utc>,
+    /// The moment of the event (`occurredAt` of `POST /events`, default the request time): its
+    /// clip starts the camera's `preRollSec` before it.
+    occurred_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
     /// Why it ended: `ended`, `playback_stopped`, `deleted`, or `max_duration` (the recording
     /// reached the camera's maximum duration).
@@ -51,6 +54,7 @@ impl EventJson {
             description: e.description.clone(),
             ack: e.ack,
             created_at: e.created_at,
+            occurred_at: e.occurred_at,
             ended_at: e.ended_at,
             end_reason: e.end_reason.clone(),
             playback_id: e.playback_id,
@@ -70,6 +74,7 @@ pub struct NestedEventJson {
     description: Option<String>,
     ack: bool,
     created_at: DateTime<Utc>,
+    occurred_at: DateTime<Utc>,
     ended_at: Option<DateTime<Utc>>,
 }
 
@@ -82,6 +87,7 @@ impl NestedEventJson {
             description: e.description.clone(),
             ack: e.ack,
             created_at: e.created_at,
+            occurred_at: e.occurred_at,
             ended_at: e.ended_at,
         }
     }
@@ -125,10 +131,14 @@ pub struct CreateEvent {
     #[schema(value_type = String)]
     event_type: EventType,
     description: Option<String>,
+    /// When the event happened (RFC 3339), at most 5 s ahead of and 5 min behind the server's
+    /// clock; default: the time of the request.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    occurred_at: Option<String>,
 }
 
 impl RequestBody for CreateEvent {
-    const FIELDS: &'static [&'static str] = &["cameraId", "type", "description"];
+    const FIELDS: &'static [&'static str] = &["cameraId", "type", "description", "occurredAt"];
     const REQUIRED: &'static [&'static str] = &["cameraId", "type"];
 }
 
@@ -165,6 +175,35 @@ impl From<EndState> for EndResponse {
     }
 }
 
+/// How far ahead of the server's clock `occurredAt` may be (clocks of triggers drift).
+pub const MAX_OCCURRED_AHEAD: chrono::Duration = chrono::Duration::seconds(5);
+/// How far behind the server's clock `occurredAt` may be (a trigger that reached the API late).
+pub const MAX_OCCURRED_BEHIND: chrono::Duration = chrono::Duration::minutes(5);
+
+/// The moment of a new event: `given` (RFC 3339) within the bounds around `now`, or `now`;
+/// truncated to the microseconds PostgreSQL stores.
+fn occurred_at(given: Option<&str>, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    let Some(given) = given else {
+        return Ok(now.trunc_subsecs(6));
+    };
+    let at = DateTime::parse_from_rfc3339(given)
+        .map_err(|_| ApiError::invalid("occurredAt", "must be an RFC 3339 date-time"))?
+        .with_timezone(&Utc);
+    if at > now + MAX_OCCURRED_AHEAD {
+        return Err(ApiError::invalid(
+            "occurredAt",
+            "must be at most 5 seconds in the future",
+        ));
+    }
+    if at < now - MAX_OCCURRED_BEHIND {
+        return Err(ApiError::invalid(
+            "occurredAt",
+            "must be at most 5 minutes in the past",
+        ));
+    }
+    Ok(at.trunc_subsecs(6))
+}
+
 #[utoipa::path(post, path = "/events", tag = "events", security(("bearer" = [])), request_body = CreateEvent,
     responses((status = 201, body = CreatedEvent), (status = 400), (status = 404, description = "no such camera"),
         (status = 409, description = "the camera is disabled")))]
@@ -183,10 +222,12 @@ pub async fn create(
         Some(d) if d.is_empty() => None,
         other => other,
     };
+    let occurred_at = occurred_at(req.occurred_at.as_deref(), state.clock.now())?;
     let new = NewEvent {
         camera_id: req.camera_id,
         event_type: req.event_type,
         description,
+        occurred_at,
     };
     let (event, camera) = state
         .store
@@ -308,4 +349,40 @@ pub fn router() -> Router<AppState> {
         .route("/events/{id}", get(get_one).delete(delete))
         .route("/events/{id}/ack", put(ack))
         .route("/events/{id}/end", post(end))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field_of(r: Result<DateTime<Utc>, ApiError>) -> String {
+        match r {
+            Err(ApiError::Invalid { field, .. }) => field,
+            other => panic!("{:?}", other.map(|_| ())),
+        }
+    }
+
+    #[test]
+    fn occurred_at_is_bounded_around_the_request_time() {
+        let now: DateTime<Utc> = "2026-06-01T12:00:00.1234567Z".parse().unwrap();
+        assert_eq!(occurred_at(None, now).unwrap(), now.trunc_subsecs(6));
+        let ok = |s: &str| occurred_at(Some(s), now).unwrap();
+        assert_eq!(
+            ok("2026-06-01T12:00:05.1234567Z"),
+            now.trunc_subsecs(6) + MAX_OCCURRED_AHEAD
+        );
+        assert_eq!(
+            ok("2026-06-01T13:00:00.1234567+01:00"),
+            now.trunc_subsecs(6)
+        );
+        ok("2026-06-01T11:55:00.1234567Z");
+        for bad in [
+            "2026-06-01T12:00:05.1234568Z",
+            "2026-06-01T11:55:00.1234566Z",
+            "2026-06-01",
+            "yesterday",
+        ] {
+            assert_eq!(field_of(occurred_at(Some(bad), now)), "occurredAt", "{bad}");
+        }
+    }
 }

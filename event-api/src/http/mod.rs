@@ -48,6 +48,10 @@ pub struct AppState {
     pub nats_link: crate::nats_link::NatsLink,
     pub metrics: PrometheusHandle,
     pub config: Arc<Config>,
+    /// The capture leases of the cameras, kept by `crate::captures::run`.
+    pub captures: crate::captures::CaptureBoard,
+    /// The time requests are judged by.
+    pub clock: crate::clock::Clock,
 }
 
 /// One page of a list: `{data, total, page, pageSize, totalPages}`.

@@ -31,6 +31,16 @@ pub struct ProgressJson {
     media_time_sec: Option<f64>,
 }
 
+/// An interval inside a clip where the camera delivered nothing; the clip skips it.
+#[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GapJson {
+    /// Wall-clock time of the last frame before the gap.
+    from: DateTime<Utc>,
+    /// Wall-clock time of the first frame after the gap.
+    to: DateTime<Utc>,
+}
+
 /// A playback as the API shows it.
 #[derive(Clone, Debug, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
@@ -49,8 +59,16 @@ pub struct PlaybackJson {
     sha256: Option<String>,
     /// True when the clip was cut short (camera lost, worker crash).
     partial: bool,
+    /// Wall-clock time of the clip's first frame (from the capture once COMPLETED; while
+    /// RECORDING, when the recording started).
     started_at: Option<DateTime<Utc>>,
+    /// Wall-clock time of the clip's last frame (from the capture once COMPLETED).
     ended_at: Option<DateTime<Utc>>,
+    /// The intervals inside the clip where the camera delivered nothing, oldest first.
+    gaps: Vec<GapJson>,
+    /// True when the capture did not hold the event's whole pre-roll (the camera was just added,
+    /// or its worker just took it over): the clip starts at the oldest frame held.
+    started_late: bool,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
     error_code: Option<String>,
@@ -107,6 +125,15 @@ async fn playback_json(
         partial: p.partial,
         started_at: p.started_at,
         ended_at: p.ended_at,
+        gaps: p
+            .gaps
+            .iter()
+            .map(|g| GapJson {
+                from: g.from,
+                to: g.to,
+            })
+            .collect(),
+        started_late: p.started_late,
         created_at: p.created_at,
         updated_at: p.updated_at,
         error_code: p.error_code.clone(),

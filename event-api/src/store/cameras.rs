@@ -2,19 +2,28 @@
 //! `password` are columns of their own, and `password` holds the password sealed for its camera
 //! (`camrec_shared::sealed`): event-api never needs it in clear, it hands the sealed value to
 //! the worker in `event.created`.
+//!
+//! Every change of a camera also writes, in its transaction, the outbox row that publishes the
+//! camera's [`CameraSpec`] to the KV bucket `camrec_cameras` (the camera catalog the workers of
+//! its site watch): a create, an update (to the old key too, `deleted`, when the site changed), a
+//! delete (`deleted`) and a re-seal of the password.
 
+use super::outbox::{enqueue, OutboxMessage};
 use super::{on_unique, Page, PageRequest, Store, StoreError};
+use camrec_shared::capture::{camera_spec_subject, CameraSpec};
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::sealed::CameraKeys;
+use camrec_shared::subjects::Site;
+use camrec_shared::CameraId;
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, Postgres, QueryBuilder};
+use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 use std::fmt;
 use uuid::Uuid;
 
 pub(super) const COLUMNS: &str =
     "id, name, ip_address, channel, rtsp_port, rtsp_url, username, password, \
      codec, resolution, vendor, enabled, site, record_event_types, created_at, updated_at, \
-     retention_days";
+     retention_days, pre_roll_sec, post_roll_sec";
 
 /// One camera as stored.
 #[derive(Clone, FromRow)]
@@ -39,6 +48,10 @@ pub struct CameraRow {
     pub updated_at: DateTime<Utc>,
     /// How many days its finished playbacks are kept; `None`: the global `RETENTION_DAYS`.
     pub retention_days: Option<i32>,
+    /// Seconds of capture kept before an event's moment (0-60).
+    pub pre_roll_sec: i32,
+    /// Seconds recorded after an event's end (0-300).
+    pub post_roll_sec: i32,
 }
 
 impl fmt::Debug for CameraRow {
@@ -76,6 +89,58 @@ impl CameraRow {
     pub fn records(&self, event_type: &str) -> bool {
         self.record_event_types.iter().any(|t| t == event_type)
     }
+
+    /// The camera's spec for the catalog, `max_duration_sec` the global `MAX_RECORDING_SEC`;
+    /// `None` when the stored URL or site does not read (never written by the API). A password
+    /// still in clear (a row from before sealing, until the next start seals it) is left out:
+    /// the spec never carries one.
+    pub fn spec(&self, max_duration_sec: u32) -> Option<CameraSpec> {
+        Some(CameraSpec {
+            camera_id: CameraId(self.id),
+            site: Site::new(&self.site).ok()?,
+            name: self.name.clone(),
+            rtsp_url: self.rtsp_url_with_username()?,
+            password_sealed: self
+                .password
+                .clone()
+                .filter(|p| CameraKeys::key_id(p).is_some()),
+            enabled: self.enabled,
+            deleted: false,
+            pre_roll_sec: u32::try_from(self.pre_roll_sec).unwrap_or_default(),
+            post_roll_sec: u32::try_from(self.post_roll_sec).unwrap_or_default(),
+            max_duration_sec,
+            updated_at: self.updated_at,
+        })
+    }
+}
+
+/// The outbox message that puts `spec` at its key of the camera catalog. Its message id is unique
+/// per row (a relay retry of the row is deduplicated; a later spec never is).
+pub fn spec_message(spec: &CameraSpec) -> OutboxMessage {
+    OutboxMessage {
+        subject: camera_spec_subject(&spec.site, spec.camera_id),
+        msg_id: format!("camera:{}:{}", spec.camera_id, uuid::Uuid::now_v7()),
+        payload: serde_json::to_vec(spec).unwrap_or_default(),
+    }
+}
+
+/// Queues `row`'s spec (marked `deleted` when asked) for the camera catalog in `conn`'s
+/// transaction. A row whose spec does not read is logged and skipped: its camera cannot record.
+async fn publish_spec(
+    conn: &mut PgConnection,
+    row: &CameraRow,
+    max_duration_sec: u32,
+    deleted: bool,
+) -> Result<(), StoreError> {
+    let Some(mut spec) = row.spec(max_duration_sec) else {
+        tracing::warn!(camera_id = %row.id, "camera has no valid URL or site; not in the catalog");
+        return Ok(());
+    };
+    spec.deleted = deleted;
+    if deleted {
+        spec.updated_at = Utc::now();
+    }
+    enqueue(conn, &spec_message(&spec)).await
 }
 
 /// Every writable column of a camera (a create, or a patch merged onto the stored row).
@@ -96,6 +161,8 @@ pub struct CameraFields {
     pub site: String,
     pub record_event_types: Vec<String>,
     pub retention_days: Option<i32>,
+    pub pre_roll_sec: i32,
+    pub post_roll_sec: i32,
 }
 
 impl CameraFields {
@@ -122,6 +189,8 @@ impl From<CameraRow> for CameraFields {
             site: r.site,
             record_event_types: r.record_event_types,
             retention_days: r.retention_days,
+            pre_roll_sec: r.pre_roll_sec,
+            post_roll_sec: r.post_roll_sec,
         }
     }
 }
@@ -214,7 +283,13 @@ impl Store {
     /// cleartext one from before sealing, or one sealed with a retired key (key rotation).
     /// Returns how many were sealed again. A value that does not open is left as it is, counted
     /// in the log (its camera needs its password given again).
-    pub async fn reseal_camera_passwords(&self, keys: &CameraKeys) -> Result<u64, StoreError> {
+    /// Each re-sealed camera's new spec goes to the catalog (`max_duration_sec`: the global
+    /// `MAX_RECORDING_SEC`) in the transaction of its update.
+    pub async fn reseal_camera_passwords(
+        &self,
+        keys: &CameraKeys,
+        max_duration_sec: u32,
+    ) -> Result<u64, StoreError> {
         // Key ids may hold `_`, a LIKE wildcard.
         let current = format!("v1.{}.%", keys.current_id().replace('_', "\\_"));
         let rows: Vec<(Uuid, String)> = sqlx::query_as(
@@ -235,25 +310,38 @@ impl Store {
                     }
                 },
             };
-            sqlx::query("UPDATE cameras SET password = $2 WHERE id = $1")
-                .bind(id)
-                .bind(keys.seal(id, &plain))
-                .execute(&self.pool)
-                .await?;
+            let mut tx = self.pool.begin().await?;
+            let row = sqlx::query_as::<_, CameraRow>(&format!(
+                "UPDATE cameras SET password = $2 WHERE id = $1 RETURNING {COLUMNS}"
+            ))
+            .bind(id)
+            .bind(keys.seal(id, &plain))
+            .fetch_one(&mut *tx)
+            .await?;
+            publish_spec(&mut tx, &row, max_duration_sec, false).await?;
+            tx.commit().await?;
             sealed += 1;
         }
         Ok(sealed)
     }
 
-    /// Stores camera `id` (the id is chosen by the caller: a password is sealed for it).
-    pub async fn create_camera(&self, id: Uuid, c: &CameraFields) -> Result<CameraRow, StoreError> {
+    /// Stores camera `id` (the id is chosen by the caller: a password is sealed for it) and
+    /// queues its spec for the catalog.
+    pub async fn create_camera(
+        &self,
+        id: Uuid,
+        c: &CameraFields,
+        max_duration_sec: u32,
+    ) -> Result<CameraRow, StoreError> {
         let sql = format!(
             "INSERT INTO cameras (id, name, ip_address, channel, rtsp_port, rtsp_url, username, \
              password, codec, resolution, vendor, enabled, site, record_event_types, stream_key, \
-             retention_days) \
-             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16) RETURNING {COLUMNS}"
+             retention_days, pre_roll_sec, post_roll_sec) \
+             VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16,$17,$18) \
+             RETURNING {COLUMNS}"
         );
-        sqlx::query_as::<_, CameraRow>(&sql)
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query_as::<_, CameraRow>(&sql)
             .bind(id)
             .bind(&c.name)
             .bind(&c.ip_address)
@@ -270,20 +358,40 @@ impl Store {
             .bind(&c.record_event_types)
             .bind(c.stream_key())
             .bind(c.retention_days)
-            .fetch_one(&self.pool)
+            .bind(c.pre_roll_sec)
+            .bind(c.post_roll_sec)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))
+            .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))?;
+        publish_spec(&mut tx, &row, max_duration_sec, false).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
-    pub async fn update_camera(&self, id: Uuid, c: &CameraFields) -> Result<CameraRow, StoreError> {
+    /// Stores the new fields of camera `id` and queues its spec for the catalog; when the site
+    /// changed, also a `deleted` spec at the old site's key, so that site's workers let it go.
+    pub async fn update_camera(
+        &self,
+        id: Uuid,
+        c: &CameraFields,
+        max_duration_sec: u32,
+    ) -> Result<CameraRow, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let old = sqlx::query_as::<_, CameraRow>(&format!(
+            "SELECT {COLUMNS} FROM cameras WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let sql = format!(
             "UPDATE cameras SET name = $2, ip_address = $3, channel = $4, rtsp_port = $5, \
              rtsp_url = $6, username = $7, password = $8, codec = $9, resolution = $10, \
              vendor = $11, enabled = $12, site = $13, record_event_types = $14, stream_key = $15, \
-             retention_days = $16, updated_at = now() \
+             retention_days = $16, pre_roll_sec = $17, post_roll_sec = $18, updated_at = now() \
              WHERE id = $1 RETURNING {COLUMNS}"
         );
-        sqlx::query_as::<_, CameraRow>(&sql)
+        let row = sqlx::query_as::<_, CameraRow>(&sql)
             .bind(id)
             .bind(&c.name)
             .bind(&c.ip_address)
@@ -300,10 +408,17 @@ impl Store {
             .bind(&c.record_event_types)
             .bind(c.stream_key())
             .bind(c.retention_days)
-            .fetch_optional(&self.pool)
+            .bind(c.pre_roll_sec)
+            .bind(c.post_roll_sec)
+            .fetch_one(&mut *tx)
             .await
-            .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))?
-            .ok_or(StoreError::NotFound)
+            .map_err(|e| on_unique(e, UNIQUE, DUPLICATE))?;
+        if old.site != row.site {
+            publish_spec(&mut tx, &old, max_duration_sec, true).await?;
+        }
+        publish_spec(&mut tx, &row, max_duration_sec, false).await?;
+        tx.commit().await?;
+        Ok(row)
     }
 
     pub async fn camera(&self, id: Uuid) -> Result<CameraRow, StoreError> {
@@ -348,17 +463,17 @@ impl Store {
         Ok(Page { rows, total })
     }
 
-    /// Deletes a camera that has no events; one with events is a conflict (disable it instead).
-    pub async fn delete_camera(&self, id: Uuid) -> Result<(), StoreError> {
+    /// Deletes a camera that has no events (one with events is a conflict: disable it instead)
+    /// and queues its `deleted` spec for the catalog.
+    pub async fn delete_camera(&self, id: Uuid, max_duration_sec: u32) -> Result<(), StoreError> {
         let mut tx = self.pool.begin().await?;
-        let exists: Option<Uuid> =
-            sqlx::query_scalar("SELECT id FROM cameras WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound);
-        }
+        let row = sqlx::query_as::<_, CameraRow>(&format!(
+            "SELECT {COLUMNS} FROM cameras WHERE id = $1 FOR UPDATE"
+        ))
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound)?;
         let has_events: bool =
             sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE camera_id = $1)")
                 .bind(id)
@@ -373,8 +488,81 @@ impl Store {
             .bind(id)
             .execute(&mut *tx)
             .await?;
+        publish_spec(&mut tx, &row, max_duration_sec, true).await?;
         tx.commit().await?;
         Ok(())
+    }
+
+    /// Every camera's id and whether it is enabled (the capture gauge).
+    pub async fn camera_switches(&self) -> Result<Vec<(CameraId, bool)>, StoreError> {
+        let rows: Vec<(Uuid, bool)> = sqlx::query_as("SELECT id, enabled FROM cameras")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(id, on)| (CameraId(id), on))
+            .collect())
+    }
+
+    /// Every camera (the catalog's check at start), in pages of `limit` after `after`.
+    pub async fn cameras_after(
+        &self,
+        after: Uuid,
+        limit: i64,
+    ) -> Result<Vec<CameraRow>, StoreError> {
+        Ok(sqlx::query_as::<_, CameraRow>(&format!(
+            "SELECT {COLUMNS} FROM cameras WHERE id > $1 ORDER BY id LIMIT $2"
+        ))
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    /// Queues the current spec of each camera of `ids` for the catalog, built from the rows as
+    /// locked in this transaction (a change committing meanwhile is never overwritten by an older
+    /// spec). Returns how many were queued.
+    pub async fn republish_cameras(
+        &self,
+        ids: &[CameraId],
+        max_duration_sec: u32,
+    ) -> Result<usize, StoreError> {
+        let ids: Vec<Uuid> = ids.iter().map(|id| id.0).collect();
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query_as::<_, CameraRow>(&format!(
+            "SELECT {COLUMNS} FROM cameras WHERE id = ANY($1) ORDER BY id FOR SHARE"
+        ))
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in &rows {
+            publish_spec(&mut tx, row, max_duration_sec, false).await?;
+        }
+        tx.commit().await?;
+        Ok(rows.len())
+    }
+
+    /// Queues `specs` again marked `deleted` (their keys are stale: the camera is gone, or lives
+    /// at another site now), except a camera that lives at that key by now. Returns how many.
+    pub async fn retire_specs(&self, specs: Vec<CameraSpec>) -> Result<usize, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let mut retired = 0;
+        for mut spec in specs {
+            let site: Option<String> =
+                sqlx::query_scalar("SELECT site FROM cameras WHERE id = $1 FOR SHARE")
+                    .bind(spec.camera_id.0)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            if site.as_deref() == Some(spec.site.as_str()) {
+                continue;
+            }
+            spec.deleted = true;
+            spec.updated_at = Utc::now();
+            enqueue(&mut tx, &spec_message(&spec)).await?;
+            retired += 1;
+        }
+        tx.commit().await?;
+        Ok(retired)
     }
 }
 
@@ -401,7 +589,32 @@ mod tests {
             created_at: Utc::now(),
             updated_at: Utc::now(),
             retention_days: None,
+            pre_roll_sec: 5,
+            post_roll_sec: 7,
         }
+    }
+
+    #[test]
+    fn the_spec_carries_the_username_and_the_sealed_password_only() {
+        let r = row(
+            "rtsp://10.0.0.5:554/live",
+            Some("admin"),
+            Some("v1.k1.c2VhbGVk"),
+        );
+        let spec = r.spec(600).unwrap();
+        assert_eq!(spec.rtsp_url.expose(), "rtsp://admin@10.0.0.5:554/live");
+        assert_eq!(spec.password_sealed.as_deref(), Some("v1.k1.c2VhbGVk"));
+        assert_eq!((spec.pre_roll_sec, spec.post_roll_sec), (5, 7));
+        assert_eq!(spec.max_duration_sec, 600);
+        assert!(spec.enabled && !spec.deleted);
+        let msg = spec_message(&spec);
+        assert_eq!(msg.subject, format!("$KV.camrec_cameras.default.{}", r.id));
+        assert_ne!(spec_message(&spec).msg_id, msg.msg_id);
+        let mut bad = r.clone();
+        bad.site = "a b".into();
+        assert!(bad.spec(600).is_none());
+        let clear = row("rtsp://10.0.0.5:554/live", Some("admin"), Some("in-clear"));
+        assert_eq!(clear.spec(600).unwrap().password_sealed, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use sqlx::{FromRow, PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 const SELECT: &str = "SELECT e.id, e.camera_id, e.type, e.description, e.ack, e.created_at, \
-     e.ended_at, e.end_reason, p.id AS playback_id, p.status AS recording_status \
+     e.occurred_at, e.ended_at, e.end_reason, p.id AS playback_id, p.status AS recording_status \
      FROM events e LEFT JOIN playbacks p ON p.event_id = e.id AND p.deleted_at IS NULL";
 
 /// One event with its (non-deleted) playback's id and status.
@@ -29,6 +29,8 @@ pub struct EventRow {
     pub description: Option<String>,
     pub ack: bool,
     pub created_at: DateTime<Utc>,
+    /// The moment of the event: given by the client, or the request time.
+    pub occurred_at: DateTime<Utc>,
     pub ended_at: Option<DateTime<Utc>>,
     pub end_reason: Option<String>,
     pub playback_id: Option<Uuid>,
@@ -41,6 +43,8 @@ pub struct NewEvent {
     pub camera_id: Uuid,
     pub event_type: EventType,
     pub description: Option<String>,
+    /// The moment of the event (checked by the caller against the request time).
+    pub occurred_at: DateTime<Utc>,
 }
 
 /// The state of an event after `end` (or `stop`), whether or not this call ended it.
@@ -97,18 +101,20 @@ fn ended_message(
     site: &str,
     playback_id: Uuid,
     reason: EndReason,
+    ended_at: DateTime<Utc>,
 ) -> Result<OutboxMessage, StoreError> {
     let site = site_of(site)?;
     let camera_id = CameraId(camera_id);
     let event_id = EventId(event_id);
     let msg = Envelope::new(
-        Utc::now(),
+        ended_at,
         EventEnded {
             event_id,
             playback_id: Some(PlaybackId(playback_id)),
             camera_id,
             site: site.clone(),
             reason,
+            ended_at: Some(ended_at),
         },
     );
     Ok(OutboxMessage {
@@ -126,21 +132,21 @@ async fn end_in_tx(
     event_id: Uuid,
     reason: EndReason,
 ) -> Result<bool, StoreError> {
-    let ended: Option<(Uuid, String, Option<Uuid>)> = sqlx::query_as(
+    let ended: Option<(Uuid, String, Option<Uuid>, DateTime<Utc>)> = sqlx::query_as(
         "UPDATE events e SET ended_at = now(), end_reason = $2 \
          WHERE e.id = $1 AND e.ended_at IS NULL AND e.deleted_at IS NULL \
          RETURNING e.camera_id, (SELECT site FROM cameras c WHERE c.id = e.camera_id), \
-         (SELECT p.id FROM playbacks p WHERE p.event_id = e.id)",
+         (SELECT p.id FROM playbacks p WHERE p.event_id = e.id), e.ended_at",
     )
     .bind(event_id)
     .bind(reason.as_str())
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((camera_id, site, playback_id)) = ended else {
+    let Some((camera_id, site, playback_id, ended_at)) = ended else {
         return Ok(false);
     };
     if let Some(playback_id) = playback_id {
-        let msg = ended_message(event_id, camera_id, &site, playback_id, reason)?;
+        let msg = ended_message(event_id, camera_id, &site, playback_id, reason, ended_at)?;
         enqueue(conn, &msg).await?;
     }
     Ok(true)
@@ -216,10 +222,13 @@ impl PlannedEvent {
             let playback_id = PlaybackId::new();
             let message = created_message(
                 camera,
-                id,
-                playback_id,
-                new.event_type,
-                created_at,
+                EventMoment {
+                    event_id: id,
+                    playback_id,
+                    event_type: new.event_type,
+                    created_at,
+                    occurred_at: new.occurred_at,
+                },
                 max_recording_sec,
             )?;
             Some((playback_id, message))
@@ -242,6 +251,7 @@ impl PlannedEvent {
             description: new.description.clone(),
             ack: false,
             created_at: self.created_at,
+            occurred_at: new.occurred_at,
             ended_at: None,
             end_reason: None,
             playback_id,
@@ -250,15 +260,29 @@ impl PlannedEvent {
     }
 }
 
-/// The `event.created` outbox message of a new recording on `camera`.
-fn created_message(
-    camera: &CameraRow,
+/// What `event.created` says of the new event itself.
+struct EventMoment {
     event_id: EventId,
     playback_id: PlaybackId,
     event_type: EventType,
     created_at: DateTime<Utc>,
+    occurred_at: DateTime<Utc>,
+}
+
+/// The `event.created` outbox message of a new recording on `camera`: its window is
+/// `occurred_at - pre_roll_sec` to the end plus `post_roll_sec`, the camera's rolls.
+fn created_message(
+    camera: &CameraRow,
+    event: EventMoment,
     max_recording_sec: u32,
 ) -> Result<OutboxMessage, StoreError> {
+    let EventMoment {
+        event_id,
+        playback_id,
+        event_type,
+        created_at,
+        occurred_at,
+    } = event;
     let rtsp_url = camera
         .rtsp_url_with_username()
         .ok_or(StoreError::Conflict("the camera's RTSP URL is not valid"))?;
@@ -277,9 +301,10 @@ fn created_message(
             password_sealed: camera.password.clone(),
             limits: RecordingLimits {
                 max_duration_sec: max_recording_sec,
-                pre_roll_sec: 0,
-                post_roll_sec: 0,
+                pre_roll_sec: u32::try_from(camera.pre_roll_sec).unwrap_or_default(),
+                post_roll_sec: u32::try_from(camera.post_roll_sec).unwrap_or_default(),
             },
+            occurred_at: Some(occurred_at),
         },
     );
     Ok(OutboxMessage {
@@ -296,14 +321,15 @@ async fn insert_event(
     planned: &PlannedEvent,
 ) -> Result<(), StoreError> {
     sqlx::query(
-        "INSERT INTO events (id, camera_id, type, description, created_at) \
-         VALUES ($1, $2, $3, $4, $5)",
+        "INSERT INTO events (id, camera_id, type, description, created_at, occurred_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
     )
     .bind(planned.id.0)
     .bind(new.camera_id)
     .bind(new.event_type.as_str())
     .bind(&new.description)
     .bind(planned.created_at)
+    .bind(new.occurred_at)
     .execute(&mut *conn)
     .await?;
     if let Some((playback_id, msg)) = &planned.recording {

@@ -4,7 +4,7 @@
 use super::outbox::{enqueue, OutboxMessage};
 use super::{deletions, Page, PageRequest, Store, StoreError};
 use camrec_shared::messages::{
-    EndReason, Envelope, FailureCode, PlaybackStatus, StatusBody, StatusKind, StopCause,
+    EndReason, Envelope, FailureCode, Gap, PlaybackStatus, StatusBody, StatusKind, StopCause,
 };
 use camrec_shared::subjects::{playback_subject, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
@@ -15,7 +15,7 @@ use uuid::Uuid;
 const COLUMNS: &str = "id, event_id, camera_id, status, last_seq, last_status_at, worker_id, \
      video_key, thumb_key, file_size_bytes, duration_sec, codec, audio_codec, width, height, \
      sha256, partial, frames, bitrate_kbps, media_time_sec, started_at, ended_at, error_code, \
-     error_message, deleted_at, created_at, updated_at";
+     error_message, deleted_at, created_at, updated_at, gaps, started_late";
 
 /// One playback as stored.
 #[derive(Clone, Debug, FromRow)]
@@ -47,6 +47,10 @@ pub struct PlaybackRow {
     pub deleted_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Where the camera delivered nothing inside the clip (from `completed`).
+    pub gaps: sqlx::types::Json<Vec<Gap>>,
+    /// The capture did not hold the clip's whole pre-roll (from `completed`).
+    pub started_late: bool,
 }
 
 /// `GET /playbacks` filters.
@@ -230,6 +234,8 @@ struct StatusColumns {
     height: Option<i32>,
     sha256: Option<String>,
     partial: Option<bool>,
+    gaps: Option<sqlx::types::Json<Vec<Gap>>>,
+    started_late: Option<bool>,
     error_code: Option<String>,
     error_message: Option<String>,
 }
@@ -268,6 +274,8 @@ fn columns_of(body: &StatusBody) -> StatusColumns {
             height: i32::try_from(c.height).ok(),
             sha256: Some(c.sha256.clone()),
             partial: Some(c.partial),
+            gaps: Some(sqlx::types::Json(c.gaps.clone())),
+            started_late: Some(c.started_late),
             ..Default::default()
         },
         StatusBody::Failed { code, message } => StatusColumns {
@@ -366,7 +374,8 @@ impl Store {
              height = COALESCE($17, height), sha256 = COALESCE($18, sha256), \
              partial = COALESCE($19, partial), \
              error_code = CASE WHEN $22 THEN $20 ELSE COALESCE($20, error_code) END, \
-             error_message = CASE WHEN $22 THEN $21 ELSE COALESCE($21, error_message) END \
+             error_message = CASE WHEN $22 THEN $21 ELSE COALESCE($21, error_message) END, \
+             gaps = COALESCE($23, gaps), started_late = COALESCE($24, started_late) \
              WHERE id = $1",
         )
         .bind(status.playback_id.0)
@@ -391,6 +400,8 @@ impl Store {
         .bind(c.error_code)
         .bind(c.error_message)
         .bind(matches!(applied, Applied::Overrode(_)))
+        .bind(c.gaps)
+        .bind(c.started_late)
         .execute(&mut *tx)
         .await?;
         if current.deleted && target.is_terminal() {

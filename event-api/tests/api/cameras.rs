@@ -414,7 +414,7 @@ async fn stored_passwords_are_sealed_again_with_the_current_key() {
     let store = event_api::store::Store::connect(app.config.database_url.expose(), 2)
         .await
         .unwrap();
-    assert_eq!(store.reseal_camera_passwords(&keys).await.unwrap(), 2);
+    assert_eq!(store.reseal_camera_passwords(&keys, 3600).await.unwrap(), 2);
     let stored = |c: &serde_json::Value| {
         let (pool, id) = (&app.pool, id(c));
         async move {
@@ -440,8 +440,16 @@ async fn stored_passwords_are_sealed_again_with_the_current_key() {
         stored(&broken).await.starts_with("v1.old."),
         "left as it was"
     );
+    // The workers get the password sealed again through the camera catalog.
+    let resealed = stored(&clear).await;
+    let spec = app
+        .wait_spec("default", &clear, "the re-sealed spec", |s| {
+            s["password_sealed"] == resealed.as_str()
+        })
+        .await;
+    assert!(!spec.to_string().contains("clear-pw"), "{spec}");
     assert_eq!(
-        store.reseal_camera_passwords(&keys).await.unwrap(),
+        store.reseal_camera_passwords(&keys, 3600).await.unwrap(),
         0,
         "nothing left to do"
     );

@@ -5,6 +5,7 @@
 mod analytics;
 mod auth;
 mod cameras;
+mod capture;
 mod events;
 mod fuzz_findings;
 mod nats_auth;

@@ -137,7 +137,8 @@ async fn published_rows_are_purged_after_the_retention_and_unpublished_never() {
             .purge_published_outbox(later - retention)
             .await
             .unwrap(),
-        1
+        2,
+        "the camera's spec and the event.created"
     );
     let left: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
         .fetch_one(&app.pool)

@@ -25,6 +25,8 @@ fn clip(pb: &str, size: u64) -> StatusBody {
         started_at: Utc::now(),
         ended_at: Utc::now(),
         partial: false,
+        gaps: Vec::new(),
+        started_late: false,
     })
 }
 

@@ -22,6 +22,8 @@ fn completed(playback_id: &str) -> StatusBody {
         started_at: Utc::now(),
         ended_at: Utc::now(),
         partial: false,
+        gaps: Vec::new(),
+        started_late: false,
     })
 }
 

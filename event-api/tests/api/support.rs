@@ -3,9 +3,11 @@
 
 use anyhow::Context;
 use async_nats::jetstream;
+use camrec_shared::capture::{CAMERAS_BUCKET, CAPTURES_BUCKET};
 use camrec_shared::messages::{Envelope, PlaybackStatus, StatusBody};
 use camrec_shared::subjects::{playback_subject, Site};
 use camrec_shared::{CameraId, EventId, PlaybackId};
+use event_api::clock::Clock;
 use event_api::Config;
 use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
@@ -50,10 +52,19 @@ pub async fn spawn_app() -> TestApp {
 
 /// Like [`spawn_app`], with extra or overriding environment variables (e.g. S3 storage).
 pub async fn spawn_app_with(env: Vec<(String, String)>) -> TestApp {
-    try_spawn_app(env).await.expect("spawn event-api")
+    try_spawn_app(env, Clock::system())
+        .await
+        .expect("spawn event-api")
 }
 
-async fn try_spawn_app(env: Vec<(String, String)>) -> anyhow::Result<TestApp> {
+/// Like [`spawn_app`], judging request times by `clock` (a manual one the test moves).
+pub async fn spawn_app_with_clock(clock: Clock) -> TestApp {
+    try_spawn_app(Vec::new(), clock)
+        .await
+        .expect("spawn event-api")
+}
+
+async fn try_spawn_app(env: Vec<(String, String)>, clock: Clock) -> anyhow::Result<TestApp> {
     camrec_shared::telemetry::init("warn");
     let db = TestDb::create().await?;
     let nats = NatsServer::start().await?;
@@ -85,7 +96,12 @@ async fn try_spawn_app(env: Vec<(String, String)>) -> anyhow::Result<TestApp> {
     vars.extend(env);
     let config = Config::from_lookup(|k| vars.get(k).cloned())?;
     let shutdown = CancellationToken::new();
-    let server = tokio::spawn(event_api::serve(config.clone(), listener, shutdown.clone()));
+    let server = tokio::spawn(event_api::serve_with_clock(
+        config.clone(),
+        listener,
+        shutdown.clone(),
+        clock,
+    ));
     let http = reqwest::Client::new();
     let login_url = format!("{base}/auth/login");
     let admin_token = testkit::wait_until(Duration::from_secs(30), "event-api login", || {
@@ -345,6 +361,48 @@ impl TestApp {
             .expect("publish")
             .await
             .expect("ack");
+    }
+
+    /// The camera catalog (KV bucket `camrec_cameras`), once event-api has created it.
+    pub async fn cameras_kv(&self) -> jetstream::kv::Store {
+        let js = self.js().await;
+        testkit::wait_until(Duration::from_secs(20), "the cameras bucket", || async {
+            js.get_key_value(CAMERAS_BUCKET).await.ok()
+        })
+        .await
+        .expect("cameras bucket")
+    }
+
+    /// The capture leases (KV bucket `camrec_captures`), once event-api has created it.
+    pub async fn captures_kv(&self) -> jetstream::kv::Store {
+        let js = self.js().await;
+        testkit::wait_until(Duration::from_secs(20), "the captures bucket", || async {
+            js.get_key_value(CAPTURES_BUCKET).await.ok()
+        })
+        .await
+        .expect("captures bucket")
+    }
+
+    /// The spec of `camera` (a camera JSON) at site `site` in the catalog, as JSON, or `None`.
+    pub async fn spec(&self, site: &str, camera: &Value) -> Option<Value> {
+        let key = format!("{site}.{}", camera["id"].as_str().unwrap());
+        let value = self.cameras_kv().await.get(key).await.expect("kv get")?;
+        Some(serde_json::from_slice(&value).expect("spec json"))
+    }
+
+    /// Waits until the spec of `camera` at `site` satisfies `check`; returns it.
+    pub async fn wait_spec(
+        &self,
+        site: &str,
+        camera: &Value,
+        what: &str,
+        check: impl Fn(&Value) -> bool,
+    ) -> Value {
+        testkit::wait_until(Duration::from_secs(20), what, || async {
+            self.spec(site, camera).await.filter(|s| check(s))
+        })
+        .await
+        .expect(what)
     }
 
     /// Waits until `GET /playbacks/:id` satisfies `check`.

@@ -146,6 +146,8 @@ fn clip(pb: &str) -> StatusBody {
         started_at: Utc::now(),
         ended_at: Utc::now(),
         partial: false,
+        gaps: Vec::new(),
+        started_late: false,
     })
 }
 

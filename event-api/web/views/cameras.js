@@ -101,10 +101,21 @@ function card({ camera, recording, clip }, ctx) {
         h('a', { class: 'button', href: `#/timeline?camera=${camera.id}` }, 'Timeline'))));
 }
 
-/** The capture status once the API reports it (`captureStatus`); until then enabled/disabled. */
+/** What the camera's capture is doing (`captureStatus.state`), its last error as the tooltip. */
+const CAPTURE_LABELS = {
+  capturing: 'capturing',
+  connecting: 'connecting',
+  unreachable: 'unreachable',
+  disk_full: 'worker disk full',
+  unassigned: 'no worker',
+  disabled: 'disabled',
+};
+
 function cameraStatus(camera) {
-  if (camera.captureStatus) return badge(String(camera.captureStatus).toLowerCase());
-  return camera.enabled ? badge('enabled') : badge('disabled');
+  const state = camera.captureStatus?.state ?? (camera.enabled ? 'unassigned' : 'disabled');
+  const b = badge(CAPTURE_LABELS[state] ?? state, state);
+  if (camera.captureStatus?.lastError) b.title = camera.captureStatus.lastError;
+  return b;
 }
 
 function thumbnail(camera, clip) {

@@ -148,6 +148,7 @@ function detailsOf(p) {
     ['Resolution', p.resolution],
     ['Size', bytes(p.fileSizeBytes)],
     ['Gaps', gaps],
+    ['Started late', p.startedLate ? 'yes: the capture did not hold the whole pre-roll' : null],
     ['Cut short', p.partial ? 'yes: the camera or the recorder was lost before the end' : null],
     ['Error', p.errorCode && `${p.errorCode}${p.errorMessage ? `: ${p.errorMessage}` : ''}`],
     ['SHA-256', p.sha256],

@@ -7,6 +7,7 @@
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, context::Publish};
+use camrec_shared::capture::{CameraSpec, CaptureLease, CaptureState};
 use camrec_shared::messages::{
     EndReason, Envelope, EventCreated, EventEnded, EventType, PlaybackStatus, RecordingLimits,
     StatusBody, StatusKind, StopCause,
@@ -110,8 +111,14 @@ impl Env {
         // event-api's user creates the streams (the workers' may not); the test then plants
         // events and inspects streams as the harness's administrator, and follows the statuses
         // as the reader user.
-        let api = nats.connect_as(testkit::NatsUser::EventApi).await?;
-        camrec_shared::streams::ensure_streams(&jetstream::new(api), 1)
+        let api = jetstream::new(nats.connect_as(testkit::NatsUser::EventApi).await?);
+        camrec_shared::streams::ensure_streams(&api, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        camrec_shared::streams::ensure_cameras_bucket(&api, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        camrec_shared::streams::ensure_captures_bucket(&api, 1)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         let js = jetstream::new(nats.connect_as(testkit::NatsUser::Admin).await?);
@@ -191,9 +198,55 @@ impl Env {
         Worker { token, handle }
     }
 
+    /// Puts the event's camera into the camera catalog (as event-api's outbox would), then
+    /// publishes the event. The camera's worker captures it from then on.
     pub async fn publish_created(&self, event: &EventCreated) -> anyhow::Result<()> {
         self.publish_created_with_id(event, &format!("{}:created", event.event_id))
             .await
+    }
+
+    /// Writes the camera of `event` into the `camrec_cameras` bucket, enabled, with the event's
+    /// URL, password and rolls.
+    pub async fn put_camera(&self, event: &EventCreated) -> anyhow::Result<()> {
+        self.put_spec(&spec_for(event)).await
+    }
+
+    pub async fn put_spec(&self, spec: &CameraSpec) -> anyhow::Result<()> {
+        let kv = camrec_shared::streams::ensure_cameras_bucket(&self.js, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        kv.put(spec.key(), serde_json::to_vec(spec)?.into()).await?;
+        Ok(())
+    }
+
+    /// The capture lease of a camera, if a worker holds it.
+    pub async fn capture_lease(&self, camera: CameraId) -> anyhow::Result<Option<CaptureLease>> {
+        let kv = camrec_shared::streams::ensure_captures_bucket(&self.js, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        Ok(kv
+            .get(camera.to_string())
+            .await?
+            .and_then(|b| serde_json::from_slice(&b).ok()))
+    }
+
+    /// Puts the camera of `event` into the catalog and waits until a worker captures it, as a
+    /// camera of a running system is: its events then find their pre-roll in the ring.
+    pub async fn start_capture(&self, event: &EventCreated) -> anyhow::Result<CaptureLease> {
+        self.put_camera(event).await?;
+        self.wait_capturing(event.camera_id).await
+    }
+
+    /// Waits until a worker captures the camera of `event` (its lease says `capturing`).
+    pub async fn wait_capturing(&self, camera: CameraId) -> anyhow::Result<CaptureLease> {
+        testkit::wait_until(Duration::from_secs(30), "the camera captured", || async {
+            self.capture_lease(camera)
+                .await
+                .ok()
+                .flatten()
+                .filter(|l| l.state == CaptureState::Capturing)
+        })
+        .await
     }
 
     pub async fn publish_created_with_id(
@@ -201,6 +254,7 @@ impl Env {
         event: &EventCreated,
         msg_id: &str,
     ) -> anyhow::Result<()> {
+        self.put_camera(event).await?;
         let env = Envelope::new(chrono::Utc::now(), event.clone());
         let subject = event_subject(EventKind::Created, &event.site, event.camera_id);
         self.js
@@ -222,6 +276,7 @@ impl Env {
             camera_id: event.camera_id,
             site: event.site.clone(),
             reason: EndReason::Ended,
+            ended_at: Some(chrono::Utc::now()),
         };
         let env = Envelope::new(chrono::Utc::now(), ended);
         let subject = event_subject(EventKind::Ended, &event.site, event.camera_id);
@@ -285,6 +340,24 @@ pub fn event_for(url: RtspUrl, max_duration_sec: u32) -> EventCreated {
             pre_roll_sec: 0,
             post_roll_sec: 0,
         },
+        occurred_at: None,
+    }
+}
+
+/// The camera spec of `event`'s camera: enabled, its URL, password and rolls.
+pub fn spec_for(event: &EventCreated) -> CameraSpec {
+    CameraSpec {
+        camera_id: event.camera_id,
+        site: event.site.clone(),
+        name: event.camera_name.clone(),
+        rtsp_url: event.rtsp_url.clone(),
+        password_sealed: event.password_sealed.clone(),
+        enabled: true,
+        deleted: false,
+        pre_roll_sec: event.limits.pre_roll_sec,
+        post_roll_sec: event.limits.post_roll_sec,
+        max_duration_sec: event.limits.max_duration_sec,
+        updated_at: chrono::Utc::now(),
     }
 }
 

@@ -1,0 +1,425 @@
+//! One event's recording: its clip cut from the camera's capture ([`crate::capture`]), from
+//! claimed lease to `completed` or `failed`, as an explicit state machine:
+//! `Claimed -> Starting -> Recording -> Finalizing -> Uploading -> Done | Failed`.
+//!
+//! - **Starting**: the recording directory and its manifest are written; every segment the ring
+//!   holds from the window's start ([`window::Window`]) is hard-linked into the directory, so the
+//!   clip starts `preRollSec` before the event (or at the oldest frame held: `startedLate`).
+//!   `recording` is reported with the wall-clock time of the clip's first frame as soon as there
+//!   is one; a camera that delivers nothing within `FIRST_SEGMENT_SEC` fails the recording with
+//!   `camera_unreachable` and the capture's last error.
+//! - **Recording**: each segment the capture closes is linked too; `progress` every
+//!   `PROGRESS_INTERVAL_SEC`. The end is the event's end plus its post-roll, or its max duration;
+//!   the recording is complete when a linked segment reaches it. A camera that stays away past the
+//!   end gets the clip with what was captured; a shutdown cuts the clip where the capture is.
+//! - **Finalizing / Uploading** ([`crate::finish`], shared with crash recovery): the linked
+//!   segments are joined (stream copy), probed, thumbnailed, uploaded; `completed` carries the
+//!   clip's wall-clock start and end, its gaps (holes between segments where the camera delivered
+//!   nothing) and `startedLate`.
+//!
+//! A recording holds no FFmpeg of its own: overlapping events on one camera share its capture,
+//! and a hard link keeps a segment for the clip after the ring has let it go. Nothing that waits
+//! for NATS runs in the loop: statuses go to the [`Reporter`], the lease is kept fresh by a
+//! [`LeaseKeeper`] beside the job.
+
+pub mod window;
+
+use camrec_shared::messages::{EventCreated, FailureCode, StatusBody, StopCause};
+use camrec_shared::PlaybackId;
+use chrono::{DateTime, Utc};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::ring::gaps;
+use crate::capture::segment::Segment;
+use crate::capture::Capture;
+use crate::finish::{finish, Finisher, Recorded};
+use crate::manifest::{self, Manifest};
+use crate::ownership::{Lease, LeaseKeeper, LeaseState, StopRegistry};
+use crate::status::{Reporter, StatusPublisher, Subject};
+use window::{wanted, Window, TOLERANCE};
+
+/// Where a recording is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    Claimed,
+    Starting,
+    Recording,
+    Finalizing,
+    Uploading,
+    Done,
+    Failed,
+}
+
+/// Logs a state change of a recording.
+pub(crate) fn note_state(id: PlaybackId, state: State) {
+    tracing::debug!(playback_id = %id, ?state, "recording state");
+}
+
+/// How a recording ended, for the caller's log and the tests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Completed {
+        partial: bool,
+    },
+    Failed(FailureCode),
+    /// The worker's shutdown deadline passed first: the directory stays for the next start.
+    Abandoned,
+}
+
+/// A recording that ends without a clip.
+pub(crate) struct Failure {
+    pub code: FailureCode,
+    pub message: String,
+}
+
+impl Failure {
+    pub fn new(code: FailureCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// What every recording of a worker needs from it: nothing more.
+pub struct Deps {
+    pub finisher: Finisher,
+    pub status: StatusPublisher,
+    pub stops: StopRegistry,
+    pub record_dir: PathBuf,
+    /// `MAX_RECORDING_SEC`: caps the event's `max_duration_sec`.
+    pub max_recording: Duration,
+    /// `PROGRESS_INTERVAL_SEC`.
+    pub progress_interval: Duration,
+    /// `LEASE_HEARTBEAT_SEC`.
+    pub lease_heartbeat: Duration,
+    /// `FIRST_SEGMENT_SEC`: how long a recording waits for the camera's first segment.
+    pub first_segment_within: Duration,
+    /// How long a recording waits past its end for the segment that reaches it.
+    pub end_grace: Duration,
+    /// Cancelled when the worker starts shutting down: recordings stop and finish.
+    pub shutdown: CancellationToken,
+}
+
+/// Registers a claimed recording in the stop registry: call it before the recording's task is
+/// spawned, so an `event.ended` right behind its `event.created` finds it.
+pub fn register(deps: &Deps, event: &EventCreated) -> watch::Receiver<Option<DateTime<Utc>>> {
+    deps.stops.register(event.playback_id)
+}
+
+/// Runs one claimed recording of the camera `capture` to its end, its lease kept fresh beside
+/// it; `ended` comes from [`register`]. The stop registry entry is removed when it returns.
+pub async fn run(
+    deps: Arc<Deps>,
+    capture: Capture,
+    event: EventCreated,
+    lease: Lease,
+    ended: watch::Receiver<Option<DateTime<Utc>>>,
+) -> Outcome {
+    let id = event.playback_id;
+    let lease = Arc::new(LeaseKeeper::new(lease));
+    let job = Job {
+        reporter: deps.status.reporter(Subject {
+            playback_id: id,
+            event_id: event.event_id,
+            camera_id: event.camera_id,
+            site: event.site.clone(),
+        }),
+        dir: manifest::recording_dir(&deps.record_dir, id),
+        manifest: Manifest::new(&event, Utc::now()),
+        window: Window {
+            occurred_at: event.occurred_at.unwrap_or_else(Utc::now),
+            pre_roll: secs(event.limits.pre_roll_sec),
+            post_roll: secs(event.limits.post_roll_sec),
+            max_duration: secs(event.limits.max_duration_sec.max(1)).min(deps.max_recording),
+        },
+        deps: deps.clone(),
+        capture,
+        ended,
+        lease: lease.clone(),
+        linked: Vec::new(),
+    };
+    let outcome = tokio::select! {
+        outcome = job.drive() => outcome,
+        never = lease.keep(deps.lease_heartbeat) => match never {},
+    };
+    deps.stops.remove(id);
+    tracing::info!(playback_id = %id, ?outcome, "recording finished");
+    outcome
+}
+
+fn secs(s: u32) -> Duration {
+    Duration::from_secs(u64::from(s))
+}
+
+/// One recording being driven through its states.
+struct Job {
+    deps: Arc<Deps>,
+    capture: Capture,
+    reporter: Reporter,
+    /// The event's end, once `event.ended` has arrived.
+    ended: watch::Receiver<Option<DateTime<Utc>>>,
+    lease: Arc<LeaseKeeper>,
+    dir: PathBuf,
+    manifest: Manifest,
+    window: Window,
+    /// The segments hard-linked into `dir`, in time order.
+    linked: Vec<Segment>,
+}
+
+/// How the recording phase ended.
+struct Stopped {
+    cause: StopCause,
+    /// The clip does not reach its end (the camera stayed away, the worker shut down).
+    cut_short: bool,
+}
+
+impl Job {
+    fn enter(&mut self, state: State) {
+        note_state(self.manifest.playback_id, state);
+    }
+
+    async fn drive(mut self) -> Outcome {
+        self.enter(State::Starting);
+        let stopped = match self.record().await {
+            Ok(s) => s,
+            Err(f) => return self.fail(f).await,
+        };
+        self.enter(State::Finalizing);
+        self.lease.set(LeaseState::Processing);
+        let recorded = self.recorded(stopped).await;
+        let Job {
+            deps,
+            lease,
+            mut reporter,
+            dir,
+            ..
+        } = self;
+        finish(&deps.finisher, &mut reporter, &lease, &dir, recorded).await
+    }
+
+    /// Links the window's segments as they close until the clip is complete; reports
+    /// `recording` at its first segment and `progress` meanwhile.
+    async fn record(&mut self) -> Result<Stopped, Failure> {
+        tokio::fs::create_dir_all(&self.dir).await.map_err(|e| {
+            Failure::new(
+                FailureCode::RecordingFailed,
+                format!("recording directory: {e}"),
+            )
+        })?;
+        self.save_manifest().await;
+        let mut newest = self.capture.newest();
+        let from = self.window.start();
+        let (until, _) = self.window.end(*self.ended.borrow());
+        for s in self.capture.segments_from(from) {
+            if wanted(s.start, s.end(), from, Some(until)) {
+                self.link(s).await;
+            }
+        }
+        let started = Instant::now();
+        let clock = WallClock::now();
+        let closed = self.capture.closed();
+        let mut tick = tokio::time::interval(self.deps.progress_interval);
+        tick.reset();
+        loop {
+            let ended_at = *self.ended.borrow_and_update();
+            let (until, cause) = self.window.end(ended_at);
+            if self.linked.last().is_some_and(|s| s.end() >= until) {
+                return Ok(Stopped {
+                    cause,
+                    cut_short: false,
+                });
+            }
+            if self.manifest.started_at.is_none() {
+                if let Some(first) = self.linked.first() {
+                    self.mark_started(first.start).await;
+                }
+            }
+            let at_end = clock.instant_at(until);
+            let give_up = at_end + self.deps.end_grace;
+            let no_first = started + self.deps.first_segment_within;
+            tokio::select! {
+                changed = newest.changed() => {
+                    if changed.is_err() {
+                        return Ok(Stopped { cause: StopCause::Shutdown, cut_short: true });
+                    }
+                    let last = self.linked.last().map(|s| s.seq).unwrap_or(0);
+                    for s in self.capture.segments_after(last) {
+                        if wanted(s.start, s.end(), from, Some(until)) {
+                            self.link(s).await;
+                        }
+                    }
+                }
+                _ = self.ended.changed() => {}
+                _ = tokio::time::sleep_until(give_up) => {
+                    if self.linked.is_empty() {
+                        return Err(self.nothing_held());
+                    }
+                    tracing::warn!(playback_id = %self.manifest.playback_id, "no segment reached the clip's end; finishing with what was captured");
+                    return Ok(Stopped { cause, cut_short: true });
+                }
+                _ = tokio::time::sleep_until(no_first), if self.linked.is_empty() => {
+                    return Err(self.unreachable());
+                }
+                _ = closed.cancelled() => {
+                    if self.linked.is_empty() {
+                        return Err(self.unreachable());
+                    }
+                    tracing::warn!(playback_id = %self.manifest.playback_id, "the camera's capture stopped here; finishing with what was captured");
+                    return Ok(Stopped { cause: StopCause::Shutdown, cut_short: true });
+                }
+                _ = self.deps.shutdown.cancelled() => {
+                    if self.linked.is_empty() {
+                        return Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the recording started"));
+                    }
+                    return Ok(Stopped { cause: StopCause::Shutdown, cut_short: true });
+                }
+                _ = tick.tick(), if !self.linked.is_empty() => {
+                    let body = self.progress();
+                    self.reporter.heartbeat(body);
+                }
+            }
+        }
+    }
+
+    /// Hard-links a segment into the recording directory (skipped, logged, when the ring has
+    /// already dropped it).
+    async fn link(&mut self, s: Segment) {
+        if self.linked.last().is_some_and(|l| l.seq >= s.seq) {
+            return;
+        }
+        let target = self.dir.join(s.name());
+        match tokio::fs::hard_link(&s.path, &target).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                tracing::warn!(playback_id = %self.manifest.playback_id, segment = %s.name(), error = %e, "cannot link a segment into the recording");
+                return;
+            }
+        }
+        self.manifest.parts.push(s.name());
+        self.linked.push(Segment { path: target, ..s });
+    }
+
+    async fn mark_started(&mut self, first_frame: DateTime<Utc>) {
+        self.enter(State::Recording);
+        self.manifest.started_at = Some(first_frame);
+        self.save_manifest().await;
+        self.reporter
+            .report(StatusBody::Recording {
+                started_at: first_frame,
+            })
+            .await;
+    }
+
+    fn progress(&self) -> StatusBody {
+        let bytes: u64 = self.linked.iter().map(|s| s.bytes).sum();
+        let media: f64 = self.linked.iter().map(|s| s.duration.as_secs_f64()).sum();
+        StatusBody::Progress {
+            frames: 0,
+            fps: None,
+            bitrate_kbps: (media > 0.0).then(|| bytes as f64 * 8.0 / media / 1000.0),
+            bytes,
+            media_time_sec: media,
+        }
+    }
+
+    /// The window passed with no segment in it: the camera was unreachable, or (a capture that
+    /// started after the window) there is no footage of the event.
+    fn nothing_held(&self) -> Failure {
+        let report = self.capture.report().borrow().clone();
+        if report.state == crate::capture::CaptureState::Capturing {
+            return Failure::new(
+                FailureCode::NoMedia,
+                "the camera's capture holds nothing of the event's window",
+            );
+        }
+        self.unreachable()
+    }
+
+    fn unreachable(&self) -> Failure {
+        let report = self.capture.report().borrow().clone();
+        let reason = report
+            .last_error
+            .unwrap_or_else(|| "the camera delivered no frames".into());
+        Failure::new(FailureCode::CameraUnreachable, reason)
+    }
+
+    /// What the clip holds, from its segments; saved in the manifest too.
+    async fn recorded(&mut self, stopped: Stopped) -> Recorded {
+        let first = self
+            .linked
+            .first()
+            .map(|s| s.start)
+            .unwrap_or_else(Utc::now);
+        let last = self.linked.last().map(|s| s.end()).unwrap_or(first);
+        let holes = gaps(&self.linked, TOLERANCE);
+        let started_late = self.window.started_late(first);
+        let partial = stopped.cut_short || !holes.is_empty();
+        self.manifest.ended_at = Some(last);
+        self.manifest.stopped_by = Some(stopped.cause);
+        self.manifest.partial = partial;
+        self.save_manifest().await;
+        tracing::info!(playback_id = %self.manifest.playback_id, cause = ?stopped.cause, segments = self.linked.len(), gaps = holes.len(), started_late, "recording stopped");
+        Recorded {
+            started_at: first,
+            ended_at: last,
+            stopped_by: Some(stopped.cause),
+            partial,
+            gaps: holes,
+            started_late,
+        }
+    }
+
+    /// Reports `failed`, removes what was linked (nothing usable) and closes the lease.
+    async fn fail(mut self, failure: Failure) -> Outcome {
+        self.enter(State::Failed);
+        let id = self.manifest.playback_id;
+        tracing::warn!(playback_id = %id, code = failure.code.as_str(), message = %failure.message, "recording failed");
+        self.reporter
+            .report(StatusBody::Failed {
+                code: failure.code,
+                message: failure.message,
+            })
+            .await;
+        if tokio::fs::try_exists(&self.dir).await.unwrap_or(false) {
+            if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
+                tracing::warn!(playback_id = %id, error = %e, "cannot remove the recording directory");
+            }
+        }
+        self.lease.settle(LeaseState::Failed).await;
+        Outcome::Failed(failure.code)
+    }
+
+    async fn save_manifest(&self) {
+        if let Err(e) = self.manifest.write(&self.dir).await {
+            tracing::warn!(playback_id = %self.manifest.playback_id, error = %e, "cannot write the manifest");
+        }
+    }
+}
+
+/// Wall-clock times as monotonic instants, from one reading of both clocks: a deadline computed
+/// again later (each turn of a loop) stays where it was.
+struct WallClock {
+    wall: DateTime<Utc>,
+    mono: Instant,
+}
+
+impl WallClock {
+    fn now() -> Self {
+        Self {
+            wall: Utc::now(),
+            mono: Instant::now(),
+        }
+    }
+
+    /// The instant of `at` (the reading's instant, if `at` is before it).
+    fn instant_at(&self, at: DateTime<Utc>) -> Instant {
+        self.mono + (at - self.wall).to_std().unwrap_or_default()
+    }
+}
