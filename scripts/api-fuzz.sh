@@ -124,14 +124,24 @@ print(*(s.getsockname()[1] for s in socks))')
 BASE="http://127.0.0.1:$PORT"
 mkdir -p "$WORK/nats" "$WORK/objects"
 
-setsid nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats" >"$WORK/nats-server.log" 2>&1 &
+# NATS with camrec's users and permissions (nats-users.conf, as nats.conf has them), passwords
+# made up for this run; event-api logs in as its user.
+nats_passwords=()
+for name in EVENT_API WORKER_DEFAULT READER; do
+  nats_passwords+=("NATS_PASSWORD_$name=n$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')")
+done
+NATS_PASSWORD_EVENT_API=${nats_passwords[0]#*=}
+cp nats-users.conf "$WORK/nats-users.conf"
+printf 'host: 127.0.0.1\nport: %s\njetstream { store_dir: "%s" }\ninclude ./nats-users.conf\n' \
+  "$NATS_PORT" "$WORK/nats" >"$WORK/nats.conf"
+setsid env "${nats_passwords[@]}" nats-server -c "$WORK/nats.conf" >"$WORK/nats-server.log" 2>&1 &
 NATS_PID=$!
 wait_for 20 nats-server "$NATS_PID" "$WORK/nats-server.log" nats_answers "$NATS_PORT"
 
 # The fuzzer logs in with made-up credentials: limits high enough that it fuzzes the login
 # itself rather than only its 429 (which the document declares as well).
 setsid env CAMREC_DEV=1 RUST_LOG="${RUST_LOG:-warn}" NO_COLOR=1 \
-  "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=nats://127.0.0.1:$NATS_PORT" \
+  "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=nats://camrec-event-api:$NATS_PASSWORD_EVENT_API@127.0.0.1:$NATS_PORT" \
   HOST=127.0.0.1 "PORT=$PORT" "ADMIN_USERNAME=$ADMIN_USERNAME" "ADMIN_PASSWORD=$ADMIN_PASSWORD" \
   LOGIN_MAX_FAILURES=100000 LOGIN_MAX_FAILURES_PER_ADDRESS=100000 \
   "CAMERA_SECRET_KEY=fuzz:$(head -c 32 /dev/urandom | base64 -w0)" \

@@ -10,8 +10,14 @@
 # :3000 and one recorder-worker, with local storage under ./.local/ (objects, recordings, logs).
 # Ctrl-C stops the worker first (it finishes its recordings), then event-api, then the camera.
 #
+# NATS runs with authentication (nats.conf): event-api and the worker log in as their users, with
+# the passwords scripts/services.sh generated into .local/nats.env. A NATS server on 4222 that
+# accepts anonymous clients (not started from nats.conf, e.g. a distribution's service) is refused;
+# stop it, or set CAMREC_ALLOW_ANONYMOUS_NATS=1 to run on it anyway (permissions not enforced).
+#
 # Environment (all optional): PORT (3000), CAMERA_PORT (8554), ADMIN_PASSWORD
-# (admin-dev-password), CAMREC_RELEASE=1 (release build), CARGO_TARGET_DIR, RUST_LOG.
+# (admin-dev-password), CAMREC_RELEASE=1 (release build), CARGO_TARGET_DIR, RUST_LOG,
+# CAMREC_ALLOW_ANONYMOUS_NATS=1.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -38,7 +44,7 @@ API="http://localhost:$PORT"
 LOCAL="$ROOT/.local"
 LOGS="$LOCAL/logs"
 DATABASE_URL="postgres://postgres@127.0.0.1:5432/camrec"
-NATS_URL="nats://127.0.0.1:4222"
+NATS_ADDR="127.0.0.1:4222"
 
 say() { printf 'dev: %s\n' "$*"; }
 die() {
@@ -75,6 +81,16 @@ bash scripts/install-deps.sh
 # shellcheck source=scripts/services.sh
 source scripts/services.sh
 ensure_services
+if ! nats_requires_auth; then
+  [[ ${CAMREC_ALLOW_ANONYMOUS_NATS:-0} == 1 ]] ||
+    die "the NATS server on $NATS_ADDR accepts anonymous clients (it was not started from nats.conf); \
+stop it (e.g. systemctl stop nats-server) so that this script starts nats.conf's, or set \
+CAMREC_ALLOW_ANONYMOUS_NATS=1 to run on it without NATS permissions"
+  say "warning: NATS on $NATS_ADDR accepts anonymous clients: running without NATS permissions"
+fi
+# Each service logs in as its own user (nats-users.conf); the passwords come from .local/nats.env.
+API_NATS_URL="nats://camrec-event-api:$NATS_PASSWORD_EVENT_API@$NATS_ADDR"
+WORKER_NATS_URL="nats://camrec-worker-default:$NATS_PASSWORD_WORKER_DEFAULT@$NATS_ADDR"
 if [[ $(psql "$DATABASE_URL" -XAtqc 'select 1' 2>/dev/null || true) != 1 ]]; then
   say "creating database camrec"
   createdb -h 127.0.0.1 -p 5432 -U postgres camrec || die "createdb camrec failed"
@@ -110,12 +126,12 @@ start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT"
 wait_for 20 "demo camera" camera grep -q '^READY' "$LOGS/camera.log"
 
 say "starting event-api on $API (log: $LOGS/event-api.log)"
-start_child event-api env CAMREC_DEV=1 "DATABASE_URL=$DATABASE_URL" "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
+start_child event-api env CAMREC_DEV=1 "DATABASE_URL=$DATABASE_URL" "NATS_URL=$API_NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
   "PORT=$PORT" "ADMIN_USERNAME=$ADMIN_USERNAME" "ADMIN_PASSWORD=$ADMIN_PASSWORD" \
   "${key_env[@]}" "${storage_env[@]}" "$BIN/event-api"
 
 say "starting recorder-worker dev-worker-1 (log: $LOGS/recorder-worker.log)"
-start_child recorder-worker env "NATS_URL=$NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default WORKER_ID=dev-worker-1 PORT=3001 \
+start_child recorder-worker env "NATS_URL=$WORKER_NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default WORKER_ID=dev-worker-1 PORT=3001 \
   "RECORD_DIR=$LOCAL/recordings" "${key_env[@]}" "${storage_env[@]}" "$BIN/recorder-worker"
 
 wait_for 60 "event-api /ready" event-api curl -fsS "$API/ready"

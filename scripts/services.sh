@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Makes sure the two services camrec needs are answering on their standard ports:
 #   PostgreSQL on 127.0.0.1:5432 (trust auth for the postgres user, as tests and dev expect)
-#   nats-server with JetStream on 127.0.0.1:4222 (started with ../nats.conf)
-# A service that already answers is left alone. Each start is followed by a wait with a deadline.
+#   nats-server with JetStream on 127.0.0.1:4222 (started with ../nats.conf: authentication on,
+#   its users' passwords generated once into .local/nats.env and exported by `nats_passwords`)
+# A service that already answers is left alone (a NATS server that accepts anonymous clients is
+# reported: camrec's users are not enforced there). Each start is followed by a wait with a
+# deadline.
 #
 # Run it (`bash scripts/services.sh`) or source it and call `ensure_services` (test.sh, dev.sh).
 # Tests start their own NATS servers and databases on top of these; only PostgreSQL is shared.
@@ -48,6 +51,33 @@ nats_answers() {
   timeout 2 bash -c "exec 3<>/dev/tcp/$NATS_HOST/$NATS_PORT && head -c 4 <&3 | grep -q INFO" 2>/dev/null
 }
 
+# Whether the server on the port refuses anonymous clients (its INFO line says auth_required).
+nats_requires_auth() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/$NATS_HOST/$NATS_PORT && head -n 1 <&3" 2>/dev/null |
+    grep -q '"auth_required":true'
+}
+
+# The passwords of nats.conf's users (nats-users.conf), generated once into .local/nats.env
+# (mode 600) and exported: the server reads them from its environment, dev.sh puts them into the
+# services' NATS_URL. A letter first: nats.conf parses an unquoted value (digits would be a
+# number).
+NATS_ENV_FILE="$CAMREC_ROOT/.local/nats.env"
+nats_passwords() {
+  if [[ ! -s $NATS_ENV_FILE ]]; then
+    mkdir -p "$(dirname "$NATS_ENV_FILE")"
+    (
+      umask 077
+      for name in EVENT_API WORKER_DEFAULT READER; do
+        printf 'NATS_PASSWORD_%s=n%s\n' "$name" "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+      done >"$NATS_ENV_FILE"
+    )
+  fi
+  set -a
+  # shellcheck source=/dev/null
+  source "$NATS_ENV_FILE"
+  set +a
+}
+
 pg_version() {
   local bin
   bin=$(compgen -G '/usr/lib/postgresql/*/bin/postgres' | sort -V | tail -n 1)
@@ -78,7 +108,12 @@ add 'host all postgres 127.0.0.1/32 trust' to pg_hba.conf or set DATABASE_URL wi
 
 ensure_nats() {
   export PATH="/usr/sbin:/sbin:$PATH"
-  nats_answers && return 0
+  nats_passwords
+  if nats_answers; then
+    nats_requires_auth ||
+      svc_say "warning: the NATS server on $NATS_HOST:$NATS_PORT accepts anonymous clients (not started from nats.conf): camrec's users and permissions are not enforced there"
+    return 0
+  fi
   local bin logs store=/var/lib/nats-server
   bin=$(command -v nats-server) || svc_die "nats-server is not installed (run scripts/install-deps.sh)"
   # nats.conf names the store directory (nats-server refuses `-sd` on top of `store_dir`).

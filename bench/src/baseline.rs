@@ -208,7 +208,13 @@ mod tests {
     #[tokio::test]
     async fn publishes_a_backlog_and_every_ack_arrives() {
         let nats = testkit::NatsServer::start().await.unwrap();
-        let client = async_nats::connect(nats.url()).await.unwrap();
+        let client = camrec_shared::natsconn::NatsConfig::from_url(
+            &nats.url_as(testkit::NatsUser::EventApi),
+        )
+        .unwrap()
+        .connect(camrec_shared::natsconn::inbox::EVENT_API)
+        .await
+        .unwrap();
         let js = async_nats::jetstream::new(client);
         camrec_shared::streams::ensure_streams(&js, 1)
             .await

@@ -150,7 +150,12 @@ impl Ctx {
                 .await?,
             url: idle_url,
         };
-        let nats = async_nats::connect(rig.nats.url()).await?;
+        // The bench watches streams and plants messages as the harness's administrator.
+        let nats = camrec_shared::natsconn::NatsConfig::from_url(
+            &rig.nats.url_as(testkit::NatsUser::Admin),
+        )?
+        .connect("_INBOX")
+        .await?;
         let js = async_nats::jetstream::new(nats.clone());
         let db = sqlx::postgres::PgPoolOptions::new()
             .max_connections(2)

@@ -100,7 +100,7 @@ impl Rig {
         let admin_password = format!("pw-{}", uuid::Uuid::new_v4().simple());
         let mut api_env = pairs(&[
             ("DATABASE_URL", pg.url(DATABASE)),
-            ("NATS_URL", nats.url()),
+            ("NATS_URL", nats.url_as(testkit::NatsUser::EventApi)),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
             // Event-api seals camera passwords with it, the workers open them.
             ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),
@@ -117,7 +117,7 @@ impl Rig {
         ]);
         api_env.extend(s3.storage_env());
         let mut worker_env = pairs(&[
-            ("NATS_URL", nats.url()),
+            ("NATS_URL", nats.url_as(testkit::NatsUser::Worker)),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
             // Event-api seals camera passwords with it, the workers open them.
             ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),

@@ -17,6 +17,8 @@ pub enum ConfigError {
     MissingJwtSecret,
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Nats(#[from] camrec_shared::natsconn::NatsConfigError),
 }
 
 /// The whole configuration of event-api.
@@ -26,12 +28,17 @@ pub struct Config {
     pub database_url: Secret,
     /// `DB_MAX_CONNECTIONS`, default 20: the size of the PostgreSQL pool.
     pub db_max_connections: u32,
-    /// `NATS_URL`, default `nats://127.0.0.1:4222`.
-    pub nats_url: String,
+    /// `NATS_URL` (default `nats://127.0.0.1:4222`), `NATS_USER`/`NATS_PASSWORD`,
+    /// `NATS_CREDS_FILE`, `NATS_CA_FILE`, `NATS_CLIENT_CERT`/`NATS_CLIENT_KEY`: see
+    /// `camrec_shared::natsconn`. The user is `camrec-event-api` (nats-users.conf).
+    pub nats: camrec_shared::natsconn::NatsConfig,
     /// `NATS_STREAM_REPLICAS`, default 1: replicas of the `EVENTS` and `PLAYBACKS` streams.
     pub nats_stream_replicas: usize,
     /// `HOST`, default `0.0.0.0`, and `PORT`, default 3000: where `main` binds the HTTP listener.
     pub listen: SocketAddr,
+    /// `HEADER_READ_TIMEOUT_SEC`, default 10: a connection whose request headers are not all in
+    /// within this long is closed (a client cannot hold connections by sending them slowly).
+    pub header_read_timeout: Duration,
     /// `JWT_SECRET`: the HS256 key of access tokens. Required unless `CAMREC_DEV=1`, in which
     /// case a random per-process secret is used (tokens die with the process). No fixed default.
     pub jwt_secret: Secret,
@@ -123,9 +130,10 @@ impl Config {
                     .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/camrec".into()),
             ),
             db_max_connections: parse_or(&var, "DB_MAX_CONNECTIONS", 20)?,
-            nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            nats: camrec_shared::natsconn::NatsConfig::from_lookup(&get)?,
             nats_stream_replicas: parse_or(&var, "NATS_STREAM_REPLICAS", 1)?,
             listen: SocketAddr::new(host, port),
+            header_read_timeout: secs("HEADER_READ_TIMEOUT_SEC", 10)?,
             jwt_secret,
             admin_username: var("ADMIN_USERNAME"),
             admin_password: match var("ADMIN_PASSWORD") {
@@ -276,8 +284,10 @@ mod tests {
         let c = Config::from_lookup(lookup(&[
             ("JWT_SECRET", "0123456789abcdef0123456789abcdef-very-secret"),
             ("ADMIN_PASSWORD", "hunter2-admin"),
+            ("NATS_URL", "nats://camrec-event-api:hunter2-nats@nats:4222"),
         ]))
         .unwrap();
+        assert_eq!(c.nats.user(), Some("camrec-event-api"));
         assert_eq!(c.listen.port(), 3000);
         assert_eq!(c.max_recording_sec, 3600);
         assert_eq!(c.stale_playback, Duration::from_secs(120));

@@ -48,6 +48,8 @@ pub enum Error {
     Storage(#[from] StorageError),
     #[error("nats: {0}")]
     Nats(#[from] async_nats::ConnectError),
+    #[error("nats: {0}")]
+    NatsConfig(#[from] camrec_shared::natsconn::NatsConfigError),
     #[error("http server: {0}")]
     Io(#[from] std::io::Error),
     #[error("cannot create the first admin: {0}")]
@@ -114,11 +116,16 @@ pub async fn serve_with_clock(
     }
     let storage = Storage::open(config.storage.clone())?;
     let link = nats_link::NatsLink::default();
+    let options = config
+        .nats
+        .options(camrec_shared::natsconn::inbox::EVENT_API)
+        .await?;
+    tracing::info!(nats = %config.nats.display_url(), "connecting to NATS");
     let nats = link
-        .watch(async_nats::ConnectOptions::new())
+        .watch(options)
         .name("camrec-event-api")
         .retry_on_initial_connect()
-        .connect(config.nats_url.as_str())
+        .connect(config.nats.servers())
         .await?;
     if nats.connection_state() == async_nats::connection::State::Connected {
         link.connected(chrono::Utc::now());
@@ -195,6 +202,7 @@ pub async fn serve_with_clock(
     ));
     tracker.close();
 
+    let header_read_timeout = config.header_read_timeout;
     let state = AppState {
         auth: Arc::new(AuthKeys::new(
             config.jwt_secret.expose().as_bytes(),
@@ -216,10 +224,13 @@ pub async fn serve_with_clock(
         clock,
     };
     tracing::info!(addr = ?listener.local_addr().ok(), "event-api listening");
-    let app = router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await;
+    let served = http::server::serve(
+        listener,
+        router(state),
+        header_read_timeout,
+        shutdown.clone(),
+    )
+    .await;
     tasks.cancel();
     if tokio::time::timeout(Duration::from_secs(10), tracker.wait())
         .await

@@ -42,6 +42,11 @@ impl NatsLink {
                 match event {
                     async_nats::Event::Connected => link.connected(Utc::now()),
                     async_nats::Event::Disconnected => link.disconnected(),
+                    // A refused login or a subject event-api's NATS user may not use
+                    // (nats-users.conf): the server says so here, not in the call that failed.
+                    async_nats::Event::ServerError(e) => {
+                        tracing::warn!(error = %e, "the NATS server refused something")
+                    }
                     _ => {}
                 }
             }

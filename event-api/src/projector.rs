@@ -7,14 +7,23 @@
 //! ack after the database commit; an undecodable message is terminated (never redelivered) and
 //! counted; a status for an unknown playback is acked and ignored; a database error naks the
 //! message for redelivery and backs the loop off.
+//!
+//! A status is heard only from the worker that owns its playback ([`decide`]): the one that
+//! reported it first, on a subject of the camera's site. NATS lets each site's worker user
+//! publish on its own site's subjects only, so the subject's site is checked against the
+//! message's, and the message's against the camera's. A refused status is acked (it can never
+//! apply), logged once here and counted (`projector_refused_total{reason}`).
+//!
+//! [`decide`]: crate::store::playbacks::decide
 
 use crate::playbacks_feed::FeedError;
-use crate::store::playbacks::Applied;
+use crate::store::playbacks::{Applied, Refusal};
 use crate::store::Store;
 use async_nats::jetstream::message::AckKind;
 use async_nats::jetstream::{Context, Message};
 use camrec_shared::backoff::{sleep_or_cancel, Backoff};
 use camrec_shared::messages::{Envelope, PlaybackStatus};
+use camrec_shared::subjects::Subject;
 use futures::StreamExt;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -33,7 +42,16 @@ pub async fn handle(store: &Store, msg: &Message) -> Result<(), FeedError> {
             return Ok(());
         }
     };
-    match store.apply_status(&status).await {
+    let subject_site = match Subject::parse(&msg.subject) {
+        Ok(Subject::Playback { site, .. }) => Some(site),
+        _ => None,
+    };
+    let applied = if subject_site.as_ref() == Some(&status.site) {
+        store.apply_status(&status).await
+    } else {
+        Ok(Applied::Refused(Refusal::WrongSite))
+    };
+    match applied {
         Ok(Applied::Applied) => {
             metrics::counter!("projector_applied_total").increment(1);
             tracing::debug!(playback_id = %status.playback_id, seq = status.seq, status = ?status.body.kind(), "status applied");
@@ -44,6 +62,12 @@ pub async fn handle(store: &Store, msg: &Message) -> Result<(), FeedError> {
             tracing::info!(playback_id = %status.playback_id, presumed = presumed.as_str(),
                 worker_id = %status.worker_id, status = ?status.body.kind(),
                 "the worker reported after the reconciler presumed the playback failed; its report wins");
+        }
+        Ok(Applied::Refused(why)) => {
+            metrics::counter!("projector_refused_total", "reason" => why.as_str()).increment(1);
+            tracing::warn!(subject = %msg.subject, playback_id = %status.playback_id,
+                worker_id = %status.worker_id, site = %status.site, reason = why.as_str(),
+                "status refused: not from the worker that owns the playback");
         }
         Ok(Applied::Ignored) => {
             metrics::counter!("projector_ignored_total", "reason" => "stale_or_not_allowed")

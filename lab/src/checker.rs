@@ -214,7 +214,7 @@ pub async fn wait_terminal(api: &Api, ledger: &Ledger, deadline: Duration) -> Du
 /// Reads the outcome and builds the [`Report`].
 pub async fn check(cluster: &Cluster, api: &Api, ledger: &Ledger) -> Result<Report, CheckError> {
     let playbacks = api.all_playbacks().await?;
-    let streams = read_streams(&cluster.nats.url()).await?;
+    let streams = read_streams(&cluster.nats.url_as(testkit::NatsUser::Admin)).await?;
     let objects = cluster.s3.keys();
     let outbox = read_outbox(&cluster.database_url()).await?;
     let storage = cluster
@@ -380,10 +380,15 @@ impl StreamCounts {
     }
 }
 
-/// Reads every message of `EVENTS` and `PLAYBACKS` (by sequence; the lab's streams are small).
+/// Reads every message of `EVENTS` and `PLAYBACKS` (by sequence; the lab's streams are small),
+/// connected to `nats_url` (with a login that may read both streams).
 pub async fn read_streams(nats_url: &str) -> Result<StreamCounts, CheckError> {
     let nats = |e: &dyn fmt::Display| CheckError::Nats(e.to_string());
-    let client = async_nats::connect(nats_url).await.map_err(|e| nats(&e))?;
+    let client = camrec_shared::natsconn::NatsConfig::from_url(nats_url)
+        .map_err(|e| nats(&e))?
+        .connect("_INBOX")
+        .await
+        .map_err(|e| nats(&e))?;
     let js = async_nats::jetstream::new(client);
     let mut counts = StreamCounts::default();
     for name in [EVENTS_STREAM, PLAYBACKS_STREAM] {

@@ -13,7 +13,7 @@ use nix::sys::signal::Signal;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
-use testkit::{CameraProfile, FakeCamera, NatsServer, S3Server};
+use testkit::{CameraProfile, FakeCamera, NatsServer, NatsUser, S3Server};
 
 /// The key camera passwords are sealed with between this harness's event-api and workers
 /// (a test key: 32 bytes of 7).
@@ -405,7 +405,7 @@ fn api_env(
     let mut env = pairs(&[
         ("DATABASE_URL", pg.url(DATABASE)),
         ("DB_MAX_CONNECTIONS", "10".into()),
-        ("NATS_URL", nats.url()),
+        ("NATS_URL", nats.url_as(NatsUser::EventApi)),
         ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
         // Event-api seals camera passwords with it, the workers open them.
         ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),
@@ -438,7 +438,7 @@ fn worker_env(
     record_dir: &Path,
 ) -> Vec<(String, String)> {
     let mut env = pairs(&[
-        ("NATS_URL", nats.url()),
+        ("NATS_URL", nats.url_as(NatsUser::Worker)),
         ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".into()),
         // Event-api seals camera passwords with it, the workers open them.
         ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.into()),

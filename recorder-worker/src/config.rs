@@ -2,6 +2,7 @@
 //! its default. Storage variables are read by `camrec_shared::storage::StorageConfig` so that the
 //! worker and event-api agree on them.
 
+use camrec_shared::natsconn::{NatsConfig, NatsConfigError};
 use camrec_shared::storage::{StorageConfig, StorageError};
 use camrec_shared::subjects::Site;
 use std::path::PathBuf;
@@ -10,15 +11,18 @@ use std::time::Duration;
 /// Everything the worker is told by its environment.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `NATS_URL` (default `nats://127.0.0.1:4222`).
-    pub nats_url: String,
-    /// `NATS_STREAM_REPLICAS` (default 1): replicas of the streams and the recordings bucket when
-    /// this worker creates or updates them; the same variable event-api reads, so a worker never
-    /// sets production's 3-replica streams back to 1.
-    pub nats_stream_replicas: usize,
+    /// `NATS_URL` (default `nats://127.0.0.1:4222`), `NATS_USER`/`NATS_PASSWORD`,
+    /// `NATS_CREDS_FILE`, `NATS_CA_FILE`, `NATS_CLIENT_CERT`/`NATS_CLIENT_KEY`: see
+    /// `camrec_shared::natsconn`. The user is the site's worker user (`camrec-worker-<site>`),
+    /// which may not create streams: the worker waits until event-api has created them.
+    pub nats: NatsConfig,
     /// `SITE` (default `default`): the site whose events this worker records.
     pub site: Site,
-    /// `WORKER_ID` (default `<hostname>-<pid>`): names this worker in leases and status messages.
+    /// `WORKER_ID` (default: the host name): names this worker in leases and status messages.
+    /// It must stay the same across restarts of one worker (event-api accepts a playback's
+    /// statuses only from the worker that first reported it, and a restarted worker finishes
+    /// what it left in `RECORD_DIR`), and differ between workers: set it where host names are
+    /// not stable (a Kubernetes Deployment; a StatefulSet's pod names are).
     pub worker_id: String,
     /// `MAX_CAMERAS` (default 16): cameras this worker captures at once (one FFmpeg each); the
     /// site's other workers take the rest.
@@ -96,6 +100,8 @@ pub enum ConfigError {
     Invalid(&'static str),
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Nats(#[from] NatsConfigError),
 }
 
 impl Config {
@@ -124,12 +130,6 @@ impl Config {
             Some(s) => Site::new(s.trim()).map_err(|_| ConfigError::Invalid("SITE"))?,
         };
         let max_cameras = ranged::<usize>(var("MAX_CAMERAS"), "MAX_CAMERAS", 16, 1..=1024)?;
-        let nats_stream_replicas = ranged::<usize>(
-            var("NATS_STREAM_REPLICAS"),
-            "NATS_STREAM_REPLICAS",
-            1,
-            1..=5,
-        )?;
         let segment_sec = ranged::<u64>(var("SEGMENT_SEC"), "SEGMENT_SEC", 1, 1..=10)?;
         let port = ranged::<u16>(var("PORT"), "PORT", 3001, 0..=u16::MAX)?;
         let min_free_disk_mb = ranged::<u64>(
@@ -141,8 +141,7 @@ impl Config {
         let failed_keep_days =
             ranged::<u64>(var("FAILED_KEEP_DAYS"), "FAILED_KEEP_DAYS", 7, 1..=36_500)?;
         Ok(Self {
-            nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-            nats_stream_replicas,
+            nats: NatsConfig::from_lookup(&get)?,
             site,
             worker_id: var("WORKER_ID").unwrap_or_else(default_worker_id),
             record_dir: PathBuf::from(
@@ -204,13 +203,13 @@ fn ranged<T: std::str::FromStr + PartialOrd>(
     }
 }
 
+/// The host name: stable across restarts, unlike the process id it used to carry.
 fn default_worker_id() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .map(|h| h.trim().to_owned())
         .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "worker".into());
-    format!("{host}-{}", std::process::id())
+        .unwrap_or_else(|| "worker".into())
 }
 
 #[cfg(test)]
@@ -229,7 +228,7 @@ mod tests {
     #[test]
     fn defaults_apply_when_nothing_is_set() {
         let c = from(&[]).unwrap();
-        assert_eq!(c.nats_url, "nats://127.0.0.1:4222");
+        assert_eq!(c.nats.display_url(), "nats://127.0.0.1:4222");
         assert_eq!(c.site.as_str(), "default");
         assert_eq!(c.max_cameras, 16);
         assert_eq!(c.segment, Duration::from_secs(1));
@@ -238,9 +237,13 @@ mod tests {
         assert_eq!(c.max_recording, Duration::from_secs(3600));
         assert_eq!(c.shutdown_grace, Duration::from_secs(25));
         assert_eq!(c.upload_give_up, Duration::from_secs(1800));
-        assert!(c.worker_id.ends_with(&format!("-{}", std::process::id())));
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+        assert_eq!(
+            c.worker_id,
+            host.trim(),
+            "the host name, stable across restarts"
+        );
         assert_eq!(c.record_dir, PathBuf::from("./data/recordings"));
-        assert_eq!(c.nats_stream_replicas, 1);
         assert_eq!(c.port, 3001);
         assert_eq!(c.min_free_disk_bytes, 1024 << 20);
         assert_eq!(c.failed_keep, Duration::from_secs(7 * 24 * 3600));
@@ -254,17 +257,21 @@ mod tests {
             ("MAX_CAMERAS", "2"),
             ("SEGMENT_SEC", "3"),
             ("MAX_RECORDING_SEC", "60"),
-            ("NATS_STREAM_REPLICAS", "3"),
             ("PORT", "0"),
             ("MIN_FREE_DISK_MB", "1000000000"),
             ("FAILED_KEEP_DAYS", "2"),
+            (
+                "NATS_URL",
+                "nats://camrec-worker-north:hunter2-nats@nats:4222",
+            ),
         ])
         .unwrap();
+        assert_eq!(c.nats.user(), Some("camrec-worker-north"));
+        assert!(!format!("{c:?}").contains("hunter2"));
         assert_eq!(c.port, 0);
         assert_eq!(c.min_free_disk_bytes, 1_000_000_000 << 20);
         assert_eq!(c.failed_keep, Duration::from_secs(2 * 24 * 3600));
         assert_eq!(c.segment, Duration::from_secs(3));
-        assert_eq!(c.nats_stream_replicas, 3);
         assert_eq!(c.site.as_str(), "north");
         assert_eq!(c.worker_id, "w7");
         assert_eq!(c.max_cameras, 2);
@@ -275,7 +282,7 @@ mod tests {
             ("SEGMENT_SEC", "11"),
             ("MAX_RECORDING_SEC", "x"),
             ("STOP_GRACE_SEC", "-1"),
-            ("NATS_STREAM_REPLICAS", "0"),
+            ("NATS_URL", "http://nats"),
             ("FIRST_SEGMENT_SEC", "0"),
             ("PORT", "65536"),
             ("MIN_FREE_DISK_MB", "-1"),

@@ -69,15 +69,12 @@ pub struct Ownership {
 }
 
 impl Ownership {
-    /// Opens the bucket, creating it with `replicas` on first use (`camrec_shared::streams`).
-    pub async fn open(
-        js: &jetstream::Context,
-        worker_id: String,
-        replicas: usize,
-    ) -> Result<Self, OwnershipError> {
-        let kv = camrec_shared::streams::ensure_recordings_bucket(js, replicas)
-            .await
-            .map_err(OwnershipError::Open)?;
+    /// Opens the bucket, which event-api creates (`camrec_shared::streams::ensure_streams`).
+    pub async fn open(js: &jetstream::Context, worker_id: String) -> Result<Self, OwnershipError> {
+        let kv =
+            camrec_shared::streams::open_bucket(js, camrec_shared::subjects::RECORDINGS_BUCKET)
+                .await
+                .map_err(OwnershipError::Open)?;
         Ok(Self { kv, worker_id })
     }
 

@@ -24,7 +24,8 @@
 use async_nats::jetstream::{self, kv};
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::capture::{
-    parse_camera_key, site_cameras_filter, CameraSpec, CaptureLease, CAPTURE_LEASE_TTL,
+    parse_camera_key, site_cameras_filter, CameraSpec, CaptureLease, CAMERAS_BUCKET,
+    CAPTURES_BUCKET, CAPTURE_LEASE_TTL,
 };
 use camrec_shared::rtsp::RtspUrl;
 use camrec_shared::sealed::CameraKeys;
@@ -76,8 +77,6 @@ pub struct Cameras {
     pub recordings: Arc<Deps>,
     /// Where recordings are spawned (the worker waits for them at shutdown).
     pub tracker: TaskTracker,
-    /// `NATS_STREAM_REPLICAS`, for the buckets this worker may create.
-    pub replicas: usize,
     /// The state of each camera this worker holds (the `capture_cameras` gauges).
     pub held: std::sync::Mutex<HashMap<CameraId, CaptureState>>,
 }
@@ -146,10 +145,9 @@ async fn open_buckets(
     let mut attempt = 0;
     loop {
         let opened = async {
-            let catalog =
-                camrec_shared::streams::ensure_cameras_bucket(&cams.js, cams.replicas).await?;
-            let leases =
-                camrec_shared::streams::ensure_captures_bucket(&cams.js, cams.replicas).await?;
+            // event-api creates them; this worker's NATS user may not.
+            let catalog = camrec_shared::streams::open_bucket(&cams.js, CAMERAS_BUCKET).await?;
+            let leases = camrec_shared::streams::open_bucket(&cams.js, CAPTURES_BUCKET).await?;
             Ok::<_, async_nats::Error>((catalog, leases))
         };
         match opened.await {

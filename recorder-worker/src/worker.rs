@@ -46,8 +46,10 @@ const RETRY_MAX: Duration = Duration::from_secs(5);
 enum SetupError {
     #[error("cannot connect: {0}")]
     Connect(#[from] async_nats::ConnectError),
-    #[error("cannot set up the streams: {0}")]
-    Streams(#[from] camrec_shared::streams::StreamsError),
+    #[error(transparent)]
+    Config(#[from] camrec_shared::natsconn::NatsConfigError),
+    #[error("stream EVENTS (event-api creates it): {0}")]
+    Streams(#[from] jetstream::context::GetStreamError),
     #[error(transparent)]
     Ownership(#[from] OwnershipError),
 }
@@ -59,18 +61,21 @@ struct Messaging {
     ownership: Ownership,
 }
 
-/// Connects and opens the streams and the recordings bucket.
+/// Connects as the site's worker user and opens the recordings bucket. The streams and the
+/// buckets are event-api's to create (this user may not): until `EVENTS` and the bucket exist
+/// this fails and [`connect_when_up`] retries.
 async fn connect(config: &Config) -> Result<Messaging, SetupError> {
-    let client = async_nats::ConnectOptions::new()
+    let client = config
+        .nats
+        .options(&camrec_shared::natsconn::inbox::worker(&config.site))
+        .await?
         .name(format!("recorder-worker {}", config.worker_id))
-        .connect(config.nats_url.as_str())
+        .connect(config.nats.servers())
         .await?;
     let js = jetstream::new(client.clone());
-    camrec_shared::streams::ensure_streams(&js, config.nats_stream_replicas)
-        .await
-        .map_err(SetupError::Streams)?;
-    let ownership =
-        Ownership::open(&js, config.worker_id.clone(), config.nats_stream_replicas).await?;
+    js.get_stream(camrec_shared::subjects::EVENTS_STREAM)
+        .await?;
+    let ownership = Ownership::open(&js, config.worker_id.clone()).await?;
     Ok(Messaging {
         client,
         js,
@@ -162,7 +167,6 @@ pub async fn run(
             shutdown: shutdown.clone(),
         }),
         tracker: tracker.clone(),
-        replicas: config.nats_stream_replicas,
         held: Mutex::new(HashMap::new()),
     });
     let leftovers = Arc::new(Leftovers {

@@ -73,7 +73,7 @@ impl System {
         let mut api_env = storage.clone();
         for (k, v) in [
             ("DATABASE_URL", db.url().to_owned()),
-            ("NATS_URL", nats.url()),
+            ("NATS_URL", nats.url_as(testkit::NatsUser::EventApi)),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             // Event-api seals camera passwords with it, the workers open them.
             ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.to_owned()),
@@ -92,7 +92,7 @@ impl System {
 
         let mut worker_env = storage;
         for (k, v) in [
-            ("NATS_URL", nats.url()),
+            ("NATS_URL", nats.url_as(testkit::NatsUser::Worker)),
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             // Event-api seals camera passwords with it, the workers open them.
             ("CAMERA_SECRET_KEY", TEST_CAMERA_KEY.to_owned()),
@@ -337,7 +337,7 @@ async fn a_motion_event_becomes_a_playable_clip_in_local_storage() -> anyhow::Re
     );
     assert!(dump.contains("v1.test."), "the sealed password is stored");
     assert_eq!(
-        files_containing(sys._nats.store_dir(), password),
+        files_containing(&sys._nats.store_dir(), password),
         Vec::<PathBuf>::new()
     );
     assert_eq!(
@@ -348,6 +348,9 @@ async fn a_motion_event_becomes_a_playable_clip_in_local_storage() -> anyhow::Re
     assert!(done["videoUrl"]
         .as_str()
         .is_some_and(|u| u.starts_with(&sys.base) && u.contains("/media/")));
+    // Both services ran with their own NATS users (nats-users.conf), and the server refused
+    // nothing they asked for.
+    assert_eq!(sys._nats.permission_violations(), Vec::<String>::new());
     sys.stop().await
 }
 

@@ -1,5 +1,6 @@
-//! The JetStream streams camrec owns, defined once so that event-api (which creates them) and the
-//! workers and tests (which may create them where event-api is not running) agree on every limit.
+//! The JetStream streams camrec owns, defined once so that event-api (which creates them, the only
+//! NATS user allowed to) and the tests (which create them where event-api is not running) agree
+//! on every limit.
 //!
 //! Both streams keep file storage, limits retention (other systems may add consumers), a week of
 //! history and a 10-minute duplicate window, so a relay retry within ten minutes of the first
@@ -49,8 +50,16 @@ pub enum StreamsError {
     Update(jetstream::context::UpdateStreamError),
 }
 
-/// Creates both streams, or updates them to this configuration when they exist.
+/// Creates both streams, or updates them to this configuration when they exist, and creates the
+/// recordings bucket when it does not exist. Only event-api calls it: the workers' NATS user may
+/// not create or change a stream (nats-users.conf), they wait until event-api has.
 pub async fn ensure_streams(js: &jetstream::Context, replicas: usize) -> Result<(), StreamsError> {
+    let bucket = recordings_bucket_config(replicas);
+    if js.get_stream(&bucket.name).await.is_err() {
+        js.create_stream(bucket)
+            .await
+            .map_err(StreamsError::Create)?;
+    }
     for cfg in [events_config(replicas), playbacks_config(replicas)] {
         match js.get_stream(&cfg.name).await {
             Ok(_) => {
@@ -88,6 +97,14 @@ fn kv_bucket_config(bucket: &str, max_age: Duration, replicas: usize) -> stream:
     }
 }
 
+/// Opens a KV bucket that event-api created (the workers' NATS users may not create one).
+pub async fn open_bucket(
+    js: &jetstream::Context,
+    bucket: &str,
+) -> Result<jetstream::kv::Store, async_nats::Error> {
+    Ok(js.get_key_value(bucket).await?)
+}
+
 /// Creates the stream of a KV bucket when it does not exist, and opens the bucket.
 async fn ensure_bucket(
     js: &jetstream::Context,
@@ -109,7 +126,7 @@ pub fn recordings_bucket_config(replicas: usize) -> stream::Config {
     )
 }
 
-/// Creates the recordings KV bucket when it does not exist, and opens it.
+/// Creates the recordings KV bucket when it does not exist, and opens it (event-api).
 pub async fn ensure_recordings_bucket(
     js: &jetstream::Context,
     replicas: usize,
@@ -124,7 +141,7 @@ pub fn cameras_bucket_config(replicas: usize) -> stream::Config {
     kv_bucket_config(crate::capture::CAMERAS_BUCKET, Duration::ZERO, replicas)
 }
 
-/// Creates the cameras KV bucket when it does not exist, and opens it.
+/// Creates the cameras KV bucket when it does not exist, and opens it (event-api).
 pub async fn ensure_cameras_bucket(
     js: &jetstream::Context,
     replicas: usize,
@@ -143,7 +160,7 @@ pub fn captures_bucket_config(replicas: usize) -> stream::Config {
     )
 }
 
-/// Creates the captures KV bucket when it does not exist, and opens it.
+/// Creates the captures KV bucket when it does not exist, and opens it (event-api).
 pub async fn ensure_captures_bucket(
     js: &jetstream::Context,
     replicas: usize,

@@ -2,7 +2,8 @@
 //! when dropped.
 //!
 //! - [`NatsServer`]: a nats-server with JetStream on a free port and its own store directory
-//!   (stop, kill -9 and restart it on the same port and store).
+//!   (stop, kill -9 and restart it on the same port and store), with camrec's users and
+//!   permissions ([`NatsUser`]) and optionally TLS from a test CA ([`tls::TestCa`]).
 //! - [`TestDb`]: a fresh PostgreSQL database on the machine's server, dropped on drop.
 //! - [`S3Server`]: `s3s-fs`, an S3-protocol server that checks signatures, with one bucket.
 //! - [`FakeCamera`]: a GStreamer RTSP server playing a live test pattern (`fake_camera.py`),
@@ -17,10 +18,11 @@ pub mod camera;
 pub mod db;
 pub mod nats;
 pub mod s3;
+pub mod tls;
 
 pub use camera::{AudioCodec, CameraProfile, FakeCamera, Sessions, VideoCodec};
 pub use db::TestDb;
-pub use nats::NatsServer;
+pub use nats::{NatsServer, NatsUser};
 pub use s3::S3Server;
 
 use std::future::Future;

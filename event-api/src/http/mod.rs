@@ -15,6 +15,7 @@ pub mod openapi;
 pub mod ops;
 pub mod passwords;
 pub mod playbacks;
+pub mod server;
 pub mod ui;
 pub mod users;
 pub mod webhooks;

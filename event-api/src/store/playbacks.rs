@@ -164,9 +164,30 @@ pub enum Applied {
     /// The playback's worker reported after the reconciler had presumed it failed (the code
     /// given): its report replaced the presumption.
     Overrode(FailureCode),
-    /// Older than the last applied message, a transition that is not allowed, or an unknown
-    /// playback.
+    /// Older than the last applied message, a transition that is not allowed, an unknown
+    /// playback, or event-api's own announcement coming back (already applied when written).
     Ignored,
+    /// Not from the playback's worker: see [`Refusal`].
+    Refused(Refusal),
+}
+
+/// Why a status was refused: it cannot come from the worker that owns the playback.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// Another worker reported the playback first: it owns it.
+    NotOwner,
+    /// The status names another site than the camera's: the NATS user of that site's workers
+    /// sent it (the subject's site is what the server's permissions enforce).
+    WrongSite,
+}
+
+impl Refusal {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Refusal::NotOwner => "not_owner",
+            Refusal::WrongSite => "wrong_site",
+        }
+    }
 }
 
 /// A playback the reconciler failed.
@@ -314,8 +335,10 @@ impl Store {
         };
         let mut tx = self.pool.begin().await?;
         let current: Option<Current> = sqlx::query_as(
-            "SELECT status, last_seq, worker_id, error_code, deleted_at IS NOT NULL AS deleted \
-             FROM playbacks WHERE id = $1 FOR UPDATE",
+            "SELECT p.status, p.last_seq, p.worker_id, p.error_code, \
+               p.deleted_at IS NOT NULL AS deleted, c.site \
+             FROM playbacks p JOIN cameras c ON c.id = p.camera_id \
+             WHERE p.id = $1 FOR UPDATE OF p",
         )
         .bind(status.playback_id.0)
         .fetch_optional(&mut *tx)
@@ -326,18 +349,21 @@ impl Store {
         let target = target_status(status.body.kind());
         let applied = decide(
             &current,
-            seq,
-            target,
-            &status.worker_id,
+            &Report {
+                seq,
+                target,
+                worker_id: &status.worker_id,
+                site: status.site.as_str(),
+            },
             Utc::now().timestamp_micros(),
         );
-        if applied == Applied::Ignored {
-            return Ok(Applied::Ignored);
+        if matches!(applied, Applied::Ignored | Applied::Refused(_)) {
+            return Ok(applied);
         }
         let c = columns_of(&status.body);
         sqlx::query(
             "UPDATE playbacks SET status = $3, last_seq = $2, last_status_at = now(), \
-             updated_at = now(), worker_id = $4, \
+             updated_at = now(), worker_id = COALESCE(worker_id, $4), \
              started_at = COALESCE($5, started_at), ended_at = COALESCE($6, ended_at), \
              frames = COALESCE($7, frames), bitrate_kbps = COALESCE($8, bitrate_kbps), \
              media_time_sec = COALESCE($9, media_time_sec), video_key = COALESCE($10, video_key), \
@@ -523,6 +549,18 @@ pub struct Current {
     pub worker_id: Option<String>,
     pub error_code: Option<String>,
     pub deleted: bool,
+    /// The camera's site.
+    pub site: String,
+}
+
+/// What a status message says, as [`decide`] needs it.
+#[derive(Clone, Copy, Debug)]
+pub struct Report<'a> {
+    pub seq: i64,
+    /// The stored status the message moves the playback to.
+    pub target: PlaybackState,
+    pub worker_id: &'a str,
+    pub site: &'a str,
 }
 
 /// How far ahead of this host's clock a `seq` may be (workers derive it from their clocks, in
@@ -530,43 +568,50 @@ pub struct Current {
 /// playback against every real one.
 pub const MAX_SEQ_AHEAD_MICROS: i64 = 3_600_000_000;
 
-/// Whether a status with `seq` from `worker_id`, moving the playback to `target`, applies to
-/// `current` at `now_micros`: only a newer `seq` that is not far in the future, only an allowed
-/// transition (ADR 0001); a report from the playback's own worker (or, for `not_started`, any
-/// worker) replaces a failure the reconciler only presumed; and a clip uploaded on retry
-/// completes a playback whose upload had been given up.
-pub fn decide(
-    current: &Current,
-    seq: i64,
-    target: PlaybackState,
-    worker_id: &str,
-    now_micros: i64,
-) -> Applied {
+/// Whether a status `report` applies to `current` at `now_micros`:
+/// - never one naming event-api as its worker: event-api applied its own verdicts when it wrote
+///   them, and a worker must not pass for it;
+/// - only from the playback's site and its owner, the worker that reported it first (its
+///   `worker_id` is stored then and never changes): anything else is [`Applied::Refused`];
+/// - only a newer `seq` that is not far in the future, only an allowed transition (ADR 0001);
+/// - a report from the owner (or, for `not_started`, the first worker) replaces a failure the
+///   reconciler only presumed, and a clip uploaded on retry completes a playback whose upload
+///   had been given up.
+pub fn decide(current: &Current, report: &Report<'_>, now_micros: i64) -> Applied {
+    let Report {
+        seq,
+        target,
+        worker_id,
+        site,
+    } = *report;
+    if worker_id == RECONCILER_ID {
+        return Applied::Ignored;
+    }
+    if site != current.site {
+        return Applied::Refused(Refusal::WrongSite);
+    }
+    if current.worker_id.as_deref().is_some_and(|w| w != worker_id) {
+        return Applied::Refused(Refusal::NotOwner);
+    }
     if seq <= current.last_seq || seq > now_micros.saturating_add(MAX_SEQ_AHEAD_MICROS) {
         return Applied::Ignored;
     }
     if allowed_from(target).contains(&current.status) {
         return Applied::Applied;
     }
+    // A clip whose upload was given up is retried from `_failed/` later, by the same worker
+    // (its WORKER_ID is stable across restarts): its `completed` is what the user wants to see.
+    if current.status == PlaybackState::Failed
+        && current.error_code.as_deref() == Some(FailureCode::UploadFailed.as_str())
+        && target == PlaybackState::Completed
+    {
+        return Applied::Overrode(FailureCode::UploadFailed);
+    }
     let presumed = PRESUMED_FAILURES
         .into_iter()
         .find(|code| current.error_code.as_deref() == Some(code.as_str()));
-    let owner = current.worker_id.as_deref().is_none_or(|w| w == worker_id);
-    // A clip whose upload was given up is retried from `_failed/` later, by whichever run of a
-    // worker on that host: its `completed` is what the user wants to see.
-    let upload_retried = current.status == PlaybackState::Failed
-        && current.error_code.as_deref() == Some(FailureCode::UploadFailed.as_str())
-        && target == PlaybackState::Completed
-        && worker_id != RECONCILER_ID;
-    if upload_retried {
-        return Applied::Overrode(FailureCode::UploadFailed);
-    }
     match presumed {
-        Some(code)
-            if current.status == PlaybackState::Failed && owner && worker_id != RECONCILER_ID =>
-        {
-            Applied::Overrode(code)
-        }
+        Some(code) if current.status == PlaybackState::Failed => Applied::Overrode(code),
         _ => Applied::Ignored,
     }
 }
@@ -603,7 +648,28 @@ mod tests {
             worker_id: worker.map(str::to_owned),
             error_code: code.map(|c| c.as_str().to_owned()),
             deleted: false,
+            site: "default".into(),
         }
+    }
+
+    /// Whether a status of the site `default` applies.
+    fn decide(
+        cur: &Current,
+        seq: i64,
+        target: PlaybackState,
+        worker_id: &str,
+        now_micros: i64,
+    ) -> Applied {
+        super::decide(
+            cur,
+            &Report {
+                seq,
+                target,
+                worker_id,
+                site: "default",
+            },
+            now_micros,
+        )
     }
 
     #[test]
@@ -646,7 +712,7 @@ mod tests {
         );
         assert_eq!(
             decide(&lost, 11, Completed, "w2", NOW),
-            Applied::Ignored,
+            Applied::Refused(Refusal::NotOwner),
             "not its owner"
         );
         assert_eq!(
@@ -684,11 +750,49 @@ mod tests {
     fn a_clip_uploaded_on_retry_completes_a_failed_upload() {
         let failed = current(Failed, Some(FailureCode::UploadFailed), Some("w1"));
         assert_eq!(
-            decide(&failed, 11, Completed, "w1-restarted", NOW),
+            decide(&failed, 11, Completed, "w1", NOW),
             Applied::Overrode(FailureCode::UploadFailed)
         );
         assert_eq!(decide(&failed, 11, Recording, "w1", NOW), Applied::Ignored);
         assert_eq!(decide(&failed, 9, Completed, "w1", NOW), Applied::Ignored);
+    }
+
+    #[test]
+    fn only_the_owner_of_the_playbacks_site_is_heard() {
+        let cur = current(Recording, None, Some("w1"));
+        assert_eq!(
+            decide(&cur, 11, Failed, "w2", NOW),
+            Applied::Refused(Refusal::NotOwner)
+        );
+        let other_site = super::decide(
+            &cur,
+            &Report {
+                seq: 11,
+                target: Failed,
+                worker_id: "w1",
+                site: "north",
+            },
+            NOW,
+        );
+        assert_eq!(other_site, Applied::Refused(Refusal::WrongSite));
+        let unclaimed = current(Pending, None, None);
+        assert_eq!(
+            decide(&unclaimed, 11, Recording, "w2", NOW),
+            Applied::Applied,
+            "the first worker to report becomes the owner"
+        );
+    }
+
+    #[test]
+    fn nobody_passes_for_event_api() {
+        for status in [Pending, Recording, Processing] {
+            let cur = current(status, None, Some("w1"));
+            assert_eq!(
+                decide(&cur, 11, Failed, RECONCILER_ID, NOW),
+                Applied::Ignored,
+                "{status:?}"
+            );
+        }
     }
 
     #[test]

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
-use testkit::{NatsServer, TestDb};
+use testkit::{NatsServer, NatsUser, TestDb};
 use tokio_util::sync::CancellationToken;
 
 pub const ADMIN: &str = "admin";
@@ -74,7 +74,7 @@ async fn try_spawn_app(env: Vec<(String, String)>, clock: Clock) -> anyhow::Resu
     let mut vars: HashMap<String, String> = HashMap::from([
         ("DATABASE_URL", db.url().to_owned()),
         ("DB_MAX_CONNECTIONS", "10".to_owned()),
-        ("NATS_URL", nats.url()),
+        ("NATS_URL", nats.url_as(NatsUser::EventApi)),
         (
             "JWT_SECRET",
             "test-secret-0123456789abcdef-0123456789".to_owned(),
@@ -254,8 +254,14 @@ impl TestApp {
         body["accessToken"].as_str().unwrap().to_owned()
     }
 
+    /// JetStream as the test harness's administrator (inspects streams, plants messages).
     pub async fn js(&self) -> jetstream::Context {
-        let client = async_nats::connect(self.nats.url()).await.expect("nats");
+        self.js_as(NatsUser::Admin).await
+    }
+
+    /// JetStream as `user`.
+    pub async fn js_as(&self, user: NatsUser) -> jetstream::Context {
+        let client = self.nats.connect_as(user).await.expect("nats");
         jetstream::new(client)
     }
 
@@ -324,7 +330,7 @@ impl TestApp {
             .await
     }
 
-    /// [`TestApp::publish_status`] as worker `worker_id`.
+    /// [`TestApp::publish_status`] as worker `worker_id` (with the site's worker NATS user).
     pub async fn publish_status_from(
         &self,
         created: &Value,
@@ -348,7 +354,7 @@ impl TestApp {
             body,
         };
         let subject = playback_subject(status.body.kind(), &status.site, camera_id);
-        let js = self.js().await;
+        let js = self.js_as(NatsUser::Worker).await;
         let payload = Envelope::new(chrono::Utc::now(), status).to_bytes();
         js.publish(subject, payload.into())
             .await

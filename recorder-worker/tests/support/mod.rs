@@ -108,14 +108,24 @@ impl Env {
         camrec_shared::telemetry::init("info,recorder_worker=debug");
         let nats = testkit::NatsServer::start().await?;
         let s3 = testkit::S3Server::start().await?;
-        let client = async_nats::connect(nats.url()).await?;
-        let js = jetstream::new(client.clone());
-        camrec_shared::streams::ensure_streams(&js, 1)
+        // event-api's user creates the streams (the workers' may not); the test then plants
+        // events and inspects streams as the harness's administrator, and follows the statuses
+        // as the reader user.
+        let api = jetstream::new(nats.connect_as(testkit::NatsUser::EventApi).await?);
+        camrec_shared::streams::ensure_streams(&api, 1)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
+        camrec_shared::streams::ensure_cameras_bucket(&api, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        camrec_shared::streams::ensure_captures_bucket(&api, 1)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let js = jetstream::new(nats.connect_as(testkit::NatsUser::Admin).await?);
         let log = StatusLog::default();
-        let mut sub = client.subscribe("playback.>").await?;
-        client.flush().await?;
+        let reader = nats.connect_as(testkit::NatsUser::Reader).await?;
+        let mut sub = reader.subscribe("playback.>").await?;
+        reader.flush().await?;
         let sink = log.clone();
         let collector = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
@@ -147,7 +157,7 @@ impl Env {
     pub fn worker_env(&self, worker_id: &str, extra: &[(&str, &str)]) -> HashMap<String, String> {
         let mut env: HashMap<String, String> = self.s3.storage_env().into_iter().collect();
         for (k, v) in [
-            ("NATS_URL", self.nats.url()),
+            ("NATS_URL", self.nats.url_as(testkit::NatsUser::Worker)),
             // The test cameras run on this host: allow loopback past the network policy.
             ("CAMERA_ALLOWED_NETWORKS", "127.0.0.0/8".to_owned()),
             ("WORKER_ID", worker_id.to_owned()),
