@@ -11,13 +11,15 @@
 # Ctrl-C stops the worker first (it finishes its recordings), then event-api, then the camera.
 #
 # NATS runs with authentication (nats.conf): event-api and the worker log in as their users, with
-# the passwords scripts/services.sh generated into .local/nats.env. A NATS server on 4222 that
-# accepts anonymous clients (not started from nats.conf, e.g. a distribution's service) is refused;
-# stop it, or set CAMREC_ALLOW_ANONYMOUS_NATS=1 to run on it anyway (permissions not enforced).
+# the passwords scripts/services.sh generated into .local/nats.env. When the NATS server on 4222
+# accepts anonymous clients (not started from nats.conf, e.g. a distribution's service), this
+# script starts camrec's own, with nats.conf's users, on 127.0.0.1:4223 (DEV_NATS_PORT; store in
+# .local/nats/) and stops it on exit; CAMREC_ALLOW_ANONYMOUS_NATS=1 runs on the anonymous one
+# instead (permissions not enforced).
 #
 # Environment (all optional): PORT (3000), CAMERA_PORT (8554), ADMIN_PASSWORD
 # (admin-dev-password), CAMREC_RELEASE=1 (release build), CARGO_TARGET_DIR, RUST_LOG,
-# CAMREC_ALLOW_ANONYMOUS_NATS=1.
+# CAMREC_ALLOW_ANONYMOUS_NATS=1, DEV_NATS_PORT (4223).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -58,7 +60,7 @@ port_free() {
 
 # ---- children: started in their own sessions, so Ctrl-C reaches only this script, which then
 # stops them in order (worker, api, camera) and waits for each with a deadline.
-STOP_ORDER=(recorder-worker event-api camera)
+STOP_ORDER=(recorder-worker event-api camera nats-server)
 # shellcheck source=scripts/children.sh
 source "$ROOT/scripts/children.sh"
 
@@ -82,11 +84,31 @@ bash scripts/install-deps.sh
 source scripts/services.sh
 ensure_services
 if ! nats_requires_auth; then
-  [[ ${CAMREC_ALLOW_ANONYMOUS_NATS:-0} == 1 ]] ||
-    die "the NATS server on $NATS_ADDR accepts anonymous clients (it was not started from nats.conf); \
-stop it (e.g. systemctl stop nats-server) so that this script starts nats.conf's, or set \
-CAMREC_ALLOW_ANONYMOUS_NATS=1 to run on it without NATS permissions"
-  say "warning: NATS on $NATS_ADDR accepts anonymous clients: running without NATS permissions"
+  if [[ ${CAMREC_ALLOW_ANONYMOUS_NATS:-0} == 1 ]]; then
+    say "warning: NATS on $NATS_ADDR accepts anonymous clients: running without NATS permissions"
+  else
+    # Another NATS (a distribution's service, anonymous) holds 4222: run camrec's own beside it.
+    DEV_NATS_PORT="${DEV_NATS_PORT:-4223}"
+    port_free "$DEV_NATS_PORT" || die "port $DEV_NATS_PORT (DEV_NATS_PORT) is taken"
+    mkdir -p "$LOCAL/nats" "$LOGS"
+    # nats-server 2.9 resolves `include` beside the including file, so the users file goes there.
+    cp "$ROOT/nats-users.conf" "$LOCAL/nats-users.conf"
+    cat >"$LOCAL/nats-dev.conf" <<CONF
+include ./nats-users.conf
+jetstream { store_dir: "$LOCAL/nats" }
+CONF
+    say "the NATS server on $NATS_ADDR accepts anonymous clients: starting camrec's own, with its users, on 127.0.0.1:$DEV_NATS_PORT"
+    trap cleanup EXIT
+    start_child nats-server nats-server -c "$LOCAL/nats-dev.conf" -a 127.0.0.1 -p "$DEV_NATS_PORT"
+    NATS_ADDR="127.0.0.1:$DEV_NATS_PORT"
+    for _ in $(seq 1 100); do
+      NATS_HOST=127.0.0.1 NATS_PORT=$DEV_NATS_PORT nats_requires_auth && break
+      child_alive nats-server || fail_with_log nats-server
+      sleep 0.2
+    done
+    NATS_HOST=127.0.0.1 NATS_PORT=$DEV_NATS_PORT nats_requires_auth ||
+      die "camrec's NATS on $NATS_ADDR did not come up (log: $LOGS/nats-server.log)"
+  fi
 fi
 # Each service logs in as its own user (nats-users.conf); the passwords come from .local/nats.env.
 API_NATS_URL="nats://camrec-event-api:$NATS_PASSWORD_EVENT_API@$NATS_ADDR"

@@ -109,8 +109,21 @@ BASE="http://127.0.0.1:$PORT"
 export RUST_LOG="${RUST_LOG:-info}" NO_COLOR=1
 storage_env=(STORAGE_MODE=local "LOCAL_STORAGE_DIR=$WORK/objects" "MEDIA_BASE_URL=$BASE")
 
-start_child nats-server nats-server -js -a 127.0.0.1 -p "$NATS_PORT" -sd "$WORK/nats"
+# NATS with camrec's users and permissions (nats-users.conf), as everywhere: each service logs
+# in as its own user, with this run's passwords.
+for name in EVENT_API WORKER_DEFAULT READER; do
+  export "NATS_PASSWORD_$name=n$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')"
+done
+# nats-server 2.9 resolves `include` beside the including file, so the users file goes there.
+cp "$ROOT/nats-users.conf" "$WORK/nats-users.conf"
+cat >"$WORK/nats.conf" <<CONF
+include ./nats-users.conf
+jetstream { store_dir: "$WORK/nats" }
+CONF
+start_child nats-server nats-server -c "$WORK/nats.conf" -a 127.0.0.1 -p "$NATS_PORT"
 wait_for 20 "nats-server" nats-server nats_answers "$NATS_PORT"
+API_NATS_URL="nats://camrec-event-api:$NATS_PASSWORD_EVENT_API@127.0.0.1:$NATS_PORT"
+WORKER_NATS_URL="nats://camrec-worker-default:$NATS_PASSWORD_WORKER_DEFAULT@127.0.0.1:$NATS_PORT"
 
 start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT" --path /cam \
   --user "$CAMERA_USER" --password "$CAMERA_PASSWORD" --video h264 --audio aac \
@@ -123,11 +136,11 @@ export CAMERA_SECRET_KEY
 
 # A 20 s access token: the page refreshes it after 15 s, and the test checks that it does.
 start_child event-api env CAMREC_DEV=1 \
-  "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=nats://127.0.0.1:$NATS_PORT" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
+  "DATABASE_URL=postgres://postgres@127.0.0.1:5432/$DB_NAME" "NATS_URL=$API_NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 \
   HOST=127.0.0.1 "PORT=$PORT" "ADMIN_USERNAME=$ADMIN_USERNAME" "ADMIN_PASSWORD=$ADMIN_PASSWORD" \
   ACCESS_TOKEN_TTL_SEC=20 "${storage_env[@]}" "$BIN/event-api"
 
-start_child recorder-worker env "NATS_URL=nats://127.0.0.1:$NATS_PORT" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default \
+start_child recorder-worker env "NATS_URL=$WORKER_NATS_URL" CAMERA_ALLOWED_NETWORKS=127.0.0.0/8 SITE=default \
   WORKER_ID=ui-test-worker PORT=0 "RECORD_DIR=$WORK/recordings" PROGRESS_INTERVAL_SEC=1 \
   "${storage_env[@]}" "$BIN/recorder-worker"
 
