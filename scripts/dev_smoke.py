@@ -88,8 +88,16 @@ def main():
     print(f"smoke: videoUrl {playback['videoUrl']}")
     print(f"smoke: {duration:.1f} s, {v['codec_name']} {v['width']}x{v['height']}, audio "
           f"{streams.get('audio', {}).get('codec_name', 'none')}, {playback['fileSizeBytes']} bytes")
-    if abs(duration - a.seconds) > 3:
-        sys.exit(f"smoke: clip lasts {duration:.1f} s, expected about {a.seconds} s")
+    # The clip is the event's window: its pre-roll (what the camera's capture held of it), the
+    # event, its post-roll; each end within a keyframe interval.
+    camera = api.call("GET", f"/cameras/{a.camera}")
+    pre, post = camera["preRollSec"], camera["postRollSec"]
+    low, high = a.seconds + post - 1, a.seconds + pre + post + 3
+    print(f"smoke: startedAt {playback['startedAt']}, endedAt {playback['endedAt']}, "
+          f"startedLate {playback['startedLate']}, gaps {playback['gaps']}")
+    if not low <= duration <= high:
+        sys.exit(f"smoke: clip lasts {duration:.1f} s, expected {low:.0f}-{high:.0f} s "
+                 f"({a.seconds} s of event, pre-roll {pre} s, post-roll {post} s)")
     print("smoke: ok")
 
 
