@@ -367,18 +367,7 @@ fn start(cams: &Arc<Cameras>, spec: CameraSpec, revision: u64) -> Held {
         stop,
         tasks: Vec::new(),
     };
-    h.tasks.push(tokio::spawn(capture_task(
-        cams.clone(),
-        h.spec.clone(),
-        h.capture.clone(),
-        h.stop.clone(),
-    )));
-    h.tasks.push(tokio::spawn(pull_events(
-        cams.clone(),
-        h.spec.camera_id,
-        h.capture.clone(),
-        h.stop.clone(),
-    )));
+    spawn_tasks(cams, &mut h);
     cams.note(h.spec.camera_id, Some(CaptureState::Connecting));
     h
 }
@@ -393,6 +382,11 @@ async fn restart(cams: &Arc<Cameras>, h: &mut Held, spec: CameraSpec) {
     for t in h.tasks.drain(..) {
         let _ = t.await;
     }
+    spawn_tasks(cams, h);
+}
+
+/// A held camera's two tasks, stopped by its `stop`: its capture and its event consumer.
+fn spawn_tasks(cams: &Arc<Cameras>, h: &mut Held) {
     h.tasks.push(tokio::spawn(capture_task(
         cams.clone(),
         h.spec.clone(),

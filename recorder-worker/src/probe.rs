@@ -7,8 +7,8 @@
 //! file system, and whether `moov` precedes `mdat` (faststart) from the file's top-level atoms.
 //! The JSON parser [`parse_ffprobe_json`] is pure and tested on real ffprobe output.
 
-use crate::ffmpeg::{sanitize, MediaError, RTSP_PROTOCOLS};
-use camrec_shared::rtsp::RtspUrl;
+use crate::ffmpeg::{MediaError, RTSP_PROTOCOLS};
+use camrec_shared::rtsp::{scrub_userinfo, RtspUrl};
 use serde::Deserialize;
 use std::path::Path;
 use std::process::Stdio;
@@ -201,7 +201,7 @@ pub(crate) async fn run_with_deadline(
             what: program,
             after: deadline,
         })??;
-    let stderr = sanitize(&String::from_utf8_lossy(&out.stderr));
+    let stderr = scrub_userinfo(&String::from_utf8_lossy(&out.stderr));
     Ok((out.status.success(), out.stdout, stderr))
 }
 

@@ -170,6 +170,34 @@ impl<'de> Deserialize<'de> for RtspUrl {
     }
 }
 
+/// `text` without the userinfo of any URL in it (`rtsp://user:pass@host` becomes
+/// `rtsp://host`): FFmpeg's and ffprobe's messages in the worker, and capture errors again in
+/// event-api before they are shown. Everything
+/// from `://` to the last `@` of the same word goes, so a password holding `/` or `@` does not
+/// survive in part (a path with an `@` loses its host: a lesser evil).
+pub fn scrub_userinfo(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let end = tail
+            .find(|c: char| c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(tail.len());
+        let word = &tail[..end];
+        let kept = match word.rfind('@') {
+            Some(at) => &word[at + 1..],
+            None => word,
+        };
+        // The rest of the word may hold another URL: scan it too.
+        let next = kept.find("://").map_or(kept.len(), |j| j);
+        out.push_str(&kept[..next]);
+        rest = &tail[end - (kept.len() - next)..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,6 +289,45 @@ mod tests {
             prop_assert!(!u.masked().contains(&pw));
             let debug = format!("{:?}", u);
             prop_assert!(!debug.contains(&pw));
+        }
+    }
+
+    #[test]
+    fn userinfo_is_dropped_from_any_url_in_a_text() {
+        assert_eq!(
+            scrub_userinfo("rtsp://admin:s3cret@10.0.0.5:554/live: 401 Unauthorized"),
+            "rtsp://10.0.0.5:554/live: 401 Unauthorized"
+        );
+        assert_eq!(
+            scrub_userinfo("a rtsps://u:p@h b rtsp://x@y/z 'rtsp://k:l@m'"),
+            "a rtsps://h b rtsp://y/z 'rtsp://m'"
+        );
+        assert_eq!(scrub_userinfo("no url here"), "no url here");
+        assert_eq!(scrub_userinfo("rtsp://p@ss@h/x"), "rtsp://h/x");
+        assert_eq!(scrub_userinfo("rtsp://u:pa/ss@h/x"), "rtsp://h/x");
+        assert_eq!(scrub_userinfo("://"), "://");
+    }
+
+    proptest! {
+        #[test]
+        fn no_password_survives_the_scrubber(
+            user in "[a-z0-9._~-]{1,12}",
+            password in "[!-~]{1,24}",
+            prefix in "[ -~]{0,20}",
+            path in "(/[a-z0-9@:]{0,10}){0,3}",
+        ) {
+            prop_assume!(!password.contains(['"', '\'']));
+            prop_assume!(!prefix.contains("://"));
+            let text = format!("{prefix} rtsp://{user}:{password}@cam.local:554{path}: refused");
+            let scrubbed = scrub_userinfo(&text);
+            let secret = format!("{user}:{password}");
+            prop_assert!(!scrubbed.contains(&secret), "{scrubbed}");
+            prop_assert!(!scrubbed.contains(&format!(":{password}@")), "{scrubbed}");
+        }
+
+        #[test]
+        fn the_scrubber_never_panics(s in ".{0,120}") {
+            let _ = scrub_userinfo(&s);
         }
     }
 }

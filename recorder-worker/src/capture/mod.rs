@@ -24,7 +24,7 @@ pub mod segment;
 
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::netpolicy::NetworkPolicy;
-use camrec_shared::rtsp::RtspUrl;
+use camrec_shared::rtsp::{scrub_userinfo, RtspUrl};
 use chrono::{DateTime, TimeDelta, Utc};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -33,7 +33,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::disk::DiskGuard;
-use crate::ffmpeg::{sanitize, ListEntry, MediaError, SegmentPlan, Segmenter};
+use crate::ffmpeg::{ListEntry, MediaError, SegmentPlan, Segmenter};
 use crate::probe::{probe_source, SourceInfo};
 use ring::Ring;
 use segment::Segment;
@@ -429,7 +429,7 @@ fn wall_start(
 
 /// `text` without the camera's credential in any form.
 pub fn scrub(text: &str, url: &RtspUrl) -> String {
-    let mut out = sanitize(text);
+    let mut out = scrub_userinfo(text);
     if let Some(p) = url.password().filter(|p| p.len() >= 3) {
         out = out.replace(p.as_str(), "***");
     }
