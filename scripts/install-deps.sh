@@ -70,6 +70,8 @@ gst_ready || missing_apt+=("${GST_PACKAGES[@]}")
 postgres_installed || missing_apt+=(postgresql)
 command -v nats-server >/dev/null || missing_apt+=(nats-server)
 command -v curl >/dev/null || missing_apt+=(curl)
+# The TLS tests make a throwaway CA with the openssl command (testkit/src/tls.rs).
+command -v openssl >/dev/null || missing_apt+=(openssl)
 command -v cc >/dev/null || missing_apt+=(gcc libc6-dev)
 [[ -x /usr/bin/chromium ]] || missing_apt+=(chromium)
 { command -v node >/dev/null && command -v npm >/dev/null; } || missing_apt+=(nodejs npm)

@@ -31,8 +31,8 @@ async fn a_clip_holds_its_pre_roll_and_post_roll() -> anyhow::Result<()> {
     event.limits.pre_roll_sec = 3;
     event.limits.post_roll_sec = 2;
     env.start_capture(&event).await?;
-    // Let the ring fill past the pre-roll.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // The ring holds more than the pre-roll before the event.
+    env.wait_ring_holds("w1", event.camera_id, 4.0).await?;
 
     let occurred = Utc::now();
     event.occurred_at = Some(occurred);
@@ -222,22 +222,9 @@ async fn the_ring_holds_pre_roll_plus_margin_and_no_more() -> anyhow::Result<()>
     let mut event = event_for(camera.url(), 600);
     event.limits.pre_roll_sec = 2;
     env.start_capture(&event).await?;
-    let ring = env
-        .record_dir("w1")
-        .join("_capture")
-        .join(event.camera_id.to_string());
-    let span = || -> anyhow::Result<f64> {
-        let mut secs = 0.0;
-        for e in std::fs::read_dir(&ring)? {
-            let name = e?.file_name().to_string_lossy().into_owned();
-            if let Some((_, d)) = recorder_worker::capture::segment::parse_segment_name(&name) {
-                secs += d.as_secs_f64();
-            }
-        }
-        Ok(secs)
-    };
+    // Past the ring's length (2 s pre-roll + 2 s margin) long enough for it to drop segments.
     tokio::time::sleep(Duration::from_secs(9)).await;
-    let held = span()?;
+    let held = env.ring_seconds("w1", event.camera_id);
     // Kept: what ended within the last 4 s, plus the segment that straddles the horizon.
     assert!((3.0..=6.0).contains(&held), "the ring holds {held} s");
     worker.stop().await?;
@@ -373,7 +360,7 @@ async fn an_end_right_behind_its_start_ends_the_clip() -> anyhow::Result<()> {
     event.limits.pre_roll_sec = 2;
     event.limits.post_roll_sec = 2;
     env.start_capture(&event).await?;
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    env.wait_ring_holds("w1", event.camera_id, 3.0).await?;
     event.occurred_at = Some(Utc::now());
     env.publish_created(&event).await?;
     env.publish_ended(&event).await?;

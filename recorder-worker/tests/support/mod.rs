@@ -237,6 +237,40 @@ impl Env {
         self.wait_capturing(event.camera_id).await
     }
 
+    /// Seconds of video the ring of `camera` on worker `worker_id` holds (its segment files).
+    pub fn ring_seconds(&self, worker_id: &str, camera: CameraId) -> f64 {
+        let ring = self
+            .record_dir(worker_id)
+            .join(recorder_worker::placement::CAPTURE_DIR)
+            .join(camera.to_string());
+        let Ok(entries) = std::fs::read_dir(ring) else {
+            return 0.0;
+        };
+        entries
+            .filter_map(Result::ok)
+            .filter_map(|e| {
+                recorder_worker::capture::segment::parse_segment_name(
+                    &e.file_name().to_string_lossy(),
+                )
+            })
+            .map(|(_, d)| d.as_secs_f64())
+            .sum()
+    }
+
+    /// Waits until the ring of `camera` on worker `worker_id` holds `secs` of video (its
+    /// pre-roll, say).
+    pub async fn wait_ring_holds(
+        &self,
+        worker_id: &str,
+        camera: CameraId,
+        secs: f64,
+    ) -> anyhow::Result<()> {
+        testkit::wait_until(Duration::from_secs(30), "the ring filled", || async {
+            (self.ring_seconds(worker_id, camera) >= secs).then_some(())
+        })
+        .await
+    }
+
     /// Waits until a worker captures the camera of `event` (its lease says `capturing`).
     pub async fn wait_capturing(&self, camera: CameraId) -> anyhow::Result<CaptureLease> {
         testkit::wait_until(Duration::from_secs(30), "the camera captured", || async {
