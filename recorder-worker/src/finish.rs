@@ -346,6 +346,7 @@ async fn completed(
             })
             .collect(),
         started_late: recorded.started_late,
+        segment_list_key: None,
     }
 }
 

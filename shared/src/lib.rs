@@ -10,6 +10,7 @@
 
 pub mod backoff;
 pub mod capture;
+pub mod hls;
 pub mod ids;
 pub mod messages;
 pub mod natsconn;

@@ -327,6 +327,10 @@ pub struct CompletedClip {
     /// the worker just took it over): the clip starts at the oldest frame held.
     #[serde(default)]
     pub started_late: bool,
+    /// `playbacks/<playback_id>/index.m3u8`: the closed HLS playlist of the segments the clip
+    /// was uploaded in while it was recorded (absent from older workers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_list_key: Option<String>,
 }
 
 /// The body of a status message, tagged by `status`.
@@ -442,6 +446,7 @@ mod tests {
                 to: t0 + chrono::Duration::seconds(5),
             }],
             started_late: true,
+            segment_list_key: None,
         }
     }
 

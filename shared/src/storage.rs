@@ -26,18 +26,90 @@ pub enum ObjectKey {
     Video(PlaybackId),
     /// `playbacks/<playback_id>/thumb.jpg`
     Thumbnail(PlaybackId),
+    /// `playbacks/<playback_id>/live/<segment name>`: one piece of the clip, uploaded while it
+    /// is recorded (what the live playlist lists).
+    Segment(PlaybackId, SegmentName),
+    /// `playbacks/<playback_id>/index.m3u8`: the closed playlist of the clip's segments (URIs
+    /// relative to it), written when the clip completes; what `playback.completed` names.
+    SegmentList(PlaybackId),
+}
+
+/// The name of an uploaded segment: `<start_ms>_<duration_ms>_<init_len>_<epoch>.mp4`.
+///
+/// - `start_ms`: wall-clock time of its first frame, Unix milliseconds (names sort by time when
+///   listed; every segment of the next 280 years has 13 digits).
+/// - `duration_ms`: its media duration.
+/// - `init_len`: the byte length of its initialization section (`ftyp`+`moov`); the rest of the
+///   object is its media (`moof`+`mdat`), so a playlist addresses both with byte ranges without
+///   reading the object.
+/// - `epoch`: the capture lease this segment was written under (the revision of the
+///   `camrec_captures` entry that made its worker the camera's holder): segments of two holders
+///   never overlap in time, which is what a checker verifies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SegmentName {
+    pub start_ms: i64,
+    pub duration_ms: u32,
+    pub init_len: u32,
+    pub epoch: u64,
+}
+
+impl SegmentName {
+    /// The end of its media, Unix milliseconds.
+    pub fn end_ms(&self) -> i64 {
+        self.start_ms + i64::from(self.duration_ms)
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        let stem = s.strip_suffix(".mp4")?;
+        let mut parts = stem.split('_');
+        let mut next = || {
+            parts
+                .next()
+                .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let name = SegmentName {
+            start_ms: next()?.parse().ok()?,
+            duration_ms: next()?.parse().ok()?,
+            init_len: next()?.parse().ok()?,
+            epoch: next()?.parse().ok()?,
+        };
+        (parts.next().is_none() && name.to_string() == s).then_some(name)
+    }
+}
+
+impl fmt::Display for SegmentName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}_{}_{}_{}.mp4",
+            self.start_ms, self.duration_ms, self.init_len, self.epoch
+        )
+    }
+}
+
+/// The prefix under which a playback's segments are uploaded: `playbacks/<playback_id>/live/`.
+pub fn segments_prefix(id: PlaybackId) -> String {
+    format!("playbacks/{id}/live/")
 }
 
 impl ObjectKey {
     pub fn playback_id(&self) -> PlaybackId {
         match self {
-            ObjectKey::Video(id) | ObjectKey::Thumbnail(id) => *id,
+            ObjectKey::Video(id)
+            | ObjectKey::Thumbnail(id)
+            | ObjectKey::Segment(id, _)
+            | ObjectKey::SegmentList(id) => *id,
         }
     }
 
-    /// Every object a playback may have.
-    pub fn all_for(id: PlaybackId) -> [ObjectKey; 2] {
-        [ObjectKey::Video(id), ObjectKey::Thumbnail(id)]
+    /// Every object of a playback with a fixed name (its segments are listed under
+    /// [`segments_prefix`]).
+    pub fn all_for(id: PlaybackId) -> [ObjectKey; 3] {
+        [
+            ObjectKey::Video(id),
+            ObjectKey::Thumbnail(id),
+            ObjectKey::SegmentList(id),
+        ]
     }
 
     pub fn parse(s: &str) -> Option<Self> {
@@ -47,7 +119,11 @@ impl ObjectKey {
         match file {
             "video.mp4" => Some(ObjectKey::Video(id)),
             "thumb.jpg" => Some(ObjectKey::Thumbnail(id)),
-            _ => None,
+            "index.m3u8" => Some(ObjectKey::SegmentList(id)),
+            _ => {
+                let name = file.strip_prefix("live/")?;
+                Some(ObjectKey::Segment(id, SegmentName::parse(name)?))
+            }
         }
     }
 
@@ -58,17 +134,23 @@ impl ObjectKey {
     /// The `Content-Type` of the object.
     pub fn content_type(&self) -> &'static str {
         match self {
-            ObjectKey::Video(_) => "video/mp4",
+            ObjectKey::Video(_) | ObjectKey::Segment(..) => "video/mp4",
             ObjectKey::Thumbnail(_) => "image/jpeg",
+            ObjectKey::SegmentList(_) => PLAYLIST_CONTENT_TYPE,
         }
     }
 }
+
+/// The `Content-Type` of an HLS playlist (RFC 8216 §4).
+pub const PLAYLIST_CONTENT_TYPE: &str = "application/vnd.apple.mpegurl";
 
 impl fmt::Display for ObjectKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ObjectKey::Video(id) => write!(f, "playbacks/{id}/video.mp4"),
             ObjectKey::Thumbnail(id) => write!(f, "playbacks/{id}/thumb.jpg"),
+            ObjectKey::Segment(id, name) => write!(f, "{}{name}", segments_prefix(*id)),
+            ObjectKey::SegmentList(id) => write!(f, "playbacks/{id}/index.m3u8"),
         }
     }
 }
@@ -207,6 +289,7 @@ fn content_types() -> ClientOptions {
     ClientOptions::new()
         .with_content_type_for_suffix("mp4", "video/mp4")
         .with_content_type_for_suffix("jpg", "image/jpeg")
+        .with_content_type_for_suffix("m3u8", PLAYLIST_CONTENT_TYPE)
 }
 
 /// An opened object store plus what it takes to give out URLs for its objects.
@@ -324,8 +407,52 @@ mod tests {
             "playbacks/x/video.mp4",
             "playbacks//video.mp4",
             "other/0190a1b2-0000-7000-8000-000000000000/video.mp4",
+            "playbacks/0190a1b2-0000-7000-8000-000000000000/live/",
+            "playbacks/0190a1b2-0000-7000-8000-000000000000/live/1_2_3.mp4",
+            "playbacks/0190a1b2-0000-7000-8000-000000000000/live/1_2_3_4_5.mp4",
+            "playbacks/0190a1b2-0000-7000-8000-000000000000/live/01_2_3_4.mp4",
+            "playbacks/0190a1b2-0000-7000-8000-000000000000/live/-1_2_3_4.mp4",
+            "playbacks/0190a1b2-0000-7000-8000-000000000000/live/1_2_3_4.m4s",
         ] {
             assert_eq!(ObjectKey::parse(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn segment_keys_live_under_the_prefix() {
+        let id = PlaybackId::new();
+        let name = SegmentName {
+            start_ms: 1_765_000_000_123,
+            duration_ms: 1001,
+            init_len: 812,
+            epoch: 42,
+        };
+        let key = ObjectKey::Segment(id, name);
+        assert_eq!(
+            key.to_string(),
+            format!("playbacks/{id}/live/1765000000123_1001_812_42.mp4")
+        );
+        assert!(key.to_string().starts_with(&segments_prefix(id)));
+        assert_eq!(ObjectKey::parse(&key.to_string()), Some(key));
+        assert_eq!(name.end_ms(), 1_765_000_001_124);
+        assert_eq!(
+            ObjectKey::parse(&format!("playbacks/{id}/index.m3u8")),
+            Some(ObjectKey::SegmentList(id))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn segment_names_round_trip(start_ms in 0i64..i64::MAX / 2, duration_ms: u32, init_len: u32, epoch: u64) {
+            let name = SegmentName { start_ms, duration_ms, init_len, epoch };
+            proptest::prop_assert_eq!(SegmentName::parse(&name.to_string()), Some(name));
+        }
+
+        #[test]
+        fn any_text_parses_to_a_key_that_prints_back(s in "\\PC{0,80}") {
+            if let Some(key) = ObjectKey::parse(&s) {
+                proptest::prop_assert_eq!(key.to_string(), s);
+            }
         }
     }
 

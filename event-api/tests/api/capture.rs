@@ -455,6 +455,7 @@ async fn playbacks_show_the_clips_gaps_and_late_start() {
             partial: false,
             gaps: vec![gap],
             started_late: true,
+            segment_list_key: None,
         }),
     )
     .await;

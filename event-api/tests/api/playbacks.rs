@@ -27,6 +27,7 @@ fn clip(pb: &str, size: u64) -> StatusBody {
         partial: false,
         gaps: Vec::new(),
         started_late: false,
+        segment_list_key: None,
     })
 }
 

@@ -24,6 +24,7 @@ fn completed(playback_id: &str) -> StatusBody {
         partial: false,
         gaps: Vec::new(),
         started_late: false,
+        segment_list_key: None,
     })
 }
 

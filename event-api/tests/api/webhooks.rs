@@ -148,6 +148,7 @@ fn clip(pb: &str) -> StatusBody {
         partial: false,
         gaps: Vec::new(),
         started_late: false,
+        segment_list_key: None,
     })
 }
 
