@@ -109,7 +109,7 @@ pub fn segment_argv(plan: &SegmentPlan) -> Vec<String> {
         "-segment_format",
         "mp4",
         "-segment_format_options",
-        "movflags=+frag_keyframe+empty_moov+default_base_moof",
+        SEGMENT_FORMAT_OPTIONS,
         "-segment_list",
         "pipe:1",
         "-segment_list_type",
@@ -123,6 +123,13 @@ pub fn segment_argv(plan: &SegmentPlan) -> Vec<String> {
     );
     argv
 }
+
+/// How each segment is muxed: fragmented MP4 (readable while written, whole after a SIGKILL),
+/// a fragment per keyframe; `frag_discont` with negative timestamps allowed keeps the media
+/// timestamps (`tfdt`) running on from one segment to the next instead of restarting each file
+/// at zero, so the segments of one run play one after another as HLS without a discontinuity.
+pub const SEGMENT_FORMAT_OPTIONS: &str =
+    "movflags=+frag_keyframe+empty_moov+default_base_moof+frag_discont:avoid_negative_ts=disabled";
 
 /// One line of the segment list: a segment FFmpeg has closed.
 #[derive(Clone, Debug, PartialEq)]
@@ -511,7 +518,7 @@ mod tests {
         assert_eq!(value_after(&argv, "-segment_format"), Some("mp4"));
         assert_eq!(
             value_after(&argv, "-segment_format_options"),
-            Some("movflags=+frag_keyframe+empty_moov+default_base_moof")
+            Some("movflags=+frag_keyframe+empty_moov+default_base_moof+frag_discont:avoid_negative_ts=disabled")
         );
         assert_eq!(value_after(&argv, "-segment_list"), Some("pipe:1"));
         assert_eq!(value_after(&argv, "-segment_list_type"), Some("csv"));

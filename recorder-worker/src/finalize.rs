@@ -103,7 +103,10 @@ async fn usable_parts(ffprobe: &Path, parts: &[PathBuf]) -> Vec<PathBuf> {
     usable
 }
 
-/// The concat demuxer's list file: one absolute, quoted path per line.
+/// The concat demuxer's list file: one absolute, quoted path per line, with the segment's
+/// duration from its name: a segment's timestamps run on from the one before it (they do not
+/// start at zero), and the duration FFmpeg would read from such a file is its end time, not its
+/// length.
 fn concat_list(parts: &[PathBuf]) -> Result<String, MediaError> {
     let mut list = String::from("ffconcat version 1.0\n");
     for part in parts {
@@ -117,6 +120,13 @@ fn concat_list(parts: &[PathBuf]) -> Result<String, MediaError> {
             )));
         }
         list.push_str(&format!("file '{}'\n", path.replace('\'', r"'\''")));
+        let name = part
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or_default();
+        if let Some((_, duration)) = crate::capture::segment::parse_segment_name(name) {
+            list.push_str(&format!("duration {:.3}\n", duration.as_secs_f64()));
+        }
     }
     Ok(list)
 }
@@ -232,6 +242,11 @@ mod tests {
             "ffconcat version 1.0\nfile '/rec/p/part-0001.mp4'\nfile '/rec/it'\\''s/part-0002.mp4'\n"
         );
         assert!(concat_list(&[PathBuf::from("/a\nfile '/etc/passwd'")]).is_err());
+        let segments = concat_list(&[PathBuf::from("/rec/p/1765000000000_1040.mp4")]).unwrap();
+        assert_eq!(
+            segments,
+            "ffconcat version 1.0\nfile '/rec/p/1765000000000_1040.mp4'\nduration 1.040\n"
+        );
     }
 
     #[test]

@@ -59,6 +59,11 @@ pub struct Finisher {
 }
 
 impl Finisher {
+    /// Where the segments of a recording are uploaded while it records.
+    pub fn uploader(&self) -> &Uploader {
+        &self.uploader
+    }
+
     pub fn new(
         config: &Config,
         uploader: Uploader,
@@ -90,6 +95,9 @@ pub struct Recorded {
     pub partial: bool,
     /// Where the camera delivered nothing, inside the clip.
     pub gaps: Vec<Span>,
+    /// The capture-lease epoch the recording's last segments are uploaded under (0 after a
+    /// crash: no lease holds then).
+    pub epoch: u64,
     /// The capture did not hold the window's start: the clip starts at the oldest frame held.
     pub started_late: bool,
 }
@@ -118,6 +126,7 @@ impl Recorded {
             partial: manifest.partial || manifest.ended_at.is_none() || !holes.is_empty(),
             gaps: holes,
             started_late: manifest.started_late,
+            epoch: 0,
         }
     }
 }
@@ -178,7 +187,9 @@ pub async fn finish(
         }
     };
 
-    let completed = completed(f, id, &recorded, clip, receipt).await;
+    let list = segment_list(f, id, dir, recorded.epoch).await;
+    let mut completed = completed(f, id, &recorded, clip, receipt).await;
+    completed.segment_list_key = list.map(|k| k.to_string());
     let partial = completed.partial;
     reporter.report(StatusBody::Completed(completed)).await;
     tracing::info!(
@@ -195,6 +206,18 @@ pub async fn finish(
     }
     note_state(id, State::Done);
     Outcome::Completed { partial }
+}
+
+/// The segments still missing from the store uploaded and the closed playlist written
+/// ([`crate::live::segment_list`]); a clip whose list could not be written still completes.
+async fn segment_list(f: &Finisher, id: PlaybackId, dir: &Path, epoch: u64) -> Option<ObjectKey> {
+    match crate::live::segment_list(&f.uploader, id, dir, epoch).await {
+        Ok(key) => Some(key),
+        Err(e) => {
+            tracing::warn!(playback_id = %id, error = %e, "no segment list for the clip");
+            None
+        }
+    }
 }
 
 /// Finalizing: the clip made (unless an earlier run did), then probed while its thumbnail is

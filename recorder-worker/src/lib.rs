@@ -22,6 +22,7 @@ pub mod ffmpeg;
 pub mod finalize;
 pub mod finish;
 pub mod http;
+pub mod live;
 pub mod manifest;
 pub mod outcome;
 pub mod ownership;

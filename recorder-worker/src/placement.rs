@@ -41,7 +41,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::capture::{self, Capture, CaptureState, Report};
+use crate::capture::{self, Capture, CaptureState, Report, Tenure};
 use crate::consumer::{self, CreatedOutcome};
 use crate::disk::DiskGuard;
 use crate::ownership::Ownership;
@@ -85,6 +85,8 @@ pub struct Cameras {
 struct Held {
     spec: CameraSpec,
     revision: u64,
+    /// The revision that made this worker the holder ([`Tenure::epoch`]).
+    epoch: u64,
     capture: Capture,
     /// Stops the camera's capture and its consumer.
     stop: CancellationToken,
@@ -195,14 +197,23 @@ async fn reconcile(
     for id in ids {
         let Some(h) = held.get_mut(&id) else { continue };
         let report = h.capture.report().borrow().clone();
+        let sent_at = Instant::now();
         match renew(cams, leases, id, h.revision, &report).await {
-            Renewal::Renewed(rev) => h.revision = rev,
+            Renewal::Renewed(rev) => {
+                h.revision = rev;
+                h.capture.hold(tenure(h.epoch, sent_at));
+            }
+            Renewal::Retaken(rev) => {
+                (h.revision, h.epoch) = (rev, rev);
+                h.capture.hold(tenure(rev, sent_at));
+            }
             Renewal::Unconfirmed(e) => {
                 tracing::warn!(camera_id = %id, error = %e, "camera lease not renewed (NATS unreachable); capturing on");
             }
             Renewal::Lost => {
                 tracing::warn!(camera_id = %id, "camera lease taken by another worker; capture stopped");
                 if let Some(h) = held.remove(&id) {
+                    h.capture.lose();
                     release(cams, leases, id, h, false).await;
                 }
                 continue;
@@ -248,9 +259,12 @@ async fn reconcile(
         if !sleep_or_cancel(spread_pause(held.len()), cancel).await {
             return;
         }
+        let sent_at = Instant::now();
         if let Some(revision) = acquire(cams, leases, spec.camera_id).await {
             tracing::info!(camera_id = %spec.camera_id, camera = %spec.name, "camera taken: capturing");
-            held.insert(spec.camera_id, start(cams, spec.clone(), revision));
+            let h = start(cams, spec.clone(), revision);
+            h.capture.hold(tenure(revision, sent_at));
+            held.insert(spec.camera_id, h);
             budget -= 1;
         }
     }
@@ -263,9 +277,20 @@ fn spread_pause(held: usize) -> Duration {
     (SPREAD_PER_CAMERA * u32::try_from(held).unwrap_or(u32::MAX)).min(SPREAD_MAX)
 }
 
+/// The hold a lease write sent at `sent_at` gives: the TTL runs from when the server stored the
+/// write, which is after it was sent.
+fn tenure(epoch: u64, sent_at: Instant) -> Tenure {
+    Tenure {
+        epoch,
+        valid_until: sent_at + CAPTURE_LEASE_TTL,
+    }
+}
+
 /// What renewing a held camera's lease found.
 enum Renewal {
     Renewed(u64),
+    /// The lease had expired and nobody had taken the camera: created again, a new epoch.
+    Retaken(u64),
     /// NATS did not answer: the lease may still hold; the capture goes on and the next round
     /// tries again. A camera is never stopped for want of NATS alone: if the lease expires
     /// meanwhile and another worker takes the camera, the next renewal finds it [`Renewal::Lost`].
@@ -295,7 +320,7 @@ async fn renew(
             match leases.create(id.to_string(), value).await {
                 Ok(rev) => {
                     tracing::info!(camera_id = %id, "camera lease had expired; taken again");
-                    Renewal::Renewed(rev)
+                    Renewal::Retaken(rev)
                 }
                 Err(_) => Renewal::Lost,
             }
@@ -363,6 +388,7 @@ fn start(cams: &Arc<Cameras>, spec: CameraSpec, revision: u64) -> Held {
     let mut h = Held {
         spec,
         revision,
+        epoch: revision,
         capture,
         stop,
         tasks: Vec::new(),

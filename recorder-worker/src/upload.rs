@@ -155,6 +155,28 @@ impl Uploader {
         })
     }
 
+    /// Stores `data`, small enough for one request, at `key` (retried like a part).
+    pub async fn put_bytes(&self, key: &ObjectKey, data: Bytes) -> Result<(), UploadError> {
+        let sha256 = hex::encode(Sha256::digest(&data));
+        self.put_single(key, data, &sha256).await
+    }
+
+    /// The objects under `prefix`, with their sizes.
+    pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, UploadError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(prefix);
+        let found: Vec<object_store::ObjectMeta> = self
+            .storage
+            .store()
+            .list(Some(&prefix))
+            .try_collect()
+            .await?;
+        Ok(found
+            .into_iter()
+            .map(|m| (m.location.to_string(), m.size))
+            .collect())
+    }
+
     /// Deletes `key`; an object that is already gone is not an error.
     pub async fn delete(&self, key: &ObjectKey) -> Result<(), UploadError> {
         let store = self.storage.store().clone();

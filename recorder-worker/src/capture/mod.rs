@@ -75,6 +75,34 @@ pub struct Settings {
     pub networks: NetworkPolicy,
 }
 
+/// This worker's hold on the camera, as far as it knows: what the segments its recordings
+/// upload are fenced by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tenure {
+    /// The revision of the capture-lease entry that made this worker the holder (a lease
+    /// created again after it expired starts a new epoch).
+    pub epoch: u64,
+    /// Until when the lease is certainly this worker's: its last confirmed write plus the TTL,
+    /// counted from before the write was sent. Nobody else can hold the camera before then.
+    pub valid_until: tokio::time::Instant,
+}
+
+impl Tenure {
+    /// No hold yet (a capture not placed by a lease).
+    fn none() -> Self {
+        Tenure {
+            epoch: 0,
+            valid_until: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Whether this worker may still write as the camera's holder at `now`, `margin` before
+    /// the lease could expire.
+    pub fn holds(&self, now: tokio::time::Instant, margin: Duration) -> bool {
+        self.epoch > 0 && now + margin < self.valid_until
+    }
+}
+
 /// The handle of one camera's capture; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Capture {
@@ -92,6 +120,9 @@ struct Inner {
     /// Cancelled when this worker stops capturing the camera: its recordings end with what
     /// they have.
     closed: CancellationToken,
+    /// Set when another worker took the camera: this worker's recordings of it stop writing.
+    lost: std::sync::atomic::AtomicBool,
+    tenure: watch::Sender<Tenure>,
 }
 
 impl Default for Capture {
@@ -107,6 +138,8 @@ impl Capture {
                 ring: Mutex::new(Ring::default()),
                 keep: Mutex::new(Duration::ZERO),
                 closed: CancellationToken::new(),
+                lost: std::sync::atomic::AtomicBool::new(false),
+                tenure: watch::channel(Tenure::none()).0,
                 newest: watch::channel(0).0,
                 report: watch::channel(Report {
                     state: CaptureState::Connecting,
@@ -155,6 +188,30 @@ impl Capture {
     /// Marks the capture as over for good (the camera was released).
     pub fn close(&self) {
         self.inner.closed.cancel();
+    }
+
+    /// Another worker holds the camera now: the capture is over and its recordings must not
+    /// write anything more for it (fencing).
+    pub fn lose(&self) {
+        self.inner
+            .lost
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner.closed.cancel();
+    }
+
+    /// Whether the capture ended because another worker took the camera.
+    pub fn is_lost(&self) -> bool {
+        self.inner.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Records this worker's hold on the camera (placement calls it at every confirmed write).
+    pub fn hold(&self, tenure: Tenure) {
+        self.inner.tenure.send_replace(tenure);
+    }
+
+    /// This worker's hold on the camera, updated as the lease is renewed.
+    pub fn tenure(&self) -> watch::Receiver<Tenure> {
+        self.inner.tenure.subscribe()
     }
 
     /// Cancelled once the capture is over for good.

@@ -38,6 +38,7 @@ use crate::capture::ring::GAP_TOLERANCE;
 use crate::capture::segment::Segment;
 use crate::capture::Capture;
 use crate::finish::{finish, Finisher, Recorded};
+use crate::live::LiveUpload;
 use crate::manifest::{self, Manifest};
 use crate::outcome::{note_state, Failure, Outcome, State};
 use crate::ownership::{Lease, LeaseKeeper, LeaseState, StopRegistry};
@@ -101,6 +102,7 @@ pub async fn run(
         ended,
         lease: lease.clone(),
         linked: Vec::new(),
+        live: None,
     };
     let outcome = tokio::select! {
         outcome = job.drive() => outcome,
@@ -110,6 +112,10 @@ pub async fn run(
     tracing::info!(playback_id = %id, ?outcome, "recording finished");
     outcome
 }
+
+/// How long the end of a recording waits for its segments' uploads to catch up before the rest
+/// goes up with the clip.
+const LIVE_DRAIN_WITHIN: Duration = Duration::from_secs(5);
 
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
@@ -128,6 +134,8 @@ struct Job {
     window: Window,
     /// The segments hard-linked into `dir`, in time order.
     linked: Vec<Segment>,
+    /// Uploads each linked segment while the recording goes on ([`crate::live`]).
+    live: Option<LiveUpload>,
 }
 
 /// How the recording phase ended.
@@ -150,6 +158,9 @@ impl Job {
         };
         self.enter(State::Finalizing);
         self.lease.set(LeaseState::Processing);
+        if let Some(live) = self.live.take() {
+            live.drain(LIVE_DRAIN_WITHIN).await;
+        }
         let recorded = self.recorded(stopped).await;
         let Job {
             deps,
@@ -171,6 +182,11 @@ impl Job {
             )
         })?;
         self.save_manifest().await;
+        self.live = Some(LiveUpload::spawn(
+            self.deps.finisher.uploader().clone(),
+            self.manifest.playback_id,
+            self.capture.clone(),
+        ));
         let mut newest = self.capture.newest();
         let from = self.window.start();
         let (until, _) = self.window.end(*self.ended.borrow());
@@ -261,7 +277,11 @@ impl Job {
             }
         }
         self.manifest.parts.push(s.name());
-        self.linked.push(Segment { path: target, ..s });
+        let linked = Segment { path: target, ..s };
+        if let Some(live) = &self.live {
+            live.push(linked.clone());
+        }
+        self.linked.push(linked);
     }
 
     async fn mark_started(&mut self, first_frame: DateTime<Utc>) {
@@ -331,6 +351,7 @@ impl Job {
             partial,
             gaps: holes,
             started_late,
+            epoch: self.capture.tenure().borrow().epoch,
         }
     }
 

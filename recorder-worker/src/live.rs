@@ -1,0 +1,285 @@
+//! A recording's segments uploaded while it is recorded, so the clip lives in object storage as
+//! it happens (event-api lists them as the live playlist, `liveUrl`) and not on one worker's
+//! disk only.
+//!
+//! Every segment the recording links ([`crate::recording`]) is queued here and uploaded, in
+//! order, to `playbacks/<id>/live/<start_ms>_<duration_ms>_<init_len>_<epoch>.mp4`
+//! ([`ObjectKey::Segment`]). A failed upload (S3 down) is retried with backoff, the queue waiting
+//! behind it: the segments wait on disk, where the recording holds them by hard links, and go up
+//! in order once the store answers again.
+//!
+//! **Fencing.** A segment is written only while this worker certainly holds the camera
+//! ([`Tenure::holds`]): its lease's last confirmed renewal plus the TTL, less a margin. A worker
+//! cut off from NATS stops writing before its lease can expire and another worker take the
+//! camera; one that learns another worker holds the camera ([`Capture::is_lost`]) writes
+//! nothing more. Each segment's name carries the epoch (lease revision) it was written under.
+//!
+//! When the recording ends, [`segment_list`] uploads what is still missing (a crash may have
+//! left segments behind) and writes the closed playlist `playbacks/<id>/index.m3u8`.
+
+use bytes::Bytes;
+use camrec_shared::backoff::nth_delay;
+use camrec_shared::hls::{media_playlist, playable, Listed};
+use camrec_shared::storage::{segments_prefix, ObjectKey, SegmentName};
+use camrec_shared::PlaybackId;
+use std::path::Path;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::capture::segment::{segments_in, Segment};
+use crate::capture::{Capture, Tenure};
+use crate::upload::{UploadError, Uploader};
+
+/// How long before its lease could expire a worker stops writing segments.
+pub const FENCE_MARGIN: Duration = Duration::from_secs(1);
+const RETRY_FIRST: Duration = Duration::from_millis(500);
+const RETRY_MAX: Duration = Duration::from_secs(10);
+
+/// Why a segment was not uploaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LiveError {
+    #[error("segment file: {0}")]
+    Read(#[from] std::io::Error),
+    #[error("not a fragmented MP4 segment (no moof box)")]
+    NotFragmented,
+    #[error("{0}")]
+    Upload(#[from] UploadError),
+}
+
+/// The uploader of one recording's segments; dropping the queue's last sender ends it.
+pub struct LiveUpload {
+    queue: mpsc::UnboundedSender<Segment>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LiveUpload {
+    /// Starts uploading the segments queued with [`LiveUpload::push`] for playback `id`.
+    pub fn spawn(uploader: Uploader, id: PlaybackId, capture: Capture) -> Self {
+        let (queue, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(upload_queue(uploader, id, capture, rx));
+        Self { queue, task }
+    }
+
+    /// Queues a segment just linked into the recording.
+    pub fn push(&self, segment: Segment) {
+        let _ = self.queue.send(segment);
+    }
+
+    /// Lets the queue drain for at most `within`, then stops it: what is left is uploaded by
+    /// [`segment_list`].
+    pub async fn drain(self, within: Duration) {
+        let LiveUpload { queue, mut task } = self;
+        drop(queue);
+        if tokio::time::timeout(within, &mut task).await.is_err() {
+            task.abort();
+        }
+    }
+}
+
+async fn upload_queue(
+    uploader: Uploader,
+    id: PlaybackId,
+    capture: Capture,
+    mut rx: mpsc::UnboundedReceiver<Segment>,
+) {
+    let mut tenure = capture.tenure();
+    while let Some(segment) = rx.recv().await {
+        let mut failures = 0u32;
+        loop {
+            let Some(held) = wait_for_tenure(&capture, &mut tenure).await else {
+                tracing::warn!(playback_id = %id, "another worker holds the camera: no more segments uploaded");
+                return;
+            };
+            match upload_segment(&uploader, id, &segment.path, held.epoch).await {
+                Ok(_) => break,
+                Err(LiveError::Read(e)) => {
+                    tracing::warn!(playback_id = %id, segment = %segment.name(), error = %e, "segment not uploaded: unreadable");
+                    break;
+                }
+                Err(LiveError::NotFragmented) => {
+                    tracing::warn!(playback_id = %id, segment = %segment.name(), "segment not uploaded: not a fragmented MP4");
+                    break;
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures == 1 {
+                        tracing::warn!(playback_id = %id, segment = %segment.name(), error = %e, "segment upload failed; retrying");
+                    }
+                    tokio::time::sleep(nth_delay(failures, RETRY_FIRST, RETRY_MAX)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Waits until this worker certainly holds the camera; `None` once another worker does.
+async fn wait_for_tenure(
+    capture: &Capture,
+    tenure: &mut tokio::sync::watch::Receiver<Tenure>,
+) -> Option<Tenure> {
+    loop {
+        if capture.is_lost() {
+            return None;
+        }
+        let held = *tenure.borrow_and_update();
+        if held.holds(Instant::now(), FENCE_MARGIN) {
+            return Some(held);
+        }
+        let closed = capture.closed();
+        tokio::select! {
+            changed = tenure.changed() => if changed.is_err() { return None },
+            _ = closed.cancelled(), if !capture.is_lost() => {
+                // A camera released (disabled, deleted, worker shutting down) keeps what its
+                // recordings hold: they are uploaded by `segment_list` at the end.
+                return None;
+            }
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+}
+
+/// Uploads one segment file under its key; returns what was stored.
+pub async fn upload_segment(
+    uploader: &Uploader,
+    id: PlaybackId,
+    path: &Path,
+    epoch: u64,
+) -> Result<Listed, LiveError> {
+    let name = path
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    let Some((start, duration)) = crate::capture::segment::parse_segment_name(name) else {
+        return Err(LiveError::Read(std::io::Error::other(
+            "not a segment file name",
+        )));
+    };
+    let data = Bytes::from(tokio::fs::read(path).await?);
+    let init_len = init_len(&data).ok_or(LiveError::NotFragmented)?;
+    let name = SegmentName {
+        start_ms: start.timestamp_millis(),
+        duration_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
+        init_len,
+        epoch,
+    };
+    let size = data.len() as u64;
+    uploader
+        .put_bytes(&ObjectKey::Segment(id, name), data)
+        .await?;
+    Ok(Listed { name, size })
+}
+
+/// The length of a fragmented MP4's initialization section: the offset of its first top-level
+/// `moof` box. `None` when there is none or a box header is broken.
+pub fn init_len(mp4: &[u8]) -> Option<u32> {
+    let mut at = 0usize;
+    while at + 8 <= mp4.len() {
+        let size32 = u32::from_be_bytes(mp4[at..at + 4].try_into().ok()?);
+        let kind = &mp4[at + 4..at + 8];
+        if kind == b"moof" {
+            return u32::try_from(at).ok();
+        }
+        let size = match size32 {
+            0 => return None,
+            1 => usize::try_from(u64::from_be_bytes(
+                mp4.get(at + 8..at + 16)?.try_into().ok()?,
+            ))
+            .ok()?,
+            n => n as usize,
+        };
+        if size < 8 {
+            return None;
+        }
+        at = at.checked_add(size)?;
+    }
+    None
+}
+
+/// The end of a recording's upload: every segment in `dir` that the store does not hold yet is
+/// uploaded (under `epoch`), then the closed playlist of all the playback's segments is written
+/// to `playbacks/<id>/index.m3u8`; returns that key.
+pub async fn segment_list(
+    uploader: &Uploader,
+    id: PlaybackId,
+    dir: &Path,
+    epoch: u64,
+) -> Result<ObjectKey, LiveError> {
+    let mut stored = listed(uploader, id).await?;
+    let local: Vec<Segment> = segments_in(dir).await.unwrap_or_default();
+    for s in local {
+        let start_ms = s.start.timestamp_millis();
+        if stored.iter().any(|l| l.name.start_ms == start_ms) {
+            continue;
+        }
+        match upload_segment(uploader, id, &s.path, epoch).await {
+            Ok(l) => stored.push(l),
+            Err(LiveError::Upload(e)) => return Err(LiveError::Upload(e)),
+            Err(e) => {
+                tracing::warn!(playback_id = %id, segment = %s.name(), error = %e, "segment left out of the list")
+            }
+        }
+    }
+    let list = playable(stored);
+    let text = media_playlist(&list, true, |n| format!("live/{n}"));
+    let key = ObjectKey::SegmentList(id);
+    uploader.put_bytes(&key, Bytes::from(text)).await?;
+    Ok(key)
+}
+
+/// The playback's segments the store holds.
+pub async fn listed(uploader: &Uploader, id: PlaybackId) -> Result<Vec<Listed>, LiveError> {
+    let objects = uploader.list(&segments_prefix(id)).await?;
+    Ok(objects
+        .into_iter()
+        .filter_map(|(key, size)| match ObjectKey::parse(&key) {
+            Some(ObjectKey::Segment(_, name)) => Some(Listed { name, size }),
+            _ => None,
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mp4_box(kind: &[u8; 4], body: usize) -> Vec<u8> {
+        let mut b = ((8 + body) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.resize(8 + body, 0);
+        b
+    }
+
+    #[test]
+    fn the_init_section_ends_where_the_first_moof_starts() {
+        let mut file = mp4_box(b"ftyp", 20);
+        file.extend(mp4_box(b"moov", 700));
+        file.extend(mp4_box(b"moof", 100));
+        file.extend(mp4_box(b"mdat", 5000));
+        assert_eq!(init_len(&file), Some(28 + 708));
+    }
+
+    #[test]
+    fn a_file_without_fragments_or_with_a_broken_header_has_no_init_section() {
+        let mut plain = mp4_box(b"ftyp", 20);
+        plain.extend(mp4_box(b"moov", 10));
+        plain.extend(mp4_box(b"mdat", 10));
+        assert_eq!(init_len(&plain), None);
+        let mut broken = mp4_box(b"ftyp", 20);
+        broken.extend_from_slice(&[0, 0, 0, 3, b'm', b'o', b'o', b'v']);
+        broken.extend(mp4_box(b"moof", 10));
+        assert_eq!(init_len(&broken), None);
+        assert_eq!(init_len(&[]), None);
+        assert_eq!(init_len(&[0xff; 7]), None);
+    }
+
+    #[test]
+    fn a_large_box_size_is_read_from_its_64_bit_field() {
+        let mut file = vec![0, 0, 0, 1];
+        file.extend_from_slice(b"free");
+        file.extend_from_slice(&24u64.to_be_bytes());
+        file.resize(24, 0);
+        file.extend(mp4_box(b"moof", 4));
+        assert_eq!(init_len(&file), Some(24));
+    }
+}
