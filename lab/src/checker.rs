@@ -12,7 +12,8 @@
 //! (e.g. failed `worker_lost` while its statuses waited out a NATS outage) fails the run too: the
 //! recording was made and kept, but the user is told it failed. A *duplicate* is a second recording of one playback (two workers
 //! recorded it, or two different clips were completed), a second `event.created`/`event.ended`
-//! message for one event, or an unexpected object under a playback's prefix.
+//! message for one event, an unexpected object under a playback's prefix, or uploaded segments
+//! of two camera holders (two epochs) that overlap in time.
 
 use crate::api::{Api, ApiError, PlaybackView};
 use crate::cluster::Cluster;
@@ -562,8 +563,10 @@ pub fn assess(
             });
         }
     }
+    let mut segments: BTreeMap<Uuid, Vec<camrec_shared::storage::SegmentName>> = BTreeMap::new();
     for key in object_keys {
         match ObjectKey::parse(key) {
+            Some(ObjectKey::Segment(id, name)) => segments.entry(id.0).or_default().push(name),
             Some(ObjectKey::Video(id)) => {
                 let status = by_id
                     .get(&id.0)
@@ -577,6 +580,20 @@ pub fn assess(
                 id: Uuid::nil(),
                 what: format!("unexpected object {key}"),
             }),
+        }
+    }
+    for (id, mut names) in segments {
+        names.sort();
+        for pair in names.windows(2) {
+            if pair[1].start_ms < pair[0].end_ms() && pair[0].epoch != pair[1].epoch {
+                r.duplicates.push(Duplicate {
+                    id,
+                    what: format!(
+                        "segments of two holders overlap: epochs {} and {} at {}",
+                        pair[0].epoch, pair[1].epoch, pair[1].start_ms
+                    ),
+                });
+            }
         }
     }
     r.faults = ledger.faults.iter().fold(BTreeMap::new(), |mut m, f| {
@@ -878,6 +895,33 @@ mod tests {
         assert_eq!(r.duplicates.len(), 1);
         assert_eq!(r.failed_by_reason.get("camera_unreachable"), Some(&1));
         assert!(r.to_string().contains("FAIL"));
+    }
+
+    #[test]
+    fn segments_of_two_holders_that_overlap_are_duplicates() {
+        let l = ledger(1);
+        let (p, s, mut k, z) = perfect(&l);
+        let pb = camrec_shared::PlaybackId(l.acknowledged().next().unwrap().playback_id.unwrap());
+        let seg = |start_ms, epoch| {
+            let name = camrec_shared::storage::SegmentName {
+                start_ms,
+                duration_ms: 1000,
+                init_len: 700,
+                epoch,
+            };
+            ObjectKey::Segment(pb, name).to_string()
+        };
+        // One holder, then a takeover after a hole: fine.
+        k.extend([seg(0, 1), seg(1000, 1), seg(9000, 2)]);
+        assert!(assess(&l, &p, &s, &k, &z).passed());
+        // The old holder wrote on after the takeover.
+        k.push(seg(9500, 1));
+        let r = assess(&l, &p, &s, &k, &z);
+        assert!(!r.passed());
+        assert!(
+            r.to_string().contains("segments of two holders overlap"),
+            "{r}"
+        );
     }
 
     #[test]

@@ -60,8 +60,25 @@ async fn rest(seg: &mut Segmenter) -> Vec<ListEntry> {
     got
 }
 
+/// The listed segments renamed as the capture names them (`<start_ms>_<duration_ms>.mp4`, here
+/// with made-up starts in list order): the join reads each one's duration from its name.
 fn paths(dir: &Path, entries: &[ListEntry]) -> Vec<PathBuf> {
-    entries.iter().map(|e| dir.join(&e.file)).collect()
+    let t0 = chrono::DateTime::from_timestamp_millis(1_765_000_000_000).unwrap();
+    entries
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let start = t0 + chrono::TimeDelta::seconds(10 * i as i64);
+            let named = dir.join(recorder_worker::capture::segment::segment_name(
+                start,
+                e.duration(),
+            ));
+            if !named.exists() {
+                std::fs::rename(dir.join(&e.file), &named).expect("segment renamed");
+            }
+            named
+        })
+        .collect()
 }
 
 fn listed_secs(entries: &[ListEntry]) -> f64 {
