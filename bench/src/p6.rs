@@ -39,6 +39,7 @@ impl Player {
             site: self.site.clone(),
             worker_id: "bench".into(),
             seq: self.seq,
+            takes_over_from: None,
             body,
         };
         let subject = playback_subject(status.body.kind(), &self.site, self.camera);

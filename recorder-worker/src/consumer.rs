@@ -15,11 +15,13 @@ use camrec_shared::subjects::{camera_consumer_name, camera_event_filter, Site, E
 use camrec_shared::{CameraId, PlaybackId};
 use std::time::Duration;
 
-use crate::ownership::{Lease, Ownership, OwnershipError, StopRegistry};
+use crate::ownership::{InProgress, Lease, Ownership, OwnershipError, StopRegistry};
 
-/// How long the server waits for an ack before redelivering. Claiming a recording takes one KV
-/// write, so this is generous.
-pub const ACK_WAIT: Duration = Duration::from_secs(30);
+/// How long the server waits for an ack (or a sign of progress) before redelivering. A
+/// recording holds its `event.created` (and `event.ended`) in progress until it ends, renewing
+/// every quarter of this; a worker that dies stops renewing, so its open recordings' messages
+/// reach the camera's next holder about when it takes the camera (the capture lease's TTL).
+pub const ACK_WAIT: Duration = camrec_shared::capture::CAPTURE_LEASE_TTL;
 /// The delay before a nak'ed message is redelivered.
 pub const NAK_DELAY: Duration = Duration::from_secs(2);
 /// How far back a camera's consumer starts when it is first created: events published while
@@ -80,6 +82,9 @@ pub async fn remove(js: &jetstream::Context, site: &Site, camera_id: CameraId) {
 pub enum Disposition {
     /// Done with it: never deliver it again.
     Ack,
+    /// The recording it belongs to holds it in progress and acknowledges it when it ends; a
+    /// second delivery of a message a recording here already holds is left alone too.
+    Leave,
     /// Not now: deliver it again after the delay.
     Nak(Duration),
     /// It can never be handled: never deliver it again.
@@ -93,6 +98,11 @@ pub enum CreatedOutcome {
     Undecodable(String),
     /// This worker now owns the recording.
     Claimed(Box<EventCreated>, Box<Lease>),
+    /// The recording was left open by the camera's previous holder (named): this worker, the
+    /// camera's holder now, continues it into the same playback.
+    Resumed(Box<EventCreated>, Box<Lease>, String),
+    /// The recording runs in this worker (a redelivery after a NATS hiccup).
+    RunningHere(PlaybackId),
     /// Another claim exists: a duplicate or a redelivery.
     AlreadyOwned(PlaybackId),
     /// The claim could not be written (NATS trouble): try again later.
@@ -101,13 +111,19 @@ pub enum CreatedOutcome {
 
 /// The ack rule of `event.created`:
 /// - undecodable: `Term` (redelivering cannot help);
-/// - claimed: `Ack` once the lease exists, so a long recording is not redelivered;
-/// - already owned: `Ack` and ignore, so a redelivery never starts a second FFmpeg;
+/// - claimed or resumed: `Leave`: the recording holds it in progress until it ends, so the
+///   camera's next holder gets it again if this worker dies;
+/// - running here: `Leave` (the recording holds the first delivery);
+/// - already owned (elsewhere, or finished): `Ack` and ignore, so a redelivery never starts a
+///   second recording;
 /// - claim failed: `Nak` with a delay, so this or another worker tries again.
 pub fn created_disposition(outcome: &CreatedOutcome) -> Disposition {
     match outcome {
         CreatedOutcome::Undecodable(_) => Disposition::Term,
-        CreatedOutcome::Claimed(..) | CreatedOutcome::AlreadyOwned(_) => Disposition::Ack,
+        CreatedOutcome::Claimed(..)
+        | CreatedOutcome::Resumed(..)
+        | CreatedOutcome::RunningHere(_) => Disposition::Leave,
+        CreatedOutcome::AlreadyOwned(_) => Disposition::Ack,
         CreatedOutcome::ClaimFailed(..) => Disposition::Nak(NAK_DELAY),
     }
 }
@@ -127,20 +143,26 @@ pub enum EndedOutcome {
 
 /// The ack rule of `event.ended`:
 /// - undecodable: `Term`;
-/// - otherwise `Ack`: the end is delivered to the recording in memory, and a recording that is
-///   not here has nothing left to stop.
+/// - stopped: `Leave`: the recording holds it until it ends (a holder that dies before the end
+///   leaves it to the camera's next holder);
+/// - otherwise `Ack`: a recording that is not here has nothing left to stop.
 pub fn ended_disposition(outcome: &EndedOutcome) -> Disposition {
     match outcome {
         EndedOutcome::Undecodable(_) => Disposition::Term,
-        EndedOutcome::NoPlayback | EndedOutcome::Stopped(_) | EndedOutcome::NotHere(_) => {
-            Disposition::Ack
-        }
+        EndedOutcome::Stopped(_) => Disposition::Leave,
+        EndedOutcome::NoPlayback | EndedOutcome::NotHere(_) => Disposition::Ack,
     }
 }
 
-/// Reads an `event.created` and tries to claim its recording. An event without `occurred_at`
-/// (an older writer) happened when its message was written.
-pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) -> CreatedOutcome {
+/// Reads an `event.created` and tries to claim its recording, or to continue it when the
+/// camera's previous holder left it open. An event without `occurred_at` (an older writer)
+/// happened when its message was written.
+pub async fn handle_created(
+    payload: &[u8],
+    site: &Site,
+    ownership: &Ownership,
+    stops: &StopRegistry,
+) -> CreatedOutcome {
     let event = match Envelope::<EventCreated>::from_slice(payload) {
         Ok(env) => EventCreated {
             occurred_at: env.payload.occurred_at.or(Some(env.occurred_at)),
@@ -151,19 +173,31 @@ pub async fn handle_created(payload: &[u8], site: &Site, ownership: &Ownership) 
     if &event.site != site {
         return CreatedOutcome::Undecodable(format!("message for site {}", event.site));
     }
-    match ownership.claim(event.playback_id).await {
+    let id = event.playback_id;
+    if stops.runs(id) {
+        return CreatedOutcome::RunningHere(id);
+    }
+    match ownership.claim(id).await {
         Ok(Some(lease)) => CreatedOutcome::Claimed(Box::new(event), Box::new(lease)),
-        Ok(None) => CreatedOutcome::AlreadyOwned(event.playback_id),
-        Err(e) => CreatedOutcome::ClaimFailed(event.playback_id, e),
+        Ok(None) => match ownership.resume(id).await {
+            Ok(Some((lease, previous))) => {
+                CreatedOutcome::Resumed(Box::new(event), Box::new(lease), previous)
+            }
+            Ok(None) => CreatedOutcome::AlreadyOwned(id),
+            Err(e) => CreatedOutcome::ClaimFailed(id, e),
+        },
+        Err(e) => CreatedOutcome::ClaimFailed(id, e),
     }
 }
 
-/// Reads an `event.ended` and hands its end time to the recording when it runs here. An end
-/// without a time (an older writer) ends the event at `received_at`.
+/// Reads an `event.ended` and hands its end time to the recording when it runs here, with
+/// `msg` (the message itself) for it to hold until it ends. An end without a time (an older
+/// writer) ends the event at `received_at`.
 pub fn handle_ended(
     payload: &[u8],
     received_at: chrono::DateTime<chrono::Utc>,
     stops: &StopRegistry,
+    msg: Option<InProgress>,
 ) -> EndedOutcome {
     let envelope = match Envelope::<EventEnded>::from_slice(payload) {
         Ok(env) => env,
@@ -173,7 +207,7 @@ pub fn handle_ended(
         return EndedOutcome::NoPlayback;
     };
     let at = envelope.payload.ended_at.unwrap_or(received_at);
-    if stops.signal(id, at) {
+    if stops.signal(id, at, msg) {
         EndedOutcome::Stopped(id)
     } else {
         EndedOutcome::NotHere(id)
@@ -184,6 +218,7 @@ pub fn handle_ended(
 /// and the rules above make the redelivery harmless.
 pub async fn settle(msg: &Message, disposition: Disposition) {
     let kind = match disposition {
+        Disposition::Leave => return,
         Disposition::Ack => AckKind::Ack,
         Disposition::Nak(d) => AckKind::Nak(Some(d)),
         Disposition::Term => AckKind::Term,
@@ -215,7 +250,7 @@ mod tests {
         );
         assert_eq!(
             ended_disposition(&EndedOutcome::Stopped(id)),
-            Disposition::Ack
+            Disposition::Leave
         );
         assert_eq!(
             ended_disposition(&EndedOutcome::NotHere(id)),
@@ -233,6 +268,10 @@ mod tests {
         assert_eq!(
             created_disposition(&CreatedOutcome::AlreadyOwned(id)),
             Disposition::Ack
+        );
+        assert_eq!(
+            created_disposition(&CreatedOutcome::RunningHere(id)),
+            Disposition::Leave
         );
         assert_eq!(
             created_disposition(&CreatedOutcome::ClaimFailed(id, nats_down())),

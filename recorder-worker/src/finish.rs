@@ -485,6 +485,7 @@ pub async fn retry_failed(f: &Finisher, status: &StatusPublisher, dir: &Path) ->
         event_id: manifest.event_id,
         camera_id: manifest.camera_id,
         site: manifest.site.clone(),
+        takes_over_from: None,
     });
     reporter.report(StatusBody::Completed(completed)).await;
     tracing::info!(playback_id = %id, "failed recording uploaded on a later try; reported completed");

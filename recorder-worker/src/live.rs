@@ -27,7 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::capture::segment::{segments_in, Segment};
+use crate::capture::segment::{segment_name, segments_in, Segment};
 use crate::capture::{Capture, Tenure};
 use crate::upload::{UploadError, Uploader};
 
@@ -225,6 +225,38 @@ pub async fn segment_list(
     let key = ObjectKey::SegmentList(id);
     uploader.put_bytes(&key, Bytes::from(text)).await?;
     Ok(key)
+}
+
+/// Downloads into `dir` the playback's stored segments it does not hold (those a previous
+/// holder of the camera uploaded), named as the capture names them; returns how many.
+pub async fn fetch_missing(
+    uploader: &Uploader,
+    id: PlaybackId,
+    dir: &Path,
+) -> Result<usize, LiveError> {
+    let local: Vec<i64> = segments_in(dir)
+        .await
+        .unwrap_or_default()
+        .iter()
+        .map(|s| s.start.timestamp_millis())
+        .collect();
+    let mut fetched = 0;
+    for l in listed(uploader, id).await? {
+        if local.contains(&l.name.start_ms) {
+            continue;
+        }
+        let Some(start) = chrono::DateTime::from_timestamp_millis(l.name.start_ms) else {
+            continue;
+        };
+        let duration = Duration::from_millis(u64::from(l.name.duration_ms));
+        let bytes = uploader.get(&ObjectKey::Segment(id, l.name)).await?;
+        let target = dir.join(segment_name(start, duration));
+        let tmp = target.with_extension("part");
+        tokio::fs::write(&tmp, &bytes).await?;
+        tokio::fs::rename(&tmp, &target).await?;
+        fetched += 1;
+    }
+    Ok(fetched)
 }
 
 /// The playback's segments the store holds.

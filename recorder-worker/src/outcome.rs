@@ -31,6 +31,9 @@ pub enum Outcome {
     Failed(FailureCode),
     /// The worker's shutdown deadline passed first: the directory stays for the next start.
     Abandoned,
+    /// Another worker took the camera over and continues the recording: this one wrote nothing
+    /// more and reported nothing.
+    TakenOver,
 }
 
 /// A recording that ends without a clip.

@@ -105,6 +105,38 @@ impl Ownership {
         }
     }
 
+    /// Takes over a recording another worker left open (`state=recording`), when this worker
+    /// holds the recording's camera now: compare-and-set on the lease's revision, so two workers
+    /// never both continue it. Returns the lease and the previous owner; `None` when there is
+    /// nothing to continue (finished, or this worker's own).
+    pub async fn resume(&self, id: PlaybackId) -> Result<Option<(Lease, String)>, OwnershipError> {
+        let Some(entry) = self.kv.entry(lease_key(id)).await? else {
+            return Ok(None);
+        };
+        let Ok(value) = serde_json::from_slice::<LeaseValue>(&entry.value) else {
+            return Ok(None);
+        };
+        if value.state != LeaseState::Recording || value.worker_id == self.worker_id {
+            return Ok(None);
+        }
+        match self
+            .kv
+            .update(
+                lease_key(id),
+                self.lease_value(LeaseState::Recording),
+                entry.revision,
+            )
+            .await
+        {
+            Ok(revision) => Ok(Some((
+                self.lease(id, revision, LeaseState::Recording),
+                value.worker_id,
+            ))),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
     /// Takes over the lease of a recording this host left behind (crash recovery).
     pub async fn take_over(&self, id: PlaybackId) -> Result<Lease, OwnershipError> {
         let revision = self
@@ -120,6 +152,7 @@ impl Ownership {
             id,
             revision,
             state,
+            taken: false,
         }
     }
 
@@ -136,6 +169,8 @@ pub struct Lease {
     id: PlaybackId,
     revision: u64,
     state: LeaseState,
+    /// Another worker took the recording over: this one writes the lease no more.
+    taken: bool,
 }
 
 impl std::fmt::Debug for Lease {
@@ -154,24 +189,40 @@ impl Lease {
     }
 
     /// Refreshes the heartbeat and sets `state`, compare-and-set on the last revision. A failed
-    /// refresh is logged and retried at the next heartbeat: the lease only guards against a
-    /// second start, which its mere existence already does.
+    /// refresh is logged and retried at the next heartbeat. A lease whose revision moved on is
+    /// read back: still this worker's (a write whose answer was lost), it is refreshed on top;
+    /// another worker's (it took the camera and the recording over), it is left to it for good.
     pub async fn refresh(&mut self, state: LeaseState) {
+        if self.taken {
+            return;
+        }
         self.state = state;
         let value = self.ownership.lease_value(state);
+        let key = lease_key(self.id);
         match self
             .ownership
             .kv
-            .update(lease_key(self.id), value.clone(), self.revision)
+            .update(key.clone(), value.clone(), self.revision)
             .await
         {
             Ok(rev) => self.revision = rev,
-            Err(e) => {
-                tracing::warn!(playback_id = %self.id, error = %e, "lease refresh failed");
-                if let Ok(rev) = self.ownership.kv.put(lease_key(self.id), value).await {
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                let Ok(Some(entry)) = self.ownership.kv.entry(key.clone()).await else {
+                    return;
+                };
+                let owner = serde_json::from_slice::<LeaseValue>(&entry.value)
+                    .map(|v| v.worker_id)
+                    .unwrap_or_default();
+                if owner != self.ownership.worker_id {
+                    tracing::warn!(playback_id = %self.id, %owner, "the recording was taken over by another worker");
+                    self.taken = true;
+                    return;
+                }
+                if let Ok(rev) = self.ownership.kv.update(key, value, entry.revision).await {
                     self.revision = rev;
                 }
             }
+            Err(e) => tracing::warn!(playback_id = %self.id, error = %e, "lease refresh failed"),
         }
     }
 }
@@ -236,40 +287,99 @@ impl LeaseKeeper {
 /// Where a recording learns when its event ended (`None` while it is open).
 type EndSender = watch::Sender<Option<DateTime<Utc>>>;
 
+/// A message of the camera's consumer that a recording holds until it ends: renewed
+/// ([`InProgress::progress`]) so the server does not hand it to another worker, acknowledged
+/// when the recording is over. A worker that dies stops renewing it, and the camera's next
+/// holder receives it ([`crate::consumer::ACK_WAIT`]).
+#[derive(Clone)]
+pub struct InProgress(async_nats::jetstream::Message);
+
+impl InProgress {
+    pub fn new(msg: async_nats::jetstream::Message) -> Self {
+        Self(msg)
+    }
+
+    /// Tells the server the message is still being worked on.
+    pub async fn progress(&self) {
+        if let Err(e) = self
+            .0
+            .ack_with(async_nats::jetstream::AckKind::Progress)
+            .await
+        {
+            tracing::debug!(subject = %self.0.subject, error = %e, "cannot renew a message in progress");
+        }
+    }
+
+    /// The recording is over: never deliver it again.
+    pub async fn done(&self) {
+        if let Err(e) = self.0.ack().await {
+            tracing::warn!(subject = %self.0.subject, error = %e, "cannot acknowledge a finished recording's message");
+        }
+    }
+}
+
+/// A recording running here: where its end arrives, and the messages it holds in progress.
+struct Running {
+    end: EndSender,
+    held: Vec<InProgress>,
+}
+
 /// The recordings running in this worker, by playback, each with the channel its event's end
 /// time arrives on.
 #[derive(Clone, Default)]
-pub struct StopRegistry(Arc<Mutex<HashMap<PlaybackId, EndSender>>>);
+pub struct StopRegistry(Arc<Mutex<HashMap<PlaybackId, Running>>>);
 
 impl StopRegistry {
     /// Registers a recording and returns where its end arrives.
     pub fn register(&self, id: PlaybackId) -> watch::Receiver<Option<DateTime<Utc>>> {
         let (tx, rx) = watch::channel(None);
-        self.lock().insert(id, tx);
+        self.lock().insert(
+            id,
+            Running {
+                end: tx,
+                held: Vec::new(),
+            },
+        );
         rx
     }
 
-    pub fn remove(&self, id: PlaybackId) {
-        self.lock().remove(&id);
+    /// Forgets a recording that is over; returns the messages it held, to be acknowledged.
+    pub fn remove(&self, id: PlaybackId) -> Vec<InProgress> {
+        self.lock().remove(&id).map(|r| r.held).unwrap_or_default()
     }
 
-    /// Tells the recording of `id`, if it runs here, that its event ended at `at`; returns
-    /// whether it runs here.
-    pub fn signal(&self, id: PlaybackId, at: DateTime<Utc>) -> bool {
-        match self.lock().get(&id) {
-            Some(tx) => {
-                tx.send_replace(Some(at));
+    /// Whether the recording of `id` runs here.
+    pub fn runs(&self, id: PlaybackId) -> bool {
+        self.lock().contains_key(&id)
+    }
+
+    /// Tells the recording of `id`, if it runs here, that its event ended at `at`, and hands it
+    /// the message that said so (`event.ended`), to hold until it ends; returns whether it runs
+    /// here.
+    pub fn signal(&self, id: PlaybackId, at: DateTime<Utc>, msg: Option<InProgress>) -> bool {
+        match self.lock().get_mut(&id) {
+            Some(r) => {
+                r.end.send_replace(Some(at));
+                r.held.extend(msg);
                 true
             }
             None => false,
         }
     }
 
+    /// The messages the recording of `id` holds besides its `event.created`.
+    pub fn held_of(&self, id: PlaybackId) -> Vec<InProgress> {
+        self.lock()
+            .get(&id)
+            .map(|r| r.held.clone())
+            .unwrap_or_default()
+    }
+
     pub fn ids(&self) -> Vec<PlaybackId> {
         self.lock().keys().copied().collect()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlaybackId, EndSender>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PlaybackId, Running>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -284,10 +394,11 @@ mod tests {
         let a = PlaybackId::new();
         let ended = reg.register(a);
         let at = Utc::now();
-        assert!(!reg.signal(PlaybackId::new(), at));
-        assert!(reg.signal(a, at));
+        assert!(!reg.signal(PlaybackId::new(), at, None));
+        assert!(reg.runs(a));
+        assert!(reg.signal(a, at, None));
         assert_eq!(*ended.borrow(), Some(at));
-        reg.remove(a);
-        assert!(reg.ids().is_empty());
+        assert!(reg.remove(a).is_empty());
+        assert!(reg.ids().is_empty() && !reg.runs(a));
     }
 }

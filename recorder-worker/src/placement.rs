@@ -44,7 +44,7 @@ use tokio_util::task::TaskTracker;
 use crate::capture::{self, Capture, CaptureState, Report, Tenure};
 use crate::consumer::{self, CreatedOutcome};
 use crate::disk::DiskGuard;
-use crate::ownership::Ownership;
+use crate::ownership::{InProgress, Ownership};
 use crate::recording::{self, Deps};
 
 /// The directory of the camera captures, under `RECORD_DIR`.
@@ -609,8 +609,12 @@ async fn pull_events(cams: Arc<Cameras>, id: CameraId, capture: Capture, stop: C
                     kind: EventKind::Ended,
                     ..
                 }) => {
-                    let outcome =
-                        consumer::handle_ended(&msg.payload, Utc::now(), &cams.recordings.stops);
+                    let outcome = consumer::handle_ended(
+                        &msg.payload,
+                        Utc::now(),
+                        &cams.recordings.stops,
+                        Some(InProgress::new(msg.clone())),
+                    );
                     consumer::settle(&msg, consumer::ended_disposition(&outcome)).await;
                     tracing::info!(camera_id = %id, ?outcome, "event.ended");
                 }
@@ -624,29 +628,42 @@ async fn pull_events(cams: Arc<Cameras>, id: CameraId, capture: Capture, stop: C
 }
 
 async fn created(cams: &Arc<Cameras>, capture: &Capture, msg: &jetstream::Message) {
-    let outcome = consumer::handle_created(&msg.payload, &cams.site, &cams.ownership).await;
+    let stops = &cams.recordings.stops;
+    let outcome = consumer::handle_created(&msg.payload, &cams.site, &cams.ownership, stops).await;
     consumer::settle(msg, consumer::created_disposition(&outcome)).await;
-    match outcome {
+    let (event, lease, takes_over_from) = match outcome {
         CreatedOutcome::Claimed(event, lease) => {
             tracing::info!(playback_id = %event.playback_id, camera_id = %event.camera_id, "recording claimed");
-            let deps = cams.recordings.clone();
-            let capture = capture.clone();
-            let ended = recording::register(&deps, &event);
-            cams.tracker.spawn(async move {
-                let _active = Active::count();
-                recording::run(deps, capture, *event, *lease, ended).await
-            });
+            (event, lease, None)
         }
-        CreatedOutcome::AlreadyOwned(id) => {
+        CreatedOutcome::Resumed(event, lease, previous) => {
+            tracing::info!(playback_id = %event.playback_id, camera_id = %event.camera_id, %previous, "recording left open by the camera's previous holder: continued here");
+            (event, lease, Some(previous))
+        }
+        CreatedOutcome::AlreadyOwned(id) | CreatedOutcome::RunningHere(id) => {
             tracing::info!(playback_id = %id, "event.created for a recording already taken; ignored");
+            return;
         }
         CreatedOutcome::ClaimFailed(id, e) => {
             tracing::warn!(playback_id = %id, error = %e, "cannot claim the recording; will retry");
+            return;
         }
         CreatedOutcome::Undecodable(e) => {
             tracing::warn!(subject = %msg.subject, error = %e, "undecodable event.created dropped");
+            return;
         }
-    }
+    };
+    let deps = cams.recordings.clone();
+    let capture = capture.clone();
+    let ended = recording::register(&deps, &event);
+    let held = recording::Held {
+        created: InProgress::new(msg.clone()),
+        takes_over_from,
+    };
+    cams.tracker.spawn(async move {
+        let _active = Active::count();
+        recording::run(deps, capture, *event, *lease, ended, held).await
+    });
 }
 
 /// Counts a recording in `recordings_active` from its claim until it has finished.

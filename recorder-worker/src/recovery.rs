@@ -27,7 +27,7 @@ use tokio_util::sync::CancellationToken;
 use crate::finish::{finish, retry_failed, Finisher, Recorded, Retry};
 use crate::manifest::{self, Manifest, FAILED_DIR};
 use crate::outcome::Outcome;
-use crate::ownership::{LeaseKeeper, LeaseState, Ownership};
+use crate::ownership::{LeaseKeeper, LeaseState, LeaseValue, Ownership};
 use crate::status::{StatusPublisher, Subject};
 
 /// How often `_failed/` is tended (uploads retried, old entries deleted).
@@ -119,6 +119,13 @@ async fn recover_one(shared: &Leftovers, id: PlaybackId, dir: &Path) -> Option<O
             }
             return None;
         }
+        Ok(Some(lease)) if taken_over_elsewhere(shared, &lease) => {
+            tracing::info!(playback_id = %id, owner = %lease.worker_id, "leftover directory of a recording another worker continues removed");
+            if let Err(e) = tokio::fs::remove_dir_all(dir).await {
+                tracing::warn!(playback_id = %id, error = %e, "cannot remove the directory");
+            }
+            return None;
+        }
         Ok(_) => {}
         Err(e) => {
             tracing::warn!(playback_id = %id, error = %e, "cannot read the lease; recovering anyway")
@@ -136,6 +143,7 @@ async fn recover_one(shared: &Leftovers, id: PlaybackId, dir: &Path) -> Option<O
         event_id: manifest.event_id,
         camera_id: manifest.camera_id,
         site: manifest.site.clone(),
+        takes_over_from: None,
     });
     if manifest.started_at.is_none() {
         tracing::info!(playback_id = %id, "leftover recording never reported frames");
@@ -147,6 +155,15 @@ async fn recover_one(shared: &Leftovers, id: PlaybackId, dir: &Path) -> Option<O
         never = lease.keep(shared.lease_heartbeat) => match never {},
     };
     Some(outcome)
+}
+
+/// Whether another worker took the recording over (it held the camera while this one was down)
+/// and keeps its lease fresh: the recording goes on there, from what was uploaded.
+fn taken_over_elsewhere(shared: &Leftovers, lease: &LeaseValue) -> bool {
+    let fresh = chrono::Duration::from_std(shared.lease_heartbeat * 3).unwrap_or_default();
+    lease.worker_id != shared.ownership.worker_id()
+        && matches!(lease.state, LeaseState::Recording | LeaseState::Processing)
+        && chrono::Utc::now() - lease.heartbeat_at < fresh
 }
 
 /// Whether a `_failed/` entry last modified at `modified` is due for deletion at `now`.

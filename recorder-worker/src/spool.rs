@@ -178,6 +178,7 @@ mod tests {
             site: Site::default(),
             worker_id: "w1".into(),
             seq,
+            takes_over_from: None,
             body,
         }
     }

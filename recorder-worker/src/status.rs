@@ -63,6 +63,9 @@ pub struct Subject {
     pub event_id: EventId,
     pub camera_id: CameraId,
     pub site: Site,
+    /// The previous owner, when this worker took the camera over and continues its recording
+    /// ([`PlaybackStatus::takes_over_from`]).
+    pub takes_over_from: Option<String>,
 }
 
 /// The statuses waiting to be sent.
@@ -257,6 +260,7 @@ impl Reporter {
             site: self.subject.site.clone(),
             worker_id: self.worker_id.clone(),
             seq: self.last_seq,
+            takes_over_from: self.subject.takes_over_from.clone(),
             body,
         })
     }
@@ -330,6 +334,7 @@ mod tests {
             site: Site::default(),
             worker_id: "w1".into(),
             seq,
+            takes_over_from: None,
             body,
         })
     }

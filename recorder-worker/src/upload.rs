@@ -161,6 +161,17 @@ impl Uploader {
         self.put_single(key, data, &sha256).await
     }
 
+    /// The bytes of a small object.
+    pub async fn get(&self, key: &ObjectKey) -> Result<Bytes, UploadError> {
+        let store = self.storage.store().clone();
+        let location = key.path();
+        self.attempt("get", || {
+            let (store, location) = (store.clone(), location.clone());
+            async move { store.get(&location).await?.bytes().await }
+        })
+        .await
+    }
+
     /// The objects under `prefix`, with their sizes.
     pub async fn list(&self, prefix: &str) -> Result<Vec<(String, u64)>, UploadError> {
         use futures::TryStreamExt;

@@ -589,3 +589,116 @@ async fn a_killed_workers_cameras_are_taken_over_within_one_and_a_half_ttl() -> 
     second.stop().await?;
     Ok(())
 }
+
+/// The holder of a camera dies (SIGKILL) in the middle of a recording: the camera's next holder
+/// continues that recording into the same playback within 1.5 × the lease TTL; what the dead
+/// worker uploaded stays in the clip, the time nobody recorded is its one gap, and the playback
+/// ends COMPLETED partial, from the new holder, with no segment of two holders overlapping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_recording_of_a_killed_worker_is_continued_by_the_cameras_next_holder(
+) -> anyhow::Result<()> {
+    use camrec_shared::storage::{segments_prefix, SegmentName};
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
+    let logs = tempfile::tempdir()?;
+    let mut first = WorkerProcess::spawn(&env.worker_env("host-a", &[]), &logs.path().join("a"))?;
+    let event = event_for(camera.url(), 600);
+    let id = event.playback_id;
+    let lease = env.start_capture(&event).await?;
+    assert_eq!(lease.worker_id, "host-a");
+    let second = env.spawn_worker("host-b", &[]);
+    env.publish_created(&event).await?;
+    let started = env.log.wait(id, StatusKind::Recording, START).await?;
+    assert_eq!(started.status.worker_id, "host-a");
+    let storage = env.s3.storage()?;
+    let prefix = segments_prefix(id);
+    let stored = || async {
+        use futures::TryStreamExt;
+        let listed: Vec<object_store::ObjectMeta> = storage
+            .store()
+            .list(Some(&object_store::path::Path::from(prefix.as_str())))
+            .try_collect()
+            .await
+            .unwrap_or_default();
+        let mut names: Vec<SegmentName> = listed
+            .iter()
+            .filter_map(|m| match ObjectKey::parse(m.location.as_ref()) {
+                Some(ObjectKey::Segment(_, n)) => Some(n),
+                _ => None,
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "host-a uploads segments",
+        || async { (stored().await.len() >= 3).then_some(()) },
+    )
+    .await?;
+
+    first.sigkill();
+    let killed = std::time::Instant::now();
+    let limit = camrec_shared::capture::CAPTURE_LEASE_TTL * 3 / 2;
+    let resumed = testkit::wait_until(
+        limit + Duration::from_secs(10),
+        "host-b continues the recording",
+        || async {
+            env.log
+                .of(id)
+                .into_iter()
+                .find(|s| s.status.worker_id == "host-b")
+        },
+    )
+    .await?;
+    let took = killed.elapsed();
+    assert_eq!(resumed.status.takes_over_from.as_deref(), Some("host-a"));
+    assert!(
+        took <= limit,
+        "continued after {took:?}, more than {limit:?}"
+    );
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "host-b uploads segments",
+        || async {
+            let names = stored().await;
+            (names
+                .iter()
+                .map(|n| n.epoch)
+                .collect::<std::collections::BTreeSet<_>>()
+                .len()
+                == 2)
+                .then_some(())
+        },
+    )
+    .await?;
+
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(id, FINISH).await?;
+    assert_eq!(done.status.worker_id, "host-b");
+    let clip = completed(&done.status.body);
+    assert!(clip.partial, "{clip:?}");
+    assert_eq!(clip.gaps.len(), 1, "{clip:?}");
+    let gap = (clip.gaps[0].to - clip.gaps[0].from).to_std()?;
+    assert!(
+        gap <= took + Duration::from_secs(4),
+        "gap {gap:?}, takeover {took:?}"
+    );
+    let StatusBody::Recording { started_at } = started.status.body else {
+        panic!("not recording");
+    };
+    assert!(
+        (clip.started_at - started_at).num_milliseconds().abs() <= 1000,
+        "the clip starts with host-a's footage: {} vs {started_at}",
+        clip.started_at
+    );
+    let names = stored().await;
+    for pair in names.windows(2) {
+        assert!(
+            pair[0].epoch == pair[1].epoch || pair[1].start_ms >= pair[0].end_ms(),
+            "segments of two holders overlap: {names:?}"
+        );
+    }
+    second.stop().await?;
+    Ok(())
+}

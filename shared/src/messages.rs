@@ -391,6 +391,11 @@ pub struct PlaybackStatus {
     /// worker restart. The projector ignores a message whose `seq` is not newer than the last it
     /// applied.
     pub seq: u64,
+    /// Set by a worker that took the camera over and continues a recording its previous holder
+    /// left open: that holder's `worker_id`. The projector then hands the playback to the sender
+    /// (only from that owner, only while the playback is open).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub takes_over_from: Option<String>,
     #[serde(flatten)]
     pub body: StatusBody,
 }
@@ -481,6 +486,7 @@ mod tests {
             site: Site::default(),
             worker_id: "w1".into(),
             seq: 7,
+            takes_over_from: None,
             body: StatusBody::Failed {
                 code: FailureCode::CameraUnreachable,
                 message: "connection refused".into(),

@@ -354,6 +354,7 @@ impl Store {
                 target,
                 worker_id: &status.worker_id,
                 site: status.site.as_str(),
+                takes_over_from: status.takes_over_from.as_deref(),
             },
             Utc::now().timestamp_micros(),
         );
@@ -363,7 +364,7 @@ impl Store {
         let c = columns_of(&status.body);
         sqlx::query(
             "UPDATE playbacks SET status = $3, last_seq = $2, last_status_at = now(), \
-             updated_at = now(), worker_id = COALESCE(worker_id, $4), \
+             updated_at = now(), worker_id = CASE WHEN $25 THEN $4 ELSE COALESCE(worker_id, $4) END, \
              started_at = COALESCE($5, started_at), ended_at = COALESCE($6, ended_at), \
              frames = COALESCE($7, frames), bitrate_kbps = COALESCE($8, bitrate_kbps), \
              media_time_sec = COALESCE($9, media_time_sec), video_key = COALESCE($10, video_key), \
@@ -402,6 +403,7 @@ impl Store {
         .bind(matches!(applied, Applied::Overrode(_)))
         .bind(c.gaps)
         .bind(c.started_late)
+        .bind(current.worker_id.as_deref().is_some_and(|w| w != status.worker_id))
         .execute(&mut *tx)
         .await?;
         if current.deleted && target.is_terminal() {
@@ -497,6 +499,7 @@ async fn announce_failures(
             site: Site::new(row.site).unwrap_or_default(),
             worker_id: RECONCILER_ID.to_owned(),
             seq,
+            takes_over_from: None,
             body: StatusBody::Failed {
                 code,
                 message: row.error_message,
@@ -561,6 +564,8 @@ pub struct Report<'a> {
     pub target: PlaybackState,
     pub worker_id: &'a str,
     pub site: &'a str,
+    /// The owner the sender says it took the camera over from ([`PlaybackStatus::takes_over_from`]).
+    pub takes_over_from: Option<&'a str>,
 }
 
 /// How far ahead of this host's clock a `seq` may be (workers derive it from their clocks, in
@@ -572,7 +577,9 @@ pub const MAX_SEQ_AHEAD_MICROS: i64 = 3_600_000_000;
 /// - never one naming event-api as its worker: event-api applied its own verdicts when it wrote
 ///   them, and a worker must not pass for it;
 /// - only from the playback's site and its owner, the worker that reported it first (its
-///   `worker_id` is stored then and never changes): anything else is [`Applied::Refused`];
+///   `worker_id` is stored then), or from a worker of the site that took the camera over from
+///   that owner while the playback is open ([`takes_over`]; it is the owner from then on):
+///   anything else is [`Applied::Refused`];
 /// - only a newer `seq` that is not far in the future, only an allowed transition (ADR 0001);
 /// - a report from the owner (or, for `not_started`, the first worker) replaces a failure the
 ///   reconciler only presumed, and a clip uploaded on retry completes a playback whose upload
@@ -583,6 +590,7 @@ pub fn decide(current: &Current, report: &Report<'_>, now_micros: i64) -> Applie
         target,
         worker_id,
         site,
+        ..
     } = *report;
     if worker_id == RECONCILER_ID {
         return Applied::Ignored;
@@ -590,7 +598,8 @@ pub fn decide(current: &Current, report: &Report<'_>, now_micros: i64) -> Applie
     if site != current.site {
         return Applied::Refused(Refusal::WrongSite);
     }
-    if current.worker_id.as_deref().is_some_and(|w| w != worker_id) {
+    if current.worker_id.as_deref().is_some_and(|w| w != worker_id) && !takes_over(current, report)
+    {
         return Applied::Refused(Refusal::NotOwner);
     }
     if seq <= current.last_seq || seq > now_micros.saturating_add(MAX_SEQ_AHEAD_MICROS) {
@@ -614,6 +623,18 @@ pub fn decide(current: &Current, report: &Report<'_>, now_micros: i64) -> Applie
         Some(code) if current.status == PlaybackState::Failed => Applied::Overrode(code),
         _ => Applied::Ignored,
     }
+}
+
+/// Whether `report` hands the playback to its sender: it names the current owner as the worker
+/// it took the camera over from, and the playback is still open (or only presumed lost).
+pub fn takes_over(current: &Current, report: &Report<'_>) -> bool {
+    let open = matches!(
+        current.status,
+        PlaybackState::Pending | PlaybackState::Recording | PlaybackState::Processing
+    ) || (current.status == PlaybackState::Failed
+        && current.error_code.as_deref() == Some(FailureCode::WorkerLost.as_str()));
+    open && report.takes_over_from.is_some()
+        && report.takes_over_from == current.worker_id.as_deref()
 }
 
 /// Ends the event of a playback whose worker stopped at the event's maximum duration, with that
@@ -667,6 +688,7 @@ mod tests {
                 target,
                 worker_id,
                 site: "default",
+                takes_over_from: None,
             },
             now_micros,
         )
@@ -771,6 +793,7 @@ mod tests {
                 target: Failed,
                 worker_id: "w1",
                 site: "north",
+                takes_over_from: None,
             },
             NOW,
         );
@@ -780,6 +803,42 @@ mod tests {
             decide(&unclaimed, 11, Recording, "w2", NOW),
             Applied::Applied,
             "the first worker to report becomes the owner"
+        );
+    }
+
+    #[test]
+    fn a_worker_that_took_the_camera_over_from_the_owner_becomes_the_owner() {
+        let report = |takes_over_from, target| Report {
+            seq: 11,
+            target,
+            worker_id: "w2",
+            site: "default",
+            takes_over_from,
+        };
+        for open in [
+            current(Recording, None, Some("w1")),
+            current(Processing, None, Some("w1")),
+            current(Failed, Some(FailureCode::WorkerLost), Some("w1")),
+        ] {
+            assert!(takes_over(&open, &report(Some("w1"), Recording)));
+            assert_ne!(
+                super::decide(&open, &report(Some("w1"), Recording), NOW),
+                Applied::Refused(Refusal::NotOwner)
+            );
+        }
+        let open = current(Recording, None, Some("w1"));
+        // Not from the owner it names, or naming nobody: refused.
+        for from in [Some("w3"), None] {
+            assert_eq!(
+                super::decide(&open, &report(from, Recording), NOW),
+                Applied::Refused(Refusal::NotOwner)
+            );
+        }
+        // A finished playback stays with the worker that finished it.
+        let done = current(Completed, None, Some("w1"));
+        assert_eq!(
+            super::decide(&done, &report(Some("w1"), Completed), NOW),
+            Applied::Refused(Refusal::NotOwner)
         );
     }
 

@@ -272,6 +272,7 @@ async fn a_status_from_another_worker_or_site_is_refused_and_counted() {
         site: Site::new("north").unwrap(),
         worker_id: "w1".into(),
         seq: 30,
+        takes_over_from: None,
         body: failed(),
     };
     let js = app.js().await;

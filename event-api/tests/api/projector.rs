@@ -234,6 +234,7 @@ async fn replaying_statuses_in_any_order_gives_the_same_row() {
             site: Site::default(),
             worker_id: "w".into(),
             seq: all[i].0,
+            takes_over_from: None,
             body: all[i].1.clone(),
         };
         for i in order {

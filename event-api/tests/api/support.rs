@@ -351,6 +351,7 @@ impl TestApp {
             site: Site::default(),
             worker_id: worker_id.into(),
             seq,
+            takes_over_from: None,
             body,
         };
         let subject = playback_subject(status.body.kind(), &status.site, camera_id);

@@ -35,14 +35,17 @@ use tokio_util::sync::CancellationToken;
 
 use crate::capture::ring::gaps;
 use crate::capture::ring::GAP_TOLERANCE;
-use crate::capture::segment::Segment;
+use crate::capture::segment::{segments_in, Segment};
 use crate::capture::Capture;
+use crate::consumer::ACK_WAIT;
 use crate::finish::{finish, Finisher, Recorded};
 use crate::live::LiveUpload;
 use crate::manifest::{self, Manifest};
 use crate::outcome::{note_state, Failure, Outcome, State};
-use crate::ownership::{Lease, LeaseKeeper, LeaseState, StopRegistry};
+use crate::ownership::{InProgress, Lease, LeaseKeeper, LeaseState, StopRegistry};
 use crate::status::{Reporter, StatusPublisher, Subject};
+use camrec_shared::PlaybackId;
+use std::convert::Infallible;
 use window::{wanted, Window};
 
 /// What every recording of a worker needs from it: nothing more.
@@ -71,14 +74,25 @@ pub fn register(deps: &Deps, event: &EventCreated) -> watch::Receiver<Option<Dat
     deps.stops.register(event.playback_id)
 }
 
-/// Runs one claimed recording of the camera `capture` to its end, its lease kept fresh beside
-/// it; `ended` comes from [`register`]. The stop registry entry is removed when it returns.
+/// What a recording holds besides its lease.
+pub struct Held {
+    /// Its `event.created`, held in progress until the recording is over.
+    pub created: InProgress,
+    /// The camera's previous holder, when this worker continues a recording it left open.
+    pub takes_over_from: Option<String>,
+}
+
+/// Runs one claimed (or continued) recording of the camera `capture` to its end, its lease and
+/// its messages kept fresh beside it; `ended` comes from [`register`]. The stop registry entry
+/// is removed when it returns, and the messages acknowledged unless another worker continues
+/// the recording or the next start will.
 pub async fn run(
     deps: Arc<Deps>,
     capture: Capture,
     event: EventCreated,
     lease: Lease,
     ended: watch::Receiver<Option<DateTime<Utc>>>,
+    held: Held,
 ) -> Outcome {
     let id = event.playback_id;
     let lease = Arc::new(LeaseKeeper::new(lease));
@@ -88,7 +102,9 @@ pub async fn run(
             event_id: event.event_id,
             camera_id: event.camera_id,
             site: event.site.clone(),
+            takes_over_from: held.takes_over_from.clone(),
         }),
+        resumed: held.takes_over_from.is_some(),
         dir: manifest::recording_dir(&deps.record_dir, id),
         manifest: Manifest::new(&event, Utc::now()),
         window: Window {
@@ -107,10 +123,31 @@ pub async fn run(
     let outcome = tokio::select! {
         outcome = job.drive() => outcome,
         never = lease.keep(deps.lease_heartbeat) => match never {},
+        never = keep_in_progress(&deps, id, &held.created) => match never {},
     };
-    deps.stops.remove(id);
+    let ends = deps.stops.remove(id);
+    if matches!(outcome, Outcome::Completed { .. } | Outcome::Failed(_)) {
+        held.created.done().await;
+        for msg in ends {
+            msg.done().await;
+        }
+    }
     tracing::info!(playback_id = %id, ?outcome, "recording finished");
     outcome
+}
+
+/// Renews the recording's messages every quarter of [`ACK_WAIT`], so the server hands them to
+/// nobody else while this worker records.
+async fn keep_in_progress(deps: &Deps, id: PlaybackId, created: &InProgress) -> Infallible {
+    let mut tick = tokio::time::interval(ACK_WAIT / 4);
+    tick.reset();
+    loop {
+        tick.tick().await;
+        created.progress().await;
+        for msg in deps.stops.held_of(id) {
+            msg.progress().await;
+        }
+    }
 }
 
 /// How long the end of a recording waits for its segments' uploads to catch up before the rest
@@ -136,6 +173,9 @@ struct Job {
     linked: Vec<Segment>,
     /// Uploads each linked segment while the recording goes on ([`crate::live`]).
     live: Option<LiveUpload>,
+    /// This worker continues a recording the camera's previous holder left open: what that
+    /// holder uploaded is the clip's start.
+    resumed: bool,
 }
 
 /// How the recording phase ended.
@@ -153,6 +193,7 @@ impl Job {
     async fn drive(mut self) -> Outcome {
         self.enter(State::Starting);
         let stopped = match self.record().await {
+            _ if self.capture.is_lost() => return self.taken_over().await,
             Ok(s) => s,
             Err(f) => return self.fail(f).await,
         };
@@ -187,6 +228,18 @@ impl Job {
             self.manifest.playback_id,
             self.capture.clone(),
         ));
+        // A continued recording starts where its previous holder's first segment did.
+        let mut first_frame = None;
+        if self.resumed {
+            let stored =
+                crate::live::listed(self.deps.finisher.uploader(), self.manifest.playback_id).await;
+            first_frame = stored
+                .unwrap_or_default()
+                .iter()
+                .map(|l| l.name.start_ms)
+                .min()
+                .and_then(DateTime::from_timestamp_millis);
+        }
         let mut newest = self.capture.newest();
         let from = self.window.start();
         let (until, _) = self.window.end(*self.ended.borrow());
@@ -211,7 +264,8 @@ impl Job {
             }
             if self.manifest.started_at.is_none() {
                 if let Some(first) = self.linked.first() {
-                    self.mark_started(first.start).await;
+                    let at = first_frame.unwrap_or(first.start).min(first.start);
+                    self.mark_started(at).await;
                 }
             }
             let at_end = clock.instant_at(until);
@@ -328,22 +382,36 @@ impl Job {
         Failure::new(FailureCode::CameraUnreachable, reason)
     }
 
-    /// What the clip holds, from its segments; saved in the manifest too.
+    /// What the clip holds, from its segments (with those a previous holder uploaded, fetched
+    /// into the directory); saved in the manifest too.
     async fn recorded(&mut self, stopped: Stopped) -> Recorded {
-        let first = self
-            .linked
-            .first()
-            .map(|s| s.start)
-            .unwrap_or_else(Utc::now);
-        let last = self.linked.last().map(|s| s.end()).unwrap_or(first);
-        let holes = gaps(&self.linked, GAP_TOLERANCE);
+        let id = self.manifest.playback_id;
+        let uploader = self.deps.finisher.uploader();
+        match crate::live::fetch_missing(uploader, id, &self.dir).await {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(playback_id = %id, segments = n, "segments of the camera's previous holder fetched")
+            }
+            Err(e) => {
+                tracing::warn!(playback_id = %id, error = %e, "cannot fetch the uploaded segments")
+            }
+        }
+        let all = segments_in(&self.dir).await.unwrap_or_default();
+        let all = if all.is_empty() {
+            self.linked.clone()
+        } else {
+            all
+        };
+        let first = all.first().map(|s| s.start).unwrap_or_else(Utc::now);
+        let last = all.last().map(|s| s.end()).unwrap_or(first);
+        let holes = gaps(&all, GAP_TOLERANCE);
         let started_late = self.window.started_late(first);
         let partial = stopped.cut_short || !holes.is_empty();
         self.manifest.ended_at = Some(last);
         self.manifest.stopped_by = Some(stopped.cause);
         self.manifest.partial = partial;
         self.save_manifest().await;
-        tracing::info!(playback_id = %self.manifest.playback_id, cause = ?stopped.cause, segments = self.linked.len(), gaps = holes.len(), started_late, "recording stopped");
+        tracing::info!(playback_id = %id, cause = ?stopped.cause, segments = all.len(), gaps = holes.len(), started_late, "recording stopped");
         Recorded {
             started_at: first,
             ended_at: last,
@@ -353,6 +421,20 @@ impl Job {
             started_late,
             epoch: self.capture.tenure().borrow().epoch,
         }
+    }
+
+    /// Another worker holds the camera now and continues the recording from what was uploaded:
+    /// nothing is reported, what is only here is dropped.
+    async fn taken_over(mut self) -> Outcome {
+        let id = self.manifest.playback_id;
+        tracing::warn!(playback_id = %id, "another worker took the camera over; it continues the recording");
+        if let Some(live) = self.live.take() {
+            live.drain(Duration::ZERO).await;
+        }
+        if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
+            tracing::warn!(playback_id = %id, error = %e, "cannot remove the recording directory");
+        }
+        Outcome::TakenOver
     }
 
     /// Reports `failed`, removes what was linked (nothing usable) and closes the lease.
