@@ -1,12 +1,15 @@
 //! Serving clips from local storage (`STORAGE_MODE=local`) at `GET /media/<key>`, with HTTP
-//! Range support (tower-http's `ServeFile`) so browsers can seek. Only camrec's object keys are
-//! served (`playbacks/<uuid>/video.mp4|thumb.jpg`); anything else is a 404.
+//! Range support (tower-http's `ServeFile`) so browsers can seek and HLS players can fetch a
+//! segment's init section and media as byte ranges. Only camrec's object keys are served
+//! (`playbacks/<uuid>/video.mp4|thumb.jpg|index.m3u8|live/<segment>`); anything else is a 404.
 //!
 //! The URLs the API hands out are signed and expire, like the S3 modes' presigned URLs:
 //! `?exp=<unix seconds>&sig=<hex HMAC-SHA256(key, "<object key>\n<exp>")>`, valid for
 //! `SIGNED_URL_TTL_SEC`. Whoever has a URL from the API may play the clip until it expires,
 //! without a bearer token (a `<video>` tag cannot send one). No signature: 401; a wrong or
-//! expired one: 403. The signing key is derived from `JWT_SECRET`.
+//! expired one: 403. The signing key is derived from `JWT_SECRET`. The same signer opens the
+//! live playlist (`crate::http::live`), over a path that is no object key, so neither kind of
+//! signature opens the other.
 
 use crate::http::error::ApiError;
 use crate::http::AppState;
@@ -18,6 +21,7 @@ use axum::Router;
 use camrec_shared::storage::{ObjectKey, Storage, StorageMode};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+use std::fmt::Display;
 use std::time::Duration;
 use tower::ServiceExt;
 use tower_http::services::ServeFile;
@@ -54,32 +58,44 @@ impl MediaSigner {
         }
     }
 
-    fn mac(&self, key: &ObjectKey, exp: i64) -> Hmac<Sha256> {
+    /// `signed` is what the URL opens: an object key, or the live playlist's path.
+    fn mac(&self, signed: &dyn Display, exp: i64) -> Hmac<Sha256> {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("HMAC takes any key length");
-        mac.update(format!("{key}\n{exp}").as_bytes());
+        mac.update(format!("{signed}\n{exp}").as_bytes());
         mac
     }
 
-    /// The query that makes `key`'s URL valid until `exp` (unix seconds).
-    pub fn query(&self, key: &ObjectKey, exp: i64) -> String {
-        let sig = hex::encode(self.mac(key, exp).finalize().into_bytes());
+    /// The query that makes the URL of `signed` valid until `exp` (unix seconds).
+    pub fn query(&self, signed: &dyn Display, exp: i64) -> String {
+        let sig = hex::encode(self.mac(signed, exp).finalize().into_bytes());
         format!("exp={exp}&sig={sig}")
+    }
+
+    /// The query that makes the URL of `signed` valid for the TTL from `now`.
+    pub fn fresh_query(&self, signed: &dyn Display, now: i64) -> String {
+        let exp = now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
+        self.query(signed, exp)
     }
 
     /// The signed URL of `key` below `base`, valid for the TTL from `now`.
     pub fn url(&self, base: &str, key: &ObjectKey, now: i64) -> String {
-        let exp = now + i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX / 2);
-        format!("{base}/media/{key}?{}", self.query(key, exp))
+        format!("{base}/media/{key}?{}", self.fresh_query(key, now))
     }
 
-    /// Whether `signature` opens `key` at `now`.
-    pub fn verify(&self, key: &ObjectKey, signature: &Signature, now: i64) -> Result<(), ApiError> {
+    /// Whether `signature` opens `signed` at `now`.
+    pub fn verify(
+        &self,
+        signed: &dyn Display,
+        signature: &Signature,
+        now: i64,
+    ) -> Result<(), ApiError> {
         let (Some(exp), Some(sig)) = (signature.exp, signature.sig.as_deref()) else {
             return Err(ApiError::Unauthorized(
                 "a media URL needs its signature (exp, sig)",
             ));
         };
-        let valid = hex::decode(sig).is_ok_and(|sig| self.mac(key, exp).verify_slice(&sig).is_ok());
+        let valid =
+            hex::decode(sig).is_ok_and(|sig| self.mac(signed, exp).verify_slice(&sig).is_ok());
         if !valid || exp < now {
             return Err(ApiError::Forbidden(
                 "the media URL's signature is wrong or expired",
@@ -90,7 +106,7 @@ impl MediaSigner {
 }
 
 #[utoipa::path(get, path = "/media/{key}", tag = "ops",
-    params(("key" = String, Path, description = "playbacks/<playback_id>/video.mp4 or thumb.jpg")),
+    params(("key" = String, Path, description = "playbacks/<playback_id>/video.mp4, thumb.jpg, index.m3u8 or live/<segment>.mp4")),
     responses((status = 200, description = "the object"), (status = 206, description = "a byte range"),
         (status = 404)))]
 pub async fn media(

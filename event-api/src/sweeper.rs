@@ -1,12 +1,14 @@
 //! Housekeeping: the object-deletion sweeper deletes the objects queued in `object_deletions`
-//! (deleted playbacks' clips and thumbnails) through [`Storage`], retrying failures with a capped
-//! backoff (an object that is already gone counts as deleted); and published outbox rows older
-//! than [`OUTBOX_RETENTION`] (the streams' own retention) are purged.
+//! (deleted playbacks' clips, thumbnails, segment lists, and every live segment under a queued
+//! prefix: a key ending in `/`) through [`Storage`], retrying failures with a capped backoff (an
+//! object that is already gone counts as deleted); and published outbox rows older than
+//! [`OUTBOX_RETENTION`] (the streams' own retention) are purged.
 
 use crate::store::{Store, StoreError};
 use camrec_shared::backoff::{nth_delay, sleep_or_cancel};
 use camrec_shared::storage::Storage;
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -30,12 +32,8 @@ pub async fn sweep_once(
 ) -> Result<usize, StoreError> {
     let mut done = 0;
     for (key, attempts) in store.due_deletions(now, BATCH).await? {
-        match storage
-            .store()
-            .delete(&ObjectPath::from(key.as_str()))
-            .await
-        {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {
+        match delete(storage, &key).await {
+            Ok(()) => {
                 store.deletion_done(&key).await?;
                 done += 1;
             }
@@ -51,6 +49,28 @@ pub async fn sweep_once(
         }
     }
     Ok(done)
+}
+
+/// Deletes the object `key`, or every object under it when it ends in `/`. Gone already is done.
+async fn delete(storage: &Storage, key: &str) -> Result<(), object_store::Error> {
+    let objects = storage.store();
+    let paths: Vec<ObjectPath> = if key.ends_with('/') {
+        let prefix = ObjectPath::from(key);
+        objects
+            .list(Some(&prefix))
+            .map_ok(|meta| meta.location)
+            .try_collect()
+            .await?
+    } else {
+        vec![ObjectPath::from(key)]
+    };
+    for path in paths {
+        match objects.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
 }
 
 /// Runs a sweep (and the outbox purge) every `interval` until `shutdown`.

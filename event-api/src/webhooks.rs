@@ -176,6 +176,9 @@ struct ClipNotice<'a> {
     partial: bool,
     gaps: &'a [Gap],
     started_late: bool,
+    /// The closed HLS playlist of the clip's segments, when the worker wrote one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    segment_list_key: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -228,6 +231,7 @@ pub fn notification(
                 partial: c.partial,
                 gaps: &c.gaps,
                 started_late: c.started_late,
+                segment_list_key: c.segment_list_key.as_deref(),
             });
         }
         StatusBody::Failed { code, message } => {

@@ -1,8 +1,9 @@
 //! The HTTP layer: one module per resource, the error kinds ([`error`]), the extractors that
 //! name bad fields ([`extract`]), authentication ([`auth`], with [`login_guard`] and
 //! [`passwords`]), the ops routes ([`ops`]), the OpenAPI document ([`openapi`]) and the review
-//! page ([`ui`]), webhooks ([`webhooks`]) and analytics ([`analytics`]). Handlers validate
-//! input and call the store; they never touch NATS (the outbox relay does).
+//! page ([`ui`]), webhooks ([`webhooks`]), analytics ([`analytics`]) and the live playlist
+//! ([`live`]). Handlers validate input and call the store; they never touch NATS (the outbox
+//! relay does).
 
 pub mod analytics;
 pub mod auth;
@@ -10,6 +11,7 @@ pub mod cameras;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod live;
 pub mod login_guard;
 pub mod openapi;
 pub mod ops;
@@ -137,6 +139,7 @@ pub fn router(state: AppState) -> Router {
         .merge(cameras::router())
         .merge(events::router())
         .merge(playbacks::router())
+        .merge(live::router())
         .merge(ops::router())
         .merge(webhooks::router())
         .merge(analytics::router())

@@ -5,7 +5,7 @@
 
 use super::error::ErrorBody;
 use super::{
-    analytics, auth, cameras, events, ops, playbacks, users, webhooks, AppState, PageJson,
+    analytics, auth, cameras, events, live, ops, playbacks, users, webhooks, AppState, PageJson,
 };
 use axum::http::header::{CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE};
 use axum::response::{Html, IntoResponse};
@@ -115,7 +115,7 @@ fn give_errors_their_body(op: &mut Operation) {
         users::create, users::list, users::update, users::delete,
         cameras::create, cameras::list, cameras::get_one, cameras::patch, cameras::delete,
         events::create, events::list, events::get_one, events::ack, events::end, events::delete,
-        playbacks::list, playbacks::get_one, playbacks::stop, playbacks::delete,
+        playbacks::list, playbacks::get_one, playbacks::stop, playbacks::delete, live::playlist,
         ops::health, ops::ready, ops::metrics, crate::media::media,
         webhooks::create, webhooks::list, webhooks::get_one, webhooks::patch, webhooks::delete,
         webhooks::deliveries, analytics::get_analytics,

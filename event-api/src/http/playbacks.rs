@@ -7,6 +7,7 @@ use super::cameras::CameraJson;
 use super::error::ApiError;
 use super::events::{EndResponse, NestedEventJson};
 use super::extract::{Params, PathId};
+use super::live::{has_live_view, live_url};
 use super::{AppState, PageJson};
 use crate::store::cameras::CameraRow;
 use crate::store::events::EventRow;
@@ -49,6 +50,13 @@ pub struct PlaybackJson {
     recording_status: PlaybackState,
     video_url: Option<String>,
     thumbnail_url: Option<String>,
+    /// The live view: an HLS playlist (fragmented MP4) of the clip's segments as they are
+    /// uploaded, a few seconds behind the camera, from the pre-roll on; closed
+    /// (`#EXT-X-ENDLIST`) after the end and valid until the playback is deleted. A signed URL
+    /// that expires after `SIGNED_URL_TTL_SEC`. Present while RECORDING or PROCESSING and once
+    /// COMPLETED.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    live_url: Option<String>,
     /// A number (the old API sent a string).
     file_size_bytes: Option<i64>,
     duration_sec: Option<f64>,
@@ -81,23 +89,24 @@ pub struct PlaybackJson {
 }
 
 async fn url_of(state: &AppState, key: Option<&str>) -> Result<Option<String>, ApiError> {
-    let Some(key) = key.and_then(ObjectKey::parse) else {
-        return Ok(None);
-    };
+    match key.and_then(ObjectKey::parse) {
+        Some(key) => object_url(state, &key).await.map(Some),
+        None => Ok(None),
+    }
+}
+
+/// The URL a client fetches `key` at: a signed `/media/` URL in local mode, else storage's
+/// (public or presigned).
+pub(super) async fn object_url(state: &AppState, key: &ObjectKey) -> Result<String, ApiError> {
     let config = state.storage.config();
     if config.mode == StorageMode::Local && config.public_url.is_none() {
         let now = chrono::Utc::now().timestamp();
-        return Ok(Some(state.media_signer.url(
-            &config.media_base_url,
-            &key,
-            now,
-        )));
+        return Ok(state.media_signer.url(&config.media_base_url, key, now));
     }
     state
         .storage
-        .url_for(&key)
+        .url_for(key)
         .await
-        .map(Some)
         .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
@@ -116,6 +125,7 @@ async fn playback_json(
         recording_status: p.status,
         video_url: url_of(state, video_key.as_deref()).await?,
         thumbnail_url: url_of(state, p.thumb_key.as_deref()).await?,
+        live_url: has_live_view(p.status).then(|| live_url(state, PlaybackId(p.id))),
         file_size_bytes: p.file_size_bytes,
         duration_sec: p.duration_sec,
         codec: p.codec.clone(),

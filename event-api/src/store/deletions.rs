@@ -1,13 +1,16 @@
 //! The `object_deletions` queue: object keys to delete from storage, filled when a finished
 //! playback is deleted (or a deleted one finishes) and drained by the sweeper (`crate::sweeper`).
+//! A key ending in `/` is a prefix: everything under it goes (a playback's live segments, whose
+//! names only a listing knows).
 
 use super::{Store, StoreError};
-use camrec_shared::storage::ObjectKey;
+use camrec_shared::storage::{segments_prefix, ObjectKey};
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 
-/// Queues every object of `playback` for deletion (idempotent).
+/// Queues every object of `playback` for deletion (idempotent): its named objects and the
+/// prefix of its segments.
 pub async fn queue_playback_objects(
     conn: &mut PgConnection,
     playback: PlaybackId,
@@ -15,6 +18,7 @@ pub async fn queue_playback_objects(
     let keys: Vec<String> = ObjectKey::all_for(playback)
         .iter()
         .map(ToString::to_string)
+        .chain([segments_prefix(playback)])
         .collect();
     sqlx::query(
         "INSERT INTO object_deletions (key) SELECT unnest($1::text[]) ON CONFLICT (key) DO NOTHING",

@@ -15,7 +15,7 @@ use uuid::Uuid;
 const COLUMNS: &str = "id, event_id, camera_id, status, last_seq, last_status_at, worker_id, \
      video_key, thumb_key, file_size_bytes, duration_sec, codec, audio_codec, width, height, \
      sha256, partial, frames, bitrate_kbps, media_time_sec, started_at, ended_at, error_code, \
-     error_message, deleted_at, created_at, updated_at, gaps, started_late";
+     error_message, deleted_at, created_at, updated_at, gaps, started_late, segment_list_key";
 
 /// One playback as stored.
 #[derive(Clone, Debug, FromRow)]
@@ -51,6 +51,8 @@ pub struct PlaybackRow {
     pub gaps: sqlx::types::Json<Vec<Gap>>,
     /// The capture did not hold the clip's whole pre-roll (from `completed`).
     pub started_late: bool,
+    /// The closed HLS playlist of the clip's segments (from `completed`), if its worker wrote one.
+    pub segment_list_key: Option<String>,
 }
 
 /// `GET /playbacks` filters.
@@ -236,6 +238,7 @@ struct StatusColumns {
     partial: Option<bool>,
     gaps: Option<sqlx::types::Json<Vec<Gap>>>,
     started_late: Option<bool>,
+    segment_list_key: Option<String>,
     error_code: Option<String>,
     error_message: Option<String>,
 }
@@ -276,6 +279,7 @@ fn columns_of(body: &StatusBody) -> StatusColumns {
             partial: Some(c.partial),
             gaps: Some(sqlx::types::Json(c.gaps.clone())),
             started_late: Some(c.started_late),
+            segment_list_key: c.segment_list_key.clone(),
             ..Default::default()
         },
         StatusBody::Failed { code, message } => StatusColumns {
@@ -376,7 +380,8 @@ impl Store {
              partial = COALESCE($19, partial), \
              error_code = CASE WHEN $22 THEN $20 ELSE COALESCE($20, error_code) END, \
              error_message = CASE WHEN $22 THEN $21 ELSE COALESCE($21, error_message) END, \
-             gaps = COALESCE($23, gaps), started_late = COALESCE($24, started_late) \
+             gaps = COALESCE($23, gaps), started_late = COALESCE($24, started_late), \
+             segment_list_key = COALESCE($26, segment_list_key) \
              WHERE id = $1",
         )
         .bind(status.playback_id.0)
@@ -404,6 +409,7 @@ impl Store {
         .bind(c.gaps)
         .bind(c.started_late)
         .bind(current.worker_id.as_deref().is_some_and(|w| w != status.worker_id))
+        .bind(c.segment_list_key)
         .execute(&mut *tx)
         .await?;
         if current.deleted && target.is_terminal() {

@@ -8,6 +8,7 @@ mod cameras;
 mod capture;
 mod events;
 mod fuzz_findings;
+mod live;
 mod nats_auth;
 mod ops;
 mod outbox;

@@ -116,11 +116,14 @@ async fn local_media_is_served_with_range_and_deleted_with_its_playback() {
     let store = Store::connect(app.config.database_url.expose(), 2)
         .await
         .unwrap();
-    assert_eq!(store.queued_deletions().await.unwrap(), 2);
+    assert_eq!(store.queued_deletions().await.unwrap(), 4);
     let deleted = event_api::sweeper::sweep_once(&store, &storage, Utc::now())
         .await
         .unwrap();
-    assert_eq!(deleted, 2, "the video and the (absent) thumbnail");
+    assert_eq!(
+        deleted, 4,
+        "the video and the (absent) thumbnail, segment list and segments"
+    );
     assert!(!dir.join("video.mp4").exists());
     assert_eq!(store.queued_deletions().await.unwrap(), 0);
 }
@@ -161,7 +164,7 @@ async fn deleting_a_running_playback_ends_its_event_and_cleans_up_when_it_finish
             .fetch_one(&app.pool)
             .await
             .ok()?;
-        (n == 2).then_some(())
+        (n == 4).then_some(())
     })
     .await
     .unwrap();

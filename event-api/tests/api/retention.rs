@@ -145,6 +145,10 @@ async fn only_expired_finished_playbacks_are_deleted_in_batches_with_their_objec
         queued.contains(&format!("playbacks/{a_old_failed}/video.mp4")),
         "{queued:?}"
     );
+    assert!(
+        queued.contains(&format!("playbacks/{a_old_done}/live/")),
+        "the live segments go too: {queued:?}"
+    );
     let (status, _) = app.get(&format!("/playbacks/{a_old_done}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 

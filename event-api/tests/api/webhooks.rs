@@ -148,7 +148,7 @@ fn clip(pb: &str) -> StatusBody {
         partial: false,
         gaps: Vec::new(),
         started_late: false,
-        segment_list_key: None,
+        segment_list_key: Some(format!("playbacks/{pb}/index.m3u8")),
     })
 }
 
@@ -229,6 +229,10 @@ async fn a_completed_playback_is_delivered_once_signed_to_a_verifying_receiver()
     assert_eq!(r.body["playback"]["id"], pb.as_str());
     assert_eq!(r.body["playback"]["status"], "COMPLETED");
     assert_eq!(r.body["playback"]["clip"]["sizeBytes"], 4321);
+    assert_eq!(
+        r.body["playback"]["clip"]["segmentListKey"],
+        format!("playbacks/{pb}/index.m3u8")
+    );
     let d = wait_delivery(&app, &hook, "delivered", |d| d["status"] == "DELIVERED").await;
     assert_eq!(d["id"].as_str().unwrap(), r.delivery);
     assert_eq!(
