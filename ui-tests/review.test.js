@@ -184,7 +184,7 @@ test('the API reference renders from event-api alone, with no outside request', 
   await context.close();
 });
 
-test('an admin signs in, records a MANUAL clip, watches it live, ends it, plays and seeks it', async () => {
+test('an admin signs in, records a MANUAL clip, watches it live (video and figures), ends it, plays and seeks it', async () => {
   const { context, page, log } = await openPage();
   await page.goto(`${BASE}/`);
   await page.getByRole('heading', { name: 'Sign in' }).waitFor();
@@ -206,6 +206,17 @@ test('an admin signs in, records a MANUAL clip, watches it live, ends it, plays 
   shared.first = playbackId;
   await playerStatus(page, 'Recording', RECORDING_STARTS_MS);
   await page.getByText('Recording now').waitFor();
+  // The live view plays while it records: its time advances (hls.js, the worker's segments).
+  const live = page.locator('video#live');
+  await live.waitFor();
+  const liveStart = await page.waitForFunction(() => {
+    const v = document.querySelector('video#live');
+    return v && v.readyState >= 2 && v.currentTime > 0 ? v.currentTime : null;
+  }, null, { timeout: RECORDING_STARTS_MS }).then((h) => h.jsonValue());
+  await page.waitForFunction((t) => document.querySelector('video#live').currentTime > t + 1, liveStart,
+    { timeout: 15_000 });
+  assert.ok(log.requests.some((u) => new URL(u).pathname === `/playbacks/${playbackId}/live.m3u8`),
+    'the live view loaded its playlist');
 
   // A second tab on the timeline sees the recording change without being reloaded.
   const watcher = await context.newPage();

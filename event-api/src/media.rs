@@ -12,6 +12,7 @@
 //! signature opens the other.
 
 use crate::http::error::ApiError;
+use crate::http::extract::Params;
 use crate::http::AppState;
 use axum::body::Body;
 use axum::extract::{Path, Query, Request, State};
@@ -31,6 +32,16 @@ use tower_http::services::ServeFile;
 pub struct Signature {
     exp: Option<i64>,
     sig: Option<String>,
+}
+
+impl Signature {
+    /// The signature in a request's query; an `exp` that is no integer is a 400 naming it.
+    pub fn from_params(params: &Params) -> Result<Self, ApiError> {
+        Ok(Self {
+            exp: params.int("exp", i64::MIN, i64::MAX)?,
+            sig: params.string("sig"),
+        })
+    }
 }
 
 /// Signs and checks local media URLs.

@@ -8,15 +8,17 @@
 //! bearer token): the signature covers the path `playbacks/<id>/live.m3u8`, which is no object
 //! key, so it opens nothing else. The signature is checked before the database: a caller
 //! without one learns nothing about which playbacks exist and costs no query (no signature:
-//! 401; wrong or expired: 403); then an unknown or deleted playback is a 404. Each segment's
+//! 401; wrong or expired: 403; an `exp` that is no integer: 400); then an unknown or deleted
+//! playback is a 404. Each segment's
 //! URI is a fresh URL of its object (a signed `/media/` URL in local mode, presigned or public
 //! in S3/R2), so a player refreshing the playlist always holds valid ones.
 
 use super::error::ApiError;
+use super::extract::Params;
 use super::AppState;
 use crate::media::Signature;
 use crate::store::playbacks::{PlaybackRow, PlaybackState};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -64,8 +66,9 @@ fn is_closed(status: PlaybackState) -> bool {
 pub async fn playlist(
     State(state): State<AppState>,
     Path(id): Path<String>,
-    Query(signature): Query<Signature>,
+    params: Params,
 ) -> Result<Response, ApiError> {
+    let signature = Signature::from_params(&params)?;
     let now = chrono::Utc::now().timestamp();
     state
         .media_signer

@@ -56,14 +56,18 @@ const ASSETS: &[Asset] = &[
     asset!("views/cameras.js", JS),
     asset!("views/timeline.js", JS),
     asset!("views/player.js", JS),
+    asset!("vendor/hls/hls.light.min.mjs", JS),
 ];
 
 /// What the page may load: its own files and API, and clips and thumbnails from wherever
-/// `videoUrl`/`thumbnailUrl` point (event-api's `/media/` in local mode, S3 or R2 otherwise).
-/// No inline script or style, no plugin, no framing.
+/// `videoUrl`/`thumbnailUrl` point (event-api's `/media/` in local mode, S3 or R2 otherwise);
+/// the live view's playlist and segments, which hls.js fetches (`connect-src`) from wherever
+/// `liveUrl` and the segment URIs point and hands the video as a `blob:` media source. No
+/// inline script or style, no plugin, no framing.
 const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; \
-    img-src 'self' data: http: https:; media-src 'self' http: https:; connect-src 'self'; \
-    object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
+    img-src 'self' data: http: https:; media-src 'self' blob: http: https:; \
+    connect-src 'self' http: https:; object-src 'none'; base-uri 'none'; form-action 'self'; \
+    frame-ancestors 'none'";
 
 /// A strong validator per file: the start of its SHA-256, computed once.
 static ETAGS: LazyLock<HashMap<&'static str, HeaderValue>> = LazyLock::new(|| {
@@ -173,10 +177,15 @@ mod tests {
         out
     }
 
+    /// camrec's own files; the vendored ones are unmodified releases, pinned by their README.
+    fn own_files() -> impl Iterator<Item = &'static Asset> {
+        std::iter::once(&INDEX).chain(ASSETS.iter().filter(|a| !a.path.starts_with("vendor/")))
+    }
+
     #[test]
     fn every_file_the_page_refers_to_is_served() {
         let mut seen = 0;
-        for asset in std::iter::once(&INDEX).chain(ASSETS) {
+        for asset in own_files() {
             for path in references(asset) {
                 seen += 1;
                 assert!(
@@ -190,8 +199,25 @@ mod tests {
     }
 
     #[test]
+    fn the_vendored_hls_js_is_the_release_its_readme_pins() {
+        let readme = include_str!(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/web/vendor/hls/README.md"
+        ));
+        let hls = ASSETS
+            .iter()
+            .find(|a| a.path == "vendor/hls/hls.light.min.mjs")
+            .unwrap();
+        let digest = hex::encode(Sha256::digest(hls.bytes));
+        assert!(
+            readme.contains(&digest),
+            "sha256 {digest} not in the README"
+        );
+    }
+
+    #[test]
     fn the_page_loads_nothing_from_elsewhere() {
-        for asset in std::iter::once(&INDEX).chain(ASSETS) {
+        for asset in own_files() {
             let text = std::str::from_utf8(asset.bytes).unwrap();
             assert!(
                 !text.contains("http://") && !text.contains("https://") && !text.contains("//cdn"),

@@ -341,6 +341,12 @@ async fn the_playlist_needs_its_signature_and_a_playback() {
     assert_eq!(fetch(&app, &unsigned).await.0, StatusCode::UNAUTHORIZED);
     let tampered = live.replace("sig=", "sig=00");
     assert_eq!(fetch(&app, &tampered).await.0, StatusCode::FORBIDDEN);
+    let (status, _, body) = fetch(&app, &format!("{unsigned}?exp=soon&sig=00")).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&body).unwrap()["field"],
+        "exp"
+    );
     let signer = event_api::media::MediaSigner::new(
         app.config.jwt_secret.expose().as_bytes(),
         Duration::from_secs(60),

@@ -1,8 +1,10 @@
 // One recording: the clip in a `<video>` (seekable: the media route answers byte ranges) once
-// it is COMPLETED, the live figures while it records, its metadata, a download link, and the
+// it is COMPLETED; while it records, its live view (`liveUrl`, HLS: played by hls.js, or by the
+// browser itself where it has HLS) and the live figures; its metadata, a download link, and the
 // actions the user's role allows: end the event (OPERATOR, ADMIN), delete the recording (ADMIN).
 // Polled until the recording settles (COMPLETED or FAILED).
 
+import Hls from '../vendor/hls/hls.light.min.mjs';
 import { api, ApiError } from '../api.js';
 import { badge, every, facts, h, notify, safeUrl } from '../dom.js';
 import { ACTIVE, bytes, duration, gap, kbps, statusText, time } from '../format.js';
@@ -21,7 +23,7 @@ export function playerView(main, ctx, { id }) {
     heading, status,
     h('div', { class: 'player-layout' }, stage, h('div', { class: 'side' }, actions, details)));
 
-  const shown = { stage: null, actions: null };
+  const shown = { stage: null, actions: null, live: null };
   let stop = () => {};
 
   async function refresh() {
@@ -31,6 +33,7 @@ export function playerView(main, ctx, { id }) {
     } catch (e) {
       if (!(e instanceof ApiError && e.status === 404)) throw e;
       stop();
+      shown.live?.stop();
       heading.textContent = 'Recording not found';
       stage.replaceChildren(h('p', { class: 'stage-note' }, 'This recording does not exist; it may have been deleted.'));
       return;
@@ -40,11 +43,16 @@ export function playerView(main, ctx, { id }) {
     document.title = `${heading.textContent} · camrec`;
     status.replaceChildren(...[badge(statusText(p.recordingStatus), p.recordingStatus),
       p.partial && badge('partial', 'failed')].filter(Boolean));
-    if (shown.stage !== p.recordingStatus) {
-      if (ACTIVE.includes(shown.stage) && p.recordingStatus === 'COMPLETED') notify('The clip is ready.');
-      shown.stage = p.recordingStatus;
-      stage.replaceChildren(...stageFor(p));
+    const stageKey = liveNow(p) ? 'live' : p.recordingStatus;
+    if (shown.stage !== stageKey) {
+      const wasActive = shown.stage === 'live' || ACTIVE.includes(shown.stage);
+      if (wasActive && p.recordingStatus === 'COMPLETED') notify('The clip is ready.');
+      shown.stage = stageKey;
+      shown.live?.stop();
+      shown.live = stageKey === 'live' ? liveView(p) : null;
+      stage.replaceChildren(...(shown.live?.elements ?? stageFor(p)));
     }
+    shown.live?.caption(p.recordingStatus);
     const actionKey = `${p.recordingStatus}/${Boolean(p.event?.endedAt)}`;
     if (shown.actions !== actionKey) {
       shown.actions = actionKey;
@@ -55,7 +63,51 @@ export function playerView(main, ctx, { id }) {
   }
 
   stop = every(POLL_MS, refresh);
-  return () => stop();
+  return () => {
+    stop();
+    shown.live?.stop();
+  };
+}
+
+/** Whether the recording is under way and can be watched live. */
+function liveNow(p) {
+  return ['RECORDING', 'PROCESSING'].includes(p.recordingStatus) && safeUrl(p.liveUrl) !== null;
+}
+
+/**
+ * The live view: the recording's HLS playlist, a few seconds behind the camera, muted so the
+ * browser lets it start by itself. hls.js feeds it through Media Source Extensions where the
+ * browser has no HLS of its own (Safari has). Returns the stage's elements, the caption's
+ * update and what stops the player.
+ */
+function liveView(p) {
+  const src = safeUrl(p.liveUrl);
+  const video = h('video', {
+    id: 'live', controls: true, muted: true, autoplay: true, playsinline: true,
+    'aria-label': `Live view of ${p.camera?.name ?? 'the camera'}`,
+  });
+  video.muted = true;
+  const text = h('span', {}, 'Recording now');
+  const caption = h('p', { class: 'stage-live stage-caption' }, h('span', { class: 'dot', 'aria-hidden': 'true' }), text);
+  let hls = null;
+  if (Hls.isSupported()) {
+    hls = new Hls({ enableWorker: false });
+    hls.loadSource(src);
+    hls.attachMedia(video);
+  } else {
+    video.src = src;
+  }
+  return {
+    elements: [video, caption],
+    caption(status) {
+      text.textContent = status === 'PROCESSING' ? 'Recording ended; finishing the clip' : 'Recording now';
+    },
+    stop() {
+      hls?.destroy();
+      video.removeAttribute('src');
+      video.load();
+    },
+  };
 }
 
 /** What the big area shows: the clip, or what is happening to it. */
