@@ -188,7 +188,7 @@ impl fmt::Debug for Secret {
 /// |---|---|---|
 /// | `STORAGE_MODE` | `local` | `local`, `s3` or `r2` |
 /// | `LOCAL_STORAGE_DIR` | `./data/objects` | `local`: where objects live |
-/// | `MEDIA_BASE_URL` | `http://localhost:3000` | `local`: the event-api base URL that serves `/media/<key>` |
+/// | `MEDIA_BASE_URL` | `http://localhost:3000` | the event-api base URL clients reach: `/media/<key>` (`local`) and the live playlist (`liveUrl`, every mode) |
 /// | `R2_ENDPOINT` / `S3_ENDPOINT` | none | `s3`/`r2`: the endpoint URL (required for r2) |
 /// | `R2_ACCESS_KEY_ID` / `S3_ACCESS_KEY_ID` | none | access key |
 /// | `R2_SECRET_ACCESS_KEY` / `S3_SECRET_ACCESS_KEY` | none | secret key |

@@ -150,9 +150,10 @@ async fn keep_in_progress(deps: &Deps, id: PlaybackId, created: &InProgress) -> 
     }
 }
 
-/// How long the end of a recording waits for its segments' uploads to catch up before the rest
-/// goes up with the clip.
-const LIVE_DRAIN_WITHIN: Duration = Duration::from_secs(5);
+/// How long the end of a recording waits for its segments' uploads to catch up (at most a
+/// segment or two behind while the store answers) before the rest goes up with the clip: a
+/// store that is down must not hold up the clip's joining.
+const LIVE_DRAIN_WITHIN: Duration = Duration::from_secs(1);
 
 fn secs(s: u32) -> Duration {
     Duration::from_secs(u64::from(s))
@@ -386,14 +387,15 @@ impl Job {
     /// into the directory); saved in the manifest too.
     async fn recorded(&mut self, stopped: Stopped) -> Recorded {
         let id = self.manifest.playback_id;
-        let uploader = self.deps.finisher.uploader();
-        match crate::live::fetch_missing(uploader, id, &self.dir).await {
-            Ok(0) => {}
-            Ok(n) => {
-                tracing::info!(playback_id = %id, segments = n, "segments of the camera's previous holder fetched")
-            }
-            Err(e) => {
-                tracing::warn!(playback_id = %id, error = %e, "cannot fetch the uploaded segments")
+        if self.resumed {
+            let uploader = self.deps.finisher.uploader();
+            match crate::live::fetch_missing(uploader, id, &self.dir).await {
+                Ok(n) => {
+                    tracing::info!(playback_id = %id, segments = n, "segments of the camera's previous holder fetched")
+                }
+                Err(e) => {
+                    tracing::warn!(playback_id = %id, error = %e, "cannot fetch the previous holder's segments")
+                }
             }
         }
         let all = segments_in(&self.dir).await.unwrap_or_default();
