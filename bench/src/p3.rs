@@ -1,6 +1,12 @@
 //! P3: from `POST /events/:id/end` to the `playback.completed` message for clips of a given
 //! length, against ffprobe plus a plain object_store upload of the same final file to the same
 //! S3 server. The time until `GET /playbacks/:id` shows `COMPLETED` is printed beside it.
+//!
+//! Live latency, measured on the same clips while they record: from the capture of a segment's
+//! first frame (its wall-clock start) to the moment the segment is listed under the playback's
+//! prefix in the store, which is what the live playlist lists (a listing polled every 100 ms);
+//! only segments that started after the event (the pre-roll is uploaded at the start). Its
+//! baseline is the segment's own length: a segment cannot be listed before it is closed.
 
 use crate::baseline::probe_and_upload;
 use crate::ctx::{wait_status, Ctx};
@@ -29,15 +35,58 @@ async fn api_completed(ctx: &Ctx, playback: Uuid) -> anyhow::Result<Instant> {
     .await
 }
 
-/// Records `secs` seconds on camera 0, ends the event; returns (end → completed, end → visible
-/// through the API, the object's key).
-async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration, String)> {
+/// What a clip's recording measured.
+struct Clip {
+    took: Duration,
+    visible: Duration,
+    key: String,
+    /// Per segment started after the event: (listed - first frame, segment length), seconds.
+    live: Vec<(f64, f64)>,
+}
+
+/// Polls the playback's segment listing every 100 ms until `stop`; returns, per segment that
+/// started after `since`, how long after its first frame it was first listed, and its length.
+async fn watch_listing(
+    storage: camrec_shared::storage::Storage,
+    playback: Uuid,
+    since: chrono::DateTime<chrono::Utc>,
+    stop: tokio_util::sync::CancellationToken,
+) -> Vec<(f64, f64)> {
+    use camrec_shared::storage::{segments_prefix, ObjectKey};
+    let prefix = ObjectPath::from(segments_prefix(camrec_shared::PlaybackId(playback)));
+    let mut seen = std::collections::BTreeMap::new();
+    while !stop.is_cancelled() {
+        let now = chrono::Utc::now();
+        let listed: Vec<object_store::ObjectMeta> = storage
+            .store()
+            .list(Some(&prefix))
+            .filter_map(|m| async move { m.ok() })
+            .collect()
+            .await;
+        for meta in listed {
+            if let Some(ObjectKey::Segment(_, n)) = ObjectKey::parse(meta.location.as_ref()) {
+                if n.start_ms >= since.timestamp_millis() {
+                    seen.entry(n.start_ms).or_insert((
+                        (now.timestamp_millis() - n.start_ms) as f64 / 1e3,
+                        f64::from(n.duration_ms) / 1e3,
+                    ));
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    seen.into_values().collect()
+}
+
+/// Records `secs` seconds on camera 0, ends the event; returns what it measured.
+async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<Clip> {
     let camera = &ctx.cameras[0];
     let mut sub = ctx.statuses().await?;
     let created = ctx.api.create_event(camera.id, "MOTION").await?;
     let playback = created
         .playback_id
         .ok_or_else(|| anyhow::anyhow!("MOTION did not create a playback"))?;
+    let since = chrono::Utc::now();
     wait_status(
         &mut sub,
         playback,
@@ -45,8 +94,17 @@ async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration
         Duration::from_secs(60),
     )
     .await?;
+    let stop_watching = tokio_util::sync::CancellationToken::new();
+    let watcher = tokio::spawn(watch_listing(
+        ctx.rig.s3.storage()?,
+        playback,
+        since,
+        stop_watching.clone(),
+    ));
     // The clip's length is the workload, not a synchronisation.
     tokio::time::sleep(Duration::from_secs(secs)).await;
+    stop_watching.cancel();
+    let live = watcher.await.unwrap_or_default();
     // The end's first hops, for the log: the API's answer and the relay's publish to NATS
     // (seen by a plain subscription to the subject).
     let mut published = ctx
@@ -79,12 +137,22 @@ async fn camrec_clip(ctx: &Ctx, secs: u64) -> anyhow::Result<(Duration, Duration
     let StatusBody::Completed(clip) = done.body else {
         anyhow::bail!("a completed status without its clip");
     };
-    Ok((at - ended, visible - ended, clip.object_key))
+    Ok(Clip {
+        took: at - ended,
+        visible: visible - ended,
+        key: clip.object_key,
+        live,
+    })
 }
 
-/// One clip of `secs`: (end → completed, end → visible, baseline), all in seconds.
-async fn sample(ctx: &Ctx, secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
-    let (took, visible, key) = camrec_clip(ctx, secs).await?;
+/// One clip of `secs`: (end → completed, end → visible, baseline, MiB, live latencies).
+async fn sample(ctx: &Ctx, secs: u64) -> anyhow::Result<(f64, f64, f64, f64, Vec<(f64, f64)>)> {
+    let Clip {
+        took,
+        visible,
+        key,
+        live,
+    } = camrec_clip(ctx, secs).await?;
     let stored = ctx
         .rig
         .s3
@@ -101,10 +169,16 @@ async fn sample(ctx: &Ctx, secs: u64) -> anyhow::Result<(f64, f64, f64, f64)> {
         visible.as_secs_f64(),
         base.as_secs_f64(),
         size_mib,
+        live,
     ))
 }
 
-async fn one(ctx: &Ctx, secs: u64, samples: usize) -> anyhow::Result<Row> {
+async fn one(
+    ctx: &Ctx,
+    secs: u64,
+    samples: usize,
+    live: &mut Vec<(f64, f64)>,
+) -> anyhow::Result<Row> {
     let (mut took, mut visible, mut base, mut size_mib) = (Vec::new(), Vec::new(), Vec::new(), 0.0);
     for _ in 0..samples.max(1) {
         let s = sample(ctx, secs).await?;
@@ -112,6 +186,7 @@ async fn one(ctx: &Ctx, secs: u64, samples: usize) -> anyhow::Result<Row> {
         visible.push(s.1);
         base.push(s.2);
         size_mib = s.3;
+        live.extend(s.4);
     }
     let of = if took.len() > 1 {
         format!(", median of {}", took.len())
@@ -144,14 +219,44 @@ async fn one(ctx: &Ctx, secs: u64, samples: usize) -> anyhow::Result<Row> {
 
 pub async fn run(ctx: &Ctx) -> Vec<Row> {
     let mut rows = Vec::new();
+    let mut live = Vec::new();
     for &(secs, samples) in &ctx.plan.p3_clips_sec {
         let what = format!("event.ended → COMPLETED, {secs} s clip");
         tracing::info!("P3: {what}");
         rows.push(
-            one(ctx, secs, samples)
+            one(ctx, secs, samples, &mut live)
                 .await
                 .unwrap_or_else(|e| Row::error("P3", &what, &e)),
         );
     }
+    rows.push(live_row(&live));
     rows
+}
+
+/// The live-latency row: p95 of (listed - first frame) against the segments' median length;
+/// goal: at most a segment's length plus 1 s.
+fn live_row(live: &[(f64, f64)]) -> Row {
+    let what = "live: a segment's first frame → listed in the live playlist, p95";
+    if live.is_empty() {
+        return Row::error("P3", what, &anyhow::anyhow!("no segment was listed"));
+    }
+    let mut latencies: Vec<f64> = live.iter().map(|l| l.0).collect();
+    latencies.sort_by(f64::total_cmp);
+    let p95 =
+        latencies[((latencies.len() as f64 * 0.95).ceil() as usize).clamp(1, latencies.len()) - 1];
+    let p50 = latencies[latencies.len() / 2];
+    let lengths: Vec<f64> = live.iter().map(|l| l.1).collect();
+    let segment = median(&lengths).unwrap_or(1.0);
+    Row::new(
+        "P3",
+        what,
+        Cell::new(p95, Unit::Seconds).with_detail(format!(
+            "p50 {}, max {}, {} segments",
+            fmt_secs(p50),
+            fmt_secs(latencies[latencies.len() - 1]),
+            latencies.len()
+        )),
+        Goal::SecondsAtMost(segment + 1.0),
+    )
+    .against(Cell::new(segment, Unit::Seconds).with_detail("the segment's length (median)"))
 }
