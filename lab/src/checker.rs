@@ -314,6 +314,9 @@ pub struct StreamCounts {
     pub completed: HashMap<Uuid, Vec<String>>,
     /// Per playback: the workers that said they were recording it.
     pub recorders: HashMap<Uuid, BTreeSet<String>>,
+    /// Per playback: (previous holder, worker) for every worker that continued it after taking
+    /// the camera over (`takes_over_from`).
+    pub handovers: HashMap<Uuid, BTreeSet<(String, String)>>,
     pub events_by_kind: BTreeMap<String, usize>,
     pub playbacks_by_kind: BTreeMap<String, usize>,
     pub undecodable: usize,
@@ -359,6 +362,12 @@ impl StreamCounts {
             .entry(format!("playback.{token}"))
             .or_default() += 1;
         let id = status.playback_id.0;
+        if let Some(previous) = &status.takes_over_from {
+            self.handovers
+                .entry(id)
+                .or_default()
+                .insert((previous.clone(), status.worker_id.clone()));
+        }
         match &status.body {
             StatusBody::Recording { .. } | StatusBody::Progress { .. } => {
                 self.recorders
@@ -543,7 +552,19 @@ pub fn assess(
         .map(|p| (p.id, p.recording_status.clone()))
         .collect();
     for (id, workers) in &streams.recorders {
-        if workers.len() > 1 {
+        // A worker that continued the recording after taking the camera over from one of its
+        // recorders is not a second recorder.
+        let handed = streams.handovers.get(id);
+        let independent = workers
+            .iter()
+            .filter(|w| {
+                !handed.is_some_and(|h| {
+                    h.iter()
+                        .any(|(from, to)| to == *w && workers.contains(from))
+                })
+            })
+            .count();
+        if independent > 1 {
             r.duplicates.push(Duplicate {
                 id: *id,
                 what: format!(
@@ -877,6 +898,12 @@ mod tests {
         p[1].recording_status = "RECORDING".into();
         s.created.remove(&ids[2].0);
         s.recorders.get_mut(&ids[3].1).unwrap().insert("w1".into());
+        // 4 changed hands in a takeover: one recording, not two.
+        s.recorders.get_mut(&ids[4].1).unwrap().insert("w2".into());
+        s.handovers
+            .entry(ids[4].1)
+            .or_default()
+            .insert(("w0".into(), "w2".into()));
         p[4].recording_status = "FAILED".into();
         p[4].error_code = Some("camera_unreachable".into());
         p.retain(|pb| pb.id != ids[5].1);

@@ -229,18 +229,20 @@ impl Job {
             self.manifest.playback_id,
             self.capture.clone(),
         ));
-        // A continued recording starts where its previous holder's first segment did.
-        let mut first_frame = None;
+        // A continued recording starts where its previous holder's first segment did, and
+        // holds what that holder uploaded even when this worker's capture adds nothing (the
+        // event ended before the takeover).
+        let (mut first_frame, mut stored_end) = (None, None);
         if self.resumed {
             let stored =
-                crate::live::listed(self.deps.finisher.uploader(), self.manifest.playback_id).await;
-            first_frame = stored
-                .unwrap_or_default()
-                .iter()
-                .map(|l| l.name.start_ms)
-                .min()
-                .and_then(DateTime::from_timestamp_millis);
+                crate::live::listed(self.deps.finisher.uploader(), self.manifest.playback_id)
+                    .await
+                    .unwrap_or_default();
+            let ms = |m: Option<i64>| m.and_then(DateTime::from_timestamp_millis);
+            first_frame = ms(stored.iter().map(|l| l.name.start_ms).min());
+            stored_end = ms(stored.iter().map(|l| l.name.end_ms()).max());
         }
+        let held_elsewhere = first_frame.is_some();
         let mut newest = self.capture.newest();
         let from = self.window.start();
         let (until, _) = self.window.end(*self.ended.borrow());
@@ -257,7 +259,8 @@ impl Job {
         loop {
             let ended_at = *self.ended.borrow_and_update();
             let (until, cause) = self.window.end(ended_at);
-            if self.linked.last().is_some_and(|s| s.end() >= until) {
+            let reached = self.linked.last().map(|s| s.end()).max(stored_end);
+            if reached.is_some_and(|end| end >= until) {
                 return Ok(Stopped {
                     cause,
                     cut_short: false,
@@ -286,24 +289,24 @@ impl Job {
                 }
                 _ = self.ended.changed() => {}
                 _ = tokio::time::sleep_until(give_up) => {
-                    if self.linked.is_empty() {
+                    if self.linked.is_empty() && !held_elsewhere {
                         return Err(self.nothing_held());
                     }
                     tracing::warn!(playback_id = %self.manifest.playback_id, "no segment reached the clip's end; finishing with what was captured");
                     return Ok(Stopped { cause, cut_short: true });
                 }
-                _ = tokio::time::sleep_until(no_first), if self.linked.is_empty() => {
+                _ = tokio::time::sleep_until(no_first), if self.linked.is_empty() && !held_elsewhere => {
                     return Err(self.unreachable());
                 }
                 _ = closed.cancelled() => {
-                    if self.linked.is_empty() {
+                    if self.linked.is_empty() && !held_elsewhere {
                         return Err(self.unreachable());
                     }
                     tracing::warn!(playback_id = %self.manifest.playback_id, "the camera's capture stopped here; finishing with what was captured");
                     return Ok(Stopped { cause: StopCause::Shutdown, cut_short: true });
                 }
                 _ = self.deps.shutdown.cancelled() => {
-                    if self.linked.is_empty() {
+                    if self.linked.is_empty() && !held_elsewhere {
                         return Err(Failure::new(FailureCode::RecordingFailed, "the worker shut down before the recording started"));
                     }
                     return Ok(Stopped { cause: StopCause::Shutdown, cut_short: true });
