@@ -597,7 +597,6 @@ async fn a_killed_workers_cameras_are_taken_over_within_one_and_a_half_ttl() -> 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_recording_of_a_killed_worker_is_continued_by_the_cameras_next_holder(
 ) -> anyhow::Result<()> {
-    use camrec_shared::storage::{segments_prefix, SegmentName};
     let env = Env::start().await?;
     let camera = FakeCamera::start(CameraProfile::h264_silent()).await?;
     let logs = tempfile::tempdir()?;
@@ -611,24 +610,10 @@ async fn an_open_recording_of_a_killed_worker_is_continued_by_the_cameras_next_h
     let started = env.log.wait(id, StatusKind::Recording, START).await?;
     assert_eq!(started.status.worker_id, "host-a");
     let storage = env.s3.storage()?;
-    let prefix = segments_prefix(id);
     let stored = || async {
-        use futures::TryStreamExt;
-        let listed: Vec<object_store::ObjectMeta> = storage
-            .store()
-            .list(Some(&object_store::path::Path::from(prefix.as_str())))
-            .try_collect()
+        support::stored_segments(&storage, id)
             .await
-            .unwrap_or_default();
-        let mut names: Vec<SegmentName> = listed
-            .iter()
-            .filter_map(|m| match ObjectKey::parse(m.location.as_ref()) {
-                Some(ObjectKey::Segment(_, n)) => Some(n),
-                _ => None,
-            })
-            .collect();
-        names.sort();
-        names
+            .unwrap_or_default()
     };
     testkit::wait_until(
         Duration::from_secs(30),

@@ -14,28 +14,10 @@ use recorder_worker::live::LiveUpload;
 use recorder_worker::upload::{UploadOptions, Uploader};
 use std::path::Path;
 use std::time::Duration;
-use support::{event_for, Env};
+use support::{event_for, stored_segments, Env};
 use testkit::{CameraProfile, FakeCamera};
 
 const FINISH: Duration = Duration::from_secs(90);
-
-async fn stored_segments(storage: &Storage, prefix: &str) -> anyhow::Result<Vec<SegmentName>> {
-    use futures::TryStreamExt;
-    let listed: Vec<object_store::ObjectMeta> = storage
-        .store()
-        .list(Some(&object_store::path::Path::from(prefix)))
-        .try_collect()
-        .await?;
-    let mut names = Vec::new();
-    for meta in listed {
-        match ObjectKey::parse(meta.location.as_ref()) {
-            Some(ObjectKey::Segment(_, name)) => names.push(name),
-            other => anyhow::bail!("unexpected object {} ({other:?})", meta.location),
-        }
-    }
-    names.sort();
-    Ok(names)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_plays(
@@ -58,10 +40,9 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     // While the event goes on, its segments are in the store: the pre-roll first, all under
     // one holder's epoch.
     let storage = env.s3.storage()?;
-    let prefix = segments_prefix(event.playback_id);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     let live = loop {
-        let names = stored_segments(&storage, &prefix).await?;
+        let names = stored_segments(&storage, event.playback_id).await?;
         let now = Utc::now();
         if names
             .last()
@@ -104,7 +85,7 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     assert!(text.contains("#EXT-X-VERSION:7") && text.ends_with("#EXT-X-ENDLIST\n"));
     assert!(!text.contains("#EXT-X-DISCONTINUITY"), "one run: {text}");
     std::fs::create_dir(tmp.path().join("live"))?;
-    let all = stored_segments(&storage, &prefix).await?;
+    let all = stored_segments(&storage, event.playback_id).await?;
     assert!(all.len() >= live.len());
     for name in &all {
         let key = ObjectKey::Segment(event.playback_id, *name).to_string();
@@ -216,7 +197,6 @@ async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> a
     let uploader = Uploader::new(storage.clone(), UploadOptions::default());
     let segments = two_segments(tmp.path()).await?;
     let id = camrec_shared::PlaybackId::new();
-    let prefix = segments_prefix(id);
     let capture = Capture::new();
     capture.hold(Tenure {
         epoch: 7,
@@ -228,7 +208,7 @@ async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> a
     live.push(segments[0].clone());
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     let first = loop {
-        let names = stored_segments(&storage, &prefix).await?;
+        let names = stored_segments(&storage, id).await?;
         if !names.is_empty() {
             break names;
         }
@@ -248,7 +228,7 @@ async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> a
     live.push(segments[1].clone());
     capture.lose();
     live.drain(Duration::from_secs(20)).await;
-    assert_eq!(stored_segments(&storage, &prefix).await?, first);
+    assert_eq!(stored_segments(&storage, id).await?, first);
     Ok(())
 }
 
@@ -260,12 +240,11 @@ async fn segments_recorded_while_the_store_is_down_go_up_in_order_when_it_is_bac
     let worker = env.spawn_worker("w1", &[]);
     let event = event_for(camera.url(), 600);
     let id = event.playback_id;
-    let prefix = segments_prefix(id);
     env.start_capture(&event).await?;
     env.publish_created(&event).await?;
     env.log.wait(id, StatusKind::Recording, FINISH).await?;
     let storage = env.s3.storage()?;
-    wait_for_segments(&storage, &prefix, |n| !n.is_empty()).await?;
+    wait_for_segments(&storage, id, |n| !n.is_empty()).await?;
 
     env.s3.stop();
     // Some seconds of video are recorded while nothing can be stored.
@@ -273,7 +252,7 @@ async fn segments_recorded_while_the_store_is_down_go_up_in_order_when_it_is_bac
     env.s3.restart().await?;
     let back = Utc::now();
     let storage = env.s3.storage()?;
-    let names = wait_for_segments(&storage, &prefix, |n| {
+    let names = wait_for_segments(&storage, id, |n| {
         n.last()
             .is_some_and(|l| l.end_ms() >= back.timestamp_millis())
     })
@@ -285,7 +264,7 @@ async fn segments_recorded_while_the_store_is_down_go_up_in_order_when_it_is_bac
         );
     }
     // In order: no segment was stored before an older one.
-    let modified = last_modified(&storage, &prefix).await?;
+    let modified = last_modified(&storage, &segments_prefix(id)).await?;
     for pair in modified.windows(2) {
         assert!(pair[0].1 <= pair[1].1, "stored out of order: {modified:?}");
     }
@@ -302,12 +281,12 @@ async fn segments_recorded_while_the_store_is_down_go_up_in_order_when_it_is_bac
 
 async fn wait_for_segments(
     storage: &Storage,
-    prefix: &str,
+    id: camrec_shared::PlaybackId,
     done: impl Fn(&[SegmentName]) -> bool,
 ) -> anyhow::Result<Vec<SegmentName>> {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let names = stored_segments(storage, prefix).await.unwrap_or_default();
+        let names = stored_segments(storage, id).await.unwrap_or_default();
         if done(&names) {
             return Ok(names);
         }

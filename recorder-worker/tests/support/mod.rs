@@ -543,3 +543,25 @@ pub async fn manifest_ended(dir: &Path) -> Option<recorder_worker::manifest::Man
         .ok()
         .filter(|m| m.ended_at.is_some())
 }
+
+/// The segments of playback `id` the store holds (uploaded while it recorded), in time order;
+/// an object under the prefix that is not a segment is an error.
+pub async fn stored_segments(
+    storage: &camrec_shared::storage::Storage,
+    id: PlaybackId,
+) -> anyhow::Result<Vec<camrec_shared::storage::SegmentName>> {
+    use camrec_shared::storage::{segments_prefix, ObjectKey};
+    use futures::TryStreamExt;
+    let prefix = object_store::path::Path::from(segments_prefix(id));
+    let listed: Vec<object_store::ObjectMeta> =
+        storage.store().list(Some(&prefix)).try_collect().await?;
+    let mut names = Vec::new();
+    for meta in listed {
+        match ObjectKey::parse(meta.location.as_ref()) {
+            Some(ObjectKey::Segment(_, name)) => names.push(name),
+            other => anyhow::bail!("unexpected object {} ({other:?})", meta.location),
+        }
+    }
+    names.sort();
+    Ok(names)
+}
