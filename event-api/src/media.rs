@@ -116,6 +116,21 @@ impl MediaSigner {
     }
 }
 
+/// The URL a client fetches `key` at: a signed `/media/` URL in local mode, else storage's
+/// (public or presigned).
+pub async fn object_url(state: &AppState, key: &ObjectKey) -> Result<String, ApiError> {
+    let config = state.storage.config();
+    if config.mode == StorageMode::Local && config.public_url.is_none() {
+        let now = chrono::Utc::now().timestamp();
+        return Ok(state.media_signer.url(&config.media_base_url, key, now));
+    }
+    state
+        .storage
+        .url_for(key)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
 #[utoipa::path(get, path = "/media/{key}", tag = "ops",
     params(("key" = String, Path, description = "playbacks/<playback_id>/video.mp4, thumb.jpg, index.m3u8 or live/<segment>.mp4")),
     responses((status = 200, description = "the object"), (status = 206, description = "a byte range"),

@@ -98,7 +98,7 @@ async fn render(state: &AppState, playback: &PlaybackRow) -> Result<String, ApiE
     let mut urls = HashMap::with_capacity(segments.len());
     for s in &segments {
         let key = ObjectKey::Segment(id, s.name);
-        urls.insert(s.name, super::playbacks::object_url(state, &key).await?);
+        urls.insert(s.name, crate::media::object_url(state, &key).await?);
     }
     Ok(media_playlist(
         &segments,

@@ -16,7 +16,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use camrec_shared::storage::{ObjectKey, StorageMode};
+use camrec_shared::storage::ObjectKey;
 use camrec_shared::PlaybackId;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -90,24 +90,9 @@ pub struct PlaybackJson {
 
 async fn url_of(state: &AppState, key: Option<&str>) -> Result<Option<String>, ApiError> {
     match key.and_then(ObjectKey::parse) {
-        Some(key) => object_url(state, &key).await.map(Some),
+        Some(key) => crate::media::object_url(state, &key).await.map(Some),
         None => Ok(None),
     }
-}
-
-/// The URL a client fetches `key` at: a signed `/media/` URL in local mode, else storage's
-/// (public or presigned).
-pub(super) async fn object_url(state: &AppState, key: &ObjectKey) -> Result<String, ApiError> {
-    let config = state.storage.config();
-    if config.mode == StorageMode::Local && config.public_url.is_none() {
-        let now = chrono::Utc::now().timestamp();
-        return Ok(state.media_signer.url(&config.media_base_url, key, now));
-    }
-    state
-        .storage
-        .url_for(key)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))
 }
 
 async fn playback_json(
