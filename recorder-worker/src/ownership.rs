@@ -137,12 +137,15 @@ impl Ownership {
         }
     }
 
-    /// Takes over the lease of a recording this host left behind (crash recovery).
+    /// Takes over the lease of a recording this host left behind (crash recovery), by
+    /// compare-and-set on the revision it reads: a worker that continued the recording in the
+    /// meantime (it took the camera over) keeps it, and this fails.
     pub async fn take_over(&self, id: PlaybackId) -> Result<Lease, OwnershipError> {
-        let revision = self
-            .kv
-            .put(lease_key(id), self.lease_value(LeaseState::Processing))
-            .await?;
+        let value = self.lease_value(LeaseState::Processing);
+        let revision = match self.kv.entry(lease_key(id)).await? {
+            Some(entry) => self.kv.update(lease_key(id), value, entry.revision).await?,
+            None => self.kv.create(lease_key(id), value).await?,
+        };
         Ok(self.lease(id, revision, LeaseState::Processing))
     }
 
