@@ -97,6 +97,9 @@ pub struct PlaybackView {
     pub gaps: Vec<Gap>,
     #[serde(default)]
     pub started_late: bool,
+    /// The clip does not hold its whole window (a gap, or cut short).
+    #[serde(default)]
+    pub partial: bool,
 }
 
 /// `captureStatus` of a camera (the field the scenario waits on).

@@ -314,9 +314,9 @@ pub struct StreamCounts {
     pub completed: HashMap<Uuid, Vec<String>>,
     /// Per playback: the workers that said they were recording it.
     pub recorders: HashMap<Uuid, BTreeSet<String>>,
-    /// Per playback: (previous holder, worker) for every worker that continued it after taking
-    /// the camera over (`takes_over_from`).
-    pub handovers: HashMap<Uuid, BTreeSet<(String, String)>>,
+    /// Per playback: `(worker, the worker it says it took the camera over from)`, from the
+    /// statuses carrying `takes_over_from`.
+    pub takeovers: HashMap<Uuid, BTreeSet<(String, String)>>,
     pub events_by_kind: BTreeMap<String, usize>,
     pub playbacks_by_kind: BTreeMap<String, usize>,
     pub undecodable: usize,
@@ -363,10 +363,10 @@ impl StreamCounts {
             .or_default() += 1;
         let id = status.playback_id.0;
         if let Some(previous) = &status.takes_over_from {
-            self.handovers
+            self.takeovers
                 .entry(id)
                 .or_default()
-                .insert((previous.clone(), status.worker_id.clone()));
+                .insert((status.worker_id.clone(), previous.clone()));
         }
         match &status.body {
             StatusBody::Recording { .. } | StatusBody::Progress { .. } => {
@@ -393,39 +393,70 @@ impl StreamCounts {
 /// Reads every message of `EVENTS` and `PLAYBACKS` (by sequence; the lab's streams are small),
 /// connected to `nats_url` (with a login that may read both streams).
 pub async fn read_streams(nats_url: &str) -> Result<StreamCounts, CheckError> {
-    let nats = |e: &dyn fmt::Display| CheckError::Nats(e.to_string());
+    let js = jetstream(nats_url).await?;
+    let mut counts = StreamCounts::default();
+    each_message(&js, EVENTS_STREAM, |subject, payload| {
+        counts.add_event(subject, payload)
+    })
+    .await?;
+    each_message(&js, PLAYBACKS_STREAM, |subject, payload| {
+        counts.add_status(subject, payload)
+    })
+    .await?;
+    Ok(counts)
+}
+
+/// Every status message of `PLAYBACKS` that decodes, in stream order, with its envelope (whose
+/// `occurred_at` is when its worker sent it).
+pub async fn read_statuses(nats_url: &str) -> Result<Vec<Envelope<PlaybackStatus>>, CheckError> {
+    let js = jetstream(nats_url).await?;
+    let mut out = Vec::new();
+    each_message(&js, PLAYBACKS_STREAM, |_, payload| {
+        out.extend(Envelope::<PlaybackStatus>::from_slice(payload).ok())
+    })
+    .await?;
+    Ok(out)
+}
+
+fn nats_error(e: &dyn fmt::Display) -> CheckError {
+    CheckError::Nats(e.to_string())
+}
+
+async fn jetstream(nats_url: &str) -> Result<async_nats::jetstream::Context, CheckError> {
     let client = camrec_shared::natsconn::NatsConfig::from_url(nats_url)
-        .map_err(|e| nats(&e))?
+        .map_err(|e| nats_error(&e))?
         .connect("_INBOX")
         .await
-        .map_err(|e| nats(&e))?;
-    let js = async_nats::jetstream::new(client);
-    let mut counts = StreamCounts::default();
-    for name in [EVENTS_STREAM, PLAYBACKS_STREAM] {
-        let mut stream = js.get_stream(name).await.map_err(|e| nats(&e))?;
-        let state = stream.info().await.map_err(|e| nats(&e))?.state.clone();
-        if state.messages == 0 {
-            continue;
-        }
-        for seq in state.first_sequence..=state.last_sequence {
-            let msg = match stream.get_raw_message(seq).await {
-                Ok(m) => m,
-                Err(e)
-                    if e.kind()
-                        == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound =>
-                {
-                    continue
-                }
-                Err(e) => return Err(nats(&e)),
-            };
-            if name == EVENTS_STREAM {
-                counts.add_event(msg.subject.as_str(), &msg.payload);
-            } else {
-                counts.add_status(msg.subject.as_str(), &msg.payload);
-            }
+        .map_err(|e| nats_error(&e))?;
+    Ok(async_nats::jetstream::new(client))
+}
+
+/// Calls `f` with the subject and payload of every message of the stream `name`, by sequence.
+async fn each_message(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+    mut f: impl FnMut(&str, &[u8]),
+) -> Result<(), CheckError> {
+    let mut stream = js.get_stream(name).await.map_err(|e| nats_error(&e))?;
+    let state = stream
+        .info()
+        .await
+        .map_err(|e| nats_error(&e))?
+        .state
+        .clone();
+    if state.messages == 0 {
+        return Ok(());
+    }
+    for seq in state.first_sequence..=state.last_sequence {
+        match stream.get_raw_message(seq).await {
+            Ok(msg) => f(msg.subject.as_str(), &msg.payload),
+            Err(e)
+                if e.kind()
+                    == async_nats::jetstream::stream::RawMessageErrorKind::NoMessageFound => {}
+            Err(e) => return Err(nats_error(&e)),
         }
     }
-    Ok(counts)
+    Ok(())
 }
 
 /// Outbox rows by kind (`<root>.<kind>` of the subject): committed and published.
@@ -552,23 +583,13 @@ pub fn assess(
         .map(|p| (p.id, p.recording_status.clone()))
         .collect();
     for (id, workers) in &streams.recorders {
-        // A worker that continued the recording after taking the camera over from one of its
-        // recorders is not a second recorder.
-        let handed = streams.handovers.get(id);
-        let independent = workers
-            .iter()
-            .filter(|w| {
-                !handed.is_some_and(|h| {
-                    h.iter()
-                        .any(|(from, to)| to == *w && workers.contains(from))
-                })
-            })
-            .count();
-        if independent > 1 {
+        let no_takeover = BTreeSet::new();
+        let takeovers = streams.takeovers.get(id).unwrap_or(&no_takeover);
+        if workers.len() > 1 && independent_recorders(workers, takeovers) != 1 {
             r.duplicates.push(Duplicate {
                 id: *id,
                 what: format!(
-                    "recorded by {} workers ({})",
+                    "recorded by {} workers ({}), not one handing over to the next",
                     workers.len(),
                     workers.iter().cloned().collect::<Vec<_>>().join(", ")
                 ),
@@ -641,6 +662,24 @@ pub fn assess(
     r.lost
         .sort_by(|a, b| a.kind.cmp(&b.kind).then(a.event_id.cmp(&b.event_id)));
     r
+}
+
+/// How many of a playback's `recorders` started recording it on their own, rather than by
+/// taking the camera over from another of its recorders (`takeovers`: `(worker, previous)`).
+/// One is a recording handed on from holder to holder; more than one is two workers recording
+/// the same playback (and none a handover loop).
+fn independent_recorders(
+    recorders: &BTreeSet<String>,
+    takeovers: &BTreeSet<(String, String)>,
+) -> usize {
+    recorders
+        .iter()
+        .filter(|w| {
+            !takeovers
+                .iter()
+                .any(|(by, from)| by == *w && from != *w && recorders.contains(from))
+        })
+        .count()
 }
 
 impl fmt::Display for Report {
@@ -864,6 +903,7 @@ mod tests {
                 ended_at: None,
                 gaps: Vec::new(),
                 started_late: false,
+                partial: false,
             });
             keys.push(ObjectKey::Video(camrec_shared::PlaybackId(pb)).to_string());
             keys.push(ObjectKey::Thumbnail(camrec_shared::PlaybackId(pb)).to_string());
@@ -898,12 +938,6 @@ mod tests {
         p[1].recording_status = "RECORDING".into();
         s.created.remove(&ids[2].0);
         s.recorders.get_mut(&ids[3].1).unwrap().insert("w1".into());
-        // 4 changed hands in a takeover: one recording, not two.
-        s.recorders.get_mut(&ids[4].1).unwrap().insert("w2".into());
-        s.handovers
-            .entry(ids[4].1)
-            .or_default()
-            .insert(("w0".into(), "w2".into()));
         p[4].recording_status = "FAILED".into();
         p[4].error_code = Some("camera_unreachable".into());
         p.retain(|pb| pb.id != ids[5].1);
@@ -922,6 +956,28 @@ mod tests {
         assert_eq!(r.duplicates.len(), 1);
         assert_eq!(r.failed_by_reason.get("camera_unreachable"), Some(&1));
         assert!(r.to_string().contains("FAIL"));
+    }
+
+    #[test]
+    fn a_recording_handed_to_the_cameras_next_holder_is_no_duplicate() {
+        let l = ledger(1);
+        let (p, mut s, k, z) = perfect(&l);
+        let pb = l.acknowledged().next().unwrap().playback_id.unwrap();
+        s.recorders.get_mut(&pb).unwrap().insert("w1".into());
+        s.takeovers
+            .insert(pb, [("w1".to_owned(), "w0".to_owned())].into());
+        assert!(assess(&l, &p, &s, &k, &z).passed());
+        // A third worker that names nobody who recorded it is a second recording.
+        s.recorders.get_mut(&pb).unwrap().insert("w2".into());
+        let r = assess(&l, &p, &s, &k, &z);
+        assert_eq!(r.duplicates.len(), 1, "{r}");
+        // Two workers naming each other is no handover either.
+        s.recorders.get_mut(&pb).unwrap().remove("w2");
+        s.takeovers
+            .get_mut(&pb)
+            .unwrap()
+            .insert(("w0".to_owned(), "w1".to_owned()));
+        assert_eq!(assess(&l, &p, &s, &k, &z).duplicates.len(), 1);
     }
 
     #[test]

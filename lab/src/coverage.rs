@@ -353,6 +353,7 @@ mod tests {
                 })
                 .collect(),
             started_late: false,
+            partial: false,
         }
     }
 

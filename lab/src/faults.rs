@@ -318,7 +318,7 @@ async fn recording_soon(database_url: &str) -> Result<usize, FaultError> {
 }
 
 /// How many of `pids` are still alive 5 s after their parent was killed.
-async fn count_survivors(pids: &[u32]) -> usize {
+pub async fn count_survivors(pids: &[u32]) -> usize {
     let all_dead = testkit::wait_until(Duration::from_secs(5), "children to die", || {
         let alive = pids.iter().any(|p| crate::process::is_alive(*p));
         async move { (!alive).then_some(()) }

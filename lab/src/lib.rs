@@ -10,7 +10,9 @@
 //!   event's pre-roll and post-roll;
 //! - [`plant`]: defects planted on purpose, to show the checker can fail;
 //! - [`camera_drop`]: a camera lost for ~10 s during an event, whose clip must complete with
-//!   one gap.
+//!   one gap;
+//! - [`takeover`]: a worker killed for good while it records, whose open recordings the
+//!   cameras' next holders must continue into the same playbacks.
 //!
 //! [`run`] does all of it; `cargo run -p lab --bin faultrun` is its command line
 //! (docs/reliability.md).
@@ -25,6 +27,7 @@ pub mod pg;
 pub mod plant;
 pub mod process;
 pub mod scenario;
+pub mod takeover;
 
 use api::Api;
 use checker::Report;

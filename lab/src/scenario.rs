@@ -176,19 +176,7 @@ pub async fn run(cluster: &mut Cluster, config: &ScenarioConfig) -> Result<Ledge
         nats_outage: config.nats_outage,
     };
     let schedule = faults::schedule(config.posting_time(), &config.faults, shape, &mut rng);
-    let plan: Vec<Planned> = (0..config.events)
-        .map(|i| {
-            let secs = rng.gen_range(config.min_duration_sec..=config.max_duration_sec);
-            let early = config
-                .occurred_early
-                .map(|max| Duration::from_millis(rng.gen_range(0..=max.as_millis() as u64)));
-            Planned {
-                camera_id: cameras[i % cameras.len()],
-                duration: Duration::from_secs(secs),
-                early,
-            }
-        })
-        .collect();
+    let plan = plan(config, &cameras, &mut rng);
     let start = Instant::now();
     let mut plant = config.plant.filter(|p| *p == Plant::DropOutbox);
     let mut planted = Vec::new();
@@ -271,8 +259,27 @@ pub async fn wait_captured(
     Ok(since)
 }
 
+/// The events of a run, drawn from `rng`: event `i` on camera `i mod cameras`, with a duration
+/// in `[min_duration_sec, max_duration_sec]` and, when the config says so, an earlier
+/// `occurredAt`.
+pub fn plan(config: &ScenarioConfig, cameras: &[Uuid], rng: &mut StdRng) -> Vec<Planned> {
+    (0..config.events)
+        .map(|i| {
+            let secs = rng.gen_range(config.min_duration_sec..=config.max_duration_sec);
+            let early = config
+                .occurred_early
+                .map(|max| Duration::from_millis(rng.gen_range(0..=max.as_millis() as u64)));
+            Planned {
+                camera_id: cameras[i % cameras.len()],
+                duration: Duration::from_secs(secs),
+                early,
+            }
+        })
+        .collect()
+}
+
 /// Posts event `i` at `start + i / rate`, ends it after its duration; returns every record.
-async fn post_events(
+pub async fn post_events(
     api: &Api,
     config: &ScenarioConfig,
     plan: &[Planned],
@@ -297,7 +304,7 @@ async fn post_events(
 /// One event of the plan: on which camera, how long, and how much earlier than its request
 /// its `occurredAt` is (`None`: not sent).
 #[derive(Clone, Copy, Debug)]
-struct Planned {
+pub struct Planned {
     camera_id: Uuid,
     duration: Duration,
     early: Option<Duration>,

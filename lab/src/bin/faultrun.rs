@@ -7,12 +7,20 @@
 //! cargo run -p lab --bin faultrun -- --events 120 --rate 0.5 --faults nats-outage \
 //!     --stale-playback 15 --nats-outage 30
 //! cargo run -p lab --bin faultrun -- --coverage --events 200 --rate 1 --workers 2 --cameras 4 --seed 16
+//! cargo run -p lab --release --bin faultrun -- --takeover --seed 1
 //! ```
 //!
 //! `--coverage` is the coverage run of issue 16: cameras with `preRollSec=3`, `postRollSec=2`,
 //! every event posted with an `occurredAt` up to 0.5 s before its request, no fault unless
 //! `--faults` says otherwise; the checker also measures every completed clip against its window
 //! (`lab::coverage`).
+//!
+//! `--takeover` is the takeover run of issue 17 (`lab::takeover`): 3 workers (`MAX_CAMERAS` 3),
+//! 6 cameras, 18 events of 30-60 s at one a second, and 8 s in the worker with the most open
+//! recordings is `kill -9`ed and kept down; every recording it had open must be continued by
+//! another worker within 1.5 × the capture lease TTL and end `COMPLETED` partial with one gap.
+//! Of the other options it takes only `--seed`, `--drain` and `--log-dir`; it prints the
+//! checker's table, one line per taken-over playback and a `TAKEOVER SUMMARY` line.
 //!
 //! The `nats-outage` fault (in `all`) stops NATS for `--nats-outage` seconds (default 180), which
 //! must be longer than event-api's `STALE_PLAYBACK_SEC` (`--stale-playback`, default 60).
@@ -26,6 +34,7 @@ use anyhow::{bail, Context};
 use lab::faults::FaultKind;
 use lab::plant::Plant;
 use lab::scenario::ScenarioConfig;
+use lab::takeover::TakeoverOptions;
 use lab::RunOptions;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,12 +44,18 @@ const USAGE: &str = "usage: faultrun [--events N] [--rate PER_SEC] [--workers K]
 [--seed S] [--max-cameras M] [--min-duration SEC] [--max-duration SEC] [--drain SEC] \
 [--stale-playback SEC] [--nats-outage SEC] \
 [--faults all|none|worker,nats,api,s3,pg-restart,pg-kill,camera,nats-outage] \
-[--plant drop-outbox|delete-object] [--coverage] [--log-dir DIR]";
+[--plant drop-outbox|delete-object] [--coverage] [--takeover] [--log-dir DIR]";
+
+/// What the command line asks for.
+enum Mode {
+    Faults(RunOptions),
+    Takeover(TakeoverOptions),
+}
 
 fn main() -> ExitCode {
     camrec_shared::telemetry::init("info,lab=info");
-    let opts = match parse(std::env::args().skip(1)) {
-        Ok(o) => o,
+    let mode = match parse(std::env::args().skip(1)) {
+        Ok(m) => m,
         Err(e) => {
             eprintln!("faultrun: {e:#}\n{USAGE}");
             return ExitCode::from(2);
@@ -53,7 +68,23 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let report = match runtime.block_on(lab::run(&opts)) {
+    match mode {
+        Mode::Faults(opts) => fault_run(&runtime, &opts),
+        Mode::Takeover(opts) => match runtime.block_on(lab::takeover::run(&opts)) {
+            Ok(report) => {
+                println!("{report}");
+                ExitCode::from(if report.passed() { 0 } else { 1 })
+            }
+            Err(e) => {
+                eprintln!("faultrun: the takeover run could not be carried out: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn fault_run(runtime: &tokio::runtime::Runtime, opts: &RunOptions) -> ExitCode {
+    let report = match runtime.block_on(lab::run(opts)) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("faultrun: the run could not be carried out: {e}");
@@ -75,13 +106,13 @@ fn main() -> ExitCode {
     }
 }
 
-fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
+fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<Mode> {
     let mut scenario = ScenarioConfig::new(100, 1.0, 1);
     let (mut workers, mut cameras, mut max_cameras) = (2usize, 3usize, 16usize);
     let mut drain = Duration::from_secs(240);
     let mut stale_playback_sec = lab::cluster::STALE_PLAYBACK_SEC;
     let mut log_dir = None;
-    let (mut coverage, mut faults_given) = (false, false);
+    let (mut coverage, mut faults_given, mut takeover) = (false, false, false);
     while let Some(flag) = args.next() {
         let mut value = || args.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
@@ -110,6 +141,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
                 faults_given = true;
             }
             "--coverage" => coverage = true,
+            "--takeover" => takeover = true,
             "--plant" => {
                 scenario.plant = Some(value()?.parse::<Plant>().map_err(anyhow::Error::msg)?)
             }
@@ -117,6 +149,12 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
             "-h" | "--help" => bail!("help"),
             other => bail!("unknown argument {other:?}"),
         }
+    }
+    if takeover {
+        let mut opts = TakeoverOptions::new(scenario.seed);
+        opts.drain = drain;
+        opts.log_dir = log_dir;
+        return Ok(Mode::Takeover(opts));
     }
     if coverage {
         let settings = ScenarioConfig::coverage(scenario.events, scenario.rate, scenario.seed);
@@ -149,7 +187,7 @@ fn parse(mut args: impl Iterator<Item = String>) -> anyhow::Result<RunOptions> {
     opts.stale_playback_sec = stale_playback_sec;
     opts.drain_deadline = drain;
     opts.log_dir = log_dir;
-    Ok(opts)
+    Ok(Mode::Faults(opts))
 }
 
 fn parse_faults(s: &str) -> anyhow::Result<Vec<FaultKind>> {
