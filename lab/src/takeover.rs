@@ -18,6 +18,12 @@
 //!
 //! Events on the killed worker's cameras posted after the kill are recorded by the new holder
 //! like any other; the checker holds them to the standard promises.
+//!
+//! The full run kills at the moment an event is posted, so a recording claimed a few
+//! milliseconds before the kill is among the followed ones: its pre-roll, still waiting for its
+//! upload on the killed worker, is lost with it and its gap starts that much earlier (each
+//! followed playback prints how long it had been `RECORDING` and where its gap lies against the
+//! kill; docs/reliability.md has the figures).
 
 use crate::api::{Api, PlaybackView};
 use crate::checker::{self, Report};
@@ -102,6 +108,11 @@ pub struct TakenOver {
     pub new_owner: Option<String>,
     /// From the kill to the new owner's first status, seconds.
     pub takeover_sec: Option<f64>,
+    /// How long the killed worker had been reporting it `RECORDING` at the kill, seconds.
+    pub recording_for_sec: f64,
+    /// Where the single gap lies against the kill: it starts this long before it (footage the
+    /// killed worker had captured but not uploaded) and ends this long after it, seconds.
+    pub gap_around_kill: Option<(f64, f64)>,
     /// The playback at the end, as the API shows it.
     pub status: String,
     pub partial: bool,
@@ -405,6 +416,9 @@ fn follow(
 ) -> TakenOver {
     let mut problems = Vec::new();
     let mine = || statuses.iter().filter(|s| s.payload.playback_id.0 == id);
+    let recording_for_sec = mine()
+        .find(|s| s.payload.worker_id == victim && is_recording(&s.payload.body))
+        .map_or(0.0, |s| (killed_at - s.occurred_at).as_seconds_f64());
     let first = mine().find(|s| s.payload.worker_id != victim);
     let (new_owner, takeover_sec) = match first {
         Some(s) if s.payload.takes_over_from.as_deref() == Some(victim) => (
@@ -445,6 +459,13 @@ fn follow(
         .map(|p| p.gaps.iter().map(crate::api::Gap::seconds).collect())
         .unwrap_or_default();
     let partial = view.is_some_and(|p| p.partial);
+    let gap_around_kill = view.and_then(|p| match p.gaps.as_slice() {
+        [g] => Some((
+            (killed_at - g.from).as_seconds_f64(),
+            (g.to - killed_at).as_seconds_f64(),
+        )),
+        _ => None,
+    });
     if status != "COMPLETED" {
         problems.push(format!("ended {status}, not COMPLETED"));
     } else {
@@ -468,6 +489,8 @@ fn follow(
         playback_id: id,
         new_owner,
         takeover_sec,
+        recording_for_sec,
+        gap_around_kill,
         status,
         partial,
         gaps_sec,
@@ -532,10 +555,14 @@ impl fmt::Display for TakeoverReport {
         )?;
         for t in &self.taken {
             let gaps: Vec<String> = t.gaps_sec.iter().map(|g| format!("{g:.3}")).collect();
+            let around = t.gap_around_kill.map_or(String::new(), |(before, after)| {
+                format!(" (from {before:.3} s before the kill to {after:.3} s after)")
+            });
             writeln!(
                 f,
-                "takeover: playback {} -> {} after {} s, {} partial={} gaps [{}]{}",
+                "takeover: playback {} (RECORDING for {:.3} s) -> {} after {} s, {} partial={} gaps [{}]{around}{}",
                 t.playback_id,
+                t.recording_for_sec,
                 t.new_owner.as_deref().unwrap_or("(nobody)"),
                 t.takeover_sec.map_or("-".to_owned(), |s| format!("{s:.3}")),
                 t.status,
@@ -696,6 +723,9 @@ mod tests {
         let x = &taken[0];
         assert_eq!(x.new_owner.as_deref(), Some("w1"));
         assert!((x.takeover_sec.unwrap() - 12.0).abs() < 1e-9);
+        assert!((x.recording_for_sec - 9.0).abs() < 1e-9);
+        let (before, after) = x.gap_around_kill.unwrap();
+        assert!((before - 0.5).abs() < 1e-9 && (after - 11.0).abs() < 1e-9);
         assert!(x.problems.is_empty(), "{:?}", x.problems);
     }
 
