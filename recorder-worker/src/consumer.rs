@@ -22,6 +22,15 @@ use crate::ownership::{InProgress, Lease, Ownership, OwnershipError, StopRegistr
 /// every quarter of this; a worker that dies stops renewing, so its open recordings' messages
 /// reach the camera's next holder about when it takes the camera (the capture lease's TTL).
 pub const ACK_WAIT: Duration = camrec_shared::capture::CAPTURE_LEASE_TTL;
+/// How long one pull request for a camera's messages waits at the server. Short, because a
+/// request outlives the worker that made it: a message whose ack wait runs out while a dead
+/// holder's request still waits is delivered into it and lost for another ack wait, delaying the
+/// takeover of its recording. Shorter than the time from a holder's last renewal of its held
+/// messages to their redelivery (at least `ACK_WAIT` less the renewal period).
+pub const PULL_EXPIRES: Duration = Duration::from_secs(5);
+/// The idle heartbeat of a pull request (at most half of [`PULL_EXPIRES`]).
+pub const PULL_HEARTBEAT: Duration = Duration::from_secs(2);
+
 /// The delay before a nak'ed message is redelivered.
 pub const NAK_DELAY: Duration = Duration::from_secs(2);
 /// How far back a camera's consumer starts when it is first created: events published while

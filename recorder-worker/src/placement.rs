@@ -573,7 +573,12 @@ async fn pull_events(cams: Arc<Cameras>, id: CameraId, capture: Capture, stop: C
     while !stop.is_cancelled() {
         let pulled = async {
             let c = consumer::open(&cams.js, &cams.site, id).await?;
-            c.messages().await.map_err(|e| e.to_string().into())
+            c.stream()
+                .expires(consumer::PULL_EXPIRES)
+                .heartbeat(consumer::PULL_HEARTBEAT)
+                .messages()
+                .await
+                .map_err(|e| e.to_string().into())
         };
         let mut messages = match pulled.await {
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(m) => m,
