@@ -319,17 +319,7 @@ async fn the_playlist_needs_its_signature_and_a_playback() {
     let cam = app.camera("10.0.0.5", 1).await;
     let created = app.motion(cam["id"].as_str().unwrap()).await;
     let pb = created["playbackId"].as_str().unwrap().to_owned();
-    app.publish_status(
-        &created,
-        1,
-        StatusBody::Recording {
-            started_at: Utc::now(),
-        },
-    )
-    .await;
-    let p = app
-        .wait_playback(&pb, "recording", |p| p["recordingStatus"] == "RECORDING")
-        .await;
+    let p = app.recording(&created).await;
     let live = p["liveUrl"].as_str().unwrap().to_owned();
     let (status, _, empty) = fetch(&app, &live).await;
     assert_eq!(status, StatusCode::OK, "nothing uploaded yet");

@@ -134,16 +134,7 @@ async fn deleting_a_running_playback_ends_its_event_and_cleans_up_when_it_finish
     let cam = app.camera("10.0.0.5", 1).await;
     let created = app.motion(cam["id"].as_str().unwrap()).await;
     let pb = created["playbackId"].as_str().unwrap().to_owned();
-    app.publish_status(
-        &created,
-        1,
-        StatusBody::Recording {
-            started_at: Utc::now(),
-        },
-    )
-    .await;
-    app.wait_playback(&pb, "recording", |p| p["recordingStatus"] == "RECORDING")
-        .await;
+    app.recording(&created).await;
     let (status, _) = app
         .call(
             Method::DELETE,
@@ -186,18 +177,7 @@ async fn playback_filters_and_validation() {
     let b = app.camera("10.0.0.6", 1).await;
     let first = app.motion(a["id"].as_str().unwrap()).await;
     app.motion(b["id"].as_str().unwrap()).await;
-    app.publish_status(
-        &first,
-        1,
-        StatusBody::Recording {
-            started_at: Utc::now(),
-        },
-    )
-    .await;
-    app.wait_playback(first["playbackId"].as_str().unwrap(), "recording", |p| {
-        p["recordingStatus"] == "RECORDING"
-    })
-    .await;
+    app.recording(&first).await;
     let (_, page) = app.get("/playbacks?recordingStatus=RECORDING").await;
     assert_eq!(page["total"], 1);
     assert!(page["data"][0]["progress"].is_object());
@@ -233,18 +213,7 @@ async fn reconciler_fails_stale_and_unstarted_playbacks_and_announces_it() {
     let pending = app.motion(cam["id"].as_str().unwrap()).await;
     let stale_id = stale["playbackId"].as_str().unwrap().to_owned();
     let pending_id = pending["playbackId"].as_str().unwrap().to_owned();
-    app.publish_status(
-        &stale,
-        1,
-        StatusBody::Recording {
-            started_at: Utc::now(),
-        },
-    )
-    .await;
-    app.wait_playback(&stale_id, "recording", |p| {
-        p["recordingStatus"] == "RECORDING"
-    })
-    .await;
+    app.recording(&stale).await;
 
     let store = Store::connect(app.config.database_url.expose(), 2)
         .await

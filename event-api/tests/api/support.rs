@@ -420,4 +420,16 @@ impl TestApp {
         .await
         .expect(what)
     }
+
+    /// Reports the playback of `created` (a `POST /events` answer) `recording` as its worker
+    /// would (status `seq` 1, started now) and waits until the API shows it `RECORDING`;
+    /// returns that playback.
+    pub async fn recording(&self, created: &Value) -> Value {
+        let started_at = chrono::Utc::now();
+        self.publish_status(created, 1, StatusBody::Recording { started_at })
+            .await;
+        let id = created["playbackId"].as_str().expect("a playback");
+        self.wait_playback(id, "recording", |p| p["recordingStatus"] == "RECORDING")
+            .await
+    }
 }
