@@ -40,22 +40,11 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     // While the event goes on, its segments are in the store: the pre-roll first, all under
     // one holder's epoch.
     let storage = env.s3.storage()?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    let live = loop {
-        let names = stored_segments(&storage, event.playback_id).await?;
-        let now = Utc::now();
-        if names
-            .last()
-            .is_some_and(|n| n.end_ms() >= (occurred + TimeDelta::seconds(3)).timestamp_millis())
-        {
-            break names;
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "segments of the running recording at {now}: {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let until = (occurred + TimeDelta::seconds(3)).timestamp_millis();
+    let live = wait_for_segments(&storage, event.playback_id, |n| {
+        n.last().is_some_and(|l| l.end_ms() >= until)
+    })
+    .await?;
     assert!(
         live[0].start_ms <= (occurred - TimeDelta::seconds(1)).timestamp_millis(),
         "the pre-roll is uploaded first: {live:?} for an event at {occurred}"
@@ -206,15 +195,7 @@ async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> a
 
     // Held: the first segment goes up under the lease's epoch.
     live.push(segments[0].clone());
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
-    let first = loop {
-        let names = stored_segments(&storage, id).await?;
-        if !names.is_empty() {
-            break names;
-        }
-        anyhow::ensure!(tokio::time::Instant::now() < deadline, "nothing uploaded");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let first = wait_for_segments(&storage, id, |n| !n.is_empty()).await?;
     assert_eq!(first.len(), 1);
     assert_eq!(first[0].epoch, 7);
     assert_eq!(first[0].start_ms, segments[0].start.timestamp_millis());
@@ -284,18 +265,15 @@ async fn wait_for_segments(
     id: camrec_shared::PlaybackId,
     done: impl Fn(&[SegmentName]) -> bool,
 ) -> anyhow::Result<Vec<SegmentName>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let names = stored_segments(storage, id).await.unwrap_or_default();
-        if done(&names) {
-            return Ok(names);
-        }
-        anyhow::ensure!(
-            tokio::time::Instant::now() < deadline,
-            "segments stored: {names:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    testkit::wait_until(
+        Duration::from_secs(30),
+        "the segments looked for",
+        || async {
+            let names = stored_segments(storage, id).await.unwrap_or_default();
+            done(&names).then_some(names)
+        },
+    )
+    .await
 }
 
 /// Each stored segment's start and when the store took it, in time order.
