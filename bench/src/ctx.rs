@@ -56,7 +56,7 @@ impl Plan {
             p1_duration: Duration::from_secs(10),
             p2_backlog: 20_000,
             p2_steady: Duration::from_secs(20),
-            p3_clips_sec: vec![(10, 3), (60, 1)],
+            p3_clips_sec: vec![(10, 3), (60, 1), (600, 1)],
             p4_samples: 5,
             p4_overlaps: vec![1, 2, 5],
             p4_rounds: 4,

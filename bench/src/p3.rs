@@ -194,14 +194,8 @@ async fn one(
         String::new()
     };
     let mid = |v: &[f64]| median(v).unwrap_or_default();
-    let goal = if secs >= 60 {
-        Goal::AtMostAndUnder {
-            ratio: 1.2,
-            secs: 1.0,
-        }
-    } else {
-        Goal::AtMost(1.2)
-    };
+    // Issue 17: ready at once, whatever the length.
+    let goal = Goal::SecondsAtMost(1.0);
     Ok(Row::new(
         "P3",
         format!("event.ended → COMPLETED, {secs} s clip ({size_mib:.1} MiB)"),

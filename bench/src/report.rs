@@ -302,11 +302,14 @@ once), on this host's wall clock; goal p99 at most 50 ms. The event commits betw
 and the answer, so the figure is an upper bound of the lag from commit, by at most the \
 request's own time, which the row prints.\n\
 - **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker waits for \
-the capture's segment that reaches the event's end, then joins the clip's segments by stream \
-copy, probes, thumbnails, uploads and verifies it), for a clip of 10 s (median of 3) and of 60 s \
-(each plus the camera's 5 s pre-roll; the bench's cameras have `postRollSec` 0, so no post-roll \
-is waited for); baseline: `ffprobe -print_format json` of the same final file plus an \
-object_store upload of it to the same S3 server.\n\
+the capture's segment that reaches the event's end; the clip's MP4 was assembled in the store \
+while it recorded, so what remains is its first part, its tail and the multipart completion, \
+probing the first segment and a thumbnail, and the closed segment list), for a clip of 10 s \
+(median of 3), 60 s and 600 s (each plus the camera's 5 s pre-roll, recorded in wall time; the \
+bench's cameras have `postRollSec` 0, so no post-roll is waited for); goal at most 1 s at any \
+length (issue 17). Baseline: `ffprobe -print_format json` of the same final file plus an \
+object_store upload of it to the same S3 server: what joining and uploading at the end costs at \
+least.\n\
 - **P4** Event to the first frame of its clip, for every event the figure makes on a captured \
 camera (`preRollSec` 5; each camera captured for longer than that first): `startedAt` of the \
 `playback.completed` message (the wall-clock time of the clip's first frame, from the capture) \

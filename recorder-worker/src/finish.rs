@@ -25,8 +25,9 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::assemble::ClipStream;
 use crate::capture::ring::{gaps, Span, GAP_TOLERANCE};
-use crate::capture::segment::segments_in;
+use crate::capture::segment::{segments_in, Segment};
 use crate::config::Config;
 use crate::ffmpeg::MediaError;
 use crate::finalize::{finalize, thumbnail};
@@ -100,6 +101,9 @@ pub struct Recorded {
     pub epoch: u64,
     /// The capture did not hold the window's start: the clip starts at the oldest frame held.
     pub started_late: bool,
+    /// The clip as assembled in the store while it was recorded ([`crate::assemble`]); without
+    /// it (or when it cannot be completed) the segments are joined by FFmpeg and uploaded.
+    pub stream: Option<ClipStream>,
 }
 
 impl Recorded {
@@ -127,6 +131,7 @@ impl Recorded {
             gaps: holes,
             started_late: manifest.started_late,
             epoch: 0,
+            stream: None,
         }
     }
 }
@@ -141,6 +146,8 @@ struct Clip {
 struct Uploaded {
     size_bytes: u64,
     sha256: String,
+    /// Assembled in the store while it was recorded, not joined and uploaded at the end.
+    streamed: bool,
 }
 
 /// Finishes the recording in `dir`: see the module documentation.
@@ -160,32 +167,50 @@ pub async fn finish(
     let mut beat = Beat::new(f, processing);
     let timer = std::time::Instant::now();
 
-    let Some(made) = beat.during(reporter, make_clip(f, dir)).await else {
-        return Outcome::Abandoned;
+    let mut recorded = recorded;
+    let ready = match recorded.stream.take() {
+        Some(stream) => match beat
+            .during(reporter, streamed_clip(f, id, dir, stream))
+            .await
+        {
+            None => return Outcome::Abandoned,
+            Some(ready) => ready,
+        },
+        None => None,
     };
-    let clip = match made {
-        Ok(c) => c,
-        Err(failure) => {
-            let keep = failure.code != FailureCode::NoMedia;
-            return fail_finished(f, reporter, lease, dir, failure, keep).await;
+    let (clip, receipt) = match ready {
+        Some(ready) => ready,
+        None => {
+            let Some(made) = beat.during(reporter, make_clip(f, dir)).await else {
+                return Outcome::Abandoned;
+            };
+            let clip = match made {
+                Ok(c) => c,
+                Err(failure) => {
+                    let keep = failure.code != FailureCode::NoMedia;
+                    return fail_finished(f, reporter, lease, dir, failure, keep).await;
+                }
+            };
+            note_state(id, State::Uploading);
+            let (video, thumb) = (dir.join(VIDEO), dir.join(THUMB));
+            let thumb = clip.has_thumb.then_some(thumb.as_path());
+            let uploading = upload_retrying(f, id, &video, thumb);
+            let Some(uploaded) = beat.during(reporter, uploading).await else {
+                return Outcome::Abandoned;
+            };
+            let receipt = match uploaded {
+                Ok(r) => r,
+                Err(e) => {
+                    let failure =
+                        Failure::new(FailureCode::UploadFailed, format!("upload given up: {e}"));
+                    return fail_finished(f, reporter, lease, dir, failure, true).await;
+                }
+            };
+            (clip, receipt)
         }
     };
-    let prepared_ms = timer.elapsed().as_millis() as u64;
-
-    note_state(id, State::Uploading);
-    let (video, thumb) = (dir.join(VIDEO), dir.join(THUMB));
-    let thumb = clip.has_thumb.then_some(thumb.as_path());
-    let uploading = upload_retrying(f, id, &video, thumb);
-    let Some(uploaded) = beat.during(reporter, uploading).await else {
-        return Outcome::Abandoned;
-    };
-    let receipt = match uploaded {
-        Ok(r) => r,
-        Err(e) => {
-            let failure = Failure::new(FailureCode::UploadFailed, format!("upload given up: {e}"));
-            return fail_finished(f, reporter, lease, dir, failure, true).await;
-        }
-    };
+    let stored_ms = timer.elapsed().as_millis() as u64;
+    let receipt_streamed = receipt.streamed;
 
     let list = segment_list(f, id, dir, recorded.epoch).await;
     let mut completed = completed(f, id, &recorded, clip, receipt).await;
@@ -194,7 +219,8 @@ pub async fn finish(
     reporter.report(StatusBody::Completed(completed)).await;
     tracing::info!(
         playback_id = %id,
-        prepared_ms,
+        stored_ms,
+        streamed = receipt_streamed,
         completed_ms = timer.elapsed().as_millis() as u64,
         "clip completed"
     );
@@ -220,6 +246,86 @@ async fn segment_list(f: &Finisher, id: PlaybackId, dir: &Path, epoch: u64) -> O
     }
 }
 
+/// The clip assembled in the store while it was recorded, completed from the segments in
+/// `dir` while the first segment is probed (codecs, size) and the thumbnail taken from the
+/// segment one second in. `None` (logged) when it cannot be: the caller joins the segments
+/// with FFmpeg and uploads the result, which replaces whatever this left at the key.
+async fn streamed_clip(
+    f: &Finisher,
+    id: PlaybackId,
+    dir: &Path,
+    stream: ClipStream,
+) -> Option<(Clip, Uploaded)> {
+    let segments = segments_in(dir).await.unwrap_or_default();
+    let Some(first) = segments.first() else {
+        stream.abandon().await;
+        return None;
+    };
+    let paths: Vec<PathBuf> = segments.iter().map(|s| s.path.clone()).collect();
+    let (source, at) = thumb_source(&segments, THUMB_AT_SEC);
+    let thumb = dir.join(THUMB);
+    let (stored, info, has_thumb) = tokio::join!(
+        stream.finish(&paths),
+        probe_file(&f.ffprobe, &first.path),
+        make_thumbnail(f, &source, &thumb, at)
+    );
+    let stored = match stored {
+        Ok(s) => s,
+        Err(why) => {
+            tracing::info!(playback_id = %id, reason = %why, "the clip was not assembled while recording: joining it");
+            return None;
+        }
+    };
+    let info = match info {
+        Ok(i) => i,
+        Err(e) => {
+            tracing::warn!(playback_id = %id, error = %e, "cannot probe the first segment: joining the clip");
+            return None;
+        }
+    };
+    if has_thumb {
+        if let Err(e) = f
+            .uploader
+            .upload_file(&ObjectKey::Thumbnail(id), &thumb)
+            .await
+        {
+            tracing::warn!(playback_id = %id, error = %e, "thumbnail upload failed: joining the clip");
+            return None;
+        }
+    }
+    metrics::counter!("upload_bytes_total").increment(stored.size_bytes);
+    let clip = Clip {
+        info: ClipInfo {
+            duration_sec: stored.duration_sec,
+            size_bytes: stored.size_bytes,
+            moov_before_mdat: true,
+            ..info
+        },
+        has_thumb,
+    };
+    let receipt = Uploaded {
+        size_bytes: stored.size_bytes,
+        sha256: stored.sha256,
+        streamed: true,
+    };
+    Some((clip, receipt))
+}
+
+/// The segment that holds the clip's time `at_sec`, and the time within it (its last segment's
+/// start when the clip is shorter).
+fn thumb_source(segments: &[Segment], at_sec: f64) -> (PathBuf, f64) {
+    let mut offset = 0.0;
+    for s in segments {
+        let length = s.duration.as_secs_f64();
+        if at_sec < offset + length {
+            return (s.path.clone(), (at_sec - offset).max(0.0));
+        }
+        offset += length;
+    }
+    let last = segments.last().map(|s| s.path.clone()).unwrap_or_default();
+    (last, 0.0)
+}
+
 /// Finalizing: the clip made (unless an earlier run did), then probed while its thumbnail is
 /// taken.
 async fn make_clip(f: &Finisher, dir: &Path) -> Result<Clip, Failure> {
@@ -229,7 +335,7 @@ async fn make_clip(f: &Finisher, dir: &Path) -> Result<Clip, Failure> {
     }
     let (info, has_thumb) = tokio::join!(
         probe_file(&f.ffprobe, &video),
-        make_thumbnail(f, &video, &thumb)
+        make_thumbnail(f, &video, &thumb, THUMB_AT_SEC)
     );
     let info = info.map_err(|e| match e {
         MediaError::NoMedia(m) => Failure::new(FailureCode::NoMedia, m),
@@ -256,8 +362,8 @@ async fn join_parts(f: &Finisher, dir: &Path, video: &Path) -> Result<(), Failur
 }
 
 /// Writes the thumbnail of `video` to `thumb`; false (logged) when there is none.
-async fn make_thumbnail(f: &Finisher, video: &Path, thumb: &Path) -> bool {
-    match thumbnail(&f.ffmpeg, video, thumb, THUMB_AT_SEC).await {
+async fn make_thumbnail(f: &Finisher, video: &Path, thumb: &Path, at_sec: f64) -> bool {
+    match thumbnail(&f.ffmpeg, video, thumb, at_sec).await {
         Ok(()) => true,
         Err(e) => {
             tracing::warn!(error = %e, "no thumbnail");
@@ -311,6 +417,7 @@ async fn upload_both(
             Ok(Uploaded {
                 size_bytes: r.size_bytes,
                 sha256: r.sha256,
+                streamed: false,
             })
         }
         (Err(e), _) | (_, Err(e)) => Err(e),

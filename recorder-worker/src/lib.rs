@@ -14,6 +14,7 @@
 //! (`/health`, `/ready`, `/metrics` on `PORT`), [`disk`] (the free-space guard and the upkeep of
 //! `_failed/`).
 
+pub mod assemble;
 pub mod capture;
 pub mod config;
 pub mod consumer;
@@ -24,6 +25,7 @@ pub mod finish;
 pub mod http;
 pub mod live;
 pub mod manifest;
+pub mod mp4;
 pub mod outcome;
 pub mod ownership;
 pub mod placement;

@@ -27,6 +27,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use crate::assemble::ClipStream;
 use crate::capture::segment::{segment_name, segments_in, Segment};
 use crate::capture::{Capture, Tenure};
 use crate::upload::{UploadError, Uploader};
@@ -51,29 +52,57 @@ pub enum LiveError {
 pub struct LiveUpload {
     queue: mpsc::UnboundedSender<Segment>,
     task: tokio::task::JoinHandle<()>,
+    /// The clip's MP4 assembled from the same segments ([`crate::assemble`]), where the store
+    /// takes multipart uploads.
+    clip: Option<(
+        mpsc::UnboundedSender<std::path::PathBuf>,
+        tokio::task::JoinHandle<ClipStream>,
+    )>,
 }
 
 impl LiveUpload {
-    /// Starts uploading the segments queued with [`LiveUpload::push`] for playback `id`.
-    pub fn spawn(uploader: Uploader, id: PlaybackId, capture: Capture) -> Self {
+    /// Starts uploading the segments queued with [`LiveUpload::push`] for playback `id`, and,
+    /// when `assemble` is set and the store takes multipart uploads, the clip they make.
+    pub fn spawn(uploader: Uploader, id: PlaybackId, capture: Capture, assemble: bool) -> Self {
+        let clip = (assemble && uploader.takes_parts()).then(|| {
+            let (tx, mut rx) = mpsc::unbounded_channel::<std::path::PathBuf>();
+            let mut stream = ClipStream::new(uploader.clone(), ObjectKey::Video(id));
+            let task = tokio::spawn(async move {
+                while let Some(path) = rx.recv().await {
+                    stream.push(&path).await;
+                }
+                stream
+            });
+            (tx, task)
+        });
         let (queue, rx) = mpsc::unbounded_channel();
         let task = tokio::spawn(upload_queue(uploader, id, capture, rx));
-        Self { queue, task }
+        Self { queue, task, clip }
     }
 
     /// Queues a segment just linked into the recording.
     pub fn push(&self, segment: Segment) {
+        if let Some((clip, _)) = &self.clip {
+            let _ = clip.send(segment.path.clone());
+        }
         let _ = self.queue.send(segment);
     }
 
     /// Lets the queue drain for at most `within`, then stops it: what is left is uploaded by
-    /// [`segment_list`].
-    pub async fn drain(self, within: Duration) {
-        let LiveUpload { queue, mut task } = self;
+    /// [`segment_list`]. Returns the clip's stream once it has joined what it was given.
+    pub async fn drain(self, within: Duration) -> Option<ClipStream> {
+        let LiveUpload {
+            queue,
+            mut task,
+            clip,
+        } = self;
         drop(queue);
         if tokio::time::timeout(within, &mut task).await.is_err() {
             task.abort();
         }
+        let (tx, task) = clip?;
+        drop(tx);
+        task.await.ok()
     }
 }
 

@@ -330,6 +330,88 @@ impl Uploader {
         result
     }
 
+    /// True where parts of one upload may be sent in any order (S3, R2).
+    pub fn takes_parts(&self) -> bool {
+        self.storage.multipart_store().is_some()
+    }
+
+    /// The size of every part of a multipart upload but the last.
+    pub fn part_size(&self) -> usize {
+        self.options.part_size
+    }
+
+    /// Starts a multipart upload to `key` whose parts may be sent in any order; `None` where the
+    /// store has no such uploads (the local file system).
+    pub async fn begin_parts(&self, key: &ObjectKey) -> Result<Option<Parts>, UploadError> {
+        let Some(mp) = self.storage.multipart_store() else {
+            return Ok(None);
+        };
+        let location = key.path();
+        let id = self
+            .attempt("create multipart upload", || {
+                let (mp, location) = (mp.clone(), location.clone());
+                async move { mp.create_multipart(&location).await }
+            })
+            .await?;
+        Ok(Some(Parts { mp, location, id }))
+    }
+
+    /// Sends part `idx` (from 0) of `parts`, retried like any request.
+    pub async fn put_part(
+        &self,
+        parts: &Parts,
+        idx: usize,
+        data: Bytes,
+    ) -> Result<PartId, UploadError> {
+        let payload = PutPayload::from(data);
+        self.attempt("upload part", || {
+            let (mp, location, id, payload) = (
+                parts.mp.clone(),
+                parts.location.clone(),
+                parts.id.clone(),
+                payload.clone(),
+            );
+            async move { mp.put_part(&location, &id, idx, payload).await }
+        })
+        .await
+    }
+
+    /// Makes the object of `parts` from `done`, the parts in order, and checks its size.
+    pub async fn complete_parts(
+        &self,
+        parts: &Parts,
+        done: Vec<PartId>,
+        size: u64,
+    ) -> Result<(), UploadError> {
+        self.attempt("complete multipart upload", || {
+            let (mp, location, id, done) = (
+                parts.mp.clone(),
+                parts.location.clone(),
+                parts.id.clone(),
+                done.clone(),
+            );
+            async move { mp.complete_multipart(&location, &id, done).await.map(drop) }
+        })
+        .await?;
+        self.verify(&parts.location, size, "").await
+    }
+
+    /// Drops an unfinished multipart upload and the parts it holds (best effort).
+    pub async fn abort_parts(&self, parts: &Parts) {
+        if let Err(error) = parts.mp.abort_multipart(&parts.location, &parts.id).await {
+            tracing::warn!(location = %parts.location, %error, "aborting a multipart upload failed");
+        }
+    }
+
+    /// Stores `data` at `key` in one request, like [`Uploader::upload_file`] stores a small file,
+    /// and verifies it.
+    pub async fn put_verified(&self, key: &ObjectKey, data: Bytes) -> Result<(), UploadError> {
+        let size = data.len() as u64;
+        let sha256 = hex::encode(Sha256::digest(&data));
+        self.put_single(key, data, &sha256).await?;
+        self.verify(&key.path(), size, &sha256).await
+    }
+
     /// Compares the stored object with the file: size always, SHA-256 when the store kept it.
     async fn verify(
         &self,
@@ -391,6 +473,13 @@ impl Uploader {
             tokio::time::sleep(backoff.next_delay()).await;
         }
     }
+}
+
+/// A multipart upload begun with [`Uploader::begin_parts`].
+pub struct Parts {
+    mp: Arc<dyn MultipartStore>,
+    location: ObjectPath,
+    id: String,
 }
 
 /// Reads up to `size` bytes (less only at the end of the file) and feeds them to `hasher`.

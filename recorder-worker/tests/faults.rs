@@ -311,8 +311,10 @@ async fn work_left_at_the_shutdown_deadline_is_finished_by_the_next_start() -> a
     worker.stop().await?;
     assert!(asked.elapsed() < Duration::from_secs(15));
     assert!(!env.log.kinds(id).contains(&StatusKind::Completed));
+    // What the clip is made of stays on disk for the next start.
     let dir = env.record_dir("w1").join(id.to_string());
-    assert!(dir.join(recorder_worker::manifest::VIDEO).is_file());
+    let kept = recorder_worker::capture::segment::segments_in(&dir).await?;
+    assert!(!kept.is_empty(), "the recording's segments are kept");
 
     env.s3.restart().await?;
     let worker = env.spawn_worker("w1", &[]);

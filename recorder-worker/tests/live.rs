@@ -1,13 +1,15 @@
 //! A recording's segments in object storage while it happens (real NATS, s3s-fs, the fake RTSP
 //! camera, FFmpeg): they are uploaded as they are recorded, pre-roll first; the closed playlist
 //! written at the end plays in FFmpeg as HLS; a worker that cannot show it holds the camera
-//! writes no segment.
+//! writes no segment; the clip's MP4 assembled from the segments while they are recorded
+//! plays, seeks and hashes as one file.
 
 mod support;
 
 use camrec_shared::messages::{StatusBody, StatusKind};
 use camrec_shared::storage::{segments_prefix, ObjectKey, SegmentName, Storage, StorageConfig};
 use chrono::{TimeDelta, Utc};
+use recorder_worker::assemble::{ClipStream, HEADER_SIZE};
 use recorder_worker::capture::segment::{segment_name, Segment};
 use recorder_worker::capture::{Capture, Tenure};
 use recorder_worker::live::LiveUpload;
@@ -15,7 +17,7 @@ use recorder_worker::upload::{UploadOptions, Uploader};
 use std::path::Path;
 use std::time::Duration;
 use support::{event_for, stored_segments, Env};
-use testkit::{CameraProfile, FakeCamera};
+use testkit::{CameraProfile, FakeCamera, S3Server};
 
 const FINISH: Duration = Duration::from_secs(90);
 
@@ -66,6 +68,19 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     };
     let list_key = ObjectKey::SegmentList(event.playback_id).to_string();
     assert_eq!(clip.segment_list_key.as_deref(), Some(list_key.as_str()));
+    // The clip was assembled from the segments while they were recorded: one fragmented MP4
+    // whose front indexes it, of the length it reports.
+    let tmp = tempfile::tempdir()?;
+    let video = env.download(&clip.object_key, tmp.path()).await?;
+    let bytes = std::fs::read(&video)?;
+    assert_eq!(&top_boxes(&bytes)[..4], ["ftyp", "moov", "sidx", "free"]);
+    assert_eq!(clip.size_bytes, bytes.len() as u64);
+    let (probed, _) = probe_packets(&video).await?;
+    assert!(
+        (probed - clip.duration_sec).abs() < 0.5,
+        "{probed} s probed, {} s reported",
+        clip.duration_sec
+    );
 
     // The closed playlist and its segments, laid out as in the bucket, play in FFmpeg.
     let tmp = tempfile::tempdir()?;
@@ -191,7 +206,7 @@ async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> a
         epoch: 7,
         valid_until: tokio::time::Instant::now() + Duration::from_secs(60),
     });
-    let live = LiveUpload::spawn(uploader, id, capture.clone());
+    let live = LiveUpload::spawn(uploader, id, capture.clone(), true);
 
     // Held: the first segment goes up under the lease's epoch.
     live.push(segments[0].clone());
@@ -296,4 +311,246 @@ async fn last_modified(
         .collect();
     out.sort();
     Ok(out)
+}
+
+/// `seconds` one-second segments of one FFmpeg run (H.264 at `bitrate` and AAC), named as the
+/// capture names them.
+async fn capture_run(
+    dir: &Path,
+    seconds: u32,
+    size: &str,
+    bitrate: &str,
+) -> anyhow::Result<Vec<Segment>> {
+    std::fs::create_dir_all(dir)?;
+    let status = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .arg(format!("testsrc2=size={size}:rate=25,noise=alls=40:allf=t"))
+        .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=8000"])
+        .args([
+            "-t",
+            &seconds.to_string(),
+            "-c:v",
+            "libx264",
+            "-preset",
+            "ultrafast",
+        ])
+        .args([
+            "-b:v", bitrate, "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac",
+        ])
+        .args(["-f", "segment", "-segment_time", "1"])
+        .args(["-segment_format", "mp4", "-segment_format_options"])
+        .arg(recorder_worker::ffmpeg::SEGMENT_FORMAT_OPTIONS)
+        .arg(dir.join("raw%03d.mp4"))
+        .status()
+        .await?;
+    anyhow::ensure!(status.success(), "ffmpeg failed");
+    let t0 = Utc::now();
+    let mut segments = Vec::new();
+    for i in 0..seconds {
+        let start = t0 + TimeDelta::seconds(i64::from(i));
+        let path = dir.join(segment_name(start, Duration::from_secs(1)));
+        std::fs::rename(dir.join(format!("raw{i:03}.mp4")), &path)?;
+        segments.push(Segment {
+            seq: u64::from(i) + 1,
+            start,
+            duration: Duration::from_secs(1),
+            bytes: std::fs::metadata(&path)?.len(),
+            path,
+        });
+    }
+    Ok(segments)
+}
+
+/// The top-level box types of an MP4 file, in order.
+fn top_boxes(file: &[u8]) -> Vec<String> {
+    recorder_worker::mp4::boxes(file, 0..file.len())
+        .expect("the clip's boxes parse")
+        .iter()
+        .map(|b| String::from_utf8_lossy(&b.kind).into_owned())
+        .collect()
+}
+
+/// What ffprobe reads of a file: its duration, and its video packets' times.
+async fn probe_packets(path: &Path) -> anyhow::Result<(f64, Vec<f64>)> {
+    let mut cmd = tokio::process::Command::new("ffprobe");
+    cmd.args([
+        "-v",
+        "error",
+        "-show_entries",
+        "format=duration:packet=pts_time",
+    ])
+    .args(["-select_streams", "v:0", "-of", "csv=p=0"]);
+    let out = cmd.arg(path).output().await?;
+    anyhow::ensure!(
+        out.status.success(),
+        "ffprobe: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let values: Vec<f64> = text
+        .lines()
+        .filter_map(|l| l.trim().trim_end_matches(',').parse().ok())
+        .collect();
+    let (duration, packets) = values.split_last().expect("a duration line");
+    Ok((*duration, packets.to_vec()))
+}
+
+/// What FFmpeg read to decode the first video frame at `at` seconds of a file.
+#[derive(Debug)]
+struct SeekRead {
+    /// Where that frame's packet lies in the file.
+    first_frame_at: u64,
+    bytes_read: u64,
+}
+
+async fn seek_read(path: &Path, at: f64) -> anyhow::Result<SeekRead> {
+    let out = tokio::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-v", "debug", "-ss", &at.to_string(), "-i"])
+        .arg(path)
+        .args([
+            "-map",
+            "0:v",
+            "-frames:v",
+            "1",
+            "-vf",
+            "showinfo",
+            "-f",
+            "null",
+            "-",
+        ])
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "ffmpeg seek failed");
+    let log = String::from_utf8_lossy(&out.stderr);
+    let after = |line: &str, key: &str| -> Option<u64> {
+        let rest = &line[line.find(key)? + key.len()..];
+        rest.split_whitespace().next()?.parse().ok()
+    };
+    let first_frame_at = log
+        .lines()
+        .find(|l| l.contains("Parsed_showinfo") && l.contains(" pos:"))
+        .and_then(|l| after(l, " pos:"))
+        .ok_or_else(|| anyhow::anyhow!("no frame decoded"))?;
+    let bytes_read = log
+        .lines()
+        .filter(|l| l.contains("Statistics:") && l.contains("bytes read"))
+        .filter_map(|l| after(l, "Statistics:"))
+        .max()
+        .ok_or_else(|| anyhow::anyhow!("no read statistics"))?;
+    Ok(SeekRead {
+        first_frame_at,
+        bytes_read,
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut s3 = S3Server::start().await?;
+    let storage = s3.storage()?;
+    // The smallest parts S3 (and s3s-fs) take, and a bitrate that fills several: the first
+    // part (front and first media) is written last, the others as their bytes are recorded,
+    // and the tail at the end.
+    let part_size = 5 * 1024 * 1024;
+    let options = UploadOptions {
+        part_size,
+        ..UploadOptions::default()
+    };
+    let uploader = Uploader::new(storage.clone(), options);
+    let segments = capture_run(&tmp.path().join("run"), 12, "640x360", "12M").await?;
+    let paths: Vec<_> = segments.iter().map(|s| s.path.clone()).collect();
+    let id = camrec_shared::PlaybackId::new();
+    let key = ObjectKey::Video(id);
+    let mut stream = ClipStream::new(uploader.clone(), key);
+    // The recording's last segments reach the stream only at the end, as after a short drain.
+    for p in &paths[..9] {
+        stream.push(p).await;
+    }
+    let stored = stream
+        .finish(&paths)
+        .await
+        .map_err(|e| anyhow::anyhow!("not assembled: {e}"))?;
+
+    let local = tmp.path().join("video.mp4");
+    let bytes = storage.store().get(&key.path()).await?.bytes().await?;
+    std::fs::write(&local, &bytes)?;
+    let media: u64 = segments.iter().map(|s| s.bytes).sum();
+    assert_eq!(stored.size_bytes, bytes.len() as u64);
+    assert!(
+        stored.size_bytes > 3 * part_size as u64 && stored.size_bytes < HEADER_SIZE as u64 + media,
+        "{} bytes in several parts, less than the segments' {media} (no init section repeated)",
+        stored.size_bytes
+    );
+    use sha2::Digest;
+    assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+    let kinds = top_boxes(&bytes);
+    assert_eq!(
+        &kinds[..5],
+        ["ftyp", "moov", "sidx", "free", "moof"],
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"mfra".to_string()), "{kinds:?}");
+
+    // It plays whole: every frame of the 12 s, in order, with the duration the front gives.
+    let (duration, times) = probe_packets(&local).await?;
+    // (The audio track, with the encoder's priming, runs a little past the video.)
+    assert!((duration - 12.0).abs() < 0.4, "duration {duration}");
+    assert!((stored.duration_sec - 12.0).abs() < 0.2, "{stored:?}");
+    assert_eq!(times.len(), 300, "12 s at 25 fps");
+    // The earliest track starts at 0; here the audio, whose encoder priming goes first.
+    assert!(times[0] < 0.2, "the clip starts near 0: {}", times[0]);
+    assert!(times.windows(2).all(|w| w[0] < w[1] + 0.5));
+    // It seeks: FFmpeg asked for 8 s reads the front, the first fragment (to learn the
+    // streams) and the fragments from the keyframe before 8 s, found through the index: not
+    // the whole file.
+    let seek = seek_read(&local, 8.0).await?;
+    let eighth = recorder_worker::mp4::boxes(&bytes, 0..bytes.len())?
+        .into_iter()
+        .filter(|b| &b.kind == b"moof")
+        .nth(7)
+        .expect("12 fragments")
+        .start as u64;
+    assert!(
+        seek.first_frame_at >= eighth && seek.bytes_read < stored.size_bytes / 2,
+        "{seek:?}: the fragment of the 8th second starts at {eighth} of {} bytes",
+        stored.size_bytes
+    );
+    s3.stop();
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_break_in_the_capture_leaves_the_clip_to_be_joined_and_nothing_at_its_key(
+) -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut s3 = S3Server::start().await?;
+    let storage = s3.storage()?;
+    let options = UploadOptions {
+        part_size: HEADER_SIZE + 100 * 1024,
+        ..UploadOptions::default()
+    };
+    let uploader = Uploader::new(storage.clone(), options);
+    // The camera reconnected at another size: another init section.
+    let first = capture_run(&tmp.path().join("a"), 3, "320x240", "1M").await?;
+    let second = capture_run(&tmp.path().join("b"), 2, "352x288", "1M").await?;
+    let paths: Vec<_> = first
+        .iter()
+        .chain(&second)
+        .map(|s| s.path.clone())
+        .collect();
+    let id = camrec_shared::PlaybackId::new();
+    let mut stream = ClipStream::new(uploader, ObjectKey::Video(id));
+    for p in &paths {
+        stream.push(p).await;
+    }
+    let refused = stream.finish(&paths).await;
+    assert!(
+        refused.as_ref().is_err_and(|e| e.contains("init section")),
+        "{refused:?}"
+    );
+    let held = storage.store().head(&ObjectKey::Video(id).path()).await;
+    assert!(held.is_err(), "nothing stored: {held:?}");
+    s3.stop();
+    Ok(())
 }

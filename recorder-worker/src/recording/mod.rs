@@ -200,10 +200,12 @@ impl Job {
         };
         self.enter(State::Finalizing);
         self.lease.set(LeaseState::Processing);
-        if let Some(live) = self.live.take() {
-            live.drain(LIVE_DRAIN_WITHIN).await;
-        }
-        let recorded = self.recorded(stopped).await;
+        let clip = match self.live.take() {
+            Some(live) => live.drain(LIVE_DRAIN_WITHIN).await,
+            None => None,
+        };
+        let mut recorded = self.recorded(stopped).await;
+        recorded.stream = clip;
         let Job {
             deps,
             lease,
@@ -228,6 +230,7 @@ impl Job {
             self.deps.finisher.uploader().clone(),
             self.manifest.playback_id,
             self.capture.clone(),
+            !self.resumed,
         ));
         // A continued recording starts where its previous holder's first segment did, and
         // holds what that holder uploaded even when this worker's capture adds nothing (the
@@ -425,6 +428,7 @@ impl Job {
             gaps: holes,
             started_late,
             epoch: self.capture.tenure().borrow().epoch,
+            stream: None,
         }
     }
 
@@ -433,9 +437,7 @@ impl Job {
     async fn taken_over(mut self) -> Outcome {
         let id = self.manifest.playback_id;
         tracing::warn!(playback_id = %id, "another worker took the camera over; it continues the recording");
-        if let Some(live) = self.live.take() {
-            live.drain(Duration::ZERO).await;
-        }
+        self.drop_clip().await;
         if let Err(e) = tokio::fs::remove_dir_all(&self.dir).await {
             tracing::warn!(playback_id = %id, error = %e, "cannot remove the recording directory");
         }
@@ -443,8 +445,19 @@ impl Job {
     }
 
     /// Reports `failed`, removes what was linked (nothing usable) and closes the lease.
+    /// Stops the uploads of a recording that is not finished here; the parts of its clip sent
+    /// so far are dropped.
+    async fn drop_clip(&mut self) {
+        if let Some(live) = self.live.take() {
+            if let Some(clip) = live.drain(Duration::ZERO).await {
+                clip.abandon().await;
+            }
+        }
+    }
+
     async fn fail(mut self, failure: Failure) -> Outcome {
         self.enter(State::Failed);
+        self.drop_clip().await;
         let id = self.manifest.playback_id;
         tracing::warn!(playback_id = %id, code = failure.code.as_str(), message = %failure.message, "recording failed");
         self.reporter
