@@ -2,8 +2,8 @@
 //! as the event ends, whatever its length (ADR 0021).
 //!
 //! The clip is one fragmented MP4: a front of fixed size ([`HEADER_SIZE`]: `ftyp`, `moov` with
-//! the clip's duration, a `sidx` that indexes every segment, padded with `free`), then the
-//! fragments of the recording's segments one after another ([`Assembler`]). It goes up as an
+//! the clip's duration, a `free` pad, then per track a `sidx` with an entry per segment), then
+//! the fragments of the recording's segments one after another ([`Assembler`]). It goes up as an
 //! S3/R2 multipart upload of equal parts: part 1 is the front plus the first media bytes, every
 //! next part the media bytes that follow. Because the front's size is fixed, every part but the
 //! first can be sent as soon as its bytes are recorded ([`ClipStream::push`]); at the end only the
@@ -20,7 +20,7 @@ use camrec_shared::storage::ObjectKey;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-use crate::mp4::{self, Init, Mp4Error, Reference};
+use crate::mp4::{self, Init, Mp4Error, Reference, Span, TrackIndex};
 use crate::upload::{Parts, UploadError, Uploader};
 use object_store::multipart::PartId;
 
@@ -35,9 +35,15 @@ struct Entry {
     first_sequence: u32,
     moofs: u32,
     media_len: u64,
-    /// Its video track's decode time, in the capture's timeline.
-    video_start: u64,
-    video_duration: u64,
+    /// Where each track's samples lie, in the capture's timeline; a duration is corrected to
+    /// the next segment's start once that is joined.
+    spans: Vec<Span>,
+}
+
+impl Entry {
+    fn span(&self, track: u32) -> Option<Span> {
+        self.spans.iter().copied().find(|s| s.track == track)
+    }
 }
 
 /// The segments joined so far: what the clip's bytes are, without holding them.
@@ -95,23 +101,28 @@ impl Assembler {
         let video = self.init.video();
         let start = scan.span(video.id).map(|s| s.start);
         let last = self.entries.last().expect("start joined one");
-        let end = last.video_start + last.video_duration;
-        match start {
-            Some(s) if s.abs_diff(end) <= u64::from(video.timescale / 2) => {}
+        let end = last.span(video.id).map(|v| v.start + v.duration);
+        match (start, end) {
+            (Some(s), Some(end)) if s.abs_diff(end) <= u64::from(video.timescale / 2) => {}
             _ => return Err(Mp4Error("a break in the capture's timeline".into())),
         }
         self.join(path, file, scan)
     }
 
     fn join(&mut self, path: &Path, file: &[u8], scan: mp4::Scan) -> Result<Vec<u8>, Mp4Error> {
-        let video = self.init.video();
-        let Some(v) = scan.span(video.id) else {
+        if scan.span(self.init.video().id).is_none() {
             return Err(Mp4Error("a segment without video".into()));
-        };
+        }
         if let Some(last) = self.entries.last_mut() {
             // The next segment's start is more exact than the muxer's guess of the last
             // sample's duration.
-            last.video_duration = v.start.saturating_sub(last.video_start);
+            for span in &mut last.spans {
+                if let Some(next) = scan.span(span.track) {
+                    if next.start > span.start {
+                        span.duration = next.start - span.start;
+                    }
+                }
+            }
         }
         let first_sequence = self
             .entries
@@ -123,8 +134,7 @@ impl Assembler {
             first_sequence,
             moofs: scan.moofs,
             media_len: scan.media_len(),
-            video_start: v.start,
-            video_duration: v.duration,
+            spans: scan.spans.clone(),
         });
         self.media_len += scan.media_len();
         Ok(media)
@@ -160,33 +170,51 @@ impl Assembler {
     /// The clip's duration: its video track's.
     pub fn duration_sec(&self) -> f64 {
         let video = self.init.video();
-        let ticks: u64 = self.entries.iter().map(|e| e.video_duration).sum();
-        ticks as f64 / f64::from(video.timescale)
+        self.track_duration(video.id) as f64 / f64::from(video.timescale)
     }
 
-    /// The clip's front: `ftyp`, `moov` with the duration, and the index, padded to
+    fn track_duration(&self, track: u32) -> u64 {
+        self.entries
+            .iter()
+            .filter_map(|e| e.span(track))
+            .map(|s| s.duration)
+            .sum()
+    }
+
+    /// The clip's front: `ftyp`, `moov` with the duration, and an index per track, padded to
     /// [`HEADER_SIZE`]. Segments share an index entry when there are too many for the front.
     pub fn header(&self) -> Result<Vec<u8>, Mp4Error> {
-        let video = self.init.video();
-        let room = HEADER_SIZE.saturating_sub(self.init_bytes.len() + 20 + 32 + 8) / 12;
-        let each: Vec<Reference> = self
-            .entries
+        let tracks = self.init.tracks.len().max(1);
+        let room = HEADER_SIZE.saturating_sub(self.init_bytes.len() + 20 + 8 + 32 * tracks)
+            / (12 * tracks);
+        let indexes: Vec<TrackIndex> = self
+            .init
+            .tracks
             .iter()
-            .map(|e| Reference {
-                size: e.media_len,
-                duration: e.video_duration,
+            .map(|t| {
+                let each: Vec<Reference> = self
+                    .entries
+                    .iter()
+                    .map(|e| Reference {
+                        size: e.media_len,
+                        duration: e.span(t.id).map_or(0, |s| s.duration),
+                    })
+                    .collect();
+                let first = self.entries.iter().find_map(|e| e.span(t.id));
+                TrackIndex {
+                    track: t.id,
+                    timescale: t.timescale,
+                    start: first.map_or(0, |s| s.start.saturating_sub(self.shift(t.id))),
+                    references: grouped(&each, room),
+                }
             })
             .collect();
-        let references = grouped(&each, room);
-        let duration = references.iter().map(|r| r.duration).sum();
-        let first = self.entries.first().map_or(0, |e| e.video_start);
-        let start = first.saturating_sub(self.shift(video.id));
+        let duration = self.track_duration(self.init.video().id);
         mp4::header(
             &self.init_bytes,
             &self.init,
-            start,
             duration,
-            &references,
+            &indexes,
             HEADER_SIZE,
         )
     }

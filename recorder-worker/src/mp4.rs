@@ -374,16 +374,31 @@ pub struct Reference {
     pub duration: u64,
 }
 
+/// One track's segment index: its entries and the decode time its first one starts at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TrackIndex {
+    pub track: u32,
+    pub timescale: u32,
+    pub start: u64,
+    pub references: Vec<Reference>,
+}
+
+impl TrackIndex {
+    fn sidx_len(&self) -> usize {
+        8 + 4 + 4 + 4 + 8 + 8 + 2 + 2 + 12 * self.references.len()
+    }
+}
+
 /// The front of the clip: the init section's `ftyp` (and whatever precedes `moov`), its `moov`
-/// with an `mehd` of `duration` (video timescale) added to `mvex`, a `sidx` over `references`
-/// (the video track's, from decode time `start`), and a `free` box that pads it to `size` bytes.
-/// An error when it does not fit.
+/// with an `mehd` of `duration` (video timescale) added to `mvex`, a `free` box that pads the
+/// front to `size` bytes, and one `sidx` per track over the same fragments, which follow the
+/// last `sidx` at once (a player that finds a track without an index, or a gap after it, reads
+/// every `moof` to learn the times). An error when it does not fit.
 pub fn header(
     init_bytes: &[u8],
     init: &Init,
-    start: u64,
     duration: u64,
-    references: &[Reference],
+    indexes: &[TrackIndex],
     size: usize,
 ) -> Result<Vec<u8>, Mp4Error> {
     let video = init.video();
@@ -396,29 +411,40 @@ pub fn header(
             out.extend_from_slice(&init_bytes[b.start..b.end]);
         }
     }
-    // sidx, version 1: 64-bit earliest presentation time and first offset.
-    let sidx_len = 8 + 4 + 4 + 4 + 8 + 8 + 2 + 2 + 12 * references.len();
+    let all: usize = indexes.iter().map(TrackIndex::sidx_len).sum();
     let pad = size
-        .checked_sub(out.len() + sidx_len)
+        .checked_sub(out.len() + all)
         .filter(|&p| p >= 8)
-        .ok_or_else(|| {
-            Mp4Error(format!(
-                "a header of {} references does not fit",
-                references.len()
-            ))
-        })?;
-    let count = u16::try_from(references.len())
+        .ok_or_else(|| Mp4Error("the segment index does not fit the front".into()))?;
+    // The pad goes before the indexes: Chromium reads the fragments as starting right after
+    // the last `sidx` (a `free` box in between made it read every `moof` to learn the times).
+    out.extend_from_slice(&(pad as u32).to_be_bytes());
+    out.extend_from_slice(b"free");
+    out.resize(out.len() + pad - 8, 0);
+    let mut after = all;
+    for index in indexes {
+        after -= index.sidx_len();
+        sidx(index, after as u64, &mut out)?;
+    }
+    debug_assert_eq!(out.len(), size);
+    Ok(out)
+}
+
+/// A `sidx` (version 1: 64-bit earliest presentation time and first offset) whose first entry
+/// starts `first_offset` bytes after it.
+fn sidx(index: &TrackIndex, first_offset: u64, out: &mut Vec<u8>) -> Result<(), Mp4Error> {
+    let count = u16::try_from(index.references.len())
         .map_err(|_| Mp4Error("too many references for one sidx".into()))?;
-    out.extend_from_slice(&(sidx_len as u32).to_be_bytes());
+    out.extend_from_slice(&(index.sidx_len() as u32).to_be_bytes());
     out.extend_from_slice(b"sidx");
     out.extend_from_slice(&0x0100_0000u32.to_be_bytes());
-    out.extend_from_slice(&video.id.to_be_bytes());
-    out.extend_from_slice(&video.timescale.to_be_bytes());
-    out.extend_from_slice(&start.to_be_bytes());
-    out.extend_from_slice(&(pad as u64).to_be_bytes());
+    out.extend_from_slice(&index.track.to_be_bytes());
+    out.extend_from_slice(&index.timescale.to_be_bytes());
+    out.extend_from_slice(&index.start.to_be_bytes());
+    out.extend_from_slice(&first_offset.to_be_bytes());
     out.extend_from_slice(&0u16.to_be_bytes());
     out.extend_from_slice(&count.to_be_bytes());
-    for r in references {
+    for r in &index.references {
         let size = u32::try_from(r.size)
             .ok()
             .filter(|s| *s < 1 << 31)
@@ -430,10 +456,7 @@ pub fn header(
         // starts_with_SAP = 1, SAP_type = 1, SAP_delta_time = 0.
         out.extend_from_slice(&0x9000_0000u32.to_be_bytes());
     }
-    out.extend_from_slice(&(pad as u32).to_be_bytes());
-    out.extend_from_slice(b"free");
-    out.resize(size, 0);
-    Ok(out)
+    Ok(())
 }
 
 /// Writes `moov` with an `mehd` (version 1) at the front of its `mvex`.
@@ -702,24 +725,40 @@ mod tests {
     }
 
     #[test]
-    fn the_header_carries_the_duration_and_an_index_padded_to_its_size() {
+    fn the_header_carries_the_duration_and_an_index_per_track_padded_to_its_size() {
         let bytes = init();
         let init_ = Init::parse(&bytes).unwrap();
-        let refs = [
-            Reference {
-                size: 300,
-                duration: 12800,
+        let refs = |d: u64| {
+            vec![
+                Reference {
+                    size: 300,
+                    duration: 2 * d,
+                },
+                Reference {
+                    size: 200,
+                    duration: d,
+                },
+            ]
+        };
+        let indexes = [
+            TrackIndex {
+                track: 1,
+                timescale: 12800,
+                start: 0,
+                references: refs(6400),
             },
-            Reference {
-                size: 200,
-                duration: 6400,
+            TrackIndex {
+                track: 2,
+                timescale: 8000,
+                start: 1024,
+                references: refs(4000),
             },
         ];
-        let h = header(&bytes, &init_, 0, 19200, &refs, 4096).unwrap();
+        let h = header(&bytes, &init_, 19200, &indexes, 4096).unwrap();
         assert_eq!(h.len(), 4096);
         let top = boxes(&h, 0..h.len()).unwrap();
         let kinds: Vec<&[u8; 4]> = top.iter().map(|b| &b.kind).collect();
-        assert_eq!(kinds, vec![b"ftyp", b"moov", b"sidx", b"free"]);
+        assert_eq!(kinds, vec![b"ftyp", b"moov", b"free", b"sidx", b"sidx"]);
         let moov = top[1];
         let mvex = child(&h, &moov, b"mvex").unwrap().unwrap();
         let mehd = child(&h, &mvex, b"mehd").unwrap().unwrap();
@@ -733,18 +772,25 @@ mod tests {
             init_,
             "the moov still parses"
         );
-        let sidx = top[2];
-        assert_eq!(be32(&h, sidx.body + 8).unwrap(), 12800);
-        let first_offset = be64(&h, sidx.body + 20).unwrap() as usize;
+        for (sidx, track, timescale) in [(top[3], 1, 12800), (top[4], 2, 8000)] {
+            assert_eq!(be32(&h, sidx.body + 4).unwrap(), track);
+            assert_eq!(be32(&h, sidx.body + 8).unwrap(), timescale);
+            let first_offset = be64(&h, sidx.body + 20).unwrap() as usize;
+            assert_eq!(
+                sidx.end + first_offset,
+                4096,
+                "each index's first entry is the media's"
+            );
+            assert_eq!(be32(&h, sidx.body + 32).unwrap(), 300);
+        }
         assert_eq!(
-            sidx.end + first_offset,
-            4096,
-            "the first reference starts after the pad"
+            be64(&h, top[4].body + 12).unwrap(),
+            1024,
+            "the audio index's start"
         );
-        assert_eq!(be32(&h, sidx.body + 32).unwrap(), 300);
-        assert_eq!(be32(&h, sidx.body + 36).unwrap(), 12800);
+        assert_eq!(be32(&h, top[4].body + 36).unwrap(), 8000);
         assert!(
-            header(&bytes, &init_, 0, 19200, &refs, 200).is_err(),
+            header(&bytes, &init_, 19200, &indexes, 300).is_err(),
             "too small"
         );
     }

@@ -73,7 +73,10 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     let tmp = tempfile::tempdir()?;
     let video = env.download(&clip.object_key, tmp.path()).await?;
     let bytes = std::fs::read(&video)?;
-    assert_eq!(&top_boxes(&bytes)[..4], ["ftyp", "moov", "sidx", "free"]);
+    assert_eq!(
+        &top_boxes(&bytes)[..5],
+        ["ftyp", "moov", "sidx", "sidx", "free"]
+    );
     assert_eq!(clip.size_bytes, bytes.len() as u64);
     let (probed, _) = probe_packets(&video).await?;
     assert!(
@@ -486,8 +489,8 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
     let kinds = top_boxes(&bytes);
     assert_eq!(
-        &kinds[..5],
-        ["ftyp", "moov", "sidx", "free", "moof"],
+        &kinds[..6],
+        ["ftyp", "moov", "free", "sidx", "sidx", "moof"],
         "{kinds:?}"
     );
     assert!(!kinds.contains(&"mfra".to_string()), "{kinds:?}");
@@ -515,6 +518,39 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
         seek.first_frame_at >= eighth && seek.bytes_read < stored.size_bytes / 2,
         "{seek:?}: the fragment of the 8th second starts at {eighth} of {} bytes",
         stored.size_bytes
+    );
+    // In Chromium, served with byte ranges as S3 serves it: the duration is known from the
+    // front, and the seek asks for the bytes about 8 s, found through the index, and plays on
+    // from there.
+    let bytes = bytes::Bytes::from(bytes);
+    let moofs: Vec<u64> = recorder_worker::mp4::boxes(&bytes, 0..bytes.len())?
+        .into_iter()
+        .filter(|b| &b.kind == b"moof")
+        .map(|b| b.start as u64)
+        .collect();
+    let served = ClipServer::start(bytes.clone()).await?;
+    let played = chromium_seek(&served.page_url(), 8.0).await?;
+    let (opening, ranges) = served.ranges();
+    served.stop();
+    assert!((played.duration - 12.0).abs() < 0.4, "{played:?}");
+    assert!((played.landed - 8.0).abs() < 0.5, "{played:?}");
+    assert!(played.ready_state >= 2 && played.advanced, "{played:?}");
+    assert!(played.errors.is_empty(), "{played:?}");
+    // Opening it reads from the front on (the first fragment shows a frame), without asking
+    // for every fragment to learn the times: each track has its index. The seek asks for the
+    // bytes about 8 s, found through the index.
+    assert!(
+        opening.len() <= 3,
+        "opening the clip asked for {} ranges: {opening:?}",
+        opening.len()
+    );
+    assert!(
+        ranges
+            .iter()
+            .any(|&(from, _)| from >= moofs[6] && from <= moofs[8]),
+        "no range request near the 8th second ({}..{}): {ranges:?}",
+        moofs[6],
+        moofs[8]
     );
     s3.stop();
     Ok(())
@@ -553,4 +589,125 @@ async fn a_break_in_the_capture_leaves_the_clip_to_be_joined_and_nothing_at_its_
     assert!(held.is_err(), "nothing stored: {held:?}");
     s3.stop();
     Ok(())
+}
+
+/// The ranges of the requests for a clip: (first byte, last byte when bounded).
+type Ranges = Vec<(u64, Option<u64>)>;
+
+/// Serves a clip at `/clip.mp4` with byte ranges (as S3 does) and a page that plays it at `/`;
+/// keeps the range of every request for the clip, before and after `/seeking` was asked for.
+struct ClipServer {
+    addr: std::net::SocketAddr,
+    ranges: std::sync::Arc<std::sync::Mutex<(Ranges, Option<Ranges>)>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ClipServer {
+    async fn start(clip: bytes::Bytes) -> anyhow::Result<Self> {
+        use axum::http::{header, HeaderMap, StatusCode};
+        use axum::response::{Html, IntoResponse};
+        let ranges = std::sync::Arc::new(std::sync::Mutex::new((Vec::new(), None)));
+        let (seen, seeking) = (ranges.clone(), ranges.clone());
+        let app = axum::Router::new()
+            .route(
+                "/seeking",
+                axum::routing::get(move || async move {
+                    seeking.lock().unwrap().1 = Some(Vec::new());
+                }),
+            )
+            .route(
+                "/",
+                axum::routing::get(|| async {
+                    Html(r#"<!doctype html><video id="clip" preload="metadata" src="/clip.mp4"></video>"#)
+                }),
+            )
+            .route(
+                "/clip.mp4",
+                axum::routing::get(move |headers: HeaderMap| {
+                    let (clip, seen) = (clip.clone(), seen.clone());
+                    async move {
+                        let len = clip.len() as u64;
+                        let asked = headers
+                            .get(header::RANGE)
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|r| r.strip_prefix("bytes="))
+                            .and_then(|r| r.split_once('-'))
+                            .and_then(|(a, b)| Some((a.parse::<u64>().ok()?, b.parse::<u64>().ok())));
+                        let kind = [(header::CONTENT_TYPE, "video/mp4"), (header::ACCEPT_RANGES, "bytes")];
+                        match asked {
+                            Some((from, to)) if from < len => {
+                                let mut seen = seen.lock().unwrap();
+                                match seen.1.as_mut() {
+                                    Some(after) => after.push((from, to)),
+                                    None => seen.0.push((from, to)),
+                                }
+                                let to = to.unwrap_or(len - 1).min(len - 1);
+                                let range = format!("bytes {from}-{to}/{len}");
+                                let body = clip.slice(from as usize..=to as usize);
+                                (StatusCode::PARTIAL_CONTENT, kind, [(header::CONTENT_RANGE, range)], body)
+                                    .into_response()
+                            }
+                            _ => {
+                                let mut seen = seen.lock().unwrap();
+                                match seen.1.as_mut() {
+                                    Some(after) => after.push((0, None)),
+                                    None => seen.0.push((0, None)),
+                                }
+                                (StatusCode::OK, kind, clip).into_response()
+                            }
+                        }
+                    }
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { addr, ranges, task })
+    }
+
+    fn page_url(&self) -> String {
+        format!("http://{}/", self.addr)
+    }
+
+    /// The ranges asked for the clip before `/seeking` and since, in order.
+    fn ranges(&self) -> (Ranges, Ranges) {
+        let seen = self.ranges.lock().unwrap();
+        (seen.0.clone(), seen.1.clone().unwrap_or_default())
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// What Chromium did with a clip (`ui-tests/clip-seek.mjs`).
+#[derive(Debug, serde::Deserialize)]
+struct Played {
+    duration: f64,
+    landed: f64,
+    #[serde(rename = "readyState")]
+    ready_state: u32,
+    advanced: bool,
+    errors: Vec<String>,
+}
+
+/// Opens `page` in headless Chromium, seeks its `video#clip` to `at` seconds and plays on.
+async fn chromium_seek(page: &str, at: f64) -> anyhow::Result<Played> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../ui-tests/clip-seek.mjs");
+    let run = tokio::process::Command::new("node")
+        .arg(&script)
+        .arg(page)
+        .arg(at.to_string())
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(90), run).await??;
+    anyhow::ensure!(
+        out.status.success(),
+        "clip-seek.mjs failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let line = String::from_utf8_lossy(&out.stdout);
+    Ok(serde_json::from_str(line.trim())?)
 }
