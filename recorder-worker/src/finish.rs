@@ -168,15 +168,21 @@ pub async fn finish(
     let timer = std::time::Instant::now();
 
     let mut recorded = recorded;
-    let ready = match recorded.stream.take() {
-        Some(stream) => match beat
-            .during(reporter, streamed_clip(f, id, dir, stream))
-            .await
-        {
-            None => return Outcome::Abandoned,
-            Some(ready) => ready,
-        },
-        None => None,
+    // The assembled clip is completed while the closed segment list is written.
+    let (ready, list) = match recorded.stream.take() {
+        Some(stream) => {
+            let both = async {
+                tokio::join!(
+                    streamed_clip(f, id, dir, stream),
+                    segment_list(f, id, dir, recorded.epoch)
+                )
+            };
+            match beat.during(reporter, both).await {
+                None => return Outcome::Abandoned,
+                Some((ready, list)) => (ready, Some(list)),
+            }
+        }
+        None => (None, None),
     };
     let (clip, receipt) = match ready {
         Some(ready) => ready,
@@ -212,7 +218,10 @@ pub async fn finish(
     let stored_ms = timer.elapsed().as_millis() as u64;
     let receipt_streamed = receipt.streamed;
 
-    let list = segment_list(f, id, dir, recorded.epoch).await;
+    let list = match list {
+        Some(list) => list,
+        None => segment_list(f, id, dir, recorded.epoch).await,
+    };
     let mut completed = completed(f, id, &recorded, clip, receipt).await;
     completed.segment_list_key = list.map(|k| k.to_string());
     let partial = completed.partial;
@@ -264,10 +273,17 @@ async fn streamed_clip(
     let paths: Vec<PathBuf> = segments.iter().map(|s| s.path.clone()).collect();
     let (source, at) = thumb_source(&segments, THUMB_AT_SEC);
     let thumb = dir.join(THUMB);
+    let thumbnail = async {
+        if !make_thumbnail(f, &source, &thumb, at).await {
+            return Ok(false);
+        }
+        let key = ObjectKey::Thumbnail(id);
+        f.uploader.upload_file(&key, &thumb).await.map(|_| true)
+    };
     let (stored, info, has_thumb) = tokio::join!(
         stream.finish(&paths),
         probe_file(&f.ffprobe, &first.path),
-        make_thumbnail(f, &source, &thumb, at)
+        thumbnail
     );
     let stored = match stored {
         Ok(s) => s,
@@ -283,16 +299,13 @@ async fn streamed_clip(
             return None;
         }
     };
-    if has_thumb {
-        if let Err(e) = f
-            .uploader
-            .upload_file(&ObjectKey::Thumbnail(id), &thumb)
-            .await
-        {
+    let has_thumb = match has_thumb {
+        Ok(has) => has,
+        Err(e) => {
             tracing::warn!(playback_id = %id, error = %e, "thumbnail upload failed: joining the clip");
             return None;
         }
-    }
+    };
     metrics::counter!("upload_bytes_total").increment(stored.size_bytes);
     let clip = Clip {
         info: ClipInfo {

@@ -97,12 +97,24 @@ impl LiveUpload {
             clip,
         } = self;
         drop(queue);
-        if tokio::time::timeout(within, &mut task).await.is_err() {
-            task.abort();
-        }
-        let (tx, task) = clip?;
-        drop(tx);
-        task.await.ok()
+        let clip = clip.map(|(tx, task)| {
+            drop(tx);
+            task
+        });
+        // Both queues drain side by side: the live one for at most `within`, the clip's until
+        // it has joined what it was given.
+        let live = async {
+            if tokio::time::timeout(within, &mut task).await.is_err() {
+                task.abort();
+            }
+        };
+        let clip = async {
+            match clip {
+                Some(task) => task.await.ok(),
+                None => None,
+            }
+        };
+        tokio::join!(live, clip).1
     }
 }
 

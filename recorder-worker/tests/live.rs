@@ -75,7 +75,7 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     let bytes = std::fs::read(&video)?;
     assert_eq!(
         &top_boxes(&bytes)[..5],
-        ["ftyp", "moov", "sidx", "sidx", "free"]
+        ["ftyp", "moov", "free", "sidx", "sidx"]
     );
     assert_eq!(clip.size_bytes, bytes.len() as u64);
     let (probed, _) = probe_packets(&video).await?;
