@@ -17,6 +17,8 @@ pub enum Unit {
     /// CPU time, in seconds.
     CpuSeconds,
     MiB,
+    /// Bytes per second, shown in KiB/s.
+    BytesPerSec,
     /// A plain number (sessions, cameras per core).
     Count,
 }
@@ -69,6 +71,7 @@ impl fmt::Display for Cell {
             Unit::CpuPercent => write!(f, "{:.2}% CPU", self.value)?,
             Unit::CpuSeconds => write!(f, "{} CPU", fmt_secs(self.value))?,
             Unit::MiB => write!(f, "{:.1} MiB", self.value)?,
+            Unit::BytesPerSec => write!(f, "{:.0} KiB/s", self.value / 1024.0)?,
             Unit::Count if self.value.fract() == 0.0 => write!(f, "{:.0}", self.value)?,
             Unit::Count => write!(f, "{:.1}", self.value)?,
         }
@@ -94,6 +97,8 @@ pub enum Goal {
     Within(f64),
     /// Lower is better: ratio <= x.
     AtMost(f64),
+    /// Higher is better: ratio >= x.
+    AtLeast(f64),
     /// Lower is better: ratio <= x and camrec's value below `secs` seconds.
     AtMostAndUnder { ratio: f64, secs: f64 },
     /// Reported for context; no goal.
@@ -111,6 +116,7 @@ impl fmt::Display for Goal {
             Goal::CountAtMost(x) => write!(f, "≤ {x}"),
             Goal::Within(x) => write!(f, "within ±{:.0}%", x * 100.0),
             Goal::AtMost(x) => write!(f, "≤ {x}×"),
+            Goal::AtLeast(x) => write!(f, "≥ {x}×"),
             Goal::AtMostAndUnder { ratio, secs } => write!(f, "≤ {ratio}× and < {secs} s"),
             Goal::Info => f.write_str("-"),
         }
@@ -198,7 +204,10 @@ impl Row {
             (Goal::Within(_), None, _) => return Verdict::Error,
             (Goal::Within(x), Some(r), _) => (r - 1.0).abs() <= x,
             (Goal::RateAndP99 { .. }, _, None) => return Verdict::Error,
-            (Goal::AtMost(_) | Goal::AtMostAndUnder { .. }, None, _) => return Verdict::Error,
+            (Goal::AtMost(_) | Goal::AtLeast(_) | Goal::AtMostAndUnder { .. }, None, _) => {
+                return Verdict::Error
+            }
+            (Goal::AtLeast(x), Some(r), _) => r >= x,
             (Goal::AtMost(x), Some(r), _) => r <= x,
             (Goal::AtMostAndUnder { ratio: x, secs }, Some(r), _) => r <= x && camrec.value < secs,
         };

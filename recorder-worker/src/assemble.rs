@@ -24,6 +24,11 @@ use crate::mp4::{self, Init, Mp4Error, Reference, Span, TrackIndex};
 use crate::upload::{Parts, UploadError, Uploader};
 use object_store::multipart::PartId;
 
+/// The size of every part of the clip's upload but the last: the smallest S3 and R2 take, so
+/// that what is left to send when the event ends (the first part, the tail) is as small as it
+/// can be.
+pub const CLIP_PART_SIZE: usize = 5 * 1024 * 1024;
+
 /// The size of the clip's front: room for `ftyp`, `moov` and a `sidx` of about 5,000 entries
 /// (segments are grouped per entry beyond that).
 pub const HEADER_SIZE: usize = 64 * 1024;
@@ -306,7 +311,7 @@ impl ClipStream {
 
     /// How many of the media bytes go into the first part, after the front.
     fn first_share(&self) -> u64 {
-        self.uploader.part_size().saturating_sub(HEADER_SIZE) as u64
+        (CLIP_PART_SIZE - HEADER_SIZE) as u64
     }
 
     /// Joins the segment at `path`; sends every part it completes.
@@ -337,7 +342,7 @@ impl ClipStream {
             .saturating_sub(before)
             .min(media.len() as u64) as usize;
         self.pending.extend_from_slice(&media[skip..]);
-        let size = self.uploader.part_size();
+        let size = CLIP_PART_SIZE;
         while self.pending.len() >= size {
             if self.parts.is_none() {
                 self.parts = match self.uploader.begin_parts(&self.key).await {
@@ -414,6 +419,7 @@ impl ClipStream {
     }
 
     async fn store(&mut self, a: &Assembler) -> Result<Streamed, String> {
+        let timer = std::time::Instant::now();
         let header = a.header().map_err(|e| e.to_string())?;
         let size_bytes = a.size();
         let hashing = {
@@ -441,6 +447,7 @@ impl ClipStream {
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        let first_at = timer.elapsed();
         let stored = match &self.parts {
             None => self.uploader.put_verified(&self.key, first.into()).await,
             Some(parts) => {
@@ -470,10 +477,19 @@ impl ClipStream {
         };
         stored.map_err(|e: UploadError| e.to_string())?;
         self.parts = None;
+        let stored_at = timer.elapsed();
         let sha256 = hashing
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
+        tracing::debug!(
+            key = %self.key,
+            bytes = size_bytes,
+            first_part_ms = first_at.as_millis() as u64,
+            stored_ms = stored_at.as_millis() as u64,
+            hashed_ms = timer.elapsed().as_millis() as u64,
+            "assembled clip completed"
+        );
         Ok(Streamed {
             size_bytes,
             sha256,

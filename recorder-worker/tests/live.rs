@@ -9,7 +9,7 @@ mod support;
 use camrec_shared::messages::{StatusBody, StatusKind};
 use camrec_shared::storage::{segments_prefix, ObjectKey, SegmentName, Storage, StorageConfig};
 use chrono::{TimeDelta, Utc};
-use recorder_worker::assemble::{ClipStream, HEADER_SIZE};
+use recorder_worker::assemble::{ClipStream, CLIP_PART_SIZE, HEADER_SIZE};
 use recorder_worker::capture::segment::{segment_name, Segment};
 use recorder_worker::capture::{Capture, Tenure};
 use recorder_worker::live::LiveUpload;
@@ -452,15 +452,10 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     let tmp = tempfile::tempdir()?;
     let mut s3 = S3Server::start().await?;
     let storage = s3.storage()?;
-    // The smallest parts S3 (and s3s-fs) take, and a bitrate that fills several: the first
-    // part (front and first media) is written last, the others as their bytes are recorded,
-    // and the tail at the end.
-    let part_size = 5 * 1024 * 1024;
-    let options = UploadOptions {
-        part_size,
-        ..UploadOptions::default()
-    };
-    let uploader = Uploader::new(storage.clone(), options);
+    // A bitrate that fills several parts: the first part (front and first media) is written
+    // last, the others as their bytes are recorded, and the tail at the end.
+    let part_size = CLIP_PART_SIZE;
+    let uploader = Uploader::new(storage.clone(), UploadOptions::default());
     let segments = capture_run(&tmp.path().join("run"), 12, "640x360", "12M").await?;
     let paths: Vec<_> = segments.iter().map(|s| s.path.clone()).collect();
     let id = camrec_shared::PlaybackId::new();
@@ -562,13 +557,10 @@ async fn a_break_in_the_capture_leaves_the_clip_to_be_joined_and_nothing_at_its_
     let tmp = tempfile::tempdir()?;
     let mut s3 = S3Server::start().await?;
     let storage = s3.storage()?;
-    let options = UploadOptions {
-        part_size: HEADER_SIZE + 100 * 1024,
-        ..UploadOptions::default()
-    };
-    let uploader = Uploader::new(storage.clone(), options);
-    // The camera reconnected at another size: another init section.
-    let first = capture_run(&tmp.path().join("a"), 3, "320x240", "1M").await?;
+    let uploader = Uploader::new(storage.clone(), UploadOptions::default());
+    // The camera reconnected at another size: another init section. The first run fills a
+    // part, sent before the break: it is dropped with the upload.
+    let first = capture_run(&tmp.path().join("a"), 4, "640x360", "16M").await?;
     let second = capture_run(&tmp.path().join("b"), 2, "352x288", "1M").await?;
     let paths: Vec<_> = first
         .iter()
