@@ -1,12 +1,12 @@
-//! camrec's benchmark harness: starts the whole system on loopback ([`rig`]), measures the six
-//! figures ([`p1`] .. [`p6`]): P1 and P2 against absolute capacity goals, P4 against absolute
-//! goals beside an on-demand recorder's first frame, P3 and P5 against a baseline measured in
+//! camrec's benchmark harness: starts the whole system on loopback ([`rig`]), measures the seven
+//! figures ([`p1`] .. [`p7`]): P1 and P2 against absolute capacity goals, P4 against absolute
+//! goals beside an on-demand recorder's first frame, P3, P5 and P7 against a baseline measured in
 //! the same run (the baselines in [`baseline`] and [`pgbench`], which P1 and P2 print as info),
 //! and renders one table ([`report`]) with the machine's description ([`machine`]).
 //!
 //! Run it with `cargo run --release --bin bench -- [--quick] [--out FILE] [--only P1,P4]`.
-//! Figures run in the order P4, P3, P5 (clips cut from the worker's captures, then the captures'
-//! own cost), P6, P1, P2 (the load figures last, so their outbox rows and events do not weigh on
+//! Figures run in the order P4, P3, P7, P5 (clips cut from the worker's captures, then the
+//! captures' own cost), P6, P1, P2 (the load figures last, so their outbox rows and events do not weigh on
 //! the clips'). The worker captures the cameras of its site throughout. A figure whose
 //! measurement fails becomes an `ERROR` row; the others still run.
 
@@ -21,6 +21,7 @@ pub mod p3;
 pub mod p4;
 pub mod p5;
 pub mod p6;
+pub mod p7;
 pub mod pgbench;
 pub mod procstat;
 pub mod report;
@@ -33,14 +34,14 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// The figures, in the order they run.
-pub const FIGURES: [&str; 6] = ["P4", "P3", "P5", "P6", "P1", "P2"];
+pub const FIGURES: [&str; 7] = ["P4", "P3", "P7", "P5", "P6", "P1", "P2"];
 
 /// A command line that does not parse.
 #[derive(Debug, thiserror::Error)]
 pub enum UsageError {
     #[error("{0} needs a value")]
     MissingValue(&'static str),
-    #[error("unknown figure {0} (known: P1 .. P6)")]
+    #[error("unknown figure {0} (known: P1 .. P7)")]
     UnknownFigure(String),
     #[error("unknown argument {0}")]
     Unknown(String),
@@ -161,6 +162,7 @@ pub async fn run(opts: &Options) -> anyhow::Result<Outcome> {
             "P3" => p3::run(&ctx).await,
             "P4" => p4::run(&ctx).await,
             "P5" => p5::run(&ctx).await,
+            "P7" => p7::run(&ctx).await,
             _ => p6::run(&ctx).await,
         });
     }

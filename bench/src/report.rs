@@ -319,6 +319,14 @@ bench's cameras have `postRollSec` 0, so no post-roll is waited for); goal at mo
 length (issue 17). Baseline: `ffprobe -print_format json` of the same final file plus an \
 object_store upload of it to the same S3 server: what joining and uploading at the end costs at \
 least.\n\
+- **P7** Upload while recording (issue 17): 4 cameras record at once (one `MOTION` event each; \
+1 camera and 5 s in the smoke); over 30 s from when all report `recording`, the bytes of the \
+segments that started in the window and that the worker has stored under the playbacks' live \
+prefixes by its end, per second. Baseline: a plain uploader in the bench that polls the same \
+cameras' capture directories every 100 ms and puts each new segment file with one object_store \
+`put` (to another prefix of the same S3 server), counted the same way. Both are bounded by what \
+the cameras produce, so the ratio says whether camrec's uploads keep pace with capture as a \
+plain upload of the same bytes does; goal at least 0.8×.\n\
 - **P4** Event to the first frame of its clip, for every event the figure makes on a captured \
 camera (`preRollSec` 5; each camera captured for longer than that first): `startedAt` of the \
 `playback.completed` message (the wall-clock time of the clip's first frame, from the capture) \

@@ -146,51 +146,6 @@ async fn hls_frames(index: &Path) -> anyhow::Result<(u64, f64)> {
     Ok((times.len() as u64, last - first))
 }
 
-/// Two real one-second segments, named as the capture names them.
-async fn two_segments(dir: &Path) -> anyhow::Result<Vec<Segment>> {
-    let status = tokio::process::Command::new("ffmpeg")
-        .args(["-hide_banner", "-loglevel", "error", "-f", "lavfi"])
-        .args([
-            "-i",
-            "testsrc=size=160x120:rate=10",
-            "-t",
-            "2",
-            "-c:v",
-            "libx264",
-        ])
-        .args([
-            "-g",
-            "10",
-            "-pix_fmt",
-            "yuv420p",
-            "-f",
-            "segment",
-            "-segment_time",
-            "1",
-        ])
-        .args(["-segment_format", "mp4", "-segment_format_options"])
-        .arg(recorder_worker::ffmpeg::SEGMENT_FORMAT_OPTIONS)
-        .arg(dir.join("raw%03d.mp4"))
-        .status()
-        .await?;
-    anyhow::ensure!(status.success(), "ffmpeg failed");
-    let t0 = Utc::now();
-    let mut segments = Vec::new();
-    for (i, raw) in ["raw000.mp4", "raw001.mp4"].iter().enumerate() {
-        let start = t0 + TimeDelta::seconds(i as i64);
-        let path = dir.join(segment_name(start, Duration::from_secs(1)));
-        std::fs::rename(dir.join(raw), &path)?;
-        segments.push(Segment {
-            seq: i as u64 + 1,
-            start,
-            duration: Duration::from_secs(1),
-            bytes: std::fs::metadata(&path)?.len(),
-            path,
-        });
-    }
-    Ok(segments)
-}
-
 #[tokio::test]
 async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> anyhow::Result<()> {
     let tmp = tempfile::tempdir()?;
@@ -202,7 +157,7 @@ async fn a_worker_that_cannot_show_it_holds_the_camera_uploads_no_segment() -> a
         _ => None,
     })?)?;
     let uploader = Uploader::new(storage.clone(), UploadOptions::default());
-    let segments = two_segments(tmp.path()).await?;
+    let segments = capture_run(tmp.path(), 2, "160x120", "200k").await?;
     let id = camrec_shared::PlaybackId::new();
     let capture = Capture::new();
     capture.hold(Tenure {
@@ -517,7 +472,6 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     // In Chromium, served with byte ranges as S3 serves it: the duration is known from the
     // front, and the seek asks for the bytes about 8 s, found through the index, and plays on
     // from there.
-    let bytes = bytes::Bytes::from(bytes);
     let moofs: Vec<u64> = recorder_worker::mp4::boxes(&bytes, 0..bytes.len())?
         .into_iter()
         .filter(|b| &b.kind == b"moof")
