@@ -52,30 +52,43 @@ async fn watch_listing(
     since: chrono::DateTime<chrono::Utc>,
     stop: tokio_util::sync::CancellationToken,
 ) -> Vec<(f64, f64)> {
-    use camrec_shared::storage::{segments_prefix, ObjectKey};
-    let prefix = ObjectPath::from(segments_prefix(camrec_shared::PlaybackId(playback)));
     let mut seen = std::collections::BTreeMap::new();
     while !stop.is_cancelled() {
         let now = chrono::Utc::now();
-        let listed: Vec<object_store::ObjectMeta> = storage
-            .store()
-            .list(Some(&prefix))
-            .filter_map(|m| async move { m.ok() })
-            .collect()
-            .await;
-        for meta in listed {
-            if let Some(ObjectKey::Segment(_, n)) = ObjectKey::parse(meta.location.as_ref()) {
-                if n.start_ms >= since.timestamp_millis() {
-                    seen.entry(n.start_ms).or_insert((
-                        (now.timestamp_millis() - n.start_ms) as f64 / 1e3,
-                        f64::from(n.duration_ms) / 1e3,
-                    ));
-                }
+        for (n, _) in stored_segments(&storage, playback).await {
+            if n.start_ms >= since.timestamp_millis() {
+                seen.entry(n.start_ms).or_insert((
+                    (now.timestamp_millis() - n.start_ms) as f64 / 1e3,
+                    f64::from(n.duration_ms) / 1e3,
+                ));
             }
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     seen.into_values().collect()
+}
+
+/// The playback's segments listed under its live prefix, with their sizes (none when the
+/// listing fails).
+pub async fn stored_segments(
+    storage: &camrec_shared::storage::Storage,
+    playback: Uuid,
+) -> Vec<(camrec_shared::storage::SegmentName, u64)> {
+    use camrec_shared::storage::{segments_prefix, ObjectKey};
+    let prefix = ObjectPath::from(segments_prefix(camrec_shared::PlaybackId(playback)));
+    let listed: Vec<object_store::ObjectMeta> = storage
+        .store()
+        .list(Some(&prefix))
+        .filter_map(|m| async move { m.ok() })
+        .collect()
+        .await;
+    listed
+        .iter()
+        .filter_map(|m| match ObjectKey::parse(m.location.as_ref()) {
+            Some(ObjectKey::Segment(_, n)) => Some((n, m.size)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// Records `secs` seconds on camera 0, ends the event; returns what it measured.

@@ -5,7 +5,6 @@
 use crate::ctx::{wait_all, Ctx};
 use crate::report::{Cell, Goal, Row, Unit};
 use camrec_shared::messages::StatusKind;
-use futures::StreamExt;
 use object_store::path::Path as ObjectPath;
 use std::time::Duration;
 use uuid::Uuid;
@@ -74,7 +73,7 @@ async fn upload_row(ctx: &Ctx, what: &str) -> anyhow::Result<Row> {
     let window = (chrono::Utc::now() - since).num_milliseconds() as f64 / 1e3;
     let mut camrec_bytes = 0u64;
     for &(_, playback) in &events {
-        camrec_bytes += live_bytes_since(&storage, playback, since).await?;
+        camrec_bytes += live_bytes_since(&storage, playback, since).await;
     }
     let mut plain_bytes = 0u64;
     for task in plain {
@@ -114,23 +113,13 @@ async fn live_bytes_since(
     storage: &camrec_shared::storage::Storage,
     playback: Uuid,
     since: chrono::DateTime<chrono::Utc>,
-) -> anyhow::Result<u64> {
-    use camrec_shared::storage::{segments_prefix, ObjectKey};
-    let prefix = ObjectPath::from(segments_prefix(camrec_shared::PlaybackId(playback)));
-    let listed: Vec<object_store::ObjectMeta> = storage
-        .store()
-        .list(Some(&prefix))
-        .filter_map(|m| async move { m.ok() })
-        .collect()
-        .await;
-    Ok(listed
+) -> u64 {
+    crate::p3::stored_segments(storage, playback)
+        .await
         .iter()
-        .filter(|m| match ObjectKey::parse(m.location.as_ref()) {
-            Some(ObjectKey::Segment(_, n)) => n.start_ms >= since.timestamp_millis(),
-            _ => false,
-        })
-        .map(|m| m.size)
-        .sum())
+        .filter(|(n, _)| n.start_ms >= since.timestamp_millis())
+        .map(|(_, size)| size)
+        .sum()
 }
 
 /// The baseline of the upload row: every 100 ms, each segment file in the camera's capture
