@@ -207,7 +207,7 @@ mod tests {
         assert_eq!(some.out, Some(PathBuf::from("x.md")));
         assert!(some.runs("P1") && some.runs("P6") && !some.runs("P2"));
         assert!(matches!(
-            parse(&["--only", "P7"]),
+            parse(&["--only", "P8"]),
             Err(UsageError::UnknownFigure(_))
         ));
         assert!(matches!(
