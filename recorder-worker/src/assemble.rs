@@ -66,7 +66,7 @@ pub struct Assembler {
 impl Assembler {
     /// Starts a clip with its first segment; returns the segment's media bytes too.
     pub fn start(path: &Path, file: &[u8]) -> Result<(Self, Vec<u8>), Mp4Error> {
-        let Some(len) = crate::live::init_len(file) else {
+        let Some(len) = mp4::init_len(file) else {
             return Err(Mp4Error("no moof box".into()));
         };
         let init_bytes = file[..len as usize].to_vec();

@@ -197,7 +197,7 @@ pub async fn upload_segment(
         )));
     };
     let data = Bytes::from(tokio::fs::read(path).await?);
-    let init_len = init_len(&data).ok_or(LiveError::NotFragmented)?;
+    let init_len = crate::mp4::init_len(&data).ok_or(LiveError::NotFragmented)?;
     let name = SegmentName {
         start_ms: start.timestamp_millis(),
         duration_ms: u32::try_from(duration.as_millis()).unwrap_or(u32::MAX),
@@ -209,32 +209,6 @@ pub async fn upload_segment(
         .put_bytes(&ObjectKey::Segment(id, name), data)
         .await?;
     Ok(Listed { name, size })
-}
-
-/// The length of a fragmented MP4's initialization section: the offset of its first top-level
-/// `moof` box. `None` when there is none or a box header is broken.
-pub fn init_len(mp4: &[u8]) -> Option<u32> {
-    let mut at = 0usize;
-    while at + 8 <= mp4.len() {
-        let size32 = u32::from_be_bytes(mp4[at..at + 4].try_into().ok()?);
-        let kind = &mp4[at + 4..at + 8];
-        if kind == b"moof" {
-            return u32::try_from(at).ok();
-        }
-        let size = match size32 {
-            0 => return None,
-            1 => usize::try_from(u64::from_be_bytes(
-                mp4.get(at + 8..at + 16)?.try_into().ok()?,
-            ))
-            .ok()?,
-            n => n as usize,
-        };
-        if size < 8 {
-            return None;
-        }
-        at = at.checked_add(size)?;
-    }
-    None
 }
 
 /// The end of a recording's upload: every segment in `dir` that the store does not hold yet is
@@ -310,49 +284,4 @@ pub async fn listed(uploader: &Uploader, id: PlaybackId) -> Result<Vec<Listed>, 
             _ => None,
         })
         .collect())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn mp4_box(kind: &[u8; 4], body: usize) -> Vec<u8> {
-        let mut b = ((8 + body) as u32).to_be_bytes().to_vec();
-        b.extend_from_slice(kind);
-        b.resize(8 + body, 0);
-        b
-    }
-
-    #[test]
-    fn the_init_section_ends_where_the_first_moof_starts() {
-        let mut file = mp4_box(b"ftyp", 20);
-        file.extend(mp4_box(b"moov", 700));
-        file.extend(mp4_box(b"moof", 100));
-        file.extend(mp4_box(b"mdat", 5000));
-        assert_eq!(init_len(&file), Some(28 + 708));
-    }
-
-    #[test]
-    fn a_file_without_fragments_or_with_a_broken_header_has_no_init_section() {
-        let mut plain = mp4_box(b"ftyp", 20);
-        plain.extend(mp4_box(b"moov", 10));
-        plain.extend(mp4_box(b"mdat", 10));
-        assert_eq!(init_len(&plain), None);
-        let mut broken = mp4_box(b"ftyp", 20);
-        broken.extend_from_slice(&[0, 0, 0, 3, b'm', b'o', b'o', b'v']);
-        broken.extend(mp4_box(b"moof", 10));
-        assert_eq!(init_len(&broken), None);
-        assert_eq!(init_len(&[]), None);
-        assert_eq!(init_len(&[0xff; 7]), None);
-    }
-
-    #[test]
-    fn a_large_box_size_is_read_from_its_64_bit_field() {
-        let mut file = vec![0, 0, 0, 1];
-        file.extend_from_slice(b"free");
-        file.extend_from_slice(&24u64.to_be_bytes());
-        file.resize(24, 0);
-        file.extend(mp4_box(b"moof", 4));
-        assert_eq!(init_len(&file), Some(24));
-    }
 }

@@ -1,13 +1,14 @@
 //! The few ISO-BMFF (MP4) boxes the clip assembly reads and writes, in plain byte code.
 //!
 //! A capture segment is a fragmented MP4: an init section (`ftyp`, `moov` with `mvex`), then
-//! fragments (`moof` + `mdat`), and FFmpeg closes it with an `mfra` index. [`Init::parse`] reads
+//! fragments (`moof` + `mdat`), and FFmpeg closes it with an `mfra` index. [`init_len`] finds
+//! where the init section ends (what the live playlist's `EXT-X-MAP` covers); [`Init::parse`] reads
 //! the tracks of an init section; [`scan`] finds a segment's fragments, the decode time (`tfdt`)
 //! each track starts at and how long its samples last; [`media`] copies the fragments out with
 //! their sequence numbers (`mfhd`) and decode times rewritten, so segments of one capture run
-//! follow each other in one file. [`header`] writes the front of that file: `ftyp`, the `moov`
-//! with the clip's duration (`mehd`), a segment index (`sidx`) a player seeks with, padded with a
-//! `free` box to a size fixed in advance.
+//! follow each other in one file. [`header`] writes the front of that file, of a size fixed in
+//! advance: `ftyp`, the `moov` with the clip's duration (`mehd`), a `free` pad, and a segment
+//! index (`sidx`) per track that a player seeks with.
 
 use std::ops::Range;
 
@@ -82,6 +83,32 @@ fn be64(data: &[u8], at: usize) -> Result<u64, Mp4Error> {
         Some(b) => Ok(u64::from_be_bytes(b.try_into().expect("8 bytes"))),
         None => err("a field past the end of its box"),
     }
+}
+
+/// The length of a fragmented MP4's initialization section: the offset of its first top-level
+/// `moof` box. `None` when there is none or a box header is broken.
+pub fn init_len(mp4: &[u8]) -> Option<u32> {
+    let mut at = 0usize;
+    while at + 8 <= mp4.len() {
+        let size32 = u32::from_be_bytes(mp4[at..at + 4].try_into().ok()?);
+        let kind = &mp4[at + 4..at + 8];
+        if kind == b"moof" {
+            return u32::try_from(at).ok();
+        }
+        let size = match size32 {
+            0 => return None,
+            1 => usize::try_from(u64::from_be_bytes(
+                mp4.get(at + 8..at + 16)?.try_into().ok()?,
+            ))
+            .ok()?,
+            n => n as usize,
+        };
+        if size < 8 {
+            return None;
+        }
+        at = at.checked_add(size)?;
+    }
+    None
 }
 
 /// One track of an init section.
@@ -793,5 +820,45 @@ mod tests {
             header(&bytes, &init_, 19200, &indexes, 300).is_err(),
             "too small"
         );
+    }
+
+    fn plain_box(kind: &[u8; 4], body: usize) -> Vec<u8> {
+        let mut b = ((8 + body) as u32).to_be_bytes().to_vec();
+        b.extend_from_slice(kind);
+        b.resize(8 + body, 0);
+        b
+    }
+
+    #[test]
+    fn the_init_section_ends_where_the_first_moof_starts() {
+        let mut file = plain_box(b"ftyp", 20);
+        file.extend(plain_box(b"moov", 700));
+        file.extend(plain_box(b"moof", 100));
+        file.extend(plain_box(b"mdat", 5000));
+        assert_eq!(init_len(&file), Some(28 + 708));
+    }
+
+    #[test]
+    fn a_file_without_fragments_or_with_a_broken_header_has_no_init_section() {
+        let mut plain = plain_box(b"ftyp", 20);
+        plain.extend(plain_box(b"moov", 10));
+        plain.extend(plain_box(b"mdat", 10));
+        assert_eq!(init_len(&plain), None);
+        let mut broken = plain_box(b"ftyp", 20);
+        broken.extend_from_slice(&[0, 0, 0, 3, b'm', b'o', b'o', b'v']);
+        broken.extend(plain_box(b"moof", 10));
+        assert_eq!(init_len(&broken), None);
+        assert_eq!(init_len(&[]), None);
+        assert_eq!(init_len(&[0xff; 7]), None);
+    }
+
+    #[test]
+    fn a_large_box_size_is_read_from_its_64_bit_field() {
+        let mut file = vec![0, 0, 0, 1];
+        file.extend_from_slice(b"free");
+        file.extend_from_slice(&24u64.to_be_bytes());
+        file.resize(24, 0);
+        file.extend(plain_box(b"moof", 4));
+        assert_eq!(init_len(&file), Some(24));
     }
 }
