@@ -29,6 +29,9 @@ use object_store::multipart::PartId;
 /// can be.
 pub const CLIP_PART_SIZE: usize = 5 * 1024 * 1024;
 
+/// How many of the media bytes go into the first part, after the front.
+const FIRST_SHARE: u64 = (CLIP_PART_SIZE - HEADER_SIZE) as u64;
+
 /// The size of the clip's front: room for `ftyp`, `moov` and a `sidx` of about 5,000 entries
 /// (segments are grouped per entry beyond that).
 pub const HEADER_SIZE: usize = 64 * 1024;
@@ -309,11 +312,6 @@ impl ClipStream {
         }
     }
 
-    /// How many of the media bytes go into the first part, after the front.
-    fn first_share(&self) -> u64 {
-        (CLIP_PART_SIZE - HEADER_SIZE) as u64
-    }
-
     /// Joins the segment at `path`; sends every part it completes.
     pub async fn push(&mut self, path: &Path) {
         if self.broken.is_some() {
@@ -337,10 +335,7 @@ impl ClipStream {
             }
             Some(a) => a.push(path, &file).map_err(|e| e.to_string())?,
         };
-        let skip = self
-            .first_share()
-            .saturating_sub(before)
-            .min(media.len() as u64) as usize;
+        let skip = FIRST_SHARE.saturating_sub(before).min(media.len() as u64) as usize;
         self.pending.extend_from_slice(&media[skip..]);
         let size = CLIP_PART_SIZE;
         while self.pending.len() >= size {
@@ -433,7 +428,7 @@ impl ClipStream {
         };
         let front = match self.parts {
             None => u64::MAX,
-            Some(_) => self.first_share(),
+            Some(_) => FIRST_SHARE,
         };
         let first = {
             let a = a.clone();

@@ -35,34 +35,37 @@ pub fn boxes(data: &[u8], range: Range<usize>) -> Result<Vec<Bx>, Mp4Error> {
     let mut found = Vec::new();
     let mut at = range.start;
     while at < range.end {
-        if at + 8 > range.end {
-            return err("a truncated box header");
-        }
-        let size32 = be32(data, at)?;
-        let kind: [u8; 4] = data[at + 4..at + 8].try_into().expect("4 bytes");
-        let (size, header) = match size32 {
-            0 => (range.end - at, 8),
-            1 => (
-                usize::try_from(be64(data, at + 8)?).unwrap_or(usize::MAX),
-                16,
-            ),
-            n => (n as usize, 8),
-        };
-        let end = at.checked_add(size).filter(|&e| e <= range.end);
-        match end {
-            Some(end) if size >= header => {
-                found.push(Bx {
-                    kind,
-                    start: at,
-                    body: at + header,
-                    end,
-                });
-                at = end;
-            }
-            _ => return err(format!("box {} overruns", String::from_utf8_lossy(&kind))),
-        }
+        let b = box_at(data, at, range.end)?;
+        at = b.end;
+        found.push(b);
     }
     Ok(found)
+}
+
+/// The box whose header starts at `at`, ending at or before `end`.
+fn box_at(data: &[u8], at: usize, end: usize) -> Result<Bx, Mp4Error> {
+    if at + 8 > end {
+        return err("a truncated box header");
+    }
+    let size32 = be32(data, at)?;
+    let kind: [u8; 4] = data[at + 4..at + 8].try_into().expect("4 bytes");
+    let (size, header) = match size32 {
+        0 => (end - at, 8),
+        1 => (
+            usize::try_from(be64(data, at + 8)?).unwrap_or(usize::MAX),
+            16,
+        ),
+        n => (n as usize, 8),
+    };
+    match at.checked_add(size).filter(|&e| e <= end) {
+        Some(box_end) if size >= header => Ok(Bx {
+            kind,
+            start: at,
+            body: at + header,
+            end: box_end,
+        }),
+        _ => err(format!("box {} overruns", String::from_utf8_lossy(&kind))),
+    }
 }
 
 fn child(data: &[u8], parent: &Bx, kind: &[u8; 4]) -> Result<Option<Bx>, Mp4Error> {
@@ -88,25 +91,13 @@ fn be64(data: &[u8], at: usize) -> Result<u64, Mp4Error> {
 /// The length of a fragmented MP4's initialization section: the offset of its first top-level
 /// `moof` box. `None` when there is none or a box header is broken.
 pub fn init_len(mp4: &[u8]) -> Option<u32> {
-    let mut at = 0usize;
-    while at + 8 <= mp4.len() {
-        let size32 = u32::from_be_bytes(mp4[at..at + 4].try_into().ok()?);
-        let kind = &mp4[at + 4..at + 8];
-        if kind == b"moof" {
+    let mut at = 0;
+    while at < mp4.len() {
+        let b = box_at(mp4, at, mp4.len()).ok()?;
+        if &b.kind == b"moof" {
             return u32::try_from(at).ok();
         }
-        let size = match size32 {
-            0 => return None,
-            1 => usize::try_from(u64::from_be_bytes(
-                mp4.get(at + 8..at + 16)?.try_into().ok()?,
-            ))
-            .ok()?,
-            n => n as usize,
-        };
-        if size < 8 {
-            return None;
-        }
-        at = at.checked_add(size)?;
+        at = b.end;
     }
     None
 }

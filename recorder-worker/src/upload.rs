@@ -335,11 +335,6 @@ impl Uploader {
         self.storage.multipart_store().is_some()
     }
 
-    /// The size of every part of a multipart upload but the last.
-    pub fn part_size(&self) -> usize {
-        self.options.part_size
-    }
-
     /// Starts a multipart upload to `key` whose parts may be sent in any order; `None` where the
     /// store has no such uploads (the local file system).
     pub async fn begin_parts(&self, key: &ObjectKey) -> Result<Option<Parts>, UploadError> {

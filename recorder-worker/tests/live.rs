@@ -480,7 +480,7 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     let served = ClipServer::start(bytes.clone()).await?;
     let played = chromium_seek(&served.page_url(), 8.0).await?;
     let (opening, ranges) = served.ranges();
-    served.stop();
+    drop(served);
     assert!((played.duration - 12.0).abs() < 0.4, "{played:?}");
     assert!((played.landed - 8.0).abs() < 0.5, "{played:?}");
     assert!(played.ready_state >= 2 && played.advanced, "{played:?}");
@@ -622,8 +622,10 @@ impl ClipServer {
         let seen = self.ranges.lock().unwrap();
         (seen.0.clone(), seen.1.clone().unwrap_or_default())
     }
+}
 
-    fn stop(self) {
+impl Drop for ClipServer {
+    fn drop(&mut self) {
         self.task.abort();
     }
 }
