@@ -143,7 +143,7 @@ key_env=("CAMERA_SECRET_KEY=$(cat "$KEY_FILE")")
 
 say "starting the demo camera on rtsp://127.0.0.1:$CAMERA_PORT/cam (log: $LOGS/camera.log)"
 start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT" --path /cam \
-  --user "$CAMERA_USER" --password "$CAMERA_PASSWORD" --video h264 --audio aac \
+  --user "$CAMERA_USER" --password="$CAMERA_PASSWORD" --video h264 --audio aac \
   --width 1280 --height 720 --fps 25 --kbps 2000
 wait_for 20 "demo camera" camera grep -q '^READY' "$LOGS/camera.log"
 

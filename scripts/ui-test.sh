@@ -126,7 +126,7 @@ API_NATS_URL="nats://camrec-event-api:$NATS_PASSWORD_EVENT_API@127.0.0.1:$NATS_P
 WORKER_NATS_URL="nats://camrec-worker-default:$NATS_PASSWORD_WORKER_DEFAULT@127.0.0.1:$NATS_PORT"
 
 start_child camera /usr/bin/python3 testkit/fake_camera.py --port "$CAMERA_PORT" --path /cam \
-  --user "$CAMERA_USER" --password "$CAMERA_PASSWORD" --video h264 --audio aac \
+  --user "$CAMERA_USER" --password="$CAMERA_PASSWORD" --video h264 --audio aac \
   --width 640 --height 360 --fps 25 --kbps 800
 wait_for 20 "the camera" camera grep -q '^READY' "$LOGS/camera.log"
 
