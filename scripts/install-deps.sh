@@ -2,7 +2,8 @@
 # Installs what camrec's tests and its dev command need, and only what is missing:
 #   ffmpeg/ffprobe, the GStreamer RTSP server for /usr/bin/python3 (the fake camera),
 #   PostgreSQL, nats-server (Debian packages) and s3s-fs (crates.io; the S3 test server);
-#   for the review page's browser test (scripts/ui-test.sh): Chromium and Node.js (Debian
+#   for the browser tests (the review page, scripts/ui-test.sh; the assembled clip, played
+#   and seeked by recorder-worker's tests): Chromium, Firefox ESR and Node.js (Debian
 #   packages) and ui-tests/'s Node packages (`npm ci`, from its package-lock.json);
 #   cargo-deny (crates.io; the dependency check) and schemathesis (PyPI; scripts/api-fuzz.sh).
 # Idempotent: on a machine that has everything it prints one line and changes nothing.
@@ -74,6 +75,8 @@ command -v curl >/dev/null || missing_apt+=(curl)
 command -v openssl >/dev/null || missing_apt+=(openssl)
 command -v cc >/dev/null || missing_apt+=(gcc libc6-dev)
 [[ -x /usr/bin/chromium ]] || missing_apt+=(chromium)
+# The assembled clip is played and seeked in Firefox too (recorder-worker/tests/live.rs).
+[[ -x /usr/bin/firefox-esr ]] || missing_apt+=(firefox-esr)
 { command -v node >/dev/null && command -v npm >/dev/null; } || missing_apt+=(nodejs npm)
 
 if ((${#missing_apt[@]})); then
@@ -144,5 +147,5 @@ fi
 if ((installed_any)); then
   say "done"
 else
-  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs, cargo-deny, schemathesis, Chromium, ui-tests' Node packages)"
+  say "everything present (ffmpeg, GStreamer RTSP server, PostgreSQL, nats-server, s3s-fs, cargo-deny, schemathesis, Chromium, Firefox ESR, ui-tests' Node packages)"
 fi

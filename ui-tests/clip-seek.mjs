@@ -1,29 +1,52 @@
-// Plays an MP4 in headless Chromium (Debian's /usr/bin/chromium, driven by playwright-core) and
-// seeks it: run by recorder-worker's test of the clip assembled while recording
-// (tests/live.rs), which serves the clip with byte ranges and checks what Chromium asked for.
+// Plays an MP4 in a headless browser and seeks it: Debian's Chromium or Firefox ESR, driven by
+// puppeteer-core (Chromium through CDP, Firefox through WebDriver BiDi). Run by
+// recorder-worker's test of the clip assembled while recording (tests/live.rs), which serves
+// the clip with byte ranges and checks what the browser asked for.
 //
-//   node clip-seek.mjs <page url> <seek to, seconds>
+//   node clip-seek.mjs <chromium|firefox> <page url> <seek to, seconds>
 //
 // The page at <page url> holds `<video id="clip">`; `/seeking` on its origin is fetched just
-// before the seek, so the server can tell the seek's requests apart. Prints one JSON line: the duration Chromium
-// read when the metadata arrived, where it landed after seeking, its readyState there and
-// whether playback then advanced. Exits non-zero with a message when a step fails or times out.
-// Environment: CHROMIUM (default /usr/bin/chromium).
+// before the seek, so the server can tell the seek's requests apart. Prints one JSON line: the
+// duration the browser read when the metadata arrived, where it landed after seeking, its
+// readyState there and whether playback then advanced. Exits non-zero with a message when a
+// step fails or times out.
+// Environment: CHROMIUM (default /usr/bin/chromium), FIREFOX (default /usr/bin/firefox-esr).
 
-import { chromium } from 'playwright-core';
+import puppeteer from 'puppeteer-core';
 
-const [url, seekArg] = process.argv.slice(2);
-if (!url || !seekArg) {
-  console.error('usage: node clip-seek.mjs <page url> <seek to, seconds>');
+const [browserName, url, seekArg] = process.argv.slice(2);
+if (!['chromium', 'firefox'].includes(browserName) || !url || !seekArg) {
+  console.error('usage: node clip-seek.mjs <chromium|firefox> <page url> <seek to, seconds>');
   process.exit(2);
 }
 const seekTo = Number(seekArg);
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
-    '--autoplay-policy=no-user-gesture-required'],
-});
+const launch = browserName === 'firefox'
+  ? {
+    browser: 'firefox',
+    executablePath: process.env.FIREFOX || '/usr/bin/firefox-esr',
+    extraPrefsFirefox: {
+      'media.autoplay.default': 0,
+      'media.autoplay.blocking_policy': 0,
+    },
+  }
+  : {
+    browser: 'chrome',
+    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    args: ['--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking',
+      '--autoplay-policy=no-user-gesture-required'],
+  };
+
+// Rejects after `ms` with `what`, so that a step that never happens fails the run.
+function within(ms, what, promise) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms / 1000} s`)), ms);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+const browser = await puppeteer.launch({ headless: true, ...launch });
 try {
   const page = await browser.newPage();
   page.setDefaultTimeout(20_000);
@@ -39,16 +62,16 @@ try {
     if (v.error) throw new Error(`media error ${v.error.code}: ${v.error.message}`);
     return v.duration;
   });
-  // Tells the server that what Chromium asks from now on is for the seek.
-  await page.request.get(new URL('/seeking', url).href);
-  const landed = await page.evaluate((t) => new Promise((resolve, reject) => {
+  // Tells the server that what the browser asks from now on is for the seek.
+  await page.evaluate(async (u) => { await fetch(u); }, new URL('/seeking', url).href);
+  const landed = await within(20_000, 'seeked', page.evaluate((t) => new Promise((resolve, reject) => {
     const v = document.querySelector('video#clip');
     const timer = setTimeout(() => reject(new Error('no seeked event within 15 s')), 15_000);
     v.addEventListener('seeked', () => { clearTimeout(timer); resolve(v.currentTime); }, { once: true });
     v.currentTime = t;
-  }), seekTo);
+  }), seekTo));
   const readyState = await page.evaluate(() => document.querySelector('video#clip').readyState);
-  const advanced = await page.evaluate((from) => new Promise((resolve) => {
+  const advanced = await within(20_000, 'playing on', page.evaluate((from) => new Promise((resolve) => {
     const v = document.querySelector('video#clip');
     v.muted = true;
     v.play().catch(() => {});
@@ -60,7 +83,7 @@ try {
         resolve(true);
       }
     });
-  }), landed);
+  }), landed));
   console.log(JSON.stringify({ duration, landed, readyState, advanced, errors }));
 } finally {
   await browser.close();

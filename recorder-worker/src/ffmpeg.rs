@@ -125,11 +125,15 @@ pub fn segment_argv(plan: &SegmentPlan) -> Vec<String> {
 }
 
 /// How each segment is muxed: fragmented MP4 (readable while written, whole after a SIGKILL),
-/// a fragment per keyframe; `frag_discont` with negative timestamps allowed keeps the media
-/// timestamps (`tfdt`) running on from one segment to the next instead of restarting each file
-/// at zero, so the segments of one run play one after another as HLS without a discontinuity.
-pub const SEGMENT_FORMAT_OPTIONS: &str =
-    "movflags=+frag_keyframe+empty_moov+default_base_moof+frag_discont:avoid_negative_ts=disabled";
+/// a fragment per keyframe and at most [`FRAGMENT`] long, each flushed to the file when done, so
+/// a recording can end on the segment FFmpeg is still writing ([`crate::capture::cut`]);
+/// `frag_discont` with negative timestamps allowed keeps the media timestamps (`tfdt`) running
+/// on from one segment to the next instead of restarting each file at zero, so the segments of
+/// one run play one after another as HLS without a discontinuity.
+pub const SEGMENT_FORMAT_OPTIONS: &str = "movflags=+frag_keyframe+empty_moov+default_base_moof+frag_discont:frag_duration=200000:flush_packets=1:avoid_negative_ts=disabled";
+
+/// The longest fragment of a segment (`frag_duration` above).
+pub const FRAGMENT: Duration = Duration::from_millis(200);
 
 /// One line of the segment list: a segment FFmpeg has closed.
 #[derive(Clone, Debug, PartialEq)]
@@ -516,10 +520,17 @@ mod tests {
         assert_eq!(value_after(&argv, "-f"), Some("segment"));
         assert_eq!(value_after(&argv, "-segment_time"), Some("2.000"));
         assert_eq!(value_after(&argv, "-segment_format"), Some("mp4"));
-        assert_eq!(
-            value_after(&argv, "-segment_format_options"),
-            Some("movflags=+frag_keyframe+empty_moov+default_base_moof+frag_discont:avoid_negative_ts=disabled")
-        );
+        let muxer = value_after(&argv, "-segment_format_options").unwrap();
+        for option in [
+            "+frag_keyframe",
+            "+empty_moov",
+            "+frag_discont",
+            "frag_duration=200000",
+            "flush_packets=1",
+        ] {
+            assert!(muxer.contains(option), "{option} in {muxer}");
+        }
+        assert_eq!(FRAGMENT, Duration::from_micros(200_000));
         assert_eq!(value_after(&argv, "-segment_list"), Some("pipe:1"));
         assert_eq!(value_after(&argv, "-segment_list_type"), Some("csv"));
         assert!(argv.contains(&"-nostats".to_owned()));

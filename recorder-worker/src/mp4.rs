@@ -102,6 +102,29 @@ pub fn init_len(mp4: &[u8]) -> Option<u32> {
     None
 }
 
+/// The length of the part of a fragmented MP4 still being written that is whole: its init
+/// section and every fragment (`moof` + `mdat`) written in full, up to the end of the last such
+/// `mdat`. `None` while no fragment is whole (or a box header is broken).
+pub fn whole_len(mp4: &[u8]) -> Option<usize> {
+    let (mut at, mut moof, mut whole) = (0, false, None);
+    while at + 8 <= mp4.len() {
+        let Ok(b) = box_at(mp4, at, mp4.len()) else {
+            // A box not yet written in full: what comes before it is all there is.
+            break;
+        };
+        match &b.kind {
+            b"moof" => moof = true,
+            b"mdat" if moof => {
+                whole = Some(b.end);
+                moof = false;
+            }
+            _ => {}
+        }
+        at = b.end;
+    }
+    whole
+}
+
 /// One track of an init section.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Track {
@@ -541,6 +564,27 @@ mod tests {
 
     fn cat(parts: &[Vec<u8>]) -> Vec<u8> {
         parts.concat()
+    }
+
+    #[test]
+    fn the_whole_part_of_a_file_being_written_ends_with_its_last_whole_fragment() {
+        let init = cat(&[bx(b"ftyp", b"isom"), bx(b"moov", &[0; 16])]);
+        let first = cat(&[bx(b"moof", &[1; 24]), bx(b"mdat", &[2; 100])]);
+        let second = cat(&[bx(b"moof", &[3; 24]), bx(b"mdat", &[4; 100])]);
+        let file = cat(&[init.clone(), first.clone(), second.clone()]);
+        let one = init.len() + first.len();
+        assert_eq!(whole_len(&file), Some(file.len()));
+        // Cut anywhere inside the second fragment (its moof, its mdat's header or body): the
+        // first is what is whole.
+        for cut in [one + 3, one + 20, one + 32 + 4, file.len() - 1] {
+            assert_eq!(whole_len(&file[..cut]), Some(one), "cut at {cut}");
+        }
+        // No whole fragment yet: only the init section, or a moof without its mdat.
+        assert_eq!(whole_len(&init), None);
+        assert_eq!(whole_len(&file[..init.len() + 32]), None);
+        // A closing index after the fragments is not media.
+        let closed = cat(&[file.clone(), bx(b"mfra", &[0; 8])]);
+        assert_eq!(whole_len(&closed), Some(file.len()));
     }
 
     fn trak(id: u32, timescale: u32, handler: &[u8; 4]) -> Vec<u8> {

@@ -378,6 +378,69 @@ async fn an_end_right_behind_its_start_ends_the_clip() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A clip ends as soon as its end has been captured: on the whole fragments of the segment
+/// FFmpeg is still writing, not when the camera's next keyframe after the segment length closes
+/// it. Segments of 3 s here; the event ends just after one closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clip_ends_on_the_segment_still_being_written() -> anyhow::Result<()> {
+    let env = Env::start().await?;
+    let camera = FakeCamera::start(CameraProfile::default()).await?;
+    let worker = env.spawn_worker("w1", &[("SEGMENT_SEC", "3")]);
+    let mut event = event_for(camera.url(), 600);
+    event.limits.pre_roll_sec = 1;
+    event.limits.post_roll_sec = 0;
+    env.start_capture(&event).await?;
+    env.wait_ring_holds("w1", event.camera_id, 3.0).await?;
+    event.occurred_at = Some(Utc::now());
+    env.publish_created(&event).await?;
+    env.log
+        .wait(event.playback_id, StatusKind::Recording, FINISH)
+        .await?;
+    // End the event right after a segment closed: the one holding the end is 3 s long.
+    let held = env.ring_seconds("w1", event.camera_id);
+    testkit::wait_until(Duration::from_secs(10), "a segment closed", || async {
+        (env.ring_seconds("w1", event.camera_id) != held).then_some(())
+    })
+    .await?;
+    let ended = Utc::now();
+    env.publish_ended(&event).await?;
+    let done = env.log.wait_terminal(event.playback_id, FINISH).await?;
+    let clip = completed(&done.status.body);
+
+    // The end is in the clip, and the clip stops within a fragment or two of it: waiting for
+    // the segment to close would have added about 3 s.
+    assert!(
+        clip.ended_at >= ended,
+        "{} for an end at {ended}",
+        clip.ended_at
+    );
+    assert!(
+        clip.ended_at - ended < TimeDelta::milliseconds(1500),
+        "the clip runs {} ms past its end",
+        (clip.ended_at - ended).num_milliseconds()
+    );
+    assert!(!clip.partial && clip.gaps.is_empty(), "{clip:?}");
+    // Its last segment is the cut: shorter than the others, and where the one before ended.
+    let storage = env.s3.storage()?;
+    let stored = support::stored_segments(&storage, event.playback_id).await?;
+    let (last, before) = stored.split_last().expect("segments stored");
+    let prev = before.last().expect("more than the cut");
+    assert!(last.duration_ms < 1500, "{stored:?}");
+    assert!(prev.duration_ms >= 2500, "{stored:?}");
+    assert!(last.start_ms.abs_diff(prev.end_ms()) <= 100, "{stored:?}");
+    // The clip plays for as long as its wall-clock interval.
+    let tmp = tempfile::tempdir()?;
+    let info = probe(&env.download(&clip.object_key, tmp.path()).await?).await?;
+    let wall = (clip.ended_at - clip.started_at).num_milliseconds() as f64 / 1000.0;
+    assert!(
+        (info.duration_sec - wall).abs() <= 0.5,
+        "file {} s against wall {wall} s",
+        info.duration_sec
+    );
+    worker.stop().await?;
+    Ok(())
+}
+
 /// An event whose window the ring no longer holds (it reached the worker minutes late) gets no
 /// footage from after its window: it fails, saying the capture held nothing of it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

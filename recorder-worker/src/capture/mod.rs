@@ -19,6 +19,7 @@
 //! sequence number of the newest segment (a watch recordings wait on), and the state reported in
 //! the camera's lease (`captureStatus`).
 
+pub mod cut;
 pub mod ring;
 pub mod segment;
 
@@ -35,6 +36,7 @@ use tokio_util::sync::CancellationToken;
 use crate::disk::DiskGuard;
 use crate::ffmpeg::{ListEntry, MediaError, SegmentPlan, Segmenter};
 use crate::probe::{probe_source, SourceInfo};
+use cut::Open;
 use ring::Ring;
 use segment::Segment;
 
@@ -116,6 +118,9 @@ struct Inner {
     /// `RING_MARGIN_SEC`.
     keep: Mutex<Duration>,
     newest: watch::Sender<u64>,
+    /// The segment FFmpeg is writing, once one before it has been closed (which gives its
+    /// wall-clock start).
+    open: Mutex<Option<Open>>,
     report: watch::Sender<Report>,
     /// Cancelled when this worker stops capturing the camera: its recordings end with what
     /// they have.
@@ -141,6 +146,7 @@ impl Capture {
                 lost: std::sync::atomic::AtomicBool::new(false),
                 tenure: watch::channel(Tenure::none()).0,
                 newest: watch::channel(0).0,
+                open: Mutex::new(None),
                 report: watch::channel(Report {
                     state: CaptureState::Connecting,
                     last_error: None,
@@ -169,6 +175,22 @@ impl Capture {
     /// time a segment closes.
     pub fn newest(&self) -> watch::Receiver<u64> {
         self.inner.newest.subscribe()
+    }
+
+    /// The whole fragments of the segment FFmpeg is writing, as a segment file in `dir`, when
+    /// they reach `until` (see [`cut`]).
+    pub async fn cut_open(&self, until: DateTime<Utc>, dir: &Path) -> Option<Segment> {
+        let open = self
+            .inner
+            .open
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()?;
+        cut::cut(&open, until, dir).await
+    }
+
+    fn set_open(&self, open: Option<Open>) {
+        *self.inner.open.lock().unwrap_or_else(|p| p.into_inner()) = open;
     }
 
     /// The capture's state, updated as it changes.
@@ -411,7 +433,9 @@ async fn run_once(
             _ = tokio::time::sleep_until(stop_by.unwrap_or_else(tokio::time::Instant::now)), if stop_by.is_some() => break,
         };
         let Some(entry) = entry else { break };
-        if let Some(s) = close_segment(dir, &plan.dir, &entry, &mut anchor).await {
+        let closed_segment = close_segment(dir, &plan.dir, &entry, &mut anchor).await;
+        capture.set_open(next_open(&plan, &entry, anchor));
+        if let Some(s) = closed_segment {
             if closed == 0 {
                 capture.set_state(CaptureState::Capturing, None);
             }
@@ -426,6 +450,7 @@ async fn run_once(
             }
         }
     }
+    capture.set_open(None);
     let report = ffmpeg.stop(settings.stop_grace).await;
     if closed == 0 && !cancel.is_cancelled() {
         let tail = report.stderr_tail.lines().last().unwrap_or("").to_owned();
@@ -464,6 +489,22 @@ async fn close_segment(
         duration,
         bytes,
         path,
+    })
+}
+
+/// The segment FFmpeg opened when it closed `entry`: the next file of the run, starting where
+/// `entry` ended.
+fn next_open(plan: &SegmentPlan, entry: &ListEntry, anchor: Option<DateTime<Utc>>) -> Option<Open> {
+    let n: u64 = entry
+        .file
+        .strip_prefix(&plan.prefix)?
+        .strip_suffix(".mp4")?
+        .parse()
+        .ok()?;
+    let end = TimeDelta::try_milliseconds((entry.end * 1000.0).round() as i64)?;
+    Some(Open {
+        path: plan.dir.join(format!("{}{:06}.mp4", plan.prefix, n + 1)),
+        start: anchor? + end,
     })
 }
 
@@ -527,6 +568,41 @@ mod tests {
             wall_start(&mut anchor, t(6500), &entry(4.0, 6.0)),
             Some(t(4040))
         );
+    }
+
+    #[test]
+    fn the_open_segment_is_the_next_file_starting_where_the_closed_one_ended() {
+        let plan = SegmentPlan {
+            input: RtspUrl::parse("rtsp://cam/x").unwrap(),
+            dir: PathBuf::from("/ring/tmp"),
+            prefix: "r2_".into(),
+            segment: Duration::from_secs(1),
+            io_timeout: Duration::from_secs(5),
+            source: SourceInfo {
+                video_codec: "h264".into(),
+                audio_codec: None,
+                width: 640,
+                height: 360,
+            },
+        };
+        let closed = ListEntry {
+            file: "r2_000041.mp4".into(),
+            start: 41.0,
+            end: 42.04,
+        };
+        assert_eq!(
+            next_open(&plan, &closed, Some(t(0))),
+            Some(Open {
+                path: PathBuf::from("/ring/tmp/r2_000042.mp4"),
+                start: t(42_040),
+            })
+        );
+        assert_eq!(next_open(&plan, &closed, None), None, "no wall clock yet");
+        let other = ListEntry {
+            file: "other.mp4".into(),
+            ..closed
+        };
+        assert_eq!(next_open(&plan, &other, Some(t(0))), None);
     }
 
     #[test]

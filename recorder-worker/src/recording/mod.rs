@@ -10,8 +10,11 @@
 //!   `camera_unreachable` and the capture's last error.
 //! - **Recording**: each segment the capture closes is linked too; `progress` every
 //!   `PROGRESS_INTERVAL_SEC`. The end is the event's end plus its post-roll, or its max duration;
-//!   the recording is complete when a linked segment reaches it. A camera that stays away past the
-//!   end gets the clip with what was captured; a shutdown cuts the clip where the capture is.
+//!   the recording is complete when a linked segment reaches it, or, without waiting for the
+//!   camera's next keyframe to close the segment, when the whole fragments of the segment FFmpeg
+//!   is writing reach it: those are cut into the recording as its last segment
+//!   ([`crate::capture::cut`]). A camera that stays away past the end gets the clip with what was
+//!   captured; a shutdown cuts the clip where the capture is.
 //! - **Finalizing / Uploading** ([`crate::finish`], shared with crash recovery): the linked
 //!   segments are joined (stream copy), probed, thumbnailed, uploaded; `completed` carries the
 //!   clip's wall-clock start and end, its gaps (holes between segments where the camera delivered
@@ -47,6 +50,9 @@ use crate::status::{Reporter, StatusPublisher, Subject};
 use camrec_shared::PlaybackId;
 use std::convert::Infallible;
 use window::{wanted, Window};
+
+/// How often a recording past its end looks at the segment FFmpeg is writing.
+const CUT_POLL: Duration = Duration::from_millis(50);
 
 /// What every recording of a worker needs from it: nothing more.
 pub struct Deps {
@@ -257,6 +263,9 @@ impl Job {
         let started = Instant::now();
         let clock = WallClock::now();
         let closed = self.capture.closed();
+        // Once the end is past, the segment FFmpeg is writing is looked at every `CUT_POLL`:
+        // its whole fragments end the clip as soon as they reach the end.
+        let mut next_cut = started;
         let mut tick = tokio::time::interval(self.deps.progress_interval);
         tick.reset();
         loop {
@@ -283,14 +292,23 @@ impl Job {
                     if changed.is_err() {
                         return Ok(Stopped { cause: StopCause::Shutdown, cut_short: true });
                     }
-                    let last = self.linked.last().map(|s| s.seq).unwrap_or(0);
-                    for s in self.capture.segments_after(last) {
-                        if wanted(s.start, s.end(), from, Some(until)) {
-                            self.link(s).await;
-                        }
-                    }
+                    self.link_closed(from, until).await;
                 }
                 _ = self.ended.changed() => {}
+                _ = tokio::time::sleep_until(next_cut.max(at_end)) => {
+                    self.link_closed(from, until).await;
+                    if self.linked.last().is_some_and(|s| s.end() >= until) {
+                        continue;
+                    }
+                    if let Some(cut) = self.capture.cut_open(until, &self.dir).await {
+                        if wanted(cut.start, cut.end(), from, Some(until)) {
+                            self.add_linked(cut);
+                            return Ok(Stopped { cause, cut_short: false });
+                        }
+                        let _ = tokio::fs::remove_file(&cut.path).await;
+                    }
+                    next_cut = Instant::now() + CUT_POLL;
+                }
                 _ = tokio::time::sleep_until(give_up) => {
                     if self.linked.is_empty() && !held_elsewhere {
                         return Err(self.nothing_held());
@@ -322,6 +340,17 @@ impl Job {
         }
     }
 
+    /// Links the segments the capture closed since the last one linked that overlap the
+    /// window `from..until`.
+    async fn link_closed(&mut self, from: DateTime<Utc>, until: DateTime<Utc>) {
+        let last = self.linked.last().map(|s| s.seq).unwrap_or(0);
+        for s in self.capture.segments_after(last) {
+            if wanted(s.start, s.end(), from, Some(until)) {
+                self.link(s).await;
+            }
+        }
+    }
+
     /// Hard-links a segment into the recording directory (skipped, logged, when the ring has
     /// already dropped it).
     async fn link(&mut self, s: Segment) {
@@ -337,12 +366,20 @@ impl Job {
                 return;
             }
         }
-        self.manifest.parts.push(s.name());
-        let linked = Segment { path: target, ..s };
-        if let Some(live) = &self.live {
-            live.push(linked.clone());
+        self.add_linked(Segment { path: target, ..s });
+    }
+
+    /// Adds a segment file of the recording directory to the clip (and to its live upload).
+    fn add_linked(&mut self, mut s: Segment) {
+        if s.seq == 0 {
+            // A cut of the open segment: after every segment the capture closed before it.
+            s.seq = self.linked.last().map_or(0, |l| l.seq) + 1;
         }
-        self.linked.push(linked);
+        self.manifest.parts.push(s.name());
+        if let Some(live) = &self.live {
+            live.push(s.clone());
+        }
+        self.linked.push(s);
     }
 
     async fn mark_started(&mut self, first_frame: DateTime<Utc>) {
