@@ -1,14 +1,16 @@
 //! The clip's MP4 assembled in object storage while it is recorded, so it is ready about as soon
-//! as the event ends, whatever its length (ADR 0021).
+//! as the event ends, whatever its length (ADR 0022, superseding 0021).
 //!
-//! The clip is one fragmented MP4: a front of fixed size ([`HEADER_SIZE`]: `ftyp`, `moov` with
-//! the clip's duration, a `free` pad, then per track a `sidx` with an entry per segment), then
-//! the fragments of the recording's segments one after another ([`Assembler`]). It goes up as an
-//! S3/R2 multipart upload of equal parts: part 1 is the front plus the first media bytes, every
-//! next part the media bytes that follow. Because the front's size is fixed, every part but the
-//! first can be sent as soon as its bytes are recorded ([`ClipStream::push`]); at the end only the
-//! first part (written last, when the duration and index are known, from the segments on disk)
-//! and the short tail remain, then the upload is completed ([`ClipStream::finish`]).
+//! The clip is one progressive MP4, as a camera's "download" gives and every player seeks in:
+//! `ftyp`, one `mdat` holding every sample of the recording's segments (their fragments' `mdat`
+//! bodies one after another, the `moof` boxes left out), then the `moov` whose sample tables
+//! list every sample and where it lies ([`crate::mp4::moov::Tables`]). The front (`ftyp` and the
+//! `mdat` header, whose 64-bit size is known only at the end) is a few dozen bytes, so every
+//! sample's place in the file is fixed as soon as it is recorded. It goes up as an S3/R2
+//! multipart upload of equal parts: part 1 is the front plus the first media bytes, every next
+//! part the media bytes that follow, sent as soon as they are recorded ([`ClipStream::push`]);
+//! at the end only part 1 (written last, read again from the segments on disk), the tail of the
+//! media and the `moov` remain, then the upload is completed ([`ClipStream::finish`]).
 //!
 //! Only one capture run can be assembled this way: all segments share one init section and
 //! their decode times run on. A recording whose camera reconnected (another init, a break in the
@@ -20,7 +22,9 @@ use camrec_shared::storage::ObjectKey;
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
-use crate::mp4::{self, Init, Mp4Error, Reference, Span, TrackIndex};
+use crate::mp4::fragments::{fragments, Fragment};
+use crate::mp4::moov::Tables;
+use crate::mp4::{self, Init, Mp4Error};
 use crate::upload::{Parts, UploadError, Uploader};
 use object_store::multipart::PartId;
 
@@ -29,39 +33,25 @@ use object_store::multipart::PartId;
 /// can be.
 pub const CLIP_PART_SIZE: usize = 5 * 1024 * 1024;
 
-/// How many of the media bytes go into the first part, after the front.
-const FIRST_SHARE: u64 = (CLIP_PART_SIZE - HEADER_SIZE) as u64;
-
-/// The size of the clip's front: room for `ftyp`, `moov` and a `sidx` of about 5,000 entries
-/// (segments are grouped per entry beyond that).
-pub const HEADER_SIZE: usize = 64 * 1024;
+/// The `mdat` header: 64-bit size.
+const MDAT_HEADER: usize = 16;
 
 /// One segment joined into the clip.
 #[derive(Clone, Debug)]
 struct Entry {
     path: PathBuf,
-    first_sequence: u32,
-    moofs: u32,
     media_len: u64,
-    /// Where each track's samples lie, in the capture's timeline; a duration is corrected to
-    /// the next segment's start once that is joined.
-    spans: Vec<Span>,
-}
-
-impl Entry {
-    fn span(&self, track: u32) -> Option<Span> {
-        self.spans.iter().copied().find(|s| s.track == track)
-    }
 }
 
 /// The segments joined so far: what the clip's bytes are, without holding them.
 #[derive(Clone, Debug)]
 pub struct Assembler {
+    /// The capture's init section (`ftyp`, `moov`).
     init_bytes: Vec<u8>,
     init: Init,
-    /// The first segment's earliest track start, `(ticks, timescale)`: subtracted from every
-    /// track's decode times so the clip starts at 0 with its tracks in sync.
-    origin: (u64, u32),
+    /// What precedes the `moov` in the init section: the clip's `ftyp`.
+    ftyp: Vec<u8>,
+    tables: Tables,
     entries: Vec<Entry>,
     media_len: u64,
 }
@@ -74,90 +64,65 @@ impl Assembler {
         };
         let init_bytes = file[..len as usize].to_vec();
         let init = Init::parse(&init_bytes)?;
-        let scan = mp4::scan(file, &init)?;
-        let origin = scan
-            .spans
+        let ftyp: Vec<u8> = mp4::boxes(&init_bytes, 0..init_bytes.len())?
             .iter()
-            .filter_map(|s| {
-                let t = init.tracks.iter().find(|t| t.id == s.track)?;
-                Some((s.start, t.timescale))
-            })
-            .min_by(|a, b| {
-                (u128::from(a.0) * u128::from(b.1)).cmp(&(u128::from(b.0) * u128::from(a.1)))
-            })
-            .ok_or_else(|| Mp4Error("a segment without samples".into()))?;
+            .take_while(|b| &b.kind != b"moov")
+            .flat_map(|b| init_bytes[b.start..b.end].to_vec())
+            .collect();
         let mut a = Assembler {
+            tables: Tables::new(&init),
             init_bytes,
             init,
-            origin,
+            ftyp,
             entries: Vec::new(),
             media_len: 0,
         };
-        let media = a.join(path, file, scan)?;
+        let media = a.join(path, file)?;
         Ok((a, media))
     }
 
     /// Joins the next segment: it must share the clip's init section and go on where the last
     /// one's video ended (within half a second). Returns its media bytes.
     pub fn push(&mut self, path: &Path, file: &[u8]) -> Result<Vec<u8>, Mp4Error> {
-        let scan = mp4::scan(file, &self.init)?;
-        if file[scan.init.clone()] != self.init_bytes[..] {
+        let len = self.init_bytes.len();
+        if mp4::init_len(file).map(|l| l as usize) != Some(len) || file[..len] != self.init_bytes {
             return Err(Mp4Error(
                 "the init section changed (the camera reconnected)".into(),
             ));
         }
-        let video = self.init.video();
-        let start = scan.span(video.id).map(|s| s.start);
-        let last = self.entries.last().expect("start joined one");
-        let end = last.span(video.id).map(|v| v.start + v.duration);
-        match (start, end) {
-            (Some(s), Some(end)) if s.abs_diff(end) <= u64::from(video.timescale / 2) => {}
-            _ => return Err(Mp4Error("a break in the capture's timeline".into())),
-        }
-        self.join(path, file, scan)
+        self.join(path, file)
     }
 
-    fn join(&mut self, path: &Path, file: &[u8], scan: mp4::Scan) -> Result<Vec<u8>, Mp4Error> {
-        if scan.span(self.init.video().id).is_none() {
+    fn join(&mut self, path: &Path, file: &[u8]) -> Result<Vec<u8>, Mp4Error> {
+        let found = fragments(file, &self.init)?;
+        let video = self.init.video();
+        let Some(first) = found
+            .iter()
+            .flat_map(|f| &f.runs)
+            .find(|r| r.track == video.id)
+        else {
             return Err(Mp4Error("a segment without video".into()));
-        }
-        if let Some(last) = self.entries.last_mut() {
-            // The next segment's start is more exact than the muxer's guess of the last
-            // sample's duration.
-            for span in &mut last.spans {
-                if let Some(next) = scan.span(span.track) {
-                    if next.start > span.start {
-                        span.duration = next.start - span.start;
-                    }
-                }
+        };
+        if let Some(next) = self.tables.next_decode_time(video.id) {
+            if first.decode_time.abs_diff(next) > u64::from(video.timescale / 2) {
+                return Err(Mp4Error("a break in the capture's timeline".into()));
             }
         }
-        let first_sequence = self
-            .entries
-            .last()
-            .map_or(1, |e| e.first_sequence + e.moofs);
-        let media = mp4::media(file, &scan, first_sequence, |t| self.shift(t));
+        let mut media = Vec::new();
+        for f in &found {
+            let at = self.front_len() as u64 + self.media_len + media.len() as u64;
+            for run in &f.runs {
+                self.tables
+                    .push(run, at + (run.data.start - f.mdat.start) as u64)?;
+            }
+            media.extend_from_slice(&file[f.mdat.clone()]);
+        }
         self.entries.push(Entry {
             path: path.to_path_buf(),
-            first_sequence,
-            moofs: scan.moofs,
-            media_len: scan.media_len(),
-            spans: scan.spans.clone(),
+            media_len: media.len() as u64,
         });
-        self.media_len += scan.media_len();
+        self.media_len += media.len() as u64;
         Ok(media)
-    }
-
-    /// What is subtracted from `track`'s decode times.
-    fn shift(&self, track: u32) -> u64 {
-        let timescale = self
-            .init
-            .tracks
-            .iter()
-            .find(|t| t.id == track)
-            .map_or(1, |t| t.timescale);
-        let (ticks, scale) = self.origin;
-        (u128::from(ticks) * u128::from(timescale) / u128::from(scale)) as u64
     }
 
     /// The segment files joined, in order.
@@ -165,9 +130,9 @@ impl Assembler {
         self.entries.iter().map(|e| e.path.as_path())
     }
 
-    /// The clip's length in bytes: front and media.
-    pub fn size(&self) -> u64 {
-        HEADER_SIZE as u64 + self.media_len
+    /// The bytes before the media: `ftyp` and the `mdat` header.
+    pub fn front_len(&self) -> usize {
+        self.ftyp.len() + MDAT_HEADER
     }
 
     /// The bytes of media joined so far.
@@ -178,53 +143,21 @@ impl Assembler {
     /// The clip's duration: its video track's.
     pub fn duration_sec(&self) -> f64 {
         let video = self.init.video();
-        self.track_duration(video.id) as f64 / f64::from(video.timescale)
+        self.tables.duration(video.id) as f64 / f64::from(video.timescale)
     }
 
-    fn track_duration(&self, track: u32) -> u64 {
-        self.entries
-            .iter()
-            .filter_map(|e| e.span(track))
-            .map(|s| s.duration)
-            .sum()
+    /// The clip's front: `ftyp` and the header of the `mdat` that holds the media.
+    pub fn front(&self) -> Vec<u8> {
+        let mut out = self.ftyp.clone();
+        out.extend_from_slice(&1u32.to_be_bytes());
+        out.extend_from_slice(b"mdat");
+        out.extend_from_slice(&(MDAT_HEADER as u64 + self.media_len).to_be_bytes());
+        out
     }
 
-    /// The clip's front: `ftyp`, `moov` with the duration, and an index per track, padded to
-    /// [`HEADER_SIZE`]. Segments share an index entry when there are too many for the front.
-    pub fn header(&self) -> Result<Vec<u8>, Mp4Error> {
-        let tracks = self.init.tracks.len().max(1);
-        let room = HEADER_SIZE.saturating_sub(self.init_bytes.len() + 20 + 8 + 32 * tracks)
-            / (12 * tracks);
-        let indexes: Vec<TrackIndex> = self
-            .init
-            .tracks
-            .iter()
-            .map(|t| {
-                let each: Vec<Reference> = self
-                    .entries
-                    .iter()
-                    .map(|e| Reference {
-                        size: e.media_len,
-                        duration: e.span(t.id).map_or(0, |s| s.duration),
-                    })
-                    .collect();
-                let first = self.entries.iter().find_map(|e| e.span(t.id));
-                TrackIndex {
-                    track: t.id,
-                    timescale: t.timescale,
-                    start: first.map_or(0, |s| s.start.saturating_sub(self.shift(t.id))),
-                    references: grouped(&each, room),
-                }
-            })
-            .collect();
-        let duration = self.track_duration(self.init.video().id);
-        mp4::header(
-            &self.init_bytes,
-            &self.init,
-            duration,
-            &indexes,
-            HEADER_SIZE,
-        )
+    /// The clip's `moov`, which follows the media: every sample so far in its tables.
+    pub fn moov(&self) -> Result<Vec<u8>, Mp4Error> {
+        self.tables.moov(&self.init_bytes, &self.init)
     }
 
     /// Calls `each` with the clip's media bytes, segment by segment, read again from the files
@@ -237,32 +170,22 @@ impl Assembler {
                 break;
             }
             let file = std::fs::read(&e.path)?;
-            let scan = mp4::scan(&file, &self.init)?;
-            let media = mp4::media(&file, &scan, e.first_sequence, |t| self.shift(t));
-            if media.len() as u64 != e.media_len {
+            let found: Vec<Fragment> = fragments(&file, &self.init)?;
+            let len: usize = found.iter().map(|f| f.mdat.len()).sum();
+            if len as u64 != e.media_len {
                 return Err(ReplayError::Changed(e.path.clone()));
             }
-            let take = (limit - given).min(media.len() as u64) as usize;
-            each(&media[..take]);
-            given += take as u64;
+            for f in &found {
+                let take = (limit - given).min(f.mdat.len() as u64) as usize;
+                each(&file[f.mdat.start..f.mdat.start + take]);
+                given += take as u64;
+                if given >= limit {
+                    break;
+                }
+            }
         }
         Ok(())
     }
-}
-
-/// `each` (one index entry per segment) in at most `room` entries: neighbours share one when
-/// there are more.
-fn grouped(each: &[Reference], room: usize) -> Vec<Reference> {
-    let per = each
-        .len()
-        .div_ceil(room.clamp(1, usize::from(u16::MAX)))
-        .max(1);
-    each.chunks(per)
-        .map(|group| Reference {
-            size: group.iter().map(|r| r.size).sum(),
-            duration: group.iter().map(|r| r.duration).sum(),
-        })
-        .collect()
 }
 
 /// Why the clip's bytes could not be read again.
@@ -335,7 +258,8 @@ impl ClipStream {
             }
             Some(a) => a.push(path, &file).map_err(|e| e.to_string())?,
         };
-        let skip = FIRST_SHARE.saturating_sub(before).min(media.len() as u64) as usize;
+        let share = first_share(self.assembler.as_ref().expect("started above"));
+        let skip = share.saturating_sub(before).min(media.len() as u64) as usize;
         self.pending.extend_from_slice(&media[skip..]);
         let size = CLIP_PART_SIZE;
         while self.pending.len() >= size {
@@ -415,55 +339,60 @@ impl ClipStream {
 
     async fn store(&mut self, a: &Assembler) -> Result<Streamed, String> {
         let timer = std::time::Instant::now();
-        let header = a.header().map_err(|e| e.to_string())?;
-        let size_bytes = a.size();
+        let moov = a.moov().map_err(|e| e.to_string())?;
+        let front = a.front();
+        let size_bytes = front.len() as u64 + a.media_len() + moov.len() as u64;
         let hashing = {
-            let (a, header) = (a.clone(), header.clone());
+            let (a, front, moov) = (a.clone(), front.clone(), moov.clone());
             tokio::task::spawn_blocking(move || {
                 let mut hasher = Sha256::new();
-                hasher.update(&header);
-                a.replay(u64::MAX, |m| hasher.update(m))
-                    .map(|()| hex::encode(hasher.finalize()))
+                hasher.update(&front);
+                a.replay(u64::MAX, |m| hasher.update(m))?;
+                hasher.update(&moov);
+                Ok::<_, ReplayError>(hex::encode(hasher.finalize()))
             })
         };
-        let front = match self.parts {
+        let share = match self.parts {
             None => u64::MAX,
-            Some(_) => FIRST_SHARE,
+            Some(_) => first_share(a),
         };
         let first = {
             let a = a.clone();
             tokio::task::spawn_blocking(move || {
-                let mut first = header;
-                a.replay(front, |m| first.extend_from_slice(m))
+                let mut first = front;
+                a.replay(share, |m| first.extend_from_slice(m))
                     .map(|()| first)
             })
         };
-        let first = first
+        let mut first = first
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let first_at = timer.elapsed();
         let stored = match &self.parts {
-            None => self.uploader.put_verified(&self.key, first.into()).await,
+            None => {
+                first.extend_from_slice(&moov);
+                self.uploader.put_verified(&self.key, first.into()).await
+            }
             Some(parts) => {
-                let tail = std::mem::take(&mut self.pending);
-                let tail_idx = 1 + self.sent.len();
-                let (first, tail) =
-                    tokio::join!(self.uploader.put_part(parts, 0, first.into()), async {
-                        match tail.is_empty() {
-                            true => Ok(None),
-                            false => self
-                                .uploader
-                                .put_part(parts, tail_idx, tail.into())
-                                .await
-                                .map(Some),
-                        }
-                    });
-                match (first, tail) {
-                    (Ok(first), Ok(tail)) => {
+                // The rest of the media, then the moov: in parts of the same size, the last
+                // one shorter.
+                let mut tail = std::mem::take(&mut self.pending);
+                tail.extend_from_slice(&moov);
+                let from = 1 + self.sent.len();
+                let tails = tail.chunks(CLIP_PART_SIZE).enumerate().map(|(i, chunk)| {
+                    self.uploader
+                        .put_part(parts, from + i, Bytes::copy_from_slice(chunk))
+                });
+                let (first, tails) = tokio::join!(
+                    self.uploader.put_part(parts, 0, first.into()),
+                    futures::future::try_join_all(tails)
+                );
+                match (first, tails) {
+                    (Ok(first), Ok(tails)) => {
                         let mut done = vec![first];
                         done.append(&mut self.sent);
-                        done.extend(tail);
+                        done.extend(tails);
                         self.uploader.complete_parts(parts, done, size_bytes).await
                     }
                     (Err(e), _) | (_, Err(e)) => Err(e),
@@ -480,6 +409,7 @@ impl ClipStream {
         tracing::debug!(
             key = %self.key,
             bytes = size_bytes,
+            moov_bytes = moov.len(),
             first_part_ms = first_at.as_millis() as u64,
             stored_ms = stored_at.as_millis() as u64,
             hashed_ms = timer.elapsed().as_millis() as u64,
@@ -493,41 +423,176 @@ impl ClipStream {
     }
 }
 
+/// How many media bytes go into the first part, after the front.
+fn first_share(a: &Assembler) -> u64 {
+    (CLIP_PART_SIZE - a.front_len()) as u64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn an_index_with_more_segments_than_room_groups_neighbours() {
-        let each: Vec<Reference> = (0..10u64)
-            .map(|i| Reference {
-                size: 100 + i,
-                duration: 12800,
-            })
+    /// `n` segments of 1 s as the capture writes them (H.264 with a keyframe a second and AAC,
+    /// fragments of at most 0.2 s, decode times running on), in `dir`.
+    fn segments(dir: &Path, n: usize) -> Vec<PathBuf> {
+        let status = std::process::Command::new("ffmpeg")
+            .args(["-hide_banner", "-loglevel", "error", "-y"])
+            .args(["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25"])
+            .args(["-f", "lavfi", "-i", "sine=frequency=440:sample_rate=48000"])
+            .args([
+                "-t",
+                &n.to_string(),
+                "-c:v",
+                "libx264",
+                "-preset",
+                "ultrafast",
+            ])
+            .args(["-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"])
+            .args([
+                "-f",
+                "segment",
+                "-segment_time",
+                "1",
+                "-segment_format",
+                "mp4",
+            ])
+            .args([
+                "-segment_format_options",
+                crate::ffmpeg::SEGMENT_FORMAT_OPTIONS,
+            ])
+            .arg(dir.join("s%03d.mp4"))
+            .status()
+            .expect("ffmpeg runs");
+        assert!(status.success());
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
             .collect();
-        assert_eq!(grouped(&each, 16), each, "room for all: one entry each");
-        let two = grouped(&each, 5);
-        assert_eq!(two.len(), 5);
-        assert_eq!(
-            two[0],
-            Reference {
-                size: 201,
-                duration: 25600
-            }
+        paths.sort();
+        assert_eq!(paths.len(), n);
+        paths
+    }
+
+    fn ffprobe(path: &Path, args: &[&str]) -> String {
+        let out = std::process::Command::new("ffprobe")
+            .args(["-v", "error"])
+            .args(args)
+            .arg(path)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
         );
-        let three = grouped(&each, 4);
-        assert_eq!(three.len(), 4, "10 segments in entries of 3, 3, 3 and 1");
-        assert_eq!(
-            three.iter().map(|r| r.size).sum::<u64>(),
-            each.iter().map(|r| r.size).sum::<u64>()
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    #[test]
+    fn segments_become_one_progressive_mp4_with_every_sample_in_its_index() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = segments(tmp.path(), 4);
+        let first = std::fs::read(&paths[0]).unwrap();
+        let (mut a, mut media) = Assembler::start(&paths[0], &first).unwrap();
+        for p in &paths[1..] {
+            media.extend(a.push(p, &std::fs::read(p).unwrap()).unwrap());
+        }
+        assert_eq!(a.media_len(), media.len() as u64);
+        assert!(
+            (a.duration_sec() - 4.0).abs() < 0.05,
+            "{}",
+            a.duration_sec()
+        );
+        let mut replayed = Vec::new();
+        a.replay(u64::MAX, |m| replayed.extend_from_slice(m))
+            .unwrap();
+        assert_eq!(replayed, media, "the files give the same bytes again");
+        let mut some = Vec::new();
+        a.replay(1000, |m| some.extend_from_slice(m)).unwrap();
+        assert_eq!(some, media[..1000]);
+
+        let clip = [a.front(), media, a.moov().unwrap()].concat();
+        let kinds: Vec<[u8; 4]> = mp4::boxes(&clip, 0..clip.len())
+            .unwrap()
+            .iter()
+            .map(|b| b.kind)
+            .collect();
+        assert_eq!(kinds, [*b"ftyp", *b"mdat", *b"moov"]);
+        let out = tmp.path().join("clip.mp4");
+        std::fs::write(&out, &clip).unwrap();
+        // Every frame, in order, decodable; audio and video as long as the segments.
+        let counted = ffprobe(
+            &out,
+            &[
+                "-select_streams",
+                "v:0",
+                "-count_frames",
+                "-show_entries",
+                "stream=nb_read_frames,nb_frames",
+                "-of",
+                "csv=p=0",
+            ],
         );
         assert_eq!(
-            three[3],
-            Reference {
-                size: 109,
-                duration: 12800
-            }
+            counted, "100,100",
+            "4 s at 25 fps, all in the index and decoded"
         );
-        assert!(grouped(&[], 4).is_empty());
+        let keyframes = ffprobe(
+            &out,
+            &[
+                "-select_streams",
+                "v:0",
+                "-skip_frame",
+                "nokey",
+                "-count_frames",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "csv=p=0",
+            ],
+        );
+        assert_eq!(keyframes, "4", "a keyframe a second, marked in stss");
+        let audio: f64 = ffprobe(
+            &out,
+            &[
+                "-select_streams",
+                "a:0",
+                "-show_entries",
+                "stream=duration",
+                "-of",
+                "csv=p=0",
+            ],
+        )
+        .parse()
+        .unwrap();
+        assert!((audio - 4.0).abs() < 0.1, "audio {audio} s");
+        // A decode of the whole file finds no error.
+        let decode = std::process::Command::new("ffmpeg")
+            .args(["-v", "error", "-xerror", "-i"])
+            .arg(&out)
+            .args(["-f", "null", "-"])
+            .output()
+            .unwrap();
+        assert!(
+            decode.status.success() && decode.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&decode.stderr)
+        );
+    }
+
+    #[test]
+    fn another_init_section_or_a_break_in_the_timeline_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = segments(tmp.path(), 3);
+        let read = |p: &PathBuf| std::fs::read(p).unwrap();
+        let (mut a, _) = Assembler::start(&paths[0], &read(&paths[0])).unwrap();
+        // Skipping a segment leaves a hole of a second in the decode times.
+        let err = a.push(&paths[2], &read(&paths[2])).unwrap_err();
+        assert!(err.0.contains("break"), "{err}");
+        let mut other = read(&paths[1]);
+        other[20] ^= 1;
+        let err = a.push(&paths[1], &other).unwrap_err();
+        assert!(err.0.contains("init section"), "{err}");
+        a.push(&paths[1], &read(&paths[1])).unwrap();
     }
 }

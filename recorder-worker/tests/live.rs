@@ -9,7 +9,7 @@ mod support;
 use camrec_shared::messages::{StatusBody, StatusKind};
 use camrec_shared::storage::{segments_prefix, ObjectKey, SegmentName, Storage, StorageConfig};
 use chrono::{TimeDelta, Utc};
-use recorder_worker::assemble::{ClipStream, CLIP_PART_SIZE, HEADER_SIZE};
+use recorder_worker::assemble::{ClipStream, CLIP_PART_SIZE};
 use recorder_worker::capture::segment::{segment_name, Segment};
 use recorder_worker::capture::{Capture, Tenure};
 use recorder_worker::live::LiveUpload;
@@ -68,15 +68,12 @@ async fn segments_are_uploaded_while_recording_and_listed_in_a_playlist_that_pla
     };
     let list_key = ObjectKey::SegmentList(event.playback_id).to_string();
     assert_eq!(clip.segment_list_key.as_deref(), Some(list_key.as_str()));
-    // The clip was assembled from the segments while they were recorded: one fragmented MP4
-    // whose front indexes it, of the length it reports.
+    // The clip was assembled from the segments while they were recorded: one progressive MP4
+    // (the samples, then the index), of the length it reports.
     let tmp = tempfile::tempdir()?;
     let video = env.download(&clip.object_key, tmp.path()).await?;
     let bytes = std::fs::read(&video)?;
-    assert_eq!(
-        &top_boxes(&bytes)[..5],
-        ["ftyp", "moov", "free", "sidx", "sidx"]
-    );
+    assert_eq!(top_boxes(&bytes), ["ftyp", "mdat", "moov"]);
     assert_eq!(clip.size_bytes, bytes.len() as u64);
     let (probed, _) = probe_packets(&video).await?;
     assert!(
@@ -431,19 +428,13 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     let media: u64 = segments.iter().map(|s| s.bytes).sum();
     assert_eq!(stored.size_bytes, bytes.len() as u64);
     assert!(
-        stored.size_bytes > 3 * part_size as u64 && stored.size_bytes < HEADER_SIZE as u64 + media,
-        "{} bytes in several parts, less than the segments' {media} (no init section repeated)",
+        stored.size_bytes > 3 * part_size as u64 && stored.size_bytes < media,
+        "{} bytes in several parts, less than the segments' {media} (no init section or moof repeated)",
         stored.size_bytes
     );
     use sha2::Digest;
     assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
-    let kinds = top_boxes(&bytes);
-    assert_eq!(
-        &kinds[..6],
-        ["ftyp", "moov", "free", "sidx", "sidx", "moof"],
-        "{kinds:?}"
-    );
-    assert!(!kinds.contains(&"mfra".to_string()), "{kinds:?}");
+    assert_eq!(top_boxes(&bytes), ["ftyp", "mdat", "moov"]);
 
     // It plays whole: every frame of the 12 s, in order, with the duration the front gives.
     let (duration, times) = probe_packets(&local).await?;
@@ -454,28 +445,26 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     // The earliest track starts at 0; here the audio, whose encoder priming goes first.
     assert!(times[0] < 0.2, "the clip starts near 0: {}", times[0]);
     assert!(times.windows(2).all(|w| w[0] < w[1] + 0.5));
-    // It seeks: FFmpeg asked for 8 s reads the front, the first fragment (to learn the
-    // streams) and the fragments from the keyframe before 8 s, found through the index: not
-    // the whole file.
+    // It seeks: FFmpeg asked for 8 s reads the front, the index at the end and the samples
+    // from the keyframe before 8 s, found through the index: not the whole file.
     let seek = seek_read(&local, 8.0).await?;
-    let fragments = fragment_times(&bytes)?;
+    let keys = keyframes(&local).await?;
     let at = |secs: f64| {
-        fragments
-            .iter()
+        keys.iter()
             .find(|&&(_, t)| t >= secs - 0.02)
-            .map(|&(offset, _)| offset)
-            .expect("12 s of fragments")
+            .map(|&(pos, _)| pos)
+            .expect("a keyframe a second")
     };
-    let eighth = at(7.0);
+    let seventh = at(7.0);
     assert!(
-        seek.first_frame_at >= eighth && seek.bytes_read < stored.size_bytes / 2,
-        "{seek:?}: the fragments of the 8th second start at {eighth} of {} bytes",
+        seek.first_frame_at >= seventh && seek.bytes_read < stored.size_bytes / 2,
+        "{seek:?}: the samples of the 8th second start at {seventh} of {} bytes",
         stored.size_bytes
     );
     // In Chromium and in Firefox, served with byte ranges as S3 serves it: the duration is
-    // known from the front, and the seek asks for the bytes about 8 s, found through the
-    // index, and plays on from there.
-    let (sixth, ninth) = (at(6.0), at(8.0));
+    // known from the index, and the seek asks for the bytes about 8 s, found through it, and
+    // plays on from there.
+    let (sixth, eighth) = (at(6.0), at(8.0));
     for browser in ["chromium", "firefox"] {
         let served = ClipServer::start(bytes.clone()).await?;
         let played = browser_seek(browser, &served.page_url(), 8.0).await?;
@@ -492,23 +481,19 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
             "{browser}: {played:?}"
         );
         assert!(played.errors.is_empty(), "{browser}: {played:?}");
-        // Chromium opens it reading from the front on (the first fragment shows a frame),
-        // without asking for every fragment to learn the times: each track has its index; the
-        // seek asks for the bytes about 8 s, found through the index. Firefox does not read
-        // the `sidx` of a fragmented MP4: it learns the fragments by reading them in order.
-        if browser == "chromium" {
-            assert!(
-                opening.len() <= 3,
-                "{browser}: opening the clip asked for {} ranges: {opening:?}",
-                opening.len()
-            );
-            assert!(
-                ranges
-                    .iter()
-                    .any(|&(from, _)| from >= sixth && from <= ninth),
-                "{browser}: no range request near the 8th second ({sixth}..{ninth}): {ranges:?}"
-            );
-        }
+        // Opening it reads the front and the index at the end; the seek asks for the bytes
+        // about 8 s, found through the index.
+        assert!(
+            opening.len() <= 4,
+            "{browser}: opening the clip asked for {} ranges: {opening:?}",
+            opening.len()
+        );
+        assert!(
+            ranges
+                .iter()
+                .any(|&(from, _)| from >= sixth && from <= eighth),
+            "{browser}: no range request near the 8th second ({sixth}..{eighth}): {ranges:?}"
+        );
     }
     s3.stop();
     Ok(())
@@ -654,27 +639,31 @@ impl Drop for ClipServer {
     }
 }
 
-/// Where each fragment (`moof`) of an assembled clip starts, and the decode time of its first
-/// video sample, in seconds.
-fn fragment_times(clip: &[u8]) -> anyhow::Result<Vec<(u64, f64)>> {
-    use recorder_worker::mp4;
-    let moofs: Vec<usize> = mp4::boxes(clip, 0..clip.len())?
-        .into_iter()
-        .filter(|b| &b.kind == b"moof")
-        .map(|b| b.start)
-        .collect();
-    let front = &clip[..moofs[0]];
-    let init = mp4::Init::parse(front)?;
-    let video = init.video();
-    let mut times = Vec::new();
-    for (i, &start) in moofs.iter().enumerate() {
-        let end = moofs.get(i + 1).copied().unwrap_or(clip.len());
-        let one = [front, &clip[start..end]].concat();
-        if let Some(span) = mp4::scan(&one, &init)?.span(video.id) {
-            times.push((start as u64, span.start as f64 / f64::from(video.timescale)));
-        }
-    }
-    Ok(times)
+/// Where each video keyframe of `path` lies in the file, and its time in seconds.
+async fn keyframes(path: &Path) -> anyhow::Result<Vec<(u64, f64)>> {
+    let out = tokio::process::Command::new("ffprobe")
+        .args(["-v", "error", "-select_streams", "v:0"])
+        .args([
+            "-show_entries",
+            "packet=pts_time,pos,flags",
+            "-of",
+            "csv=p=0",
+        ])
+        .arg(path)
+        .output()
+        .await?;
+    anyhow::ensure!(out.status.success(), "ffprobe failed");
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split(',');
+            let (t, pos, flags) = (f.next()?, f.next()?, f.next()?);
+            flags
+                .starts_with('K')
+                .then(|| Some((pos.parse().ok()?, t.parse().ok()?)))
+                .flatten()
+        })
+        .collect())
 }
 
 /// What a browser did with a clip (`ui-tests/clip-seek.mjs`).

@@ -52,9 +52,15 @@ fn whole(file: &[u8]) -> Option<(usize, Duration)> {
     let init_len = mp4::init_len(file)? as usize;
     let init = mp4::Init::parse(&file[..init_len]).ok()?;
     let video = init.video();
-    let scan = mp4::scan(&file[..len], &init).ok()?;
-    let span = scan.span(video.id)?;
-    let ms = u128::from(span.duration) * 1000 / u128::from(video.timescale.max(1));
+    let ticks: u64 = mp4::fragments::fragments(&file[..len], &init)
+        .ok()?
+        .iter()
+        .flat_map(|f| &f.runs)
+        .filter(|r| r.track == video.id)
+        .flat_map(|r| &r.samples)
+        .map(|s| u64::from(s.duration))
+        .sum();
+    let ms = u128::from(ticks) * 1000 / u128::from(video.timescale.max(1));
     let duration = Duration::from_millis(u64::try_from(ms).ok()?);
     (TimeDelta::from_std(duration).is_ok() && !duration.is_zero()).then_some((len, duration))
 }
