@@ -310,10 +310,11 @@ its `event.created` message (the stream message's timestamp; the ack to the rela
 once), on this host's wall clock; goal p99 at most 50 ms. The event commits between the send \
 and the answer, so the figure is an upper bound of the lag from commit, by at most the \
 request's own time, which the row prints.\n\
-- **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker waits for \
-the capture's segment that reaches the event's end; the clip's MP4 was assembled in the store \
-while it recorded, so what remains is its first part, its tail and the multipart completion, \
-probing the first segment and a thumbnail, and the closed segment list), for a clip of 10 s \
+- **P3** From `POST /events/:id/end` to the `playback.completed` message (the worker waits until \
+the capture has written the event's end: the whole fragments, of at most 0.2 s, of the segment \
+being written that reach it; the clip's MP4 was assembled in the store while it recorded, so \
+what remains is its first part with the index, its tail and the multipart completion, probing \
+the first segment and a thumbnail, and the closed segment list), for a clip of 10 s \
 (median of 3), 60 s and 600 s (each plus the camera's 5 s pre-roll, recorded in wall time; the \
 bench's cameras have `postRollSec` 0, so no post-roll is waited for); goal at most 1 s at any \
 length (issue 17). Baseline: `ffprobe -print_format json` of the same final file plus an \

@@ -1,16 +1,18 @@
 //! The clip's MP4 assembled in object storage while it is recorded, so it is ready about as soon
 //! as the event ends, whatever its length (ADR 0022, superseding 0021).
 //!
-//! The clip is one progressive MP4, as a camera's "download" gives and every player seeks in:
-//! `ftyp`, one `mdat` holding every sample of the recording's segments (their fragments' `mdat`
-//! bodies one after another, the `moof` boxes left out), then the `moov` whose sample tables
-//! list every sample and where it lies ([`crate::mp4::moov::Tables`]). The front (`ftyp` and the
-//! `mdat` header, whose 64-bit size is known only at the end) is a few dozen bytes, so every
-//! sample's place in the file is fixed as soon as it is recorded. It goes up as an S3/R2
-//! multipart upload of equal parts: part 1 is the front plus the first media bytes, every next
-//! part the media bytes that follow, sent as soon as they are recorded ([`ClipStream::push`]);
-//! at the end only part 1 (written last, read again from the segments on disk), the tail of the
-//! media and the `moov` remain, then the upload is completed ([`ClipStream::finish`]).
+//! The clip is one faststart MP4, as a camera's "download" gives and every player seeks in:
+//! `ftyp`, the `moov` whose sample tables list every sample and where it lies
+//! ([`crate::mp4::moov::Tables`]), a `free` pad, then one `mdat` holding every sample of the
+//! recording's segments (their fragments' `mdat` bodies one after another, the `moof` boxes left
+//! out). It goes up as an S3/R2 multipart upload of equal parts: part 1 is the front plus the
+//! first media bytes, every next part the media bytes that follow, sent as soon as they are
+//! recorded ([`ClipStream::push`]). For that, the front's size is fixed when the media first fill
+//! a part: room for the `moov` of the longest clip the recording can make, at the rate its tables
+//! have grown so far ([`Assembler::reserve`]). At the end only part 1 (written last, with the
+//! `moov`, the media read again from the segments on disk) and the tail of the media remain,
+//! then the upload is completed ([`ClipStream::finish`]). A clip under one part is one PUT with
+//! a front of exactly what it needs.
 //!
 //! Only one capture run can be assembled this way: all segments share one init section and
 //! their decode times run on. A recording whose camera reconnected (another init, a break in the
@@ -35,6 +37,8 @@ pub const CLIP_PART_SIZE: usize = 5 * 1024 * 1024;
 
 /// The `mdat` header: 64-bit size.
 const MDAT_HEADER: usize = 16;
+/// The header of the `free` box that pads a reserved front.
+const FREE_HEADER: usize = 8;
 
 /// One segment joined into the clip.
 #[derive(Clone, Debug)]
@@ -110,7 +114,7 @@ impl Assembler {
         }
         let mut media = Vec::new();
         for f in &found {
-            let at = self.front_len() as u64 + self.media_len + media.len() as u64;
+            let at = self.media_len + media.len() as u64;
             for run in &f.runs {
                 self.tables
                     .push(run, at + (run.data.start - f.mdat.start) as u64)?;
@@ -130,11 +134,6 @@ impl Assembler {
         self.entries.iter().map(|e| e.path.as_path())
     }
 
-    /// The bytes before the media: `ftyp` and the `mdat` header.
-    pub fn front_len(&self) -> usize {
-        self.ftyp.len() + MDAT_HEADER
-    }
-
     /// The bytes of media joined so far.
     pub fn media_len(&self) -> u64 {
         self.media_len
@@ -146,18 +145,47 @@ impl Assembler {
         self.tables.duration(video.id) as f64 / f64::from(video.timescale)
     }
 
-    /// The clip's front: `ftyp` and the header of the `mdat` that holds the media.
-    pub fn front(&self) -> Vec<u8> {
+    /// The size of the front to reserve for a clip that may last `longest`: `ftyp`, room for a
+    /// `moov` whose tables grow on at the rate they have so far (with a quarter and 16 KiB to
+    /// spare), and the `mdat` header.
+    pub fn reserve(&self, longest: std::time::Duration) -> Result<usize, Mp4Error> {
+        let moov = self.tables.moov(&self.init_bytes, &self.init, 0)?.len();
+        let scale = (longest.as_secs_f64() / self.duration_sec().max(0.5)).max(1.0);
+        let room = (moov as f64 * scale * 1.25) as usize + 16 * 1024;
+        Ok(self.ftyp.len() + room + FREE_HEADER + MDAT_HEADER)
+    }
+
+    /// The clip's front, with its whole size: `ftyp`, the `moov` (every sample so far), a
+    /// `free` pad up to `reserved` bytes (`None`: no pad) and the `mdat` header. An error when
+    /// the `moov` has outgrown the room reserved.
+    pub fn front(&self, reserved: Option<usize>) -> Result<(Vec<u8>, u64), Mp4Error> {
+        let len = self.tables.moov(&self.init_bytes, &self.init, 0)?.len();
+        let needed = self.ftyp.len() + len + MDAT_HEADER;
+        let size = match reserved {
+            None => needed,
+            Some(r) if r == needed || r >= needed + FREE_HEADER => r,
+            Some(r) => {
+                return Err(Mp4Error(format!(
+                    "the index ({len} bytes) outgrew the front reserved for it ({r} bytes)"
+                )))
+            }
+        };
         let mut out = self.ftyp.clone();
+        out.extend(
+            self.tables
+                .moov(&self.init_bytes, &self.init, size as u64)?,
+        );
+        let pad = size - needed;
+        if pad > 0 {
+            out.extend_from_slice(&(pad as u32).to_be_bytes());
+            out.extend_from_slice(b"free");
+            out.resize(out.len() + pad - FREE_HEADER, 0);
+        }
         out.extend_from_slice(&1u32.to_be_bytes());
         out.extend_from_slice(b"mdat");
         out.extend_from_slice(&(MDAT_HEADER as u64 + self.media_len).to_be_bytes());
-        out
-    }
-
-    /// The clip's `moov`, which follows the media: every sample so far in its tables.
-    pub fn moov(&self) -> Result<Vec<u8>, Mp4Error> {
-        self.tables.moov(&self.init_bytes, &self.init)
+        debug_assert_eq!(out.len(), size);
+        Ok((out, size as u64 + self.media_len))
     }
 
     /// Calls `each` with the clip's media bytes, segment by segment, read again from the files
@@ -211,8 +239,13 @@ pub struct Streamed {
 pub struct ClipStream {
     uploader: Uploader,
     key: ObjectKey,
+    /// The longest the clip can be: its front is reserved for an index that long.
+    longest: std::time::Duration,
     assembler: Option<Assembler>,
-    /// Media bytes recorded past the first part's share and the parts sent.
+    /// The front's size, fixed once the media fill the first part.
+    front: Option<usize>,
+    /// Media bytes not yet sent: all of them until the front is fixed, then those past the
+    /// first part's share and the parts sent.
     pending: Vec<u8>,
     parts: Option<Parts>,
     /// The parts sent, from the second on.
@@ -222,12 +255,15 @@ pub struct ClipStream {
 }
 
 impl ClipStream {
-    /// A stream for the clip at `key` (only where the store has multipart uploads: S3, R2).
-    pub fn new(uploader: Uploader, key: ObjectKey) -> Self {
+    /// A stream for the clip at `key` (only where the store has multipart uploads: S3, R2)
+    /// that lasts at most `longest`.
+    pub fn new(uploader: Uploader, key: ObjectKey, longest: std::time::Duration) -> Self {
         Self {
             uploader,
             key,
+            longest,
             assembler: None,
+            front: None,
             pending: Vec::new(),
             parts: None,
             sent: Vec::new(),
@@ -249,7 +285,6 @@ impl ClipStream {
         let file = tokio::fs::read(path)
             .await
             .map_err(|e| format!("segment file: {e}"))?;
-        let before = self.assembler.as_ref().map_or(0, |a| a.media_len());
         let media = match &mut self.assembler {
             None => {
                 let (a, media) = Assembler::start(path, &file).map_err(|e| e.to_string())?;
@@ -258,10 +293,25 @@ impl ClipStream {
             }
             Some(a) => a.push(path, &file).map_err(|e| e.to_string())?,
         };
-        let share = first_share(self.assembler.as_ref().expect("started above"));
-        let skip = share.saturating_sub(before).min(media.len() as u64) as usize;
-        self.pending.extend_from_slice(&media[skip..]);
+        self.pending.extend_from_slice(&media);
         let size = CLIP_PART_SIZE;
+        if self.front.is_none() {
+            let a = self.assembler.as_ref().expect("started above");
+            if self.pending.len() < size {
+                return Ok(());
+            }
+            // The media fill the first part whatever the front: fix the front, and keep the
+            // media past the first part's share.
+            let front = a.reserve(self.longest).map_err(|e| e.to_string())?;
+            if front >= size {
+                return Err(format!(
+                    "the index of a clip of up to {} s would not fit the first part",
+                    self.longest.as_secs()
+                ));
+            }
+            self.front = Some(front);
+            self.pending.drain(..size - front);
+        }
         while self.pending.len() >= size {
             if self.parts.is_none() {
                 self.parts = match self.uploader.begin_parts(&self.key).await {
@@ -339,22 +389,23 @@ impl ClipStream {
 
     async fn store(&mut self, a: &Assembler) -> Result<Streamed, String> {
         let timer = std::time::Instant::now();
-        let moov = a.moov().map_err(|e| e.to_string())?;
-        let front = a.front();
-        let size_bytes = front.len() as u64 + a.media_len() + moov.len() as u64;
+        let reserved = match self.parts {
+            None => None,
+            Some(_) => self.front,
+        };
+        let (front, size_bytes) = a.front(reserved).map_err(|e| e.to_string())?;
         let hashing = {
-            let (a, front, moov) = (a.clone(), front.clone(), moov.clone());
+            let (a, front) = (a.clone(), front.clone());
             tokio::task::spawn_blocking(move || {
                 let mut hasher = Sha256::new();
                 hasher.update(&front);
-                a.replay(u64::MAX, |m| hasher.update(m))?;
-                hasher.update(&moov);
-                Ok::<_, ReplayError>(hex::encode(hasher.finalize()))
+                a.replay(u64::MAX, |m| hasher.update(m))
+                    .map(|()| hex::encode(hasher.finalize()))
             })
         };
         let share = match self.parts {
             None => u64::MAX,
-            Some(_) => first_share(a),
+            Some(_) => (CLIP_PART_SIZE - front.len()) as u64,
         };
         let first = {
             let a = a.clone();
@@ -364,35 +415,32 @@ impl ClipStream {
                     .map(|()| first)
             })
         };
-        let mut first = first
+        let first = first
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let first_at = timer.elapsed();
         let stored = match &self.parts {
-            None => {
-                first.extend_from_slice(&moov);
-                self.uploader.put_verified(&self.key, first.into()).await
-            }
+            None => self.uploader.put_verified(&self.key, first.into()).await,
             Some(parts) => {
-                // The rest of the media, then the moov: in parts of the same size, the last
-                // one shorter.
-                let mut tail = std::mem::take(&mut self.pending);
-                tail.extend_from_slice(&moov);
-                let from = 1 + self.sent.len();
-                let tails = tail.chunks(CLIP_PART_SIZE).enumerate().map(|(i, chunk)| {
-                    self.uploader
-                        .put_part(parts, from + i, Bytes::copy_from_slice(chunk))
-                });
-                let (first, tails) = tokio::join!(
-                    self.uploader.put_part(parts, 0, first.into()),
-                    futures::future::try_join_all(tails)
-                );
-                match (first, tails) {
-                    (Ok(first), Ok(tails)) => {
+                let tail = std::mem::take(&mut self.pending);
+                let tail_idx = 1 + self.sent.len();
+                let (first, tail) =
+                    tokio::join!(self.uploader.put_part(parts, 0, first.into()), async {
+                        match tail.is_empty() {
+                            true => Ok(None),
+                            false => self
+                                .uploader
+                                .put_part(parts, tail_idx, tail.into())
+                                .await
+                                .map(Some),
+                        }
+                    });
+                match (first, tail) {
+                    (Ok(first), Ok(tail)) => {
                         let mut done = vec![first];
                         done.append(&mut self.sent);
-                        done.extend(tails);
+                        done.extend(tail);
                         self.uploader.complete_parts(parts, done, size_bytes).await
                     }
                     (Err(e), _) | (_, Err(e)) => Err(e),
@@ -409,7 +457,6 @@ impl ClipStream {
         tracing::debug!(
             key = %self.key,
             bytes = size_bytes,
-            moov_bytes = moov.len(),
             first_part_ms = first_at.as_millis() as u64,
             stored_ms = stored_at.as_millis() as u64,
             hashed_ms = timer.elapsed().as_millis() as u64,
@@ -421,11 +468,6 @@ impl ClipStream {
             duration_sec: a.duration_sec(),
         })
     }
-}
-
-/// How many media bytes go into the first part, after the front.
-fn first_share(a: &Assembler) -> u64 {
-    (CLIP_PART_SIZE - a.front_len()) as u64
 }
 
 #[cfg(test)]
@@ -489,7 +531,7 @@ mod tests {
     }
 
     #[test]
-    fn segments_become_one_progressive_mp4_with_every_sample_in_its_index() {
+    fn segments_become_one_faststart_mp4_with_every_sample_in_its_index() {
         let tmp = tempfile::tempdir().unwrap();
         let paths = segments(tmp.path(), 4);
         let first = std::fs::read(&paths[0]).unwrap();
@@ -511,15 +553,42 @@ mod tests {
         a.replay(1000, |m| some.extend_from_slice(m)).unwrap();
         assert_eq!(some, media[..1000]);
 
-        let clip = [a.front(), media, a.moov().unwrap()].concat();
-        let kinds: Vec<[u8; 4]> = mp4::boxes(&clip, 0..clip.len())
-            .unwrap()
-            .iter()
-            .map(|b| b.kind)
-            .collect();
-        assert_eq!(kinds, [*b"ftyp", *b"mdat", *b"moov"]);
-        let out = tmp.path().join("clip.mp4");
-        std::fs::write(&out, &clip).unwrap();
+        // Exactly what the front needs (a clip sent in one PUT), or a reserved front with a
+        // pad (one sent in parts): the same samples, played the same way.
+        let (exact, size) = a.front(None).unwrap();
+        assert_eq!(size, exact.len() as u64 + media.len() as u64);
+        let reserved = a.reserve(std::time::Duration::from_secs(60)).unwrap();
+        assert!(reserved > exact.len() + 8, "{reserved} for {}", exact.len());
+        let (padded, _) = a.front(Some(reserved)).unwrap();
+        assert_eq!(padded.len(), reserved);
+        assert!(
+            a.front(Some(exact.len() + 3)).is_err(),
+            "no room for a free box"
+        );
+        assert!(
+            a.front(Some(exact.len() - 1)).is_err(),
+            "the index does not fit"
+        );
+        for (front, layout) in [
+            (exact, vec![*b"ftyp", *b"moov", *b"mdat"]),
+            (padded, vec![*b"ftyp", *b"moov", *b"free", *b"mdat"]),
+        ] {
+            let clip = [front, media.clone()].concat();
+            let kinds: Vec<[u8; 4]> = mp4::boxes(&clip, 0..clip.len())
+                .unwrap()
+                .iter()
+                .map(|b| b.kind)
+                .collect();
+            assert_eq!(kinds, layout);
+            plays_whole(tmp.path(), &clip);
+        }
+    }
+
+    /// Plays `clip` in FFmpeg: every frame, keyframes marked, audio as long as the video, and
+    /// no decoding error.
+    fn plays_whole(dir: &Path, clip: &[u8]) {
+        let out = dir.join("clip.mp4");
+        std::fs::write(&out, clip).unwrap();
         // Every frame, in order, decodable; audio and video as long as the segments.
         let counted = ffprobe(
             &out,

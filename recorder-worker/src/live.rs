@@ -62,11 +62,17 @@ pub struct LiveUpload {
 
 impl LiveUpload {
     /// Starts uploading the segments queued with [`LiveUpload::push`] for playback `id`, and,
-    /// when `assemble` is set and the store takes multipart uploads, the clip they make.
-    pub fn spawn(uploader: Uploader, id: PlaybackId, capture: Capture, assemble: bool) -> Self {
-        let clip = (assemble && uploader.takes_parts()).then(|| {
+    /// when `assemble` gives the longest the clip can be and the store takes multipart
+    /// uploads, the clip they make.
+    pub fn spawn(
+        uploader: Uploader,
+        id: PlaybackId,
+        capture: Capture,
+        assemble: Option<std::time::Duration>,
+    ) -> Self {
+        let clip = assemble.filter(|_| uploader.takes_parts()).map(|longest| {
             let (tx, mut rx) = mpsc::unbounded_channel::<std::path::PathBuf>();
-            let mut stream = ClipStream::new(uploader.clone(), ObjectKey::Video(id));
+            let mut stream = ClipStream::new(uploader.clone(), ObjectKey::Video(id), longest);
             let task = tokio::spawn(async move {
                 while let Some(path) = rx.recv().await {
                     stream.push(&path).await;

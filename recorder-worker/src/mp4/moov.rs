@@ -27,7 +27,7 @@ struct Track {
     syncs: Vec<u32>,
     all_sync: bool,
     sizes: Vec<u32>,
-    /// One chunk per run: (file offset, samples).
+    /// One chunk per run: (offset from the start of the media, samples).
     chunks: Vec<(u64, u32)>,
     samples: u32,
 }
@@ -85,7 +85,7 @@ impl Tables {
         }
     }
 
-    /// Adds a run whose bytes start at `offset` in the clip. A run that starts later than the
+    /// Adds a run whose bytes start `offset` bytes into the clip's media. A run that starts later than the
     /// track's last sample ends (a hole, or the muxer's guess of the last duration being short)
     /// lengthens that sample; one that starts earlier shortens it (to 1 tick at least).
     pub fn push(&mut self, run: &Run, offset: u64) -> Result<(), Mp4Error> {
@@ -147,10 +147,16 @@ impl Tables {
         t.first.map(|_| t.next)
     }
 
-    /// The `moov` of the clip: `init_bytes`'s (an init section that [`Init::parse`] read as
-    /// `init`) with these tables, the durations, and an edit list on each track that starts
-    /// after the earliest one.
-    pub fn moov(&self, init_bytes: &[u8], init: &Init) -> Result<Vec<u8>, Mp4Error> {
+    /// The `moov` of the clip whose media start `media_start` bytes into the file:
+    /// `init_bytes`'s (an init section that [`Init::parse`] read as `init`) with these tables,
+    /// the durations, and an edit list on each track that starts after the earliest one. Its
+    /// size does not depend on `media_start`.
+    pub fn moov(
+        &self,
+        init_bytes: &[u8],
+        init: &Init,
+        media_start: u64,
+    ) -> Result<Vec<u8>, Mp4Error> {
         let top = boxes(init_bytes, 0..init_bytes.len())?;
         let Some(moov) = top.iter().find(|b| &b.kind == b"moov") else {
             return err("no moov box");
@@ -191,7 +197,7 @@ impl Tables {
                         return err(format!("track {id} has no tables"));
                     };
                     let edit = (delay(t), in_movie(t), t.offsets.first().map_or(0, |o| o.1));
-                    trak(init_bytes, &b, t, edit, &mut body)?;
+                    trak(init_bytes, &b, t, edit, media_start, &mut body)?;
                 }
                 b"mvex" => {}
                 _ => body.extend_from_slice(&init_bytes[b.start..b.end]),
@@ -244,6 +250,7 @@ fn trak(
     trak: &Bx,
     t: &Track,
     (delay, duration, media_time): (u64, u64, i32),
+    media_start: u64,
     out: &mut Vec<u8>,
 ) -> Result<(), Mp4Error> {
     let mut body = Vec::new();
@@ -267,7 +274,7 @@ fn trak(
                             set_duration(&mut mdhd, m, 16, 24, t.duration())?;
                             mdia.extend_from_slice(&mdhd);
                         }
-                        b"minf" => mdia.extend_from_slice(&minf(data, &m, t)?),
+                        b"minf" => mdia.extend_from_slice(&minf(data, &m, t, media_start)?),
                         _ => mdia.extend_from_slice(&data[m.start..m.end]),
                     }
                 }
@@ -298,7 +305,7 @@ fn edts(delay: u64, duration: u64, media_time: i32) -> Vec<u8> {
     boxed(b"edts", &boxed(b"elst", &elst))
 }
 
-fn minf(data: &[u8], minf: &Bx, t: &Track) -> Result<Vec<u8>, Mp4Error> {
+fn minf(data: &[u8], minf: &Bx, t: &Track, media_start: u64) -> Result<Vec<u8>, Mp4Error> {
     let mut body = Vec::new();
     for b in boxes(data, minf.body..minf.end)? {
         if &b.kind != b"stbl" {
@@ -309,7 +316,7 @@ fn minf(data: &[u8], minf: &Bx, t: &Track) -> Result<Vec<u8>, Mp4Error> {
             return err("an stbl without stsd");
         };
         let mut stbl = data[stsd.start..stsd.end].to_vec();
-        stbl.extend_from_slice(&tables(t));
+        stbl.extend_from_slice(&tables(t, media_start));
         body.extend_from_slice(&boxed(b"stbl", &stbl));
     }
     Ok(boxed(b"minf", &body))
@@ -317,7 +324,7 @@ fn minf(data: &[u8], minf: &Bx, t: &Track) -> Result<Vec<u8>, Mp4Error> {
 
 /// `stts`, `ctts` (when any sample has an offset), `stss` (when not every sample is a
 /// keyframe), `stsc`, `stsz` and `co64`.
-fn tables(t: &Track) -> Vec<u8> {
+fn tables(t: &Track, media_start: u64) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stts = full(0, 0);
     stts.extend_from_slice(&(t.durations.len() as u32).to_be_bytes());
@@ -369,7 +376,7 @@ fn tables(t: &Track) -> Vec<u8> {
     let mut co64 = full(0, 0);
     co64.extend_from_slice(&(t.chunks.len() as u32).to_be_bytes());
     for &(offset, _) in &t.chunks {
-        co64.extend_from_slice(&offset.to_be_bytes());
+        co64.extend_from_slice(&(media_start + offset).to_be_bytes());
     }
     out.extend_from_slice(&boxed(b"co64", &co64));
     out

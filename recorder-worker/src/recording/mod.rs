@@ -236,7 +236,9 @@ impl Job {
             self.deps.finisher.uploader().clone(),
             self.manifest.playback_id,
             self.capture.clone(),
-            !self.resumed,
+            // The longest clip: the pre-roll, the max duration and a segment past it.
+            (!self.resumed)
+                .then(|| self.window.pre_roll + self.window.max_duration + Duration::from_secs(10)),
         ));
         // A continued recording starts where its previous holder's first segment did, and
         // holds what that holder uploaded even when this worker's capture adds nothing (the
