@@ -39,6 +39,17 @@ pub const CLIP_PART_SIZE: usize = 5 * 1024 * 1024;
 const MDAT_HEADER: usize = 16;
 /// The header of the `free` box that pads a reserved front.
 const FREE_HEADER: usize = 8;
+/// The most room reserved for the `moov` at the front: about 20 minutes of 25 fps video with
+/// audio. The `moov` of a longer clip goes after the media instead (still one MP4 that seeks).
+pub const RESERVE_MAX: usize = 512 * 1024;
+
+/// How a clip is laid out around its media ([`Assembler::layout`]).
+#[derive(Clone, Debug)]
+pub struct Layout {
+    pub front: Vec<u8>,
+    pub back: Vec<u8>,
+    pub size: u64,
+}
 
 /// One segment joined into the clip.
 #[derive(Clone, Debug)]
@@ -146,46 +157,52 @@ impl Assembler {
     }
 
     /// The size of the front to reserve for a clip that may last `longest`: `ftyp`, room for a
-    /// `moov` whose tables grow on at the rate they have so far (with a quarter and 16 KiB to
-    /// spare), and the `mdat` header.
+    /// `moov` whose tables grow on at the rate they have so far (with a fifth and 4 KiB to
+    /// spare) but at most [`RESERVE_MAX`], and the `mdat` header.
     pub fn reserve(&self, longest: std::time::Duration) -> Result<usize, Mp4Error> {
-        let moov = self.tables.moov(&self.init_bytes, &self.init, 0)?.len();
-        let scale = (longest.as_secs_f64() / self.duration_sec().max(0.5)).max(1.0);
-        let room = (moov as f64 * scale * 1.25) as usize + 16 * 1024;
-        Ok(self.ftyp.len() + room + FREE_HEADER + MDAT_HEADER)
+        let empty = Tables::new(&self.init)
+            .moov(&self.init_bytes, &self.init, 0)?
+            .len();
+        let now = self.tables.moov(&self.init_bytes, &self.init, 0)?.len();
+        let per_sec = (now - empty) as f64 / self.duration_sec().max(0.5);
+        let room = empty + (per_sec * longest.as_secs_f64() * 1.2) as usize + 4096;
+        Ok(self.ftyp.len() + room.min(RESERVE_MAX).max(now + FREE_HEADER) + MDAT_HEADER)
     }
 
-    /// The clip's front, with its whole size: `ftyp`, the `moov` (every sample so far), a
-    /// `free` pad up to `reserved` bytes (`None`: no pad) and the `mdat` header. An error when
-    /// the `moov` has outgrown the room reserved.
-    pub fn front(&self, reserved: Option<usize>) -> Result<(Vec<u8>, u64), Mp4Error> {
+    /// The clip as it is to be stored: the bytes before the media, those after, and the whole
+    /// size. With `reserved: None`, `ftyp`, the `moov` (every sample so far) and the `mdat`
+    /// header (faststart). With a front of `reserved` bytes, the same with a `free` pad up to
+    /// it, or, when the `moov` has outgrown it, the front all `free` and the `moov` after the
+    /// media.
+    pub fn layout(&self, reserved: Option<usize>) -> Result<Layout, Mp4Error> {
         let len = self.tables.moov(&self.init_bytes, &self.init, 0)?.len();
         let needed = self.ftyp.len() + len + MDAT_HEADER;
-        let size = match reserved {
-            None => needed,
-            Some(r) if r == needed || r >= needed + FREE_HEADER => r,
-            Some(r) => {
-                return Err(Mp4Error(format!(
-                    "the index ({len} bytes) outgrew the front reserved for it ({r} bytes)"
-                )))
-            }
-        };
-        let mut out = self.ftyp.clone();
-        out.extend(
-            self.tables
-                .moov(&self.init_bytes, &self.init, size as u64)?,
-        );
-        let pad = size - needed;
-        if pad > 0 {
-            out.extend_from_slice(&(pad as u32).to_be_bytes());
-            out.extend_from_slice(b"free");
-            out.resize(out.len() + pad - FREE_HEADER, 0);
+        let size = reserved.unwrap_or(needed);
+        let fits = size == needed || size >= needed + FREE_HEADER;
+        let moov = self
+            .tables
+            .moov(&self.init_bytes, &self.init, size as u64)?;
+        let mut front = self.ftyp.clone();
+        let mut back = Vec::new();
+        match fits {
+            true => front.extend(moov),
+            false => back = moov,
         }
-        out.extend_from_slice(&1u32.to_be_bytes());
-        out.extend_from_slice(b"mdat");
-        out.extend_from_slice(&(MDAT_HEADER as u64 + self.media_len).to_be_bytes());
-        debug_assert_eq!(out.len(), size);
-        Ok((out, size as u64 + self.media_len))
+        let pad = (size - MDAT_HEADER)
+            .checked_sub(front.len())
+            .filter(|&p| p == 0 || p >= FREE_HEADER)
+            .ok_or_else(|| Mp4Error(format!("a front of {size} bytes leaves no room")))?;
+        if pad > 0 {
+            front.extend_from_slice(&(pad as u32).to_be_bytes());
+            front.extend_from_slice(b"free");
+            front.resize(front.len() + pad - FREE_HEADER, 0);
+        }
+        front.extend_from_slice(&1u32.to_be_bytes());
+        front.extend_from_slice(b"mdat");
+        front.extend_from_slice(&(MDAT_HEADER as u64 + self.media_len).to_be_bytes());
+        debug_assert_eq!(front.len(), size);
+        let size = (size + back.len()) as u64 + self.media_len;
+        Ok(Layout { front, back, size })
     }
 
     /// Calls `each` with the clip's media bytes, segment by segment, read again from the files
@@ -303,12 +320,6 @@ impl ClipStream {
             // The media fill the first part whatever the front: fix the front, and keep the
             // media past the first part's share.
             let front = a.reserve(self.longest).map_err(|e| e.to_string())?;
-            if front >= size {
-                return Err(format!(
-                    "the index of a clip of up to {} s would not fit the first part",
-                    self.longest.as_secs()
-                ));
-            }
             self.front = Some(front);
             self.pending.drain(..size - front);
         }
@@ -393,14 +404,19 @@ impl ClipStream {
             None => None,
             Some(_) => self.front,
         };
-        let (front, size_bytes) = a.front(reserved).map_err(|e| e.to_string())?;
+        let Layout {
+            front,
+            back,
+            size: size_bytes,
+        } = a.layout(reserved).map_err(|e| e.to_string())?;
         let hashing = {
-            let (a, front) = (a.clone(), front.clone());
+            let (a, front, back) = (a.clone(), front.clone(), back.clone());
             tokio::task::spawn_blocking(move || {
                 let mut hasher = Sha256::new();
                 hasher.update(&front);
-                a.replay(u64::MAX, |m| hasher.update(m))
-                    .map(|()| hex::encode(hasher.finalize()))
+                a.replay(u64::MAX, |m| hasher.update(m))?;
+                hasher.update(&back);
+                Ok::<_, ReplayError>(hex::encode(hasher.finalize()))
             })
         };
         let share = match self.parts {
@@ -415,32 +431,35 @@ impl ClipStream {
                     .map(|()| first)
             })
         };
-        let first = first
+        let mut first = first
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
         let first_at = timer.elapsed();
         let stored = match &self.parts {
-            None => self.uploader.put_verified(&self.key, first.into()).await,
+            None => {
+                first.extend_from_slice(&back);
+                self.uploader.put_verified(&self.key, first.into()).await
+            }
             Some(parts) => {
-                let tail = std::mem::take(&mut self.pending);
-                let tail_idx = 1 + self.sent.len();
-                let (first, tail) =
-                    tokio::join!(self.uploader.put_part(parts, 0, first.into()), async {
-                        match tail.is_empty() {
-                            true => Ok(None),
-                            false => self
-                                .uploader
-                                .put_part(parts, tail_idx, tail.into())
-                                .await
-                                .map(Some),
-                        }
-                    });
-                match (first, tail) {
-                    (Ok(first), Ok(tail)) => {
+                // The rest of the media (and a moov that did not fit the front): in parts of
+                // the same size, the last one shorter.
+                let mut tail = std::mem::take(&mut self.pending);
+                tail.extend_from_slice(&back);
+                let from = 1 + self.sent.len();
+                let tails = tail.chunks(CLIP_PART_SIZE).enumerate().map(|(i, chunk)| {
+                    self.uploader
+                        .put_part(parts, from + i, Bytes::copy_from_slice(chunk))
+                });
+                let (first, tails) = tokio::join!(
+                    self.uploader.put_part(parts, 0, first.into()),
+                    futures::future::try_join_all(tails)
+                );
+                match (first, tails) {
+                    (Ok(first), Ok(tails)) => {
                         let mut done = vec![first];
                         done.append(&mut self.sent);
-                        done.extend(tail);
+                        done.extend(tails);
                         self.uploader.complete_parts(parts, done, size_bytes).await
                     }
                     (Err(e), _) | (_, Err(e)) => Err(e),
@@ -457,6 +476,8 @@ impl ClipStream {
         tracing::debug!(
             key = %self.key,
             bytes = size_bytes,
+            front_bytes = reserved,
+            index_at_the_end = !back.is_empty(),
             first_part_ms = first_at.as_millis() as u64,
             stored_ms = stored_at.as_millis() as u64,
             hashed_ms = timer.elapsed().as_millis() as u64,
@@ -553,35 +574,44 @@ mod tests {
         a.replay(1000, |m| some.extend_from_slice(m)).unwrap();
         assert_eq!(some, media[..1000]);
 
-        // Exactly what the front needs (a clip sent in one PUT), or a reserved front with a
-        // pad (one sent in parts): the same samples, played the same way.
-        let (exact, size) = a.front(None).unwrap();
-        assert_eq!(size, exact.len() as u64 + media.len() as u64);
+        // Exactly what the front needs (a clip sent in one PUT); a reserved front with a pad
+        // (one sent in parts); a front the index outgrew, which then follows the media: the
+        // same samples, played the same way.
+        let exact = a.layout(None).unwrap();
+        assert!(exact.back.is_empty());
+        assert_eq!(exact.size, exact.front.len() as u64 + media.len() as u64);
         let reserved = a.reserve(std::time::Duration::from_secs(60)).unwrap();
-        assert!(reserved > exact.len() + 8, "{reserved} for {}", exact.len());
-        let (padded, _) = a.front(Some(reserved)).unwrap();
-        assert_eq!(padded.len(), reserved);
         assert!(
-            a.front(Some(exact.len() + 3)).is_err(),
-            "no room for a free box"
+            reserved > exact.front.len() + 8,
+            "{reserved} for {}",
+            exact.front.len()
         );
+        let padded = a.layout(Some(reserved)).unwrap();
+        assert_eq!((padded.front.len(), padded.back.len()), (reserved, 0));
+        let outgrown = a.layout(Some(exact.front.len() - 1)).unwrap();
+        assert_eq!(outgrown.front.len(), exact.front.len() - 1);
         assert!(
-            a.front(Some(exact.len() - 1)).is_err(),
-            "the index does not fit"
+            a.layout(Some(MDAT_HEADER + 1)).is_err(),
+            "not even room for the ftyp"
         );
-        for (front, layout) in [
+        for (layout, kinds) in [
             (exact, vec![*b"ftyp", *b"moov", *b"mdat"]),
             (padded, vec![*b"ftyp", *b"moov", *b"free", *b"mdat"]),
+            (outgrown, vec![*b"ftyp", *b"free", *b"mdat", *b"moov"]),
         ] {
-            let clip = [front, media.clone()].concat();
-            let kinds: Vec<[u8; 4]> = mp4::boxes(&clip, 0..clip.len())
+            let clip = [layout.front, media.clone(), layout.back].concat();
+            assert_eq!(clip.len() as u64, layout.size);
+            let found: Vec<[u8; 4]> = mp4::boxes(&clip, 0..clip.len())
                 .unwrap()
                 .iter()
                 .map(|b| b.kind)
                 .collect();
-            assert_eq!(kinds, layout);
+            assert_eq!(found, kinds);
             plays_whole(tmp.path(), &clip);
         }
+        // A clip that can run an hour reserves at most RESERVE_MAX for its index.
+        let hour = a.reserve(std::time::Duration::from_secs(3600)).unwrap();
+        assert!(hour <= RESERVE_MAX + 100, "{hour}");
     }
 
     /// Plays `clip` in FFmpeg: every frame, keyframes marked, audio as long as the video, and
