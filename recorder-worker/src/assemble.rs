@@ -40,7 +40,7 @@ const MDAT_HEADER: usize = 16;
 /// The header of the `free` box that pads a reserved front.
 const FREE_HEADER: usize = 8;
 /// The most room reserved for the `moov` at the front: about 20 minutes of 25 fps video with
-/// audio. The `moov` of a longer clip goes after the media instead (still one MP4 that seeks).
+/// audio (its tables take about 440 bytes a second). The `moov` of a longer clip goes after the media instead (still one MP4 that seeks).
 pub const RESERVE_MAX: usize = 512 * 1024;
 
 /// How a clip is laid out around its media ([`Assembler::layout`]).
