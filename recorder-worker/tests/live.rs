@@ -502,6 +502,45 @@ async fn a_clip_assembled_while_recording_is_one_mp4_that_plays_seeks_and_hashes
     Ok(())
 }
 
+/// A clip that runs past what its front was reserved for (here: a recording said to last at
+/// most 1 s; in a worker, one of over about 20 minutes) keeps its index after the media, in the upload's last parts: still one MP4 that
+/// plays whole, seeks and hashes.
+#[tokio::test]
+async fn a_clip_whose_index_outgrew_its_front_has_it_after_the_media() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut s3 = S3Server::start().await?;
+    let storage = s3.storage()?;
+    let uploader = Uploader::new(storage.clone(), UploadOptions::default());
+    // 24 s in parts of 5 MiB: the front is reserved after about 10 s, for 1 s more of index
+    // (and 4 KiB): the index of 24 s does not fit it.
+    let segments = capture_run(&tmp.path().join("run"), 24, "640x360", "4M").await?;
+    let paths: Vec<_> = segments.iter().map(|s| s.path.clone()).collect();
+    let key = ObjectKey::Video(camrec_shared::PlaybackId::new());
+    let mut stream = ClipStream::new(uploader, key.clone(), Duration::from_secs(1));
+    for p in &paths {
+        stream.push(p).await;
+    }
+    let stored = stream
+        .finish(&paths)
+        .await
+        .map_err(|e| anyhow::anyhow!("not assembled: {e}"))?;
+    let bytes = storage.store().get(&key.path()).await?.bytes().await?;
+    assert_eq!(stored.size_bytes, bytes.len() as u64);
+    assert!(stored.size_bytes > 2 * CLIP_PART_SIZE as u64, "sent in parts");
+    use sha2::Digest;
+    assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
+    assert_eq!(top_boxes(&bytes), ["ftyp", "free", "mdat", "moov"]);
+    let local = tmp.path().join("video.mp4");
+    std::fs::write(&local, &bytes)?;
+    let (duration, times) = probe_packets(&local).await?;
+    assert!((duration - 24.0).abs() < 0.4, "duration {duration}");
+    assert_eq!(times.len(), 600, "24 s at 25 fps");
+    let seek = seek_read(&local, 20.0).await?;
+    assert!(seek.bytes_read < stored.size_bytes, "{seek:?}");
+    s3.stop();
+    Ok(())
+}
+
 #[tokio::test]
 async fn a_break_in_the_capture_leaves_the_clip_to_be_joined_and_nothing_at_its_key(
 ) -> anyhow::Result<()> {
