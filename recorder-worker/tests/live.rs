@@ -526,7 +526,10 @@ async fn a_clip_whose_index_outgrew_its_front_has_it_after_the_media() -> anyhow
         .map_err(|e| anyhow::anyhow!("not assembled: {e}"))?;
     let bytes = storage.store().get(&key.path()).await?.bytes().await?;
     assert_eq!(stored.size_bytes, bytes.len() as u64);
-    assert!(stored.size_bytes > 2 * CLIP_PART_SIZE as u64, "sent in parts");
+    assert!(
+        stored.size_bytes > 2 * CLIP_PART_SIZE as u64,
+        "sent in parts"
+    );
     use sha2::Digest;
     assert_eq!(stored.sha256, hex::encode(sha2::Sha256::digest(&bytes)));
     assert_eq!(top_boxes(&bytes), ["ftyp", "free", "mdat", "moov"]);
