@@ -516,7 +516,7 @@ async fn a_clip_whose_index_outgrew_its_front_has_it_after_the_media() -> anyhow
     let segments = capture_run(&tmp.path().join("run"), 24, "640x360", "4M").await?;
     let paths: Vec<_> = segments.iter().map(|s| s.path.clone()).collect();
     let key = ObjectKey::Video(camrec_shared::PlaybackId::new());
-    let mut stream = ClipStream::new(uploader, key.clone(), Duration::from_secs(1));
+    let mut stream = ClipStream::new(uploader, key, Duration::from_secs(1));
     for p in &paths {
         stream.push(p).await;
     }
