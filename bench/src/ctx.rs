@@ -76,7 +76,9 @@ impl Plan {
             p1_duration: Duration::from_secs(1),
             p2_backlog: 200,
             p2_steady: Duration::from_secs(2),
-            p3_clips_sec: vec![(2, 1)],
+            // Long enough that a segment starting after the event is listed while it records
+            // (up to a segment after the event, then its own length, then its upload).
+            p3_clips_sec: vec![(4, 1)],
             p4_samples: 1,
             p4_overlaps: vec![1, 2, 5],
             p4_rounds: 0,

@@ -315,7 +315,8 @@ the capture has written the event's end: the whole fragments, of at most 0.2 s, 
 being written that reach it; the clip's MP4 was assembled in the store while it recorded, so \
 what remains is its first part with the index, its tail and the multipart completion, probing \
 the first segment and a thumbnail, and the closed segment list), for a clip of 10 s \
-(median of 3), 60 s and 600 s (each plus the camera's 5 s pre-roll, recorded in wall time; the \
+(median of 3), 60 s and 600 s (4 s in the smoke; each plus the camera's 5 s pre-roll, recorded \
+in wall time; the \
 bench's cameras have `postRollSec` 0, so no post-roll is waited for); goal at most 1 s at any \
 length (issue 17). Baseline: `ffprobe -print_format json` of the same final file plus an \
 object_store upload of it to the same S3 server: what joining and uploading at the end costs at \
