@@ -136,11 +136,6 @@ impl Tables {
             .map_or(0, Track::duration)
     }
 
-    /// Where `track`'s first sample is in time, in its timescale (the first run's `tfdt`).
-    pub fn first_decode_time(&self, track: u32) -> Option<u64> {
-        self.tracks.iter().find(|t| t.id == track)?.first
-    }
-
     /// Where the next run of `track` should start, in its timescale.
     pub fn next_decode_time(&self, track: u32) -> Option<u64> {
         let t = self.tracks.iter().find(|t| t.id == track)?;
@@ -390,7 +385,7 @@ fn full(version: u8, flags: u32) -> Vec<u8> {
 }
 
 /// A box of `kind` around `body` (a 64-bit size when it does not fit 32 bits).
-pub fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
+fn boxed(kind: &[u8; 4], body: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(body.len() + 16);
     match u32::try_from(body.len() + 8) {
         Ok(size) => out.extend_from_slice(&size.to_be_bytes()),
